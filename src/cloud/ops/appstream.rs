@@ -1,0 +1,104 @@
+//! App Streaming (appstream-center 2021-09-01): OTA updates of delivery groups.
+
+use serde::{Deserialize, Serialize};
+
+use super::lenient_i64;
+use crate::cloud::client::CloudClient;
+use crate::cloud::endpoint::Product;
+use crate::cloud::error::CloudError;
+use crate::cloud::request::RpcRequest;
+use crate::cloud::transport::check_body_code;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct OtaInfo {
+    pub ota_version: String,
+    /// Empty when no new version is available.
+    pub new_ota_version: String,
+    /// Changes after every successful ApproveOtaTask: read it again before each approval.
+    pub task_id: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct AppInstanceGroup {
+    pub app_instance_group_id: String,
+    pub app_instance_group_name: String,
+    pub region_id: String,
+    pub status: String,
+    pub resource_status: String,
+    pub ota_info: OtaInfo,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ListAppInstanceGroupResponse {
+    pub request_id: String,
+    #[serde(deserialize_with = "lenient_i64")]
+    pub total_count: i64,
+    #[serde(deserialize_with = "lenient_i64")]
+    pub page_number: i64,
+    #[serde(deserialize_with = "lenient_i64")]
+    pub page_size: i64,
+    pub app_instance_group_models: Vec<AppInstanceGroup>,
+}
+
+/// Lists CloudApp delivery groups of a region (or one group), every page.
+pub async fn list_app_instance_groups(
+    client: &CloudClient,
+    biz_region_id: &str,
+    app_instance_group_id: Option<&str>,
+) -> Result<Vec<AppInstanceGroup>, CloudError> {
+    let mut out = Vec::new();
+    let mut page = 1i64;
+    loop {
+        let req = RpcRequest::new(Product::AppstreamCenter, "ListAppInstanceGroup", biz_region_id)
+            .query("ProductType", "CloudApp")
+            .query("BizRegionId", biz_region_id)
+            .query_opt("AppInstanceGroupId", app_instance_group_id)
+            .query("PageNumber", page.to_string())
+            .query("PageSize", "100");
+        let resp: ListAppInstanceGroupResponse = client.call_typed(&req).await?;
+        let got = resp.app_instance_group_models.len() as i64;
+        out.extend(resp.app_instance_group_models);
+        let size = if resp.page_size > 0 { resp.page_size } else { 100 };
+        if got == 0 || page * size >= resp.total_count {
+            break;
+        }
+        page += 1;
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Debug)]
+pub struct ApproveOtaTask {
+    pub app_instance_group_id: String,
+    pub biz_region_id: String,
+    pub task_id: String,
+    pub ota_type: String,
+    /// ISO 8601, e.g. `2022-08-04T14:36:00Z`.
+    pub start_time: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ApproveOtaTaskResponse {
+    pub request_id: String,
+    pub code: String,
+}
+
+/// Approves the OTA task for a start time. Not idempotent: it is never resent once it may
+/// have reached the server, and a `Code` other than `success` in the 200 body (such as
+/// `OtaTask.Running`) is returned as an error.
+pub async fn approve_ota_task(client: &CloudClient, r: &ApproveOtaTask) -> Result<ApproveOtaTaskResponse, CloudError> {
+    let req = RpcRequest::new(Product::AppstreamCenter, "ApproveOtaTask", r.biz_region_id.clone())
+        .body("AppInstanceGroupId", r.app_instance_group_id.clone())
+        .body("BizRegionId", r.biz_region_id.clone())
+        .body("OtaType", r.ota_type.clone())
+        .body("StartTime", r.start_time.clone())
+        .body("TaskId", r.task_id.clone())
+        .not_idempotent();
+    let json = client.call(&req).await?;
+    check_body_code(req.action, &json)?;
+    serde_json::from_value(json).map_err(|e| CloudError::Decode { action: req.action.into(), message: e.to_string() })
+}

@@ -1,0 +1,46 @@
+//! Typed operations, with the official field names, and collectors that follow every page.
+
+pub mod appstream;
+pub mod ecd;
+pub mod sts;
+pub mod swas;
+
+use serde::{Deserialize, Deserializer};
+
+/// Accepts a count that arrives as a JSON number or as a string (SWAS documents its
+/// pagination counts as strings).
+pub fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Num(i64),
+        Str(String),
+        Null(()),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Num(n) => Ok(n),
+        Raw::Str(s) if s.trim().is_empty() => Ok(0),
+        Raw::Str(s) => s.trim().parse().map_err(serde::de::Error::custom),
+        Raw::Null(()) => Ok(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct T {
+        #[serde(deserialize_with = "lenient_i64", default)]
+        n: i64,
+    }
+
+    #[test]
+    fn counts_parse_from_numbers_and_strings() {
+        assert_eq!(serde_json::from_str::<T>(r#"{"n": 4}"#).unwrap().n, 4);
+        assert_eq!(serde_json::from_str::<T>(r#"{"n": "4"}"#).unwrap().n, 4);
+        assert_eq!(serde_json::from_str::<T>(r#"{"n": ""}"#).unwrap().n, 0);
+        assert_eq!(serde_json::from_str::<T>(r#"{}"#).unwrap().n, 0);
+        assert!(serde_json::from_str::<T>(r#"{"n": "four"}"#).is_err());
+    }
+}

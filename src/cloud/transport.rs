@@ -1,0 +1,191 @@
+//! One attempt on the wire: sign, send, time, and turn the answer into JSON or an error.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::credentials::Credentials;
+use super::endpoint::Endpoints;
+use super::error::{ApiError, CloudError, TransportFailure, throttling_time_left};
+use super::metrics::CloudMetrics;
+use super::request::{Attempt, RpcRequest, sign};
+use super::signer::SignatureVersion;
+
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    pub endpoints: Endpoints,
+    pub signature_version: SignatureVersion,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            endpoints: Endpoints::default(),
+            signature_version: SignatureVersion::default(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+pub fn user_agent() -> String {
+    format!("alicloud-ops-operator/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// A pooled HTTP client plus where and how to sign. Shared by every credential set.
+#[derive(Debug)]
+pub struct Transport {
+    http: reqwest::Client,
+    config: TransportConfig,
+    user_agent: String,
+    metrics: Arc<CloudMetrics>,
+}
+
+impl Transport {
+    pub fn new(config: TransportConfig, metrics: Arc<CloudMetrics>) -> Result<Self, CloudError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| CloudError::InvalidRequest(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Transport { http, config, user_agent: user_agent(), metrics })
+    }
+
+    pub fn config(&self) -> &TransportConfig {
+        &self.config
+    }
+
+    pub fn metrics(&self) -> &Arc<CloudMetrics> {
+        &self.metrics
+    }
+
+    /// Sends `req` once, with a fresh nonce and timestamp. `creds` is `None` only for
+    /// anonymous actions (AssumeRoleWithOIDC).
+    pub async fn send_once(&self, req: &RpcRequest, creds: Option<&Credentials>) -> Result<Value, CloudError> {
+        let wire = sign(
+            req,
+            &self.config.endpoints,
+            self.config.signature_version,
+            creds,
+            &Attempt::fresh(),
+            &self.user_agent,
+        );
+        let endpoint = format!("{}://{}", wire.url.scheme(), super::endpoint::host_header(&wire.url));
+        let mut builder = self.http.post(wire.url);
+        for (k, v) in &wire.headers {
+            builder = builder.header(k, v);
+        }
+        if let Some(body) = wire.body {
+            builder = builder.body(body);
+        }
+        let started = Instant::now();
+        let result = self.read(req.action, &endpoint, builder).await;
+        let code = match &result {
+            Ok(_) => "success",
+            Err(e) => e.code(),
+        };
+        self.metrics.observe(req.product.code(), req.action, code, started.elapsed());
+        result
+    }
+
+    async fn read(&self, action: &str, endpoint: &str, builder: reqwest::RequestBuilder) -> Result<Value, CloudError> {
+        let transport_error = |e: reqwest::Error| CloudError::Transport {
+            action: action.to_string(),
+            endpoint: endpoint.to_string(),
+            failure: if e.is_connect() {
+                TransportFailure::Connect
+            } else if e.is_timeout() {
+                TransportFailure::Timeout
+            } else {
+                TransportFailure::Other
+            },
+            message: e.to_string(),
+        };
+        let resp = builder.send().await.map_err(transport_error)?;
+        let status = resp.status().as_u16();
+        let retry_after =
+            throttling_time_left(resp.headers().iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))));
+        let text = resp.text().await.map_err(transport_error)?;
+        let json: Option<Value> = serde_json::from_str(&text).ok();
+        if status >= 400 {
+            return Err(api_error(action, status, json.as_ref(), &text, retry_after));
+        }
+        json.ok_or_else(|| CloudError::Decode {
+            action: action.to_string(),
+            message: format!("HTTP {status} with a body that is not JSON: {}", truncate(&text, 200)),
+        })
+    }
+}
+
+fn field<'a>(json: Option<&'a Value>, names: &[&str]) -> Option<&'a str> {
+    let obj = json?.as_object()?;
+    names.iter().find_map(|n| obj.get(*n)?.as_str())
+}
+
+fn api_error(action: &str, status: u16, json: Option<&Value>, text: &str, retry_after: Option<Duration>) -> CloudError {
+    let code = field(json, &["Code", "code"]).map(str::to_string).unwrap_or_else(|| format!("HTTP{status}"));
+    let message = field(json, &["Message", "message"])
+        .map(str::to_string)
+        .unwrap_or_else(|| truncate(text, 200));
+    CloudError::Api(Box::new(ApiError {
+        action: action.to_string(),
+        status,
+        code,
+        message,
+        request_id: field(json, &["RequestId", "requestId"]).unwrap_or("").to_string(),
+        retry_after,
+    }))
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// Checks the `Code` that some actions put inside an HTTP 200 body: anything but
+/// `success` is an error (ApproveOtaTask answers `OtaTask.Running` this way).
+pub fn check_body_code(action: &str, json: &Value) -> Result<(), CloudError> {
+    match field(Some(json), &["Code", "code"]) {
+        None => Ok(()),
+        Some(code) if code.eq_ignore_ascii_case("success") => Ok(()),
+        Some(code) => Err(CloudError::api(
+            action,
+            200,
+            code,
+            field(Some(json), &["Message", "message"]).unwrap_or(""),
+            field(Some(json), &["RequestId"]).unwrap_or(""),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn error_bodies_are_read_in_either_case() {
+        let e = api_error("A", 403, Some(&json!({"code": "Forbidden.RAM", "message": "no", "requestId": "r"})), "", None);
+        assert_eq!(e.code(), "Forbidden.RAM");
+        assert_eq!(e.api_error().unwrap().request_id, "r");
+        let e = api_error("A", 502, None, "<html>bad gateway</html>", None);
+        assert_eq!(e.code(), "HTTP502");
+        assert!(e.to_string().contains("bad gateway"));
+    }
+
+    #[test]
+    fn body_code_other_than_success_is_an_error() {
+        assert!(check_body_code("A", &json!({"Code": "success"})).is_ok());
+        assert!(check_body_code("A", &json!({"RequestId": "x"})).is_ok());
+        let e = check_body_code("ApproveOtaTask", &json!({"Code": "OtaTask.Running", "Message": "running", "RequestId": "r"}))
+            .unwrap_err();
+        assert_eq!(e.code(), "OtaTask.Running");
+        assert_eq!(e.api_error().unwrap().status, 200);
+    }
+}

@@ -1,0 +1,4 @@
+//! alicloud-ops-operator: a Kubernetes operator for Alibaba Cloud end-user-computing
+//! maintenance, and the local cloud emulator it is tested against.
+
+pub mod cloud;
