@@ -2,3 +2,4 @@
 //! maintenance, and the local cloud emulator it is tested against.
 
 pub mod cloud;
+pub mod emulator;

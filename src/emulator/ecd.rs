@@ -1,0 +1,113 @@
+//! ecd 2020-09-30: DescribeFotaTasks, UpdateFotaTask, DescribeDesktops, SetDesktopMaintenance.
+
+use serde_json::{Value, json};
+
+use super::error::{ApiFailure, ApiResult};
+use super::params::{Params, token_page};
+use super::state::{CloudState, EcdRegion};
+use crate::cloud::ops::ecd::MAX_DESKTOP_IDS_PER_CALL;
+
+fn region<'a>(state: &'a mut CloudState, params: &Params) -> ApiResult<&'a mut EcdRegion> {
+    let id = params.required("RegionId")?;
+    state
+        .ecd
+        .get_mut(id)
+        .ok_or_else(|| ApiFailure::new(400, "InvalidRegionId.NotFound", format!("The region {id} does not exist or is not supported.")))
+}
+
+pub fn describe_fota_tasks(state: &mut CloudState, params: &Params) -> ApiResult<Value> {
+    let uids = params.list("TaskUid", 100)?;
+    let user_status = match params.optional("UserStatus") {
+        Some(_) => Some(params.one_of("UserStatus", &["Running", "Pending"])?),
+        None => None,
+    };
+    let r = region(state, params)?;
+    let global = r.global_auto_update;
+    let tasks: Vec<_> = r
+        .fota_tasks
+        .iter()
+        .filter(|t| uids.is_empty() || uids.contains(&t.task_uid))
+        .map(|t| {
+            let mut t = t.clone();
+            // While the global switch is on, every task is pushed automatically.
+            if global {
+                t.status = "Running".into();
+            }
+            t
+        })
+        .filter(|t| user_status.is_none_or(|s| t.status == s))
+        .collect();
+    let (page, next) = token_page(&tasks, params, 20, 100)?;
+    let mut body = json!({"FotaTasks": page, "Code": "success"});
+    if let Some(n) = next {
+        body["NextToken"] = json!(n);
+    }
+    Ok(body)
+}
+
+pub fn update_fota_task(state: &mut CloudState, params: &Params) -> ApiResult<Value> {
+    let uid = params.required("TaskUid")?.to_string();
+    let status = params.one_of("UserStatus", &["Running", "Pending"])?;
+    let r = region(state, params)?;
+    let global = r.global_auto_update;
+    let task = r
+        .fota_tasks
+        .iter_mut()
+        .find(|t| t.task_uid == uid)
+        .ok_or_else(|| ApiFailure::new(404, "InvalidTaskUid.NotFound", format!("The image update task {uid} does not exist.")))?;
+    // With the global switch on the per-task switch has no effect: the call succeeds and
+    // the task stays Running, as the API documentation describes.
+    if !global {
+        task.status = status.to_string();
+    }
+    Ok(json!({}))
+}
+
+pub fn describe_desktops(state: &mut CloudState, params: &Params) -> ApiResult<Value> {
+    let ids = params.list("DesktopId", MAX_DESKTOP_IDS_PER_CALL)?;
+    let office_site = params.optional("OfficeSiteId").map(str::to_string);
+    let status = params.optional("DesktopStatus").map(str::to_string);
+    let r = region(state, params)?;
+    let desktops: Vec<_> = r
+        .desktops
+        .iter()
+        .filter(|d| ids.is_empty() || ids.contains(&d.desktop_id))
+        .filter(|d| office_site.as_ref().is_none_or(|o| &d.office_site_id == o))
+        .filter(|d| status.as_ref().is_none_or(|s| &d.desktop_status == s))
+        .cloned()
+        .collect();
+    let total = desktops.len();
+    let (page, next) = token_page(&desktops, params, 10, 100)?;
+    let mut body = json!({"Desktops": page, "TotalCount": total});
+    if let Some(n) = next {
+        body["NextToken"] = json!(n);
+    }
+    Ok(body)
+}
+
+pub fn set_desktop_maintenance(state: &mut CloudState, params: &Params) -> ApiResult<Value> {
+    let mode = params.required("Mode")?.to_ascii_uppercase();
+    if mode != "ENTER" && mode != "EXIT" {
+        return Err(ApiFailure::invalid("Mode", format!("{mode:?} is not one of ENTER, EXIT")));
+    }
+    let ids = params.list("DesktopIds", MAX_DESKTOP_IDS_PER_CALL)?;
+    if ids.is_empty() {
+        return Err(ApiFailure::missing("DesktopIds.1"));
+    }
+    let r = region(state, params)?;
+    let unknown: Vec<&String> = ids.iter().filter(|id| !r.desktops.iter().any(|d| &d.desktop_id == *id)).collect();
+    if !unknown.is_empty() {
+        let list = unknown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+        return Err(ApiFailure::new(404, "InvalidDesktopId.NotFound", format!("The specified desktops do not exist: {list}")));
+    }
+    for d in r.desktops.iter_mut().filter(|d| ids.contains(&d.desktop_id)) {
+        d.management_flags.retain(|f| f != "NoFlag" && f != "UnderMaintenance" && f != "EnterMaintenance");
+        if mode == "ENTER" {
+            d.management_flags.push("UnderMaintenance".into());
+        }
+        if d.management_flags.is_empty() {
+            d.management_flags.push("NoFlag".into());
+        }
+    }
+    Ok(json!({}))
+}

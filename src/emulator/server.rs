@@ -1,0 +1,275 @@
+//! HTTP: the RPC endpoint on `/` and the admin API under `/_emulator/`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::auth::{Caller, KeyStore, NonceCache, SignedRequest, verify};
+use super::clock::Clock;
+use super::error::{ApiFailure, ApiResult};
+use super::faults::{Fault, Faults};
+use super::params::Params;
+use super::state::CloudState;
+use super::swas::ShareBook;
+use super::{appstream, ecd, new_request_id, sts, swas};
+use crate::cloud::canonical::parse_pairs;
+use crate::cloud::endpoint::Product;
+
+/// Counts per action and result code, as `GET /_emulator/requests` shows them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestCounters {
+    pub total: u64,
+    /// action → result code (`success` or the error code) → count.
+    pub actions: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+impl RequestCounters {
+    pub fn count(&self, action: &str) -> u64 {
+        self.actions.get(action).map(|c| c.values().sum()).unwrap_or(0)
+    }
+
+    pub fn count_code(&self, action: &str, code: &str) -> u64 {
+        self.actions.get(action).and_then(|c| c.get(code)).copied().unwrap_or(0)
+    }
+}
+
+/// Everything the emulator holds. Separate locks keep signature checks off the state lock.
+pub struct World {
+    pub clock: Clock,
+    state: Mutex<CloudState>,
+    keys: Mutex<KeyStore>,
+    nonces: Mutex<NonceCache>,
+    faults: Mutex<Faults>,
+    shares: Mutex<ShareBook>,
+    counters: Mutex<RequestCounters>,
+}
+
+impl World {
+    pub fn new(state: CloudState, access_keys: &[(String, String)]) -> Self {
+        World {
+            clock: Clock::default(),
+            state: Mutex::new(state),
+            keys: Mutex::new(KeyStore::new(access_keys)),
+            nonces: Mutex::new(NonceCache::default()),
+            faults: Mutex::new(Faults::default()),
+            shares: Mutex::new(ShareBook::default()),
+            counters: Mutex::new(RequestCounters::default()),
+        }
+    }
+
+    /// A copy of the state, with scheduled events applied up to the clock.
+    pub fn state(&self) -> CloudState {
+        let mut s = self.state.lock().expect("state lock");
+        s.advance_to(self.clock.now());
+        s.clone()
+    }
+
+    pub fn replace_state(&self, state: CloudState) {
+        *self.state.lock().expect("state lock") = state;
+    }
+
+    /// Changes the state in place.
+    pub fn update_state<R>(&self, f: impl FnOnce(&mut CloudState) -> R) -> R {
+        f(&mut self.state.lock().expect("state lock"))
+    }
+
+    pub fn counters(&self) -> RequestCounters {
+        self.counters.lock().expect("counters lock").clone()
+    }
+
+    pub fn reset_counters(&self) {
+        *self.counters.lock().expect("counters lock") = RequestCounters::default();
+    }
+
+    pub fn add_fault(&self, fault: Fault) -> Result<(), String> {
+        fault.validate()?;
+        self.faults.lock().expect("faults lock").add(fault);
+        Ok(())
+    }
+
+    pub fn clear_faults(&self) {
+        self.faults.lock().expect("faults lock").clear();
+    }
+
+    fn count(&self, action: &str, code: &str) {
+        let mut c = self.counters.lock().expect("counters lock");
+        c.total += 1;
+        *c.actions.entry(action.to_string()).or_default().entry(code.to_string()).or_default() += 1;
+    }
+
+    fn dispatch(&self, product: Product, action: &str, caller: &Caller, params: &Params, now: DateTime<Utc>) -> ApiResult<Value> {
+        let mut state = self.state.lock().expect("state lock");
+        let state = &mut *state;
+        match (product, action) {
+            (Product::Ecd, "DescribeFotaTasks") => ecd::describe_fota_tasks(state, params),
+            (Product::Ecd, "UpdateFotaTask") => ecd::update_fota_task(state, params),
+            (Product::Ecd, "DescribeDesktops") => ecd::describe_desktops(state, params),
+            (Product::Ecd, "SetDesktopMaintenance") => ecd::set_desktop_maintenance(state, params),
+            (Product::SwasOpen, "ListCustomImages") => swas::list_custom_images(state, params),
+            (Product::SwasOpen, "ModifyImageShareStatus") => {
+                let mut book = self.shares.lock().expect("shares lock");
+                swas::modify_image_share_status(state, &mut book, caller.access_key_id(), params, now)
+            }
+            (Product::AppstreamCenter, "ListAppInstanceGroup") => appstream::list_app_instance_group(state, params, now),
+            (Product::AppstreamCenter, "ApproveOtaTask") => appstream::approve_ota_task(state, params, now),
+            (Product::Sts, "AssumeRoleWithOIDC") => {
+                sts::assume_role_with_oidc(&mut self.keys.lock().expect("keys lock"), params, now)
+            }
+            _ => Err(not_found_action(action, product.version())),
+        }
+    }
+}
+
+fn not_found_action(action: &str, version: &str) -> ApiFailure {
+    ApiFailure::new(404, "InvalidAction.NotFound", format!("Specified api {action} of version {version} is not found."))
+}
+
+pub fn router(world: Arc<World>) -> axum::Router {
+    axum::Router::new()
+        .route("/", any(rpc))
+        .route("/_emulator/state", get(get_state).put(put_state))
+        .route("/_emulator/requests", get(get_requests).delete(delete_requests))
+        .route("/_emulator/clock", get(get_clock).post(post_clock))
+        .route("/_emulator/faults", get(get_faults).post(post_faults).delete(delete_faults))
+        .route("/_emulator/healthz", get(|| async { "ok" }))
+        .with_state(world)
+}
+
+async fn rpc(State(world): State<Arc<World>>, method: Method, headers: HeaderMap, RawQuery(query): RawQuery, body: Bytes) -> Response {
+    let request_id = new_request_id();
+    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_string();
+    let query_pairs = parse_pairs(query.as_deref().unwrap_or(""));
+    let is_form = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let mut all = query_pairs.clone();
+    if is_form && !body.is_empty() {
+        all.extend(parse_pairs(&String::from_utf8_lossy(&body)));
+    }
+    let params = Params::new(all);
+    let req = SignedRequest { method: method.as_str(), headers: &headers, query: &query_pairs, params: &params, body: &body };
+    let (action, version) = req.action_and_version();
+    let action = action.unwrap_or_default().to_string();
+    let product = Product::from_version(version.unwrap_or_default());
+    let result = handle(&world, &req, &action, version, product).await;
+    let code = match &result {
+        Ok(v) => v.get("Code").and_then(Value::as_str).filter(|c| *c != "success").unwrap_or("success").to_string(),
+        Err(e) => e.code.clone(),
+    };
+    world.count(if action.is_empty() { "(none)" } else { &action }, &code);
+    let product_name = product.map(|p| p.code()).unwrap_or("unknown");
+    match result {
+        Ok(mut body) => {
+            if body.get("RequestId").is_none() {
+                body["RequestId"] = json!(request_id);
+            }
+            (StatusCode::OK, Json(body)).into_response()
+        }
+        Err(e) => (e.status, Json(e.body(&request_id, &host, product_name))).into_response(),
+    }
+}
+
+async fn handle(world: &World, req: &SignedRequest<'_>, action: &str, version: Option<&str>, product: Option<Product>) -> ApiResult<Value> {
+    if action.is_empty() {
+        return Err(ApiFailure::missing("Action"));
+    }
+    let version = version.ok_or_else(|| ApiFailure::missing("Version"))?;
+    let product = product.ok_or_else(|| not_found_action(action, version))?;
+    let now = world.clock.now();
+    let caller = if product == Product::Sts && action == "AssumeRoleWithOIDC" && req.is_unsigned() {
+        Caller::Anonymous
+    } else {
+        let keys = world.keys.lock().expect("keys lock");
+        let mut nonces = world.nonces.lock().expect("nonces lock");
+        verify(req, &keys, &mut nonces, now)?
+    };
+    let outcome = world.faults.lock().expect("faults lock").apply(action);
+    if !outcome.latency.is_zero() {
+        tokio::time::sleep(outcome.latency).await;
+    }
+    if let Some(err) = outcome.error {
+        return Err(err);
+    }
+    world.dispatch(product, action, &caller, req.params, now)
+}
+
+fn bad_request(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": message}))).into_response()
+}
+
+async fn get_state(State(world): State<Arc<World>>) -> Json<CloudState> {
+    Json(world.state())
+}
+
+async fn put_state(State(world): State<Arc<World>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<CloudState>(&body) {
+        Ok(state) => {
+            world.replace_state(state);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => bad_request(format!("invalid state: {e}")),
+    }
+}
+
+async fn get_requests(State(world): State<Arc<World>>) -> Json<RequestCounters> {
+    Json(world.counters())
+}
+
+async fn delete_requests(State(world): State<Arc<World>>) -> StatusCode {
+    world.reset_counters();
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ClockChange {
+    advance_seconds: Option<i64>,
+    now: Option<DateTime<Utc>>,
+}
+
+async fn get_clock(State(world): State<Arc<World>>) -> Json<Value> {
+    Json(json!({"now": world.clock.now()}))
+}
+
+async fn post_clock(State(world): State<Arc<World>>, body: Bytes) -> Response {
+    let change: ClockChange = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => return bad_request(format!("invalid clock change: {e}")),
+    };
+    let now = match (change.advance_seconds, change.now) {
+        (Some(s), None) => world.clock.advance(chrono::Duration::seconds(s)),
+        (None, Some(t)) => world.clock.set(t),
+        _ => return bad_request("give exactly one of advanceSeconds or now".into()),
+    };
+    Json(json!({"now": now})).into_response()
+}
+
+async fn get_faults(State(world): State<Arc<World>>) -> Json<Vec<Fault>> {
+    Json(world.faults.lock().expect("faults lock").list().to_vec())
+}
+
+async fn post_faults(State(world): State<Arc<World>>, body: Bytes) -> Response {
+    let fault: Fault = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => return bad_request(format!("invalid fault: {e}")),
+    };
+    match world.add_fault(fault) {
+        Ok(()) => StatusCode::CREATED.into_response(),
+        Err(e) => bad_request(format!("invalid fault: {e}")),
+    }
+}
+
+async fn delete_faults(State(world): State<Arc<World>>) -> StatusCode {
+    world.clear_faults();
+    StatusCode::NO_CONTENT
+}

@@ -1,0 +1,203 @@
+//! The emulated cloud's state: what `GET /_emulator/state` returns, `PUT` replaces and
+//! `--state FILE` loads. Items use the official field names of each API.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::cloud::ops::appstream::{AppInstanceGroup, OtaInfo};
+use crate::cloud::ops::ecd::{Desktop, FotaTask};
+use crate::cloud::ops::swas::CustomImage;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct CloudState {
+    /// Elastic Desktop Service, by region.
+    pub ecd: BTreeMap<String, EcdRegion>,
+    /// Simple Application Server, by region.
+    pub swas: BTreeMap<String, SwasRegion>,
+    /// App Streaming delivery groups (each names its own `BizRegionId`).
+    pub appstream: AppstreamState,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct EcdRegion {
+    /// The console's global image auto-update switch. While it is on, every task is pushed
+    /// automatically whatever UpdateFotaTask says.
+    pub global_auto_update: bool,
+    pub fota_tasks: Vec<FotaTask>,
+    pub desktops: Vec<Desktop>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct SwasRegion {
+    pub custom_images: Vec<CustomImage>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct AppstreamState {
+    pub app_instance_groups: Vec<DeliveryGroup>,
+}
+
+/// A delivery group, with what the emulator tracks about its OTA upgrade.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DeliveryGroup {
+    pub biz_region_id: String,
+    #[serde(flatten)]
+    pub group: AppInstanceGroup,
+    /// The approved upgrade, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_upgrade: Option<ScheduledUpgrade>,
+    /// How long an upgrade runs after its start time (0: it completes at the start time).
+    /// While it runs, ApproveOtaTask answers `OtaTask.Running`.
+    pub upgrade_duration_seconds: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ScheduledUpgrade {
+    pub approved_task_id: String,
+    pub start_time: DateTime<Utc>,
+    pub version: String,
+}
+
+impl CloudState {
+    /// Applies everything the clock has made happen: scheduled OTA upgrades complete once
+    /// their start time (plus duration) has passed.
+    pub fn advance_to(&mut self, now: DateTime<Utc>) {
+        for g in &mut self.appstream.app_instance_groups {
+            let Some(up) = &g.scheduled_upgrade else { continue };
+            if now >= up.start_time + chrono::Duration::seconds(g.upgrade_duration_seconds.max(0)) {
+                g.group.ota_info.ota_version = up.version.clone();
+                if g.group.ota_info.new_ota_version == up.version {
+                    g.group.ota_info.new_ota_version.clear();
+                }
+                g.scheduled_upgrade = None;
+            }
+        }
+    }
+
+    /// The dataset the emulator starts with when no `--state` is given.
+    pub fn default_dataset() -> CloudState {
+        let mut s = CloudState::default();
+        s.ecd.insert("cn-hangzhou".into(), ecd_region("hz", 3, 100, 4));
+        s.ecd.insert("cn-shanghai".into(), ecd_region("sh", 1, 20, 1));
+        s.swas.insert("cn-hangzhou".into(), swas_region("cn-hangzhou", "hz", 6, 2));
+        s.swas.insert("cn-shanghai".into(), swas_region("cn-shanghai", "sh", 2, 1));
+        for i in 1..=4 {
+            s.appstream.app_instance_groups.push(group("cn-hangzhou", &format!("aig-hz{i:04}"), i <= 3));
+        }
+        s.appstream.app_instance_groups.push(group("cn-shanghai", "aig-sh0001", true));
+        s
+    }
+}
+
+fn ecd_region(tag: &str, sites: usize, per_site: usize, foreign_maintenance: usize) -> EcdRegion {
+    let region = if tag == "hz" { "cn-hangzhou" } else { "cn-shanghai" };
+    let fota_tasks = (1..=3)
+        .map(|i| FotaTask {
+            task_uid: format!("aot-{tag}{i:04}"),
+            app_version: format!("2.{i}.0-R-20261{i}01.120000"),
+            status: if i == 1 { "Running" } else { "Pending" }.into(),
+            publish_time: format!("2026-1{}-0{i}T04:28:48Z", i - 1),
+            release_note: format!("Image update {i}: security fixes and client improvements"),
+            size: 568_533_470 + i as i64,
+            pending_desktop_count: 10 * i as i64,
+            pending_custom_image_count: i as i64,
+            ..Default::default()
+        })
+        .collect();
+    let mut desktops = Vec::new();
+    for site in 1..=sites {
+        for n in 1..=per_site {
+            let idx = desktops.len();
+            desktops.push(Desktop {
+                desktop_id: format!("ecd-{tag}{site}{n:04}"),
+                desktop_name: format!("{tag}-site{site}-desk{n:03}"),
+                desktop_status: if n % 10 == 0 { "Stopped" } else { "Running" }.into(),
+                office_site_id: format!("{region}+dir-{site:010}"),
+                management_flags: vec![if idx < foreign_maintenance { "UnderMaintenance" } else { "NoFlag" }.into()],
+            });
+        }
+    }
+    EcdRegion { global_auto_update: false, fota_tasks, desktops }
+}
+
+fn swas_region(region: &str, tag: &str, count: usize, shared: usize) -> SwasRegion {
+    SwasRegion {
+        custom_images: (1..=count)
+            .map(|i| CustomImage {
+                image_id: format!("m-{tag}{i:04}"),
+                name: format!("{tag}-app-image-{i}"),
+                description: format!("custom image {i}"),
+                in_share: i <= shared,
+                in_share_user: false,
+                status: "1".into(),
+                region_id: region.into(),
+            })
+            .collect(),
+    }
+}
+
+fn group(region: &str, id: &str, new_version: bool) -> DeliveryGroup {
+    DeliveryGroup {
+        biz_region_id: region.into(),
+        group: AppInstanceGroup {
+            app_instance_group_id: id.into(),
+            app_instance_group_name: format!("{id}-office-apps"),
+            region_id: region.into(),
+            status: "PUBLISHED".into(),
+            resource_status: "AVAILABLE".into(),
+            ota_info: OtaInfo {
+                ota_version: "1.4.0-R-20261001.100000".into(),
+                new_ota_version: if new_version { "1.5.0-R-20261115.100000".into() } else { String::new() },
+                task_id: if new_version { format!("ota-{}-1", id.trim_start_matches("aig-")) } else { String::new() },
+            },
+        },
+        scheduled_upgrade: None,
+        upgrade_duration_seconds: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_dataset_has_what_the_readme_promises() {
+        let s = CloudState::default_dataset();
+        let hz = &s.ecd["cn-hangzhou"];
+        assert_eq!(hz.desktops.len(), 300);
+        assert!(hz.fota_tasks.iter().any(|t| t.status == "Running"));
+        assert!(hz.fota_tasks.iter().any(|t| t.status == "Pending"));
+        assert!(s.swas["cn-hangzhou"].custom_images.iter().any(|i| i.in_share));
+        assert!(s.swas["cn-hangzhou"].custom_images.iter().any(|i| !i.in_share));
+        assert!(s
+            .appstream
+            .app_instance_groups
+            .iter()
+            .any(|g| g.biz_region_id == "cn-hangzhou" && !g.group.ota_info.new_ota_version.is_empty()));
+        assert!(s.ecd.contains_key("cn-shanghai") && s.swas.contains_key("cn-shanghai"));
+    }
+
+    #[test]
+    fn state_round_trips_through_json_with_official_field_names() {
+        let s = CloudState::default_dataset();
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json["ecd"]["cn-hangzhou"]["desktops"][0]["ManagementFlags"].is_array());
+        assert!(json["appstream"]["appInstanceGroups"][0]["OtaInfo"]["TaskId"].is_string());
+        let back: CloudState = serde_json::from_value(json).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn unknown_top_level_fields_are_rejected() {
+        let err = serde_json::from_str::<CloudState>(r#"{"ecs": {}}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `ecs`"), "{err}");
+    }
+}

@@ -1,0 +1,114 @@
+//! swas-open 2020-06-01: ListCustomImages, ModifyImageShareStatus.
+
+use std::collections::{HashMap, VecDeque};
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Value, json};
+
+use super::error::{ApiFailure, ApiResult};
+use super::params::Params;
+use super::state::CloudState;
+
+/// The documented quota of ModifyImageShareStatus: 10 calls a minute per account.
+pub const SHARE_CALLS_PER_MINUTE: usize = 10;
+
+/// ClientTokens already used, and recent calls per account for the quota.
+#[derive(Debug, Default)]
+pub struct ShareBook {
+    tokens: HashMap<(String, String), (String, String)>,
+    calls: HashMap<String, VecDeque<DateTime<Utc>>>,
+}
+
+pub fn list_custom_images(state: &mut CloudState, params: &Params) -> ApiResult<Value> {
+    let region = params.required("RegionId")?;
+    let ids: Option<Vec<String>> = match params.optional("ImageIds") {
+        None => None,
+        Some(raw) => {
+            let ids: Vec<String> = serde_json::from_str(raw)
+                .map_err(|_| ApiFailure::invalid("ImageIds", "must be a JSON array of strings, e.g. [\"m-xxx\"]"))?;
+            if ids.len() > 100 {
+                return Err(ApiFailure::invalid("ImageIds", "at most 100 image ids are allowed"));
+            }
+            Some(ids)
+        }
+    };
+    let share = match params.optional("Share") {
+        None => None,
+        Some(v) => Some(v.parse::<bool>().map_err(|_| ApiFailure::invalid("Share", "must be true or false"))?),
+    };
+    let page_number = params.int("PageNumber", 1, i64::from(i32::MAX), 1)?;
+    let page_size = params.int("PageSize", 1, 100, 10)?;
+    let images: Vec<_> = state
+        .swas
+        .get(region)
+        .map(|r| r.custom_images.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter(|i| ids.as_ref().is_none_or(|ids| ids.contains(&i.image_id)))
+        .filter(|i| share != Some(false) || !i.in_share)
+        .cloned()
+        .collect();
+    let start = ((page_number - 1) * page_size) as usize;
+    let page: Vec<_> = images.iter().skip(start).take(page_size as usize).cloned().collect();
+    // The API documents these counts as strings.
+    Ok(json!({
+        "CustomImages": page,
+        "TotalCount": images.len().to_string(),
+        "PageNumber": page_number.to_string(),
+        "PageSize": page_size.to_string(),
+    }))
+}
+
+pub fn modify_image_share_status(
+    state: &mut CloudState,
+    book: &mut ShareBook,
+    account: &str,
+    params: &Params,
+    now: DateTime<Utc>,
+) -> ApiResult<Value> {
+    let region = params.required("RegionId")?.to_string();
+    let image_id = params.required("ImageId")?.to_string();
+    let operation = params.required("Operation")?;
+    if operation != "Share" && operation != "UnShare" {
+        return Err(ApiFailure::new(400, "InvalidParam.OperationIllegal", "The specified parameter operation is illegal."));
+    }
+    let token = params.optional("ClientToken");
+    if let Some(t) = token
+        && (t.len() > 64 || !t.is_ascii())
+    {
+        return Err(ApiFailure::invalid("ClientToken", "must be ASCII and at most 64 characters"));
+    }
+    let fingerprint = format!("{region}|{image_id}|{operation}");
+    if let Some(t) = token
+        && let Some((seen, request_id)) = book.tokens.get(&(account.to_string(), t.to_string()))
+    {
+        if *seen == fingerprint {
+            // Same token, same request: answer as before and do nothing again.
+            return Ok(json!({"RequestId": request_id}));
+        }
+        return Err(ApiFailure::new(
+            400,
+            "IdempotentParameterMismatch",
+            "The ClientToken was already used with other parameters.",
+        ));
+    }
+    let calls = book.calls.entry(account.to_string()).or_default();
+    while calls.front().is_some_and(|t| *t + Duration::minutes(1) <= now) {
+        calls.pop_front();
+    }
+    if calls.len() >= SHARE_CALLS_PER_MINUTE {
+        return Err(ApiFailure::throttled());
+    }
+    calls.push_back(now);
+    let image = state
+        .swas
+        .get_mut(&region)
+        .and_then(|r| r.custom_images.iter_mut().find(|i| i.image_id == image_id))
+        .ok_or_else(|| ApiFailure::new(404, "InvalidImageId.NotFound", "The specified ImageId does not exist."))?;
+    image.in_share = operation == "Share";
+    let request_id = super::new_request_id();
+    if let Some(t) = token {
+        book.tokens.insert((account.to_string(), t.to_string()), (fingerprint, request_id.clone()));
+    }
+    Ok(json!({"RequestId": request_id}))
+}
