@@ -9,10 +9,19 @@ use serde_json::Value;
 
 use super::credentials::{CredentialProvider, CredentialSource};
 use super::error::CloudError;
-use super::ratelimit::RateLimiter;
+use super::metrics::CloudMetrics;
+use super::ratelimit::{RateLimitConfig, RateLimiter};
 use super::request::RpcRequest;
 use super::retry::RetryPolicy;
-use super::transport::Transport;
+use super::transport::{Transport, TransportConfig};
+
+/// Everything that shapes a client, apart from its credentials.
+#[derive(Clone, Debug, Default)]
+pub struct ClientSettings {
+    pub transport: TransportConfig,
+    pub limits: RateLimitConfig,
+    pub retry: RetryPolicy,
+}
 
 /// A cloud client for one credential set. Clones share the HTTP pool, the rate limiter
 /// and the metrics; [`CloudClient::with_credentials`] makes one for another account.
@@ -34,6 +43,12 @@ impl CloudClient {
     pub fn new(transport: Arc<Transport>, source: CredentialSource, limiter: Arc<RateLimiter>, retry: RetryPolicy) -> Self {
         let credentials = Arc::new(CredentialProvider::new(source, transport.clone()));
         CloudClient { transport, credentials, limiter, retry }
+    }
+
+    /// Builds the shared transport and limiter from `settings`.
+    pub fn build(settings: ClientSettings, source: CredentialSource, metrics: Arc<CloudMetrics>) -> Result<Self, CloudError> {
+        let transport = Arc::new(Transport::new(settings.transport, metrics)?);
+        Ok(CloudClient::new(transport, source, Arc::new(RateLimiter::new(settings.limits)), settings.retry))
     }
 
     /// The same transport, limits and retries, with other credentials.

@@ -1,0 +1,60 @@
+//! Helpers shared by the integration tests: an in-process emulator and clients for it.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alicloud_ops_operator::cloud::client::ClientSettings;
+use alicloud_ops_operator::cloud::endpoint::{Endpoints, parse_endpoint};
+use alicloud_ops_operator::cloud::metrics::CloudMetrics;
+use alicloud_ops_operator::cloud::ratelimit::RateLimitConfig;
+use alicloud_ops_operator::cloud::retry::RetryPolicy;
+use alicloud_ops_operator::cloud::transport::TransportConfig;
+use alicloud_ops_operator::cloud::{CloudClient, CredentialSource, Credentials, SignatureVersion};
+use alicloud_ops_operator::emulator::{
+    CloudState, DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, Emulator, EmulatorConfig,
+};
+
+pub async fn emulator() -> Emulator {
+    emulator_with(CloudState::default_dataset()).await
+}
+
+pub async fn emulator_with(state: CloudState) -> Emulator {
+    Emulator::start(EmulatorConfig { state, ..Default::default() }).await.expect("emulator starts")
+}
+
+pub fn default_key() -> CredentialSource {
+    CredentialSource::Static {
+        credentials: Credentials::new(DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, None, None),
+        origin: "test".into(),
+    }
+}
+
+/// Fast retries, no client-side rate limit: tests count exactly what reaches the emulator.
+pub fn settings(emu: &Emulator, version: SignatureVersion) -> ClientSettings {
+    ClientSettings {
+        transport: TransportConfig {
+            endpoints: Endpoints::with_override(parse_endpoint(&emu.url()).unwrap()),
+            signature_version: version,
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(10),
+        },
+        limits: RateLimitConfig { qps: 0.0, burst: 1, action_quotas: vec![] },
+        retry: RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(50),
+            max_elapsed: Duration::from_secs(5),
+        },
+    }
+}
+
+pub fn client(emu: &Emulator, version: SignatureVersion) -> CloudClient {
+    client_with(emu, version, default_key())
+}
+
+pub fn client_with(emu: &Emulator, version: SignatureVersion, source: CredentialSource) -> CloudClient {
+    CloudClient::build(settings(emu, version), source, Arc::new(CloudMetrics::default())).unwrap()
+}
+
+pub const BOTH: [SignatureVersion; 2] = [SignatureVersion::V2, SignatureVersion::V3];
