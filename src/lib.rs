@@ -1,5 +1,6 @@
 //! alicloud-ops-operator: a Kubernetes operator for Alibaba Cloud end-user-computing
 //! maintenance, and the local cloud emulator it is tested against.
 
+pub mod cli;
 pub mod cloud;
 pub mod emulator;

@@ -1,1 +1,61 @@
-fn main() {}
+use clap::{Parser, Subcommand};
+
+use alicloud_ops_operator::cli;
+
+/// Kubernetes operator for Alibaba Cloud end-user-computing maintenance, and its local cloud emulator.
+#[derive(Parser, Debug)]
+#[command(name = "alicloud-ops-operator", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format: text or json.
+    #[arg(long, env = "ALICLOUD_OPS_LOG_FORMAT", default_value = "text", global = true, value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Send one signed request with the resolved credentials and print the JSON answer.
+    Call(cli::call::CallArgs),
+    /// Run the local Alibaba Cloud emulator.
+    Emulator(cli::emulator::EmulatorArgs),
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    let code = match &cli.command {
+        Command::Call(args) => match cli::call::run(args).await {
+            Ok(json) => {
+                println!("{}", serde_json::to_string_pretty(&json).expect("JSON prints"));
+                0
+            }
+            Err(e) => {
+                eprintln!("{}", e.report());
+                1
+            }
+        },
+        Command::Emulator(args) => match cli::emulator::run(args).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        },
+    };
+    std::process::exit(code);
+}

@@ -8,11 +8,13 @@ use alicloud_ops_operator::cloud::ops::ecd::{
     self, DesktopFilter, FotaTask, MaintenanceMode, describe_desktops, describe_fota_tasks, set_desktop_maintenance,
     set_desktop_maintenance_batched, update_fota_task,
 };
-use alicloud_ops_operator::cloud::ops::swas::{CustomImage, ShareOperation, list_custom_images, modify_image_share_status};
+use alicloud_ops_operator::cloud::ops::swas::{
+    CustomImage, ShareOperation, list_custom_images, modify_image_share_status,
+};
 use alicloud_ops_operator::cloud::{ErrorClass, SignatureVersion};
+use alicloud_ops_operator::emulator::CloudState;
 use alicloud_ops_operator::emulator::faults::Fault;
 use alicloud_ops_operator::emulator::state::SwasRegion;
-use alicloud_ops_operator::emulator::CloudState;
 use support::*;
 
 fn fault(json: serde_json::Value) -> Fault {
@@ -29,9 +31,15 @@ async fn fota_tasks_read_and_update_with_both_signatures() {
         let pending = tasks.iter().find(|t| t.status == "Pending").unwrap().task_uid.clone();
         update_fota_task(&c, "cn-hangzhou", &pending, "Running").await.unwrap();
         let after = emu.world().state();
-        let t = after.ecd["cn-hangzhou"].fota_tasks.iter().find(|t| t.task_uid == pending).unwrap();
+        let t = after.ecd["cn-hangzhou"]
+            .fota_tasks
+            .iter()
+            .find(|t| t.task_uid == pending)
+            .unwrap();
         assert_eq!(t.status, "Running", "{v}");
-        let one = describe_fota_tasks(&c, "cn-hangzhou", std::slice::from_ref(&pending)).await.unwrap();
+        let one = describe_fota_tasks(&c, "cn-hangzhou", std::slice::from_ref(&pending))
+            .await
+            .unwrap();
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].status, "Running");
     }
@@ -42,10 +50,16 @@ async fn fota_tasks_follow_every_next_token_page() {
     let mut state = CloudState::default_dataset();
     let region = state.ecd.get_mut("cn-hangzhou").unwrap();
     region.fota_tasks = (0..250)
-        .map(|i| FotaTask { task_uid: format!("aot-{i:04}"), status: "Pending".into(), ..Default::default() })
+        .map(|i| FotaTask {
+            task_uid: format!("aot-{i:04}"),
+            status: "Pending".into(),
+            ..Default::default()
+        })
         .collect();
     let emu = emulator_with(state).await;
-    let tasks = describe_fota_tasks(&client(&emu, SignatureVersion::V3), "cn-hangzhou", &[]).await.unwrap();
+    let tasks = describe_fota_tasks(&client(&emu, SignatureVersion::V3), "cn-hangzhou", &[])
+        .await
+        .unwrap();
     let uids: Vec<_> = tasks.iter().map(|t| t.task_uid.clone()).collect();
     let want: Vec<_> = (0..250).map(|i| format!("aot-{i:04}")).collect();
     assert_eq!(uids, want);
@@ -55,9 +69,12 @@ async fn fota_tasks_follow_every_next_token_page() {
 #[tokio::test]
 async fn global_auto_update_keeps_tasks_running() {
     let emu = emulator().await;
-    emu.world().update_state(|s| s.ecd.get_mut("cn-hangzhou").unwrap().global_auto_update = true);
+    emu.world()
+        .update_state(|s| s.ecd.get_mut("cn-hangzhou").unwrap().global_auto_update = true);
     let c = client(&emu, SignatureVersion::V3);
-    update_fota_task(&c, "cn-hangzhou", "aot-hz0002", "Pending").await.unwrap();
+    update_fota_task(&c, "cn-hangzhou", "aot-hz0002", "Pending")
+        .await
+        .unwrap();
     let tasks = describe_fota_tasks(&c, "cn-hangzhou", &[]).await.unwrap();
     assert!(tasks.iter().all(|t| t.status == "Running"), "{tasks:?}");
 }
@@ -67,13 +84,18 @@ async fn desktops_page_and_maintenance_batches_by_100() {
     for v in BOTH {
         let emu = emulator().await;
         let c = client(&emu, v);
-        let all = describe_desktops(&c, "cn-hangzhou", &DesktopFilter::default()).await.unwrap();
+        let all = describe_desktops(&c, "cn-hangzhou", &DesktopFilter::default())
+            .await
+            .unwrap();
         assert_eq!(all.len(), 300);
         let site = all[150].office_site_id.clone();
         let one_site = describe_desktops(
             &c,
             "cn-hangzhou",
-            &DesktopFilter { office_site_id: Some(site.clone()), ..Default::default() },
+            &DesktopFilter {
+                office_site_id: Some(site.clone()),
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
@@ -82,14 +104,29 @@ async fn desktops_page_and_maintenance_batches_by_100() {
 
         let ids: Vec<String> = all.iter().skip(10).take(250).map(|d| d.desktop_id.clone()).collect();
         emu.world().reset_counters();
-        set_desktop_maintenance_batched(&c, "cn-hangzhou", MaintenanceMode::Enter, &ids).await.unwrap();
-        assert_eq!(emu.world().counters().count_code("SetDesktopMaintenance", "success"), 3, "{v}");
-        let by_id = describe_desktops(&c, "cn-hangzhou", &DesktopFilter { desktop_ids: ids.clone(), ..Default::default() })
+        set_desktop_maintenance_batched(&c, "cn-hangzhou", MaintenanceMode::Enter, &ids)
             .await
             .unwrap();
+        assert_eq!(
+            emu.world().counters().count_code("SetDesktopMaintenance", "success"),
+            3,
+            "{v}"
+        );
+        let by_id = describe_desktops(
+            &c,
+            "cn-hangzhou",
+            &DesktopFilter {
+                desktop_ids: ids.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
         assert_eq!(by_id.len(), 250);
         assert!(by_id.iter().all(|d| d.in_maintenance()));
-        set_desktop_maintenance_batched(&c, "cn-hangzhou", MaintenanceMode::Exit, &ids).await.unwrap();
+        set_desktop_maintenance_batched(&c, "cn-hangzhou", MaintenanceMode::Exit, &ids)
+            .await
+            .unwrap();
         let state = emu.world().state();
         for d in &state.ecd["cn-hangzhou"].desktops {
             if ids.contains(&d.desktop_id) {
@@ -104,14 +141,23 @@ async fn maintenance_rejects_unknown_ids_without_applying_any() {
     let emu = emulator().await;
     let c = client(&emu, SignatureVersion::V3);
     let ids = vec!["ecd-hz10011".to_string(), "ecd-does-not-exist".to_string()];
-    let err = set_desktop_maintenance(&c, "cn-hangzhou", MaintenanceMode::Enter, &ids).await.unwrap_err();
+    let err = set_desktop_maintenance(&c, "cn-hangzhou", MaintenanceMode::Enter, &ids)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "InvalidDesktopId.NotFound");
     assert_eq!(err.class(), ErrorClass::NotFound);
     assert!(err.to_string().contains("ecd-does-not-exist"));
-    let d = emu.world().state().ecd["cn-hangzhou"].desktops.iter().find(|d| d.desktop_id == "ecd-hz10011").cloned().unwrap();
+    let d = emu.world().state().ecd["cn-hangzhou"]
+        .desktops
+        .iter()
+        .find(|d| d.desktop_id == "ecd-hz10011")
+        .cloned()
+        .unwrap();
     assert!(!d.in_maintenance());
     let too_many: Vec<String> = (0..101).map(|i| format!("ecd-{i}")).collect();
-    let err = set_desktop_maintenance(&c, "cn-hangzhou", MaintenanceMode::Enter, &too_many).await.unwrap_err();
+    let err = set_desktop_maintenance(&c, "cn-hangzhou", MaintenanceMode::Enter, &too_many)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("1 to 100"), "{err}");
 }
 
@@ -123,7 +169,11 @@ async fn custom_images_page_and_share_with_client_token() {
             "eu-central-1".into(),
             SwasRegion {
                 custom_images: (0..150)
-                    .map(|i| CustomImage { image_id: format!("m-eu{i:04}"), status: "1".into(), ..Default::default() })
+                    .map(|i| CustomImage {
+                        image_id: format!("m-eu{i:04}"),
+                        status: "1".into(),
+                        ..Default::default()
+                    })
                     .collect(),
             },
         );
@@ -132,23 +182,45 @@ async fn custom_images_page_and_share_with_client_token() {
         let images = list_custom_images(&c, "eu-central-1", &[]).await.unwrap();
         assert_eq!(images.len(), 150, "{v}");
         assert_eq!(emu.world().counters().count_code("ListCustomImages", "success"), 2);
-        let picked = list_custom_images(&c, "cn-hangzhou", &["m-hz0003".into(), "m-hz0001".into()]).await.unwrap();
+        let picked = list_custom_images(&c, "cn-hangzhou", &["m-hz0003".into(), "m-hz0001".into()])
+            .await
+            .unwrap();
         assert_eq!(picked.len(), 2);
 
-        modify_image_share_status(&c, "cn-hangzhou", "m-hz0003", ShareOperation::Share, "tok-1").await.unwrap();
+        modify_image_share_status(&c, "cn-hangzhou", "m-hz0003", ShareOperation::Share, "tok-1")
+            .await
+            .unwrap();
         let shared = |emu: &alicloud_ops_operator::emulator::Emulator| {
-            emu.world().state().swas["cn-hangzhou"].custom_images.iter().find(|i| i.image_id == "m-hz0003").unwrap().in_share
+            emu.world().state().swas["cn-hangzhou"]
+                .custom_images
+                .iter()
+                .find(|i| i.image_id == "m-hz0003")
+                .unwrap()
+                .in_share
         };
         assert!(shared(&emu));
         // Someone unshares it; a retry with the same token must not act again.
         emu.world().update_state(|s| {
-            s.swas.get_mut("cn-hangzhou").unwrap().custom_images.iter_mut().find(|i| i.image_id == "m-hz0003").unwrap().in_share = false
+            s.swas
+                .get_mut("cn-hangzhou")
+                .unwrap()
+                .custom_images
+                .iter_mut()
+                .find(|i| i.image_id == "m-hz0003")
+                .unwrap()
+                .in_share = false
         });
-        modify_image_share_status(&c, "cn-hangzhou", "m-hz0003", ShareOperation::Share, "tok-1").await.unwrap();
+        modify_image_share_status(&c, "cn-hangzhou", "m-hz0003", ShareOperation::Share, "tok-1")
+            .await
+            .unwrap();
         assert!(!shared(&emu), "a repeated ClientToken acted twice");
-        let err = modify_image_share_status(&c, "cn-hangzhou", "m-hz0003", ShareOperation::UnShare, "tok-1").await.unwrap_err();
+        let err = modify_image_share_status(&c, "cn-hangzhou", "m-hz0003", ShareOperation::UnShare, "tok-1")
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), "IdempotentParameterMismatch");
-        let err = modify_image_share_status(&c, "cn-hangzhou", "m-nope", ShareOperation::Share, "tok-2").await.unwrap_err();
+        let err = modify_image_share_status(&c, "cn-hangzhou", "m-nope", ShareOperation::Share, "tok-2")
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), "InvalidImageId.NotFound");
         assert_eq!(err.api_error().unwrap().status, 404);
     }
@@ -161,10 +233,18 @@ async fn share_quota_of_ten_a_minute_answers_throttling_user() {
     s.retry.max_attempts = 1;
     let c = alicloud_ops_operator::cloud::CloudClient::build(s, default_key(), Default::default()).unwrap();
     for i in 0..10 {
-        let op = if i % 2 == 0 { ShareOperation::Share } else { ShareOperation::UnShare };
-        modify_image_share_status(&c, "cn-hangzhou", "m-hz0004", op, &format!("q-{i}")).await.unwrap();
+        let op = if i % 2 == 0 {
+            ShareOperation::Share
+        } else {
+            ShareOperation::UnShare
+        };
+        modify_image_share_status(&c, "cn-hangzhou", "m-hz0004", op, &format!("q-{i}"))
+            .await
+            .unwrap();
     }
-    let err = modify_image_share_status(&c, "cn-hangzhou", "m-hz0004", ShareOperation::Share, "q-10").await.unwrap_err();
+    let err = modify_image_share_status(&c, "cn-hangzhou", "m-hz0004", ShareOperation::Share, "q-10")
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "Throttling.User");
     assert_eq!(err.class(), ErrorClass::Throttled);
 }
@@ -176,7 +256,11 @@ async fn ota_approval_rotates_task_id_and_completes_on_the_clock() {
         let c = client(&emu, v);
         let groups = list_app_instance_groups(&c, "cn-hangzhou", None).await.unwrap();
         assert_eq!(groups.len(), 4);
-        let g = groups.iter().find(|g| !g.ota_info.new_ota_version.is_empty()).unwrap().clone();
+        let g = groups
+            .iter()
+            .find(|g| !g.ota_info.new_ota_version.is_empty())
+            .unwrap()
+            .clone();
         let start = chrono::Utc::now() + chrono::Duration::hours(1);
         let req = ApproveOtaTask {
             app_instance_group_id: g.app_instance_group_id.clone(),
@@ -187,7 +271,9 @@ async fn ota_approval_rotates_task_id_and_completes_on_the_clock() {
         };
         let resp = approve_ota_task(&c, &req).await.unwrap();
         assert_eq!(resp.code, "success");
-        let after = list_app_instance_groups(&c, "cn-hangzhou", Some(&g.app_instance_group_id)).await.unwrap();
+        let after = list_app_instance_groups(&c, "cn-hangzhou", Some(&g.app_instance_group_id))
+            .await
+            .unwrap();
         assert_eq!(after.len(), 1);
         assert_ne!(after[0].ota_info.task_id, g.ota_info.task_id, "TaskId must rotate");
         assert_eq!(after[0].ota_info.ota_version, g.ota_info.ota_version);
@@ -196,7 +282,9 @@ async fn ota_approval_rotates_task_id_and_completes_on_the_clock() {
         assert_eq!(err.code(), "InvalidParameter.TaskId");
         // Past the start time the upgrade is done.
         emu.world().clock.advance(chrono::Duration::hours(2));
-        let done = list_app_instance_groups(&c, "cn-hangzhou", Some(&g.app_instance_group_id)).await.unwrap();
+        let done = list_app_instance_groups(&c, "cn-hangzhou", Some(&g.app_instance_group_id))
+            .await
+            .unwrap();
         assert_eq!(done[0].ota_info.ota_version, g.ota_info.new_ota_version);
         assert_eq!(done[0].ota_info.new_ota_version, "");
     }
@@ -211,7 +299,10 @@ async fn approving_a_running_upgrade_is_ota_task_running_in_a_200_body() {
         }
     });
     let c = client(&emu, SignatureVersion::V3);
-    let g = list_app_instance_groups(&c, "cn-hangzhou", Some("aig-hz0001")).await.unwrap().remove(0);
+    let g = list_app_instance_groups(&c, "cn-hangzhou", Some("aig-hz0001"))
+        .await
+        .unwrap()
+        .remove(0);
     let start = chrono::Utc::now() + chrono::Duration::minutes(5);
     let mut req = ApproveOtaTask {
         app_instance_group_id: g.app_instance_group_id.clone(),
@@ -222,19 +313,32 @@ async fn approving_a_running_upgrade_is_ota_task_running_in_a_200_body() {
     };
     approve_ota_task(&c, &req).await.unwrap();
     emu.world().clock.advance(chrono::Duration::minutes(10));
-    req.task_id = list_app_instance_groups(&c, "cn-hangzhou", Some("aig-hz0001")).await.unwrap()[0].ota_info.task_id.clone();
+    req.task_id = list_app_instance_groups(&c, "cn-hangzhou", Some("aig-hz0001"))
+        .await
+        .unwrap()[0]
+        .ota_info
+        .task_id
+        .clone();
     emu.world().reset_counters();
     let err = approve_ota_task(&c, &req).await.unwrap_err();
     assert_eq!(err.code(), "OtaTask.Running");
     assert_eq!(err.api_error().unwrap().status, 200);
-    assert_eq!(emu.world().counters().count("ApproveOtaTask"), 1, "a 200 body error is not retried");
+    assert_eq!(
+        emu.world().counters().count("ApproveOtaTask"),
+        1,
+        "a 200 body error is not retried"
+    );
 }
 
 #[tokio::test]
 async fn throttled_then_success_uses_a_fresh_nonce_each_try() {
     for v in BOTH {
         let emu = emulator().await;
-        emu.world().add_fault(fault(serde_json::json!({"action": "DescribeFotaTasks", "throttle": true, "count": 2}))).unwrap();
+        emu.world()
+            .add_fault(fault(
+                serde_json::json!({"action": "DescribeFotaTasks", "throttle": true, "count": 2}),
+            ))
+            .unwrap();
         let c = client(&emu, v);
         describe_fota_tasks(&c, "cn-hangzhou", &[]).await.unwrap();
         let counters = emu.world().counters();
@@ -242,7 +346,12 @@ async fn throttled_then_success_uses_a_fresh_nonce_each_try() {
         assert_eq!(counters.actions["DescribeFotaTasks"].len(), 2, "{v}: {counters:?}");
         assert_eq!(counters.count_code("DescribeFotaTasks", "Throttling.User"), 2);
         assert_eq!(counters.count_code("DescribeFotaTasks", "success"), 1);
-        assert_eq!(c.transport().metrics().count("ecd", "DescribeFotaTasks", "Throttling.User"), 2);
+        assert_eq!(
+            c.transport()
+                .metrics()
+                .count("ecd", "DescribeFotaTasks", "Throttling.User"),
+            2
+        );
     }
 }
 
@@ -250,9 +359,20 @@ async fn throttled_then_success_uses_a_fresh_nonce_each_try() {
 async fn non_idempotent_approval_is_not_resent_after_a_server_error() {
     let emu = emulator().await;
     let c = client(&emu, SignatureVersion::V3);
-    emu.world().add_fault(fault(serde_json::json!({"action": "ApproveOtaTask", "code": "InternalError", "count": 1}))).unwrap();
-    emu.world().add_fault(fault(serde_json::json!({"action": "DescribeDesktops", "code": "InternalError", "count": 1}))).unwrap();
-    let g = list_app_instance_groups(&c, "cn-hangzhou", Some("aig-hz0001")).await.unwrap().remove(0);
+    emu.world()
+        .add_fault(fault(
+            serde_json::json!({"action": "ApproveOtaTask", "code": "InternalError", "count": 1}),
+        ))
+        .unwrap();
+    emu.world()
+        .add_fault(fault(
+            serde_json::json!({"action": "DescribeDesktops", "code": "InternalError", "count": 1}),
+        ))
+        .unwrap();
+    let g = list_app_instance_groups(&c, "cn-hangzhou", Some("aig-hz0001"))
+        .await
+        .unwrap()
+        .remove(0);
     let err = approve_ota_task(
         &c,
         &ApproveOtaTask {
@@ -268,8 +388,13 @@ async fn non_idempotent_approval_is_not_resent_after_a_server_error() {
     assert_eq!(err.code(), "InternalError");
     assert_eq!(emu.world().counters().count("ApproveOtaTask"), 1);
     // The same failure on an idempotent read is retried.
-    describe_desktops(&c, "cn-shanghai", &DesktopFilter::default()).await.unwrap();
-    assert_eq!(emu.world().counters().count_code("DescribeDesktops", "InternalError"), 1);
+    describe_desktops(&c, "cn-shanghai", &DesktopFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        emu.world().counters().count_code("DescribeDesktops", "InternalError"),
+        1
+    );
     assert_eq!(emu.world().counters().count_code("DescribeDesktops", "success"), 1);
 }
 
@@ -278,7 +403,12 @@ async fn wrong_secret_is_a_credentials_error_and_not_retried() {
     for v in BOTH {
         let emu = emulator().await;
         let bad = CredentialSource::Static {
-            credentials: Credentials::new(alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_ID, "wrong-secret", None, None),
+            credentials: Credentials::new(
+                alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_ID,
+                "wrong-secret",
+                None,
+                None,
+            ),
             origin: "test".into(),
         };
         let c = client_with(&emu, v, bad);
@@ -289,8 +419,13 @@ async fn wrong_secret_is_a_credentials_error_and_not_retried() {
         assert!(!err.to_string().contains("wrong-secret"));
         assert_eq!(emu.world().counters().count("DescribeFotaTasks"), 1);
 
-        let unknown = CredentialSource::Static { credentials: Credentials::new("LTAI-nobody", "x", None, None), origin: "t".into() };
-        let err = describe_fota_tasks(&client_with(&emu, v, unknown), "cn-hangzhou", &[]).await.unwrap_err();
+        let unknown = CredentialSource::Static {
+            credentials: Credentials::new("LTAI-nobody", "x", None, None),
+            origin: "t".into(),
+        };
+        let err = describe_fota_tasks(&client_with(&emu, v, unknown), "cn-hangzhou", &[])
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), "InvalidAccessKeyId.NotFound");
     }
 }
@@ -316,7 +451,9 @@ async fn rrsa_credentials_from_the_emulator_are_used_and_refreshed() {
         assert!(first.access_key_id.starts_with("STS."));
         assert!(first.security_token.is_some());
         // Cached: no second exchange.
-        describe_desktops(&c, "cn-shanghai", &DesktopFilter::default()).await.unwrap();
+        describe_desktops(&c, "cn-shanghai", &DesktopFilter::default())
+            .await
+            .unwrap();
         assert_eq!(c.credentials().fetch_count(), 1);
 
         // The token expires by the cloud's clock; the client refreshes once and succeeds.
@@ -326,7 +463,10 @@ async fn rrsa_credentials_from_the_emulator_are_used_and_refreshed() {
         assert_eq!(c.credentials().fetch_count(), 2, "{v}");
         assert_ne!(c.credentials().get().await.unwrap().access_key_id, first.access_key_id);
         let counters = emu.world().counters();
-        assert_eq!(counters.count_code("DescribeFotaTasks", "InvalidSecurityToken.Expired"), 1);
+        assert_eq!(
+            counters.count_code("DescribeFotaTasks", "InvalidSecurityToken.Expired"),
+            1
+        );
         assert_eq!(counters.count_code("AssumeRoleWithOIDC", "success"), 2);
     }
 }
@@ -341,7 +481,9 @@ async fn rrsa_with_a_missing_token_file_names_the_file() {
         session_name: "s1".into(),
         duration_seconds: 900,
     });
-    let err = describe_fota_tasks(&client_with(&emu, SignatureVersion::V3, rrsa), "cn-hangzhou", &[]).await.unwrap_err();
+    let err = describe_fota_tasks(&client_with(&emu, SignatureVersion::V3, rrsa), "cn-hangzhou", &[])
+        .await
+        .unwrap_err();
     assert_eq!(err.class(), ErrorClass::Credentials);
     assert!(err.to_string().contains("/nonexistent/token"), "{err}");
 }

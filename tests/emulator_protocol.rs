@@ -36,7 +36,14 @@ async fn a_reused_nonce_is_refused() {
     let emu = emulator().await;
     let endpoints = Endpoints::with_override(parse_endpoint(&emu.url()).unwrap());
     for v in BOTH {
-        let wire = sign(&desktops_request(), &endpoints, v, Some(&creds()), &Attempt::fresh(), "t");
+        let wire = sign(
+            &desktops_request(),
+            &endpoints,
+            v,
+            Some(&creds()),
+            &Attempt::fresh(),
+            "t",
+        );
         let (status, body) = send(wire.clone()).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["TotalCount"], 20);
@@ -55,10 +62,20 @@ async fn an_old_timestamp_is_expired() {
     let emu = emulator().await;
     let endpoints = Endpoints::with_override(parse_endpoint(&emu.url()).unwrap());
     for v in BOTH {
-        let attempt = Attempt { nonce: uuid::Uuid::new_v4().to_string(), now: chrono::Utc::now() - chrono::Duration::minutes(16) };
+        let attempt = Attempt {
+            nonce: uuid::Uuid::new_v4().to_string(),
+            now: chrono::Utc::now() - chrono::Duration::minutes(16),
+        };
         let (status, body) = send(sign(&desktops_request(), &endpoints, v, Some(&creds()), &attempt, "t")).await;
-        assert_eq!((status, body["Code"].as_str().unwrap()), (400, "InvalidTimeStamp.Expired"), "{v}");
-        let attempt = Attempt { nonce: uuid::Uuid::new_v4().to_string(), now: chrono::Utc::now() - chrono::Duration::minutes(14) };
+        assert_eq!(
+            (status, body["Code"].as_str().unwrap()),
+            (400, "InvalidTimeStamp.Expired"),
+            "{v}"
+        );
+        let attempt = Attempt {
+            nonce: uuid::Uuid::new_v4().to_string(),
+            now: chrono::Utc::now() - chrono::Duration::minutes(14),
+        };
         let (status, _) = send(sign(&desktops_request(), &endpoints, v, Some(&creds()), &attempt, "t")).await;
         assert_eq!(status, 200);
     }
@@ -81,8 +98,16 @@ async fn get_with_everything_in_the_query_works_for_v2() {
         ("RegionId", "cn-hangzhou"),
         ("TaskUid.1", "aot-hz0001"),
     ];
-    let sig = v2_signature(DEFAULT_ACCESS_KEY_SECRET, &v2_string_to_sign("GET", params.iter().copied()));
-    let url = format!("{}/?{}&Signature={}", emu.url(), canonical_query(params.iter().copied()), percent_encode(&sig));
+    let sig = v2_signature(
+        DEFAULT_ACCESS_KEY_SECRET,
+        &v2_string_to_sign("GET", params.iter().copied()),
+    );
+    let url = format!(
+        "{}/?{}&Signature={}",
+        emu.url(),
+        canonical_query(params.iter().copied()),
+        percent_encode(&sig)
+    );
     let resp = reqwest::get(url).await.unwrap();
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
@@ -106,11 +131,24 @@ async fn a_signature_over_the_wrong_method_does_not_match() {
         ("AccessKeyId", DEFAULT_ACCESS_KEY_ID),
         ("RegionId", "cn-hangzhou"),
     ];
-    let sig = v2_signature(DEFAULT_ACCESS_KEY_SECRET, &v2_string_to_sign("POST", params.iter().copied()));
-    let url = format!("{}/?{}&Signature={}", emu.url(), canonical_query(params.iter().copied()), percent_encode(&sig));
+    let sig = v2_signature(
+        DEFAULT_ACCESS_KEY_SECRET,
+        &v2_string_to_sign("POST", params.iter().copied()),
+    );
+    let url = format!(
+        "{}/?{}&Signature={}",
+        emu.url(),
+        canonical_query(params.iter().copied()),
+        percent_encode(&sig)
+    );
     let body: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
     assert_eq!(body["Code"], "SignatureDoesNotMatch");
-    assert!(body["Message"].as_str().unwrap().contains("server string to sign is:GET&%2F&"));
+    assert!(
+        body["Message"]
+            .as_str()
+            .unwrap()
+            .contains("server string to sign is:GET&%2F&")
+    );
 }
 
 #[tokio::test]
@@ -123,11 +161,21 @@ async fn tampering_with_a_v3_body_is_detected() {
         .body("OtaType", "Fota")
         .body("StartTime", "2099-01-01T00:00:00Z")
         .body("TaskId", "ota-hz0001-1");
-    let mut wire = sign(&req, &endpoints, SignatureVersion::V3, Some(&creds()), &Attempt::fresh(), "t");
+    let mut wire = sign(
+        &req,
+        &endpoints,
+        SignatureVersion::V3,
+        Some(&creds()),
+        &Attempt::fresh(),
+        "t",
+    );
     wire.body = Some(wire.body.unwrap().replace("aig-hz0001", "aig-hz0002"));
     let (status, body) = send(wire).await;
     assert_eq!((status, body["Code"].as_str().unwrap()), (400, "SignatureDoesNotMatch"));
-    assert_eq!(emu.world().state().appstream.app_instance_groups[1].scheduled_upgrade, None);
+    assert_eq!(
+        emu.world().state().appstream.app_instance_groups[1].scheduled_upgrade,
+        None
+    );
 }
 
 #[tokio::test]
@@ -135,17 +183,39 @@ async fn unknown_actions_and_missing_parameters_are_named() {
     let emu = emulator().await;
     let endpoints = Endpoints::with_override(parse_endpoint(&emu.url()).unwrap());
     let req = RpcRequest::new(Product::Ecd, "DeleteEverything", "cn-hangzhou").query("RegionId", "cn-hangzhou");
-    let (status, body) = send(sign(&req, &endpoints, SignatureVersion::V3, Some(&creds()), &Attempt::fresh(), "t")).await;
-    assert_eq!((status, body["Code"].as_str().unwrap()), (404, "InvalidAction.NotFound"));
+    let (status, body) = send(sign(
+        &req,
+        &endpoints,
+        SignatureVersion::V3,
+        Some(&creds()),
+        &Attempt::fresh(),
+        "t",
+    ))
+    .await;
+    assert_eq!(
+        (status, body["Code"].as_str().unwrap()),
+        (404, "InvalidAction.NotFound")
+    );
     let req = RpcRequest::new(Product::Ecd, "SetDesktopMaintenance", "cn-hangzhou")
         .query("RegionId", "cn-hangzhou")
         .query("Mode", "SIDEWAYS")
         .query("DesktopIds.1", "ecd-hz10001");
-    let (_, body) = send(sign(&req, &endpoints, SignatureVersion::V2, Some(&creds()), &Attempt::fresh(), "t")).await;
+    let (_, body) = send(sign(
+        &req,
+        &endpoints,
+        SignatureVersion::V2,
+        Some(&creds()),
+        &Attempt::fresh(),
+        "t",
+    ))
+    .await;
     assert_eq!(body["Code"], "InvalidParameter.Mode");
     // Unsigned requests are refused, except the anonymous AssumeRoleWithOIDC.
     let resp = reqwest::Client::new()
-        .post(format!("{}/?Action=DescribeDesktops&Version=2020-09-30&RegionId=cn-hangzhou", emu.url()))
+        .post(format!(
+            "{}/?Action=DescribeDesktops&Version=2020-09-30&RegionId=cn-hangzhou",
+            emu.url()
+        ))
         .send()
         .await
         .unwrap();
@@ -159,24 +229,67 @@ async fn admin_api_state_requests_clock_and_faults() {
     let emu = emulator().await;
     let http = reqwest::Client::new();
     let base = emu.url();
-    let mut state: Value = http.get(format!("{base}/_emulator/state")).send().await.unwrap().json().await.unwrap();
-    state["ecd"]["cn-hangzhou"]["fotaTasks"].as_array_mut().unwrap().push(serde_json::json!({
-        "TaskUid": "aot-new", "AppVersion": "9.9", "Status": "Pending", "PublishTime": "2026-11-22T00:00:00Z"
-    }));
-    let resp = http.put(format!("{base}/_emulator/state")).json(&state).send().await.unwrap();
+    let mut state: Value = http
+        .get(format!("{base}/_emulator/state"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    state["ecd"]["cn-hangzhou"]["fotaTasks"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "TaskUid": "aot-new", "AppVersion": "9.9", "Status": "Pending", "PublishTime": "2026-11-22T00:00:00Z"
+        }));
+    let resp = http
+        .put(format!("{base}/_emulator/state"))
+        .json(&state)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 204);
     let c = client(&emu, SignatureVersion::V3);
-    let tasks = alicloud_ops_operator::cloud::ops::ecd::describe_fota_tasks(&c, "cn-hangzhou", &[]).await.unwrap();
+    let tasks = alicloud_ops_operator::cloud::ops::ecd::describe_fota_tasks(&c, "cn-hangzhou", &[])
+        .await
+        .unwrap();
     assert!(tasks.iter().any(|t| t.task_uid == "aot-new"));
 
-    let resp = http.put(format!("{base}/_emulator/state")).body(r#"{"ecd": 5}"#).send().await.unwrap();
+    let resp = http
+        .put(format!("{base}/_emulator/state"))
+        .body(r#"{"ecd": 5}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     assert!(resp.text().await.unwrap().contains("invalid state"));
 
-    let counters: Value = http.get(format!("{base}/_emulator/requests")).send().await.unwrap().json().await.unwrap();
+    let counters: Value = http
+        .get(format!("{base}/_emulator/requests"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(counters["actions"]["DescribeFotaTasks"]["success"], 1);
-    assert_eq!(http.delete(format!("{base}/_emulator/requests")).send().await.unwrap().status(), 204);
-    let counters: Value = http.get(format!("{base}/_emulator/requests")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        http.delete(format!("{base}/_emulator/requests"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let counters: Value = http
+        .get(format!("{base}/_emulator/requests"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(counters["total"], 0);
 
     let before = emu.world().clock.now();
@@ -191,7 +304,12 @@ async fn admin_api_state_requests_clock_and_faults() {
         .unwrap();
     let now: chrono::DateTime<chrono::Utc> = resp["now"].as_str().unwrap().parse().unwrap();
     assert!(now - before >= chrono::Duration::hours(2));
-    let resp = http.post(format!("{base}/_emulator/clock")).json(&serde_json::json!({})).send().await.unwrap();
+    let resp = http
+        .post(format!("{base}/_emulator/clock"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
 
     let resp = http
@@ -212,9 +330,28 @@ async fn admin_api_state_requests_clock_and_faults() {
     let mut s = settings(&emu, SignatureVersion::V3);
     s.retry.max_attempts = 1;
     let once = alicloud_ops_operator::cloud::CloudClient::build(s, default_key(), Default::default()).unwrap();
-    let err = alicloud_ops_operator::cloud::ops::ecd::describe_fota_tasks(&once, "cn-hangzhou", &[]).await.unwrap_err();
-    assert_eq!((err.code(), err.api_error().unwrap().status), ("ServiceUnavailable", 503));
-    assert_eq!(http.delete(format!("{base}/_emulator/faults")).send().await.unwrap().status(), 204);
-    let faults: Value = http.get(format!("{base}/_emulator/faults")).send().await.unwrap().json().await.unwrap();
+    let err = alicloud_ops_operator::cloud::ops::ecd::describe_fota_tasks(&once, "cn-hangzhou", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.api_error().unwrap().status),
+        ("ServiceUnavailable", 503)
+    );
+    assert_eq!(
+        http.delete(format!("{base}/_emulator/faults"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let faults: Value = http
+        .get(format!("{base}/_emulator/faults"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(faults, serde_json::json!([]));
 }

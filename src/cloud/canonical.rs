@@ -105,7 +105,10 @@ mod tests {
     fn repeated_lists_are_one_based() {
         let mut p = Vec::new();
         push_repeated(&mut p, "DesktopIds", &["a".into(), "b".into()]);
-        assert_eq!(p, vec![("DesktopIds.1".into(), "a".into()), ("DesktopIds.2".into(), "b".into())]);
+        assert_eq!(
+            p,
+            vec![("DesktopIds.1".into(), "a".into()), ("DesktopIds.2".into(), "b".into())]
+        );
     }
 
     #[test]

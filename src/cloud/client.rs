@@ -40,15 +40,34 @@ impl std::fmt::Debug for RateLimiter {
 }
 
 impl CloudClient {
-    pub fn new(transport: Arc<Transport>, source: CredentialSource, limiter: Arc<RateLimiter>, retry: RetryPolicy) -> Self {
+    pub fn new(
+        transport: Arc<Transport>,
+        source: CredentialSource,
+        limiter: Arc<RateLimiter>,
+        retry: RetryPolicy,
+    ) -> Self {
         let credentials = Arc::new(CredentialProvider::new(source, transport.clone()));
-        CloudClient { transport, credentials, limiter, retry }
+        CloudClient {
+            transport,
+            credentials,
+            limiter,
+            retry,
+        }
     }
 
     /// Builds the shared transport and limiter from `settings`.
-    pub fn build(settings: ClientSettings, source: CredentialSource, metrics: Arc<CloudMetrics>) -> Result<Self, CloudError> {
+    pub fn build(
+        settings: ClientSettings,
+        source: CredentialSource,
+        metrics: Arc<CloudMetrics>,
+    ) -> Result<Self, CloudError> {
         let transport = Arc::new(Transport::new(settings.transport, metrics)?);
-        Ok(CloudClient::new(transport, source, Arc::new(RateLimiter::new(settings.limits)), settings.retry))
+        Ok(CloudClient::new(
+            transport,
+            source,
+            Arc::new(RateLimiter::new(settings.limits)),
+            settings.retry,
+        ))
     }
 
     /// The same transport, limits and retries, with other credentials.
@@ -70,7 +89,10 @@ impl CloudClient {
     /// Calls and decodes the response into `T`.
     pub async fn call_typed<T: DeserializeOwned>(&self, req: &RpcRequest) -> Result<T, CloudError> {
         let json = self.call(req).await?;
-        serde_json::from_value(json).map_err(|e| CloudError::Decode { action: req.action.to_string(), message: e.to_string() })
+        serde_json::from_value(json).map_err(|e| CloudError::Decode {
+            action: req.action.to_string(),
+            message: e.to_string(),
+        })
     }
 
     /// Sends `req`, retrying throttled and transient failures with jittered exponential
@@ -83,7 +105,9 @@ impl CloudClient {
         let mut refreshed = false;
         loop {
             let creds = self.credentials.get().await?;
-            self.limiter.acquire(&creds.access_key_id, req.product, &req.region, req.action).await;
+            self.limiter
+                .acquire(&creds.access_key_id, req.product, &req.region, req.action)
+                .await;
             let err = match self.transport.send_once(req, Some(&creds)).await {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
@@ -106,7 +130,12 @@ impl CloudClient {
             if started.elapsed() + delay > self.retry.max_elapsed {
                 return Err(err);
             }
-            tracing::debug!(code = err.code(), attempt = attempts, delay_ms = delay.as_millis() as u64, "retrying cloud call");
+            tracing::debug!(
+                code = err.code(),
+                attempt = attempts,
+                delay_ms = delay.as_millis() as u64,
+                "retrying cloud call"
+            );
             tokio::time::sleep(delay).await;
         }
     }

@@ -87,12 +87,18 @@ pub enum CredentialSource {
 impl CredentialSource {
     /// Chooses the first source that is configured, in the documented order. `env` reads
     /// an environment variable (injected for tests).
-    pub fn from_chain(explicit: Option<(Credentials, String)>, env: &dyn Fn(&str) -> Option<String>) -> CredentialSource {
+    pub fn from_chain(
+        explicit: Option<(Credentials, String)>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> CredentialSource {
         if let Some((credentials, origin)) = explicit {
             return CredentialSource::Static { credentials, origin };
         }
         let var = |k: &str| env(k).filter(|v| !v.is_empty());
-        if let (Some(id), Some(secret)) = (var("ALIBABA_CLOUD_ACCESS_KEY_ID"), var("ALIBABA_CLOUD_ACCESS_KEY_SECRET")) {
+        if let (Some(id), Some(secret)) = (
+            var("ALIBABA_CLOUD_ACCESS_KEY_ID"),
+            var("ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
+        ) {
             return CredentialSource::Static {
                 credentials: Credentials::new(id, secret, var("ALIBABA_CLOUD_SECURITY_TOKEN"), None),
                 origin: "environment variables ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET".into(),
@@ -145,13 +151,20 @@ pub struct CredentialProvider {
 
 impl std::fmt::Debug for CredentialProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CredentialProvider").field("source", &self.source.describe()).finish()
+        f.debug_struct("CredentialProvider")
+            .field("source", &self.source.describe())
+            .finish()
     }
 }
 
 impl CredentialProvider {
     pub fn new(source: CredentialSource, transport: Arc<Transport>) -> Self {
-        CredentialProvider { source, cache: Mutex::new(None), transport, fetches: AtomicU64::new(0) }
+        CredentialProvider {
+            source,
+            cache: Mutex::new(None),
+            transport,
+            fetches: AtomicU64::new(0),
+        }
     }
 
     pub fn describe(&self) -> String {
@@ -274,9 +287,17 @@ async fn fetch_ecs_role(cfg: &EcsRoleConfig) -> Result<Credentials, CloudError> 
         .await
         .map_err(|e| fail("credentials", &e))?;
     if doc.code != "Success" {
-        return Err(CloudError::Credentials(format!("ECS metadata answered Code {}", doc.code)));
+        return Err(CloudError::Credentials(format!(
+            "ECS metadata answered Code {}",
+            doc.code
+        )));
     }
-    Ok(Credentials::new(doc.access_key_id, doc.access_key_secret, Some(doc.security_token), Some(doc.expiration)))
+    Ok(Credentials::new(
+        doc.access_key_id,
+        doc.access_key_secret,
+        Some(doc.security_token),
+        Some(doc.expiration),
+    ))
 }
 
 #[cfg(test)]
@@ -316,8 +337,13 @@ mod tests {
             ("ALIBABA_CLOUD_OIDC_PROVIDER_ARN", "acs:ram::1:oidc-provider/p"),
             ("ALIBABA_CLOUD_OIDC_TOKEN_FILE", "/tmp/t"),
         ]);
-        assert!(matches!(CredentialSource::from_chain(None, &rrsa), CredentialSource::Rrsa(c) if c.role_arn == "acs:ram::1:role/r"));
-        assert!(matches!(CredentialSource::from_chain(None, &env(&[])), CredentialSource::EcsRamRole(_)));
+        assert!(
+            matches!(CredentialSource::from_chain(None, &rrsa), CredentialSource::Rrsa(c) if c.role_arn == "acs:ram::1:role/r")
+        );
+        assert!(matches!(
+            CredentialSource::from_chain(None, &env(&[])),
+            CredentialSource::EcsRamRole(_)
+        ));
     }
 
     #[test]
@@ -330,7 +356,9 @@ mod tests {
                 ("ALIBABA_CLOUD_SECURITY_TOKEN", "tok3n"),
             ]),
         );
-        let CredentialSource::Static { credentials, .. } = &src else { panic!() };
+        let CredentialSource::Static { credentials, .. } = &src else {
+            panic!()
+        };
         assert_eq!(credentials.security_token.as_ref().unwrap().expose(), "tok3n");
         let shown = format!("{} {:?}", src.describe(), src);
         assert!(!shown.contains("topsecret") && !shown.contains("tok3n"), "{shown}");

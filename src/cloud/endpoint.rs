@@ -101,7 +101,10 @@ pub struct Endpoints {
 
 impl Endpoints {
     pub fn with_override(url: Url) -> Self {
-        Endpoints { all: Some(url), ..Default::default() }
+        Endpoints {
+            all: Some(url),
+            ..Default::default()
+        }
     }
 
     /// The base URL (scheme, host and optional port; path `/`) for a product and region.
@@ -109,7 +112,11 @@ impl Endpoints {
         if let Some(url) = self.per_product.get(&product).or(self.all.as_ref()) {
             return url.clone();
         }
-        let region = if product == Product::Sts { self.sts_region.as_str() } else { region };
+        let region = if product == Product::Sts {
+            self.sts_region.as_str()
+        } else {
+            region
+        };
         Url::parse(&format!("https://{}/", product.default_host(region))).expect("hosts built from a region are valid")
     }
 }
@@ -126,7 +133,11 @@ pub fn host_header(url: &Url) -> String {
 
 /// Parses a user-given endpoint: a full URL, or a bare host (HTTPS assumed).
 pub fn parse_endpoint(value: &str) -> Result<Url, String> {
-    let with_scheme = if value.contains("://") { value.to_string() } else { format!("https://{value}") };
+    let with_scheme = if value.contains("://") {
+        value.to_string()
+    } else {
+        format!("https://{value}")
+    };
     let url = Url::parse(&with_scheme).map_err(|e| format!("invalid endpoint {value:?}: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("invalid endpoint {value:?}: the scheme must be http or https"));
@@ -144,8 +155,14 @@ mod tests {
     #[test]
     fn default_hosts_per_product_and_region() {
         let e = Endpoints::default();
-        assert_eq!(e.base_url(Product::Ecd, "cn-hangzhou").as_str(), "https://ecd.cn-hangzhou.aliyuncs.com/");
-        assert_eq!(e.base_url(Product::SwasOpen, "cn-beijing").as_str(), "https://swas.cn-beijing.aliyuncs.com/");
+        assert_eq!(
+            e.base_url(Product::Ecd, "cn-hangzhou").as_str(),
+            "https://ecd.cn-hangzhou.aliyuncs.com/"
+        );
+        assert_eq!(
+            e.base_url(Product::SwasOpen, "cn-beijing").as_str(),
+            "https://swas.cn-beijing.aliyuncs.com/"
+        );
         assert_eq!(
             e.base_url(Product::AppstreamCenter, "cn-hangzhou").as_str(),
             "https://appstream-center.cn-shanghai.aliyuncs.com/"
@@ -154,16 +171,29 @@ mod tests {
             e.base_url(Product::AppstreamCenter, "eu-central-1").as_str(),
             "https://appstream-center.ap-southeast-1.aliyuncs.com/"
         );
-        assert_eq!(e.base_url(Product::Sts, "cn-hangzhou").as_str(), "https://sts.aliyuncs.com/");
-        let regional = Endpoints { sts_region: "cn-beijing".into(), ..Default::default() };
-        assert_eq!(regional.base_url(Product::Sts, "x").as_str(), "https://sts.cn-beijing.aliyuncs.com/");
+        assert_eq!(
+            e.base_url(Product::Sts, "cn-hangzhou").as_str(),
+            "https://sts.aliyuncs.com/"
+        );
+        let regional = Endpoints {
+            sts_region: "cn-beijing".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            regional.base_url(Product::Sts, "x").as_str(),
+            "https://sts.cn-beijing.aliyuncs.com/"
+        );
     }
 
     #[test]
     fn overrides_win_and_per_product_beats_global() {
         let mut e = Endpoints::with_override(parse_endpoint("http://127.0.0.1:9000").unwrap());
-        e.per_product.insert(Product::Sts, parse_endpoint("sts.example.test").unwrap());
-        assert_eq!(e.base_url(Product::Ecd, "cn-hangzhou").as_str(), "http://127.0.0.1:9000/");
+        e.per_product
+            .insert(Product::Sts, parse_endpoint("sts.example.test").unwrap());
+        assert_eq!(
+            e.base_url(Product::Ecd, "cn-hangzhou").as_str(),
+            "http://127.0.0.1:9000/"
+        );
         assert_eq!(e.base_url(Product::Sts, "").as_str(), "https://sts.example.test/");
         assert_eq!(host_header(&e.base_url(Product::Ecd, "r")), "127.0.0.1:9000");
         assert_eq!(host_header(&e.base_url(Product::Sts, "r")), "sts.example.test");

@@ -151,8 +151,10 @@ impl CloudError {
     pub fn certainly_not_applied(&self) -> bool {
         match self {
             CloudError::Transport { failure, .. } => *failure == TransportFailure::Connect,
-            CloudError::Api(_) => matches!(self.class(), ErrorClass::Throttled | ErrorClass::Credentials)
-                || self.code() == "SignatureNonceUsed",
+            CloudError::Api(_) => {
+                matches!(self.class(), ErrorClass::Throttled | ErrorClass::Credentials)
+                    || self.code() == "SignatureNonceUsed"
+            }
             CloudError::Credentials(_) | CloudError::InvalidRequest(_) => true,
             CloudError::Decode { .. } => false,
         }
@@ -219,14 +221,26 @@ mod tests {
 
     #[test]
     fn reads_the_larger_time_left_hint() {
-        let h = [("x-ratelimit-user-api", "Limit:10,Remain:0,TimeLeft:1500,Reset:1"), ("X-RateLimit-User", "TimeLeft:2500")];
+        let h = [
+            ("x-ratelimit-user-api", "Limit:10,Remain:0,TimeLeft:1500,Reset:1"),
+            ("X-RateLimit-User", "TimeLeft:2500"),
+        ];
         assert_eq!(throttling_time_left(h), Some(Duration::from_millis(2500)));
         assert_eq!(throttling_time_left([("x-other", "TimeLeft:5")]), None);
     }
 
     #[test]
     fn error_display_names_code_status_and_request_id() {
-        let e = CloudError::api("UpdateFotaTask", 404, "InvalidTaskUid.NotFound", "no such task", "RID-1");
-        assert_eq!(e.to_string(), "UpdateFotaTask: InvalidTaskUid.NotFound (HTTP 404): no such task [RequestId RID-1]");
+        let e = CloudError::api(
+            "UpdateFotaTask",
+            404,
+            "InvalidTaskUid.NotFound",
+            "no such task",
+            "RID-1",
+        );
+        assert_eq!(
+            e.to_string(),
+            "UpdateFotaTask: InvalidTaskUid.NotFound (HTTP 404): no such task [RequestId RID-1]"
+        );
     }
 }

@@ -38,7 +38,10 @@ pub struct CloudMetrics {
 
 impl Default for CloudMetrics {
     fn default() -> Self {
-        CloudMetrics { calls: Family::default(), latency: Family::new_with_constructor(latency_histogram) }
+        CloudMetrics {
+            calls: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+        }
     }
 }
 
@@ -58,17 +61,28 @@ impl CloudMetrics {
 
     pub fn observe(&self, product: &str, action: &str, code: &str, elapsed: Duration) {
         self.calls
-            .get_or_create(&CallLabels { product: product.into(), action: action.into(), code: code.into() })
+            .get_or_create(&CallLabels {
+                product: product.into(),
+                action: action.into(),
+                code: code.into(),
+            })
             .inc();
         self.latency
-            .get_or_create(&LatencyLabels { product: product.into(), action: action.into() })
+            .get_or_create(&LatencyLabels {
+                product: product.into(),
+                action: action.into(),
+            })
             .observe(elapsed.as_secs_f64());
     }
 
     /// The number of attempts seen with this result code.
     pub fn count(&self, product: &str, action: &str, code: &str) -> u64 {
         self.calls
-            .get_or_create(&CallLabels { product: product.into(), action: action.into(), code: code.into() })
+            .get_or_create(&CallLabels {
+                product: product.into(),
+                action: action.into(),
+                code: code.into(),
+            })
             .get()
     }
 }

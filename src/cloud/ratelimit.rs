@@ -56,7 +56,11 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(config: RateLimitConfig) -> Self {
-        RateLimiter { config, buckets: Default::default(), windows: Default::default() }
+        RateLimiter {
+            config,
+            buckets: Default::default(),
+            windows: Default::default(),
+        }
     }
 
     /// Waits until a call may be sent. Slots are reserved in arrival order, so waiting
@@ -77,7 +81,10 @@ impl RateLimiter {
             let burst = f64::from(self.config.burst.max(1));
             let bucket = buckets
                 .entry((access_key_id.to_string(), product, region.to_string()))
-                .or_insert(Bucket { tokens: burst, updated: now });
+                .or_insert(Bucket {
+                    tokens: burst,
+                    updated: now,
+                });
             let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
             bucket.tokens = (bucket.tokens + elapsed * self.config.qps).min(burst);
             bucket.updated = now;
@@ -111,7 +118,11 @@ mod tests {
     use super::*;
 
     fn limiter(qps: f64, burst: u32, quotas: Vec<ActionQuota>) -> RateLimiter {
-        RateLimiter::new(RateLimitConfig { qps, burst, action_quotas: quotas })
+        RateLimiter::new(RateLimitConfig {
+            qps,
+            burst,
+            action_quotas: quotas,
+        })
     }
 
     #[tokio::test(start_paused = true)]
@@ -139,7 +150,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn action_window_never_exceeds_its_count() {
-        let quota = ActionQuota { action: "ModifyImageShareStatus", count: 10, window: Duration::from_secs(60) };
+        let quota = ActionQuota {
+            action: "ModifyImageShareStatus",
+            count: 10,
+            window: Duration::from_secs(60),
+        };
         let l = limiter(0.0, 1, vec![quota]);
         let start = Instant::now();
         let mut times = Vec::new();
@@ -148,13 +163,19 @@ mod tests {
             times.push(start + w);
         }
         for (i, t) in times.iter().enumerate() {
-            let in_window = times.iter().filter(|u| **u >= *t && **u < *t + Duration::from_secs(60)).count();
+            let in_window = times
+                .iter()
+                .filter(|u| **u >= *t && **u < *t + Duration::from_secs(60))
+                .count();
             assert!(in_window <= 10, "call {i}: {in_window} calls in the minute from it");
         }
         assert_eq!(times[9], start);
         assert_eq!(times[10], start + Duration::from_secs(60));
         assert_eq!(times[20], start + Duration::from_secs(120));
         // Other actions are not held back by the quota.
-        assert_eq!(l.reserve("ak", Product::SwasOpen, "r", "ListCustomImages").await, Duration::ZERO);
+        assert_eq!(
+            l.reserve("ak", Product::SwasOpen, "r", "ListCustomImages").await,
+            Duration::ZERO
+        );
     }
 }

@@ -31,7 +31,14 @@ pub struct RpcRequest {
 
 impl RpcRequest {
     pub fn new(product: Product, action: &'static str, region: impl Into<String>) -> Self {
-        RpcRequest { product, action, region: region.into(), query: Vec::new(), body: Vec::new(), idempotent: true }
+        RpcRequest {
+            product,
+            action,
+            region: region.into(),
+            query: Vec::new(),
+            body: Vec::new(),
+            idempotent: true,
+        }
     }
 
     pub fn query(mut self, name: &str, value: impl Into<String>) -> Self {
@@ -79,7 +86,10 @@ pub struct Attempt {
 
 impl Attempt {
     pub fn fresh() -> Self {
-        Attempt { nonce: uuid::Uuid::new_v4().to_string(), now: Utc::now() }
+        Attempt {
+            nonce: uuid::Uuid::new_v4().to_string(),
+            now: Utc::now(),
+        }
     }
 }
 
@@ -197,14 +207,28 @@ mod tests {
             .query("RegionId", "cn-hangzhou")
             .query("Mode", "ENTER")
             .query_list("DesktopIds", &["ecd-aaaa".into(), "ecd-bbbb".into()]);
-        let wire = sign(&req, &Endpoints::default(), SignatureVersion::V2, Some(&creds(None)), &attempt(), "ua");
+        let wire = sign(
+            &req,
+            &Endpoints::default(),
+            SignatureVersion::V2,
+            Some(&creds(None)),
+            &attempt(),
+            "ua",
+        );
         assert_eq!(wire.url.host_str(), Some("ecd.cn-hangzhou.aliyuncs.com"));
         let q = parse_pairs(wire.url.query().unwrap());
         let sig = q.iter().find(|(k, _)| k == "Signature").unwrap();
         assert_eq!(sig.1, "5Na5wvouXQtbDPBAx+lcy/8zfbM=");
         assert!(wire.body.is_none());
 
-        let wire = sign(&req, &Endpoints::default(), SignatureVersion::V2, Some(&creds(Some("token+/="))), &attempt(), "ua");
+        let wire = sign(
+            &req,
+            &Endpoints::default(),
+            SignatureVersion::V2,
+            Some(&creds(Some("token+/="))),
+            &attempt(),
+            "ua",
+        );
         let q = parse_pairs(wire.url.query().unwrap());
         assert!(q.contains(&("SecurityToken".into(), "token+/=".into())));
         assert!(q.contains(&("Signature".into(), "8AeTs3ImLkVtT9kmLsF/QxKMtYs=".into())));
@@ -218,15 +242,32 @@ mod tests {
             .body("OtaType", "Fota")
             .body("StartTime", "2026-11-23T02:00:00Z")
             .body("TaskId", "ota-1");
-        let a = Attempt { nonce: "3ee8c1b8-83d3-44af-a94f-4e0ad82fd6cf".into(), now: Utc.with_ymd_and_hms(2026, 11, 22, 8, 0, 0).unwrap() };
-        let wire = sign(&req, &Endpoints::default(), SignatureVersion::V3, Some(&creds(None)), &a, "ua");
+        let a = Attempt {
+            nonce: "3ee8c1b8-83d3-44af-a94f-4e0ad82fd6cf".into(),
+            now: Utc.with_ymd_and_hms(2026, 11, 22, 8, 0, 0).unwrap(),
+        };
+        let wire = sign(
+            &req,
+            &Endpoints::default(),
+            SignatureVersion::V3,
+            Some(&creds(None)),
+            &a,
+            "ua",
+        );
         assert_eq!(wire.url.as_str(), "https://appstream-center.cn-shanghai.aliyuncs.com/");
         assert_eq!(
             wire.body.as_deref(),
-            Some("AppInstanceGroupId=aig-1&BizRegionId=cn-hangzhou&OtaType=Fota&StartTime=2026-11-23T02%3A00%3A00Z&TaskId=ota-1")
+            Some(
+                "AppInstanceGroupId=aig-1&BizRegionId=cn-hangzhou&OtaType=Fota&StartTime=2026-11-23T02%3A00%3A00Z&TaskId=ota-1"
+            )
         );
         let auth = wire.headers.iter().find(|(k, _)| k == "authorization").unwrap();
-        assert!(auth.1.ends_with("Signature=597bf4e9a433036cfcb3ef25be34a271994ce0d5dfd03bbe5da3e2883f92ebef"), "{}", auth.1);
+        assert!(
+            auth.1
+                .ends_with("Signature=597bf4e9a433036cfcb3ef25be34a271994ce0d5dfd03bbe5da3e2883f92ebef"),
+            "{}",
+            auth.1
+        );
         assert!(auth.1.contains("SignedHeaders=content-type;host;x-acs-action;"));
     }
 

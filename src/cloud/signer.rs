@@ -48,8 +48,8 @@ where
 
 /// V2 signature: Base64(HMAC-SHA1(secret + "&", stringToSign)).
 pub fn v2_signature(secret: &str, string_to_sign: &str) -> String {
-    let mut mac = Hmac::<Sha1>::new_from_slice(format!("{secret}&").as_bytes())
-        .expect("HMAC takes a key of any length");
+    let mut mac =
+        Hmac::<Sha1>::new_from_slice(format!("{secret}&").as_bytes()).expect("HMAC takes a key of any length");
     mac.update(string_to_sign.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
@@ -67,12 +67,7 @@ pub fn v3_signs_header(lower_name: &str) -> bool {
 /// The V3 canonical request and its `SignedHeaders` list.
 ///
 /// `headers` are the headers to sign, with any case of name; values are trimmed.
-pub fn v3_canonical_request<'a, Q, H>(
-    method: &str,
-    query: Q,
-    headers: H,
-    hashed_payload: &str,
-) -> (String, String)
+pub fn v3_canonical_request<'a, Q, H>(method: &str, query: Q, headers: H, hashed_payload: &str) -> (String, String)
 where
     Q: IntoIterator<Item = (&'a str, &'a str)>,
     H: IntoIterator<Item = (&'a str, &'a str)>,
@@ -106,8 +101,7 @@ pub fn v3_string_to_sign(canonical_request: &str) -> String {
 
 /// V3 signature: hex(HMAC-SHA256(secret, stringToSign)). The key has no `&` suffix.
 pub fn v3_signature(secret: &str, string_to_sign: &str) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
     mac.update(string_to_sign.as_bytes());
     hex::encode(mac.finalize().into_bytes())
 }
@@ -177,7 +171,10 @@ mod tests {
             "GET&%2F&AccessKeyId%3Dtestid%26Action%3DDescribeRegions%26Format%3DXML%26SignatureMethod%3DHMAC-SHA1%26SignatureNonce%3D3ee8c1b8-83d3-44af-a94f-4e0ad82fd6cf%26SignatureVersion%3D1.0%26Timestamp%3D2016-02-23T12%253A46%253A24Z%26Version%3D2014-05-26"
         );
         assert_eq!(v2_signature("testsecret", &sts), "OLeaidS1JvxuMvnyHOwuJ+uX5qY=");
-        assert_eq!(sign_v2("POST", DOC_PARAMS, "testsecret"), "MxbnVAM4w6sft9xjVpe/GCKueuk=");
+        assert_eq!(
+            sign_v2("POST", DOC_PARAMS, "testsecret"),
+            "MxbnVAM4w6sft9xjVpe/GCKueuk="
+        );
     }
 
     #[test]
@@ -189,8 +186,14 @@ mod tests {
 
     #[test]
     fn v2_sdk_vectors_with_empty_method_and_values() {
-        assert_eq!(sign_v2("", &[("test", "ok")], "accessKeySecret"), "jHx/oHoHNrbVfhncHEvPdHXZwHU=");
-        assert_eq!(v2_string_to_sign("GET", [("key", "value"), ("q", "value")]), "GET&%2F&key%3Dvalue%26q%3Dvalue");
+        assert_eq!(
+            sign_v2("", &[("test", "ok")], "accessKeySecret"),
+            "jHx/oHoHNrbVfhncHEvPdHXZwHU="
+        );
+        assert_eq!(
+            v2_string_to_sign("GET", [("key", "value"), ("q", "value")]),
+            "GET&%2F&key%3Dvalue%26q%3Dvalue"
+        );
         assert_eq!(
             v2_string_to_sign("GET", [("key", "value"), ("q", "http://domain/?q=value&q2=value2")]),
             "GET&%2F&key%3Dvalue%26q%3Dhttp%253A%252F%252Fdomain%252F%253Fq%253Dvalue%2526q2%253Dvalue2"
@@ -211,9 +214,15 @@ mod tests {
             v2_string_to_sign("GET", params.iter().copied()),
             "GET&%2F&AccessKeyId%3DaccessKeyId%26Action%3D%26Format%3DJSON%26RegionId%3DregionId%26SignatureMethod%3DHMAC-SHA1%26SignatureNonce%3DMOCK_UUID%26SignatureType%3D%26SignatureVersion%3D1.0%26Timestamp%3Dmock%2520date%26Version%3D"
         );
-        assert_eq!(sign_v2("GET", &params, "accessKeySecret"), "7loPmFjvDnzOVnQeQNj85S6nFGY=");
+        assert_eq!(
+            sign_v2("GET", &params, "accessKeySecret"),
+            "7loPmFjvDnzOVnQeQNj85S6nFGY="
+        );
         params.push(("SecurityToken", "accessKeyStsToken"));
-        assert_eq!(sign_v2("GET", &params, "accessKeySecret"), "5Nxdcler+ihqWqv0Hr2On4PsBf4=");
+        assert_eq!(
+            sign_v2("GET", &params, "accessKeySecret"),
+            "5Nxdcler+ihqWqv0Hr2On4PsBf4="
+        );
     }
 
     #[test]
@@ -258,12 +267,21 @@ mod tests {
     #[test]
     fn v3_vector_a_query_with_unicode_space_and_star() {
         assert_eq!(sha256_hex(b""), EMPTY_SHA256);
-        let query = [("RegionId", "cn-hangzhou"), ("TaskUid.1", "aot-1"), ("TaskUid.2", "a b*~ü")];
+        let query = [
+            ("RegionId", "cn-hangzhou"),
+            ("TaskUid.1", "aot-1"),
+            ("TaskUid.2", "a b*~ü"),
+        ];
         assert_eq!(
             canonical_query(query.iter().copied()),
             "RegionId=cn-hangzhou&TaskUid.1=aot-1&TaskUid.2=a%20b%2A~%C3%BC"
         );
-        let headers = v3_headers("ecd.cn-hangzhou.aliyuncs.com", "DescribeFotaTasks", "2020-09-30", EMPTY_SHA256);
+        let headers = v3_headers(
+            "ecd.cn-hangzhou.aliyuncs.com",
+            "DescribeFotaTasks",
+            "2020-09-30",
+            EMPTY_SHA256,
+        );
         assert_eq!(
             sign_v3(&query, &headers, EMPTY_SHA256),
             "d3444fe30aac8e56d44e514125c94b33f30cc42e3a37cc45b18ba6010409cc3c"
@@ -275,14 +293,27 @@ mod tests {
         let body = "AppInstanceGroupId=aig-1&BizRegionId=cn-hangzhou&OtaType=Fota&StartTime=2026-11-23T02%3A00%3A00Z&TaskId=ota-1";
         let hash = sha256_hex(body.as_bytes());
         assert_eq!(hash, "599142f45646b764b2e70ba57f20dbcf9c84eff1bc4a1e0eb7146a086396a935");
-        let mut headers = v3_headers("appstream-center.cn-shanghai.aliyuncs.com", "ApproveOtaTask", "2021-09-01", &hash);
+        let mut headers = v3_headers(
+            "appstream-center.cn-shanghai.aliyuncs.com",
+            "ApproveOtaTask",
+            "2021-09-01",
+            &hash,
+        );
         headers.push(("content-type", "application/x-www-form-urlencoded"));
-        assert_eq!(sign_v3(&[], &headers, &hash), "597bf4e9a433036cfcb3ef25be34a271994ce0d5dfd03bbe5da3e2883f92ebef");
+        assert_eq!(
+            sign_v3(&[], &headers, &hash),
+            "597bf4e9a433036cfcb3ef25be34a271994ce0d5dfd03bbe5da3e2883f92ebef"
+        );
     }
 
     #[test]
     fn v3_vector_c_security_token() {
-        let mut headers = v3_headers("ecd.cn-hangzhou.aliyuncs.com", "DescribeFotaTasks", "2020-09-30", EMPTY_SHA256);
+        let mut headers = v3_headers(
+            "ecd.cn-hangzhou.aliyuncs.com",
+            "DescribeFotaTasks",
+            "2020-09-30",
+            EMPTY_SHA256,
+        );
         headers.push(("x-acs-security-token", "token+/="));
         assert_eq!(
             sign_v3(&[("RegionId", "cn-hangzhou")], &headers, EMPTY_SHA256),
@@ -316,13 +347,19 @@ mod tests {
         let (b, sb) = v3_canonical_request("POST", [], shuffled.iter().copied(), EMPTY_SHA256);
         assert_eq!(a, b);
         assert_eq!(sa, sb);
-        assert_eq!(sa, "host;x-acs-action;x-acs-content-sha256;x-acs-date;x-acs-signature-nonce;x-acs-version");
+        assert_eq!(
+            sa,
+            "host;x-acs-action;x-acs-content-sha256;x-acs-date;x-acs-signature-nonce;x-acs-version"
+        );
     }
 
     #[test]
     fn v3_authorization_round_trip() {
         let h = v3_authorization("testid", "host;x-acs-date", "abc");
-        assert_eq!(h, "ACS3-HMAC-SHA256 Credential=testid,SignedHeaders=host;x-acs-date,Signature=abc");
+        assert_eq!(
+            h,
+            "ACS3-HMAC-SHA256 Credential=testid,SignedHeaders=host;x-acs-date,Signature=abc"
+        );
         let parsed = parse_v3_authorization(&h).unwrap();
         assert_eq!(parsed.access_key_id, "testid");
         assert_eq!(parsed.signed_headers, vec!["host", "x-acs-date"]);

@@ -52,7 +52,12 @@ impl Transport {
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .map_err(|e| CloudError::InvalidRequest(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Transport { http, config, user_agent: user_agent(), metrics })
+        Ok(Transport {
+            http,
+            config,
+            user_agent: user_agent(),
+            metrics,
+        })
     }
 
     pub fn config(&self) -> &TransportConfig {
@@ -88,7 +93,8 @@ impl Transport {
             Ok(_) => "success",
             Err(e) => e.code(),
         };
-        self.metrics.observe(req.product.code(), req.action, code, started.elapsed());
+        self.metrics
+            .observe(req.product.code(), req.action, code, started.elapsed());
         result
     }
 
@@ -107,8 +113,11 @@ impl Transport {
         };
         let resp = builder.send().await.map_err(transport_error)?;
         let status = resp.status().as_u16();
-        let retry_after =
-            throttling_time_left(resp.headers().iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))));
+        let retry_after = throttling_time_left(
+            resp.headers()
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
+        );
         let text = resp.text().await.map_err(transport_error)?;
         let json: Option<Value> = serde_json::from_str(&text).ok();
         if status >= 400 {
@@ -127,7 +136,9 @@ fn field<'a>(json: Option<&'a Value>, names: &[&str]) -> Option<&'a str> {
 }
 
 fn api_error(action: &str, status: u16, json: Option<&Value>, text: &str, retry_after: Option<Duration>) -> CloudError {
-    let code = field(json, &["Code", "code"]).map(str::to_string).unwrap_or_else(|| format!("HTTP{status}"));
+    let code = field(json, &["Code", "code"])
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("HTTP{status}"));
     let message = field(json, &["Message", "message"])
         .map(str::to_string)
         .unwrap_or_else(|| truncate(text, 200));
@@ -171,7 +182,13 @@ mod tests {
 
     #[test]
     fn error_bodies_are_read_in_either_case() {
-        let e = api_error("A", 403, Some(&json!({"code": "Forbidden.RAM", "message": "no", "requestId": "r"})), "", None);
+        let e = api_error(
+            "A",
+            403,
+            Some(&json!({"code": "Forbidden.RAM", "message": "no", "requestId": "r"})),
+            "",
+            None,
+        );
         assert_eq!(e.code(), "Forbidden.RAM");
         assert_eq!(e.api_error().unwrap().request_id, "r");
         let e = api_error("A", 502, None, "<html>bad gateway</html>", None);
@@ -183,8 +200,11 @@ mod tests {
     fn body_code_other_than_success_is_an_error() {
         assert!(check_body_code("A", &json!({"Code": "success"})).is_ok());
         assert!(check_body_code("A", &json!({"RequestId": "x"})).is_ok());
-        let e = check_body_code("ApproveOtaTask", &json!({"Code": "OtaTask.Running", "Message": "running", "RequestId": "r"}))
-            .unwrap_err();
+        let e = check_body_code(
+            "ApproveOtaTask",
+            &json!({"Code": "OtaTask.Running", "Message": "running", "RequestId": "r"}),
+        )
+        .unwrap_err();
         assert_eq!(e.code(), "OtaTask.Running");
         assert_eq!(e.api_error().unwrap().status, 200);
     }

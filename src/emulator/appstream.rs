@@ -10,7 +10,10 @@ use super::state::{CloudState, ScheduledUpgrade};
 pub fn list_app_instance_group(state: &mut CloudState, params: &Params, now: DateTime<Utc>) -> ApiResult<Value> {
     let product = params.required("ProductType")?;
     if product != "CloudApp" {
-        return Err(ApiFailure::invalid("ProductType", format!("{product:?} is not supported; use CloudApp")));
+        return Err(ApiFailure::invalid(
+            "ProductType",
+            format!("{product:?} is not supported; use CloudApp"),
+        ));
     }
     let statuses = params.list("Status", 10)?;
     let page_number = params.int("PageNumber", 1, i64::from(i32::MAX), 1)?;
@@ -43,9 +46,13 @@ fn parse_start_time(value: &str) -> Option<DateTime<Utc>> {
         return Some(t.with_timezone(&Utc));
     }
     if let Some(naive) = value.strip_suffix('Z') {
-        return NaiveDateTime::parse_from_str(naive, "%Y-%m-%dT%H:%M").ok().map(|n| n.and_utc());
+        return NaiveDateTime::parse_from_str(naive, "%Y-%m-%dT%H:%M")
+            .ok()
+            .map(|n| n.and_utc());
     }
-    DateTime::<FixedOffset>::parse_from_str(value, "%Y-%m-%dT%H:%M%:z").ok().map(|t| t.with_timezone(&Utc))
+    DateTime::<FixedOffset>::parse_from_str(value, "%Y-%m-%dT%H:%M%:z")
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 pub fn approve_ota_task(state: &mut CloudState, params: &Params, now: DateTime<Utc>) -> ApiResult<Value> {
@@ -54,8 +61,12 @@ pub fn approve_ota_task(state: &mut CloudState, params: &Params, now: DateTime<U
     let task_id = params.required("TaskId")?;
     params.one_of("OtaType", &["Fota"])?;
     let raw_start = params.required("StartTime")?;
-    let start = parse_start_time(raw_start)
-        .ok_or_else(|| ApiFailure::invalid("StartTime", format!("{raw_start:?} is not an ISO 8601 time such as 2022-08-04T14:36:00+08:00")))?;
+    let start = parse_start_time(raw_start).ok_or_else(|| {
+        ApiFailure::invalid(
+            "StartTime",
+            format!("{raw_start:?} is not an ISO 8601 time such as 2022-08-04T14:36:00+08:00"),
+        )
+    })?;
     state.advance_to(now);
     let g = state
         .appstream
@@ -63,7 +74,11 @@ pub fn approve_ota_task(state: &mut CloudState, params: &Params, now: DateTime<U
         .iter_mut()
         .find(|g| g.group.app_instance_group_id == group_id && g.biz_region_id == region)
         .ok_or_else(|| {
-            ApiFailure::new(404, "InvalidAppInstanceGroupId.NotFound", format!("The delivery group {group_id} does not exist in {region}."))
+            ApiFailure::new(
+                404,
+                "InvalidAppInstanceGroupId.NotFound",
+                format!("The delivery group {group_id} does not exist in {region}."),
+            )
         })?;
     if let Some(up) = &g.scheduled_upgrade
         && now >= up.start_time
@@ -71,12 +86,18 @@ pub fn approve_ota_task(state: &mut CloudState, params: &Params, now: DateTime<U
         return Ok(json!({"Code": "OtaTask.Running", "Message": "The task is running and cannot be sumitted."}));
     }
     if g.group.ota_info.new_ota_version.is_empty() || g.group.ota_info.task_id.is_empty() {
-        return Err(ApiFailure::new(400, "OtaTask.NotFound", format!("The delivery group {group_id} has no OTA update waiting.")));
+        return Err(ApiFailure::new(
+            400,
+            "OtaTask.NotFound",
+            format!("The delivery group {group_id} has no OTA update waiting."),
+        ));
     }
     if g.group.ota_info.task_id != task_id {
         return Err(ApiFailure::invalid(
             "TaskId",
-            format!("{task_id} is not the current OTA task of {group_id}; call ListAppInstanceGroup for the latest TaskId"),
+            format!(
+                "{task_id} is not the current OTA task of {group_id}; call ListAppInstanceGroup for the latest TaskId"
+            ),
         ));
     }
     if start < now - chrono::Duration::minutes(1) {

@@ -9,8 +9,8 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use super::error::{ApiFailure, ApiResult};
 use super::params::Params;
 use crate::cloud::signer::{
-    constant_time_eq, parse_v3_authorization, sha256_hex, v2_signature, v2_string_to_sign, v3_canonical_request,
-    v3_signature, v3_string_to_sign, V3_ALGORITHM,
+    V3_ALGORITHM, constant_time_eq, parse_v3_authorization, sha256_hex, v2_signature, v2_string_to_sign,
+    v3_canonical_request, v3_signature, v3_string_to_sign,
 };
 
 /// How far a request's timestamp may be from the server's clock.
@@ -49,11 +49,21 @@ pub struct KeyStore {
 
 impl KeyStore {
     pub fn new(pairs: &[(String, String)]) -> Self {
-        KeyStore { keys: pairs.iter().cloned().collect(), sts: HashMap::new() }
+        KeyStore {
+            keys: pairs.iter().cloned().collect(),
+            sts: HashMap::new(),
+        }
     }
 
     pub fn add_sts(&mut self, id: String, secret: String, token: String, expiration: DateTime<Utc>) {
-        self.sts.insert(id, StsKey { secret, token, expiration });
+        self.sts.insert(
+            id,
+            StsKey {
+                secret,
+                token,
+                expiration,
+            },
+        );
     }
 
     /// The secret of `id`, after checking its STS token (if it is a temporary key).
@@ -79,15 +89,27 @@ impl KeyStore {
                     ));
                 }
                 Some(_) if now >= k.expiration => {
-                    return Err(ApiFailure::new(403, "InvalidSecurityToken.Expired", "Specified SecurityToken is expired."));
+                    return Err(ApiFailure::new(
+                        403,
+                        "InvalidSecurityToken.Expired",
+                        "Specified SecurityToken is expired.",
+                    ));
                 }
                 Some(_) => return Ok(k.secret.clone()),
             }
         }
         if token.is_some() {
-            return Err(ApiFailure::new(403, "InvalidSecurityToken.Malformed", "Specified SecurityToken is not issued by this service."));
+            return Err(ApiFailure::new(
+                403,
+                "InvalidSecurityToken.Malformed",
+                "Specified SecurityToken is not issued by this service.",
+            ));
         }
-        Err(ApiFailure::new(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found."))
+        Err(ApiFailure::new(
+            404,
+            "InvalidAccessKeyId.NotFound",
+            "Specified access key is not found.",
+        ))
     }
 }
 
@@ -100,7 +122,10 @@ pub struct NonceCache {
 
 impl Default for NonceCache {
     fn default() -> Self {
-        NonceCache { seen: HashMap::new(), last_prune: Instant::now() }
+        NonceCache {
+            seen: HashMap::new(),
+            last_prune: Instant::now(),
+        }
     }
 }
 
@@ -138,7 +163,8 @@ impl SignedRequest<'_> {
     }
 
     pub fn is_v3(&self) -> bool {
-        self.header("authorization").is_some_and(|a| a.starts_with(V3_ALGORITHM))
+        self.header("authorization")
+            .is_some_and(|a| a.starts_with(V3_ALGORITHM))
     }
 
     /// True when the request carries no signature at all.
@@ -149,7 +175,10 @@ impl SignedRequest<'_> {
     /// The action and version, from the V3 headers or the V2 parameters.
     pub fn action_and_version(&self) -> (Option<&str>, Option<&str>) {
         let (ha, hv) = (self.header("x-acs-action"), self.header("x-acs-version"));
-        (self.params.optional("Action").or(ha), self.params.optional("Version").or(hv))
+        (
+            self.params.optional("Action").or(ha),
+            self.params.optional("Version").or(hv),
+        )
     }
 }
 
@@ -158,7 +187,11 @@ fn parse_timestamp(name: &str, value: &str) -> ApiResult<DateTime<Utc>> {
         .map(|n| n.and_utc())
         .or_else(|_| DateTime::parse_from_rfc3339(value).map(|d| d.with_timezone(&Utc)))
         .map_err(|_| {
-            ApiFailure::new(400, "InvalidTimeStamp.Format", format!("Specified {name} {value:?} is not in the format yyyy-MM-ddTHH:mm:ssZ."))
+            ApiFailure::new(
+                400,
+                "InvalidTimeStamp.Format",
+                format!("Specified {name} {value:?} is not in the format yyyy-MM-ddTHH:mm:ssZ."),
+            )
         })
 }
 
@@ -166,7 +199,11 @@ fn check_fresh(name: &str, value: &str) -> ApiResult<()> {
     let ts = parse_timestamp(name, value)?;
     let skew = (Utc::now() - ts).num_seconds().unsigned_abs();
     if skew > MAX_SKEW.as_secs() {
-        return Err(ApiFailure::new(400, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired."));
+        return Err(ApiFailure::new(
+            400,
+            "InvalidTimeStamp.Expired",
+            "Specified time stamp or date value is expired.",
+        ));
     }
     Ok(())
 }
@@ -176,16 +213,33 @@ fn nonce_used() -> ApiFailure {
 }
 
 /// Verifies a V2 or V3 signature. `now` is the emulator clock (for STS expiry).
-pub fn verify(req: &SignedRequest<'_>, keys: &KeyStore, nonces: &mut NonceCache, now: DateTime<Utc>) -> ApiResult<Caller> {
-    if req.is_v3() { verify_v3(req, keys, nonces, now) } else { verify_v2(req, keys, nonces, now) }
+pub fn verify(
+    req: &SignedRequest<'_>,
+    keys: &KeyStore,
+    nonces: &mut NonceCache,
+    now: DateTime<Utc>,
+) -> ApiResult<Caller> {
+    if req.is_v3() {
+        verify_v3(req, keys, nonces, now)
+    } else {
+        verify_v2(req, keys, nonces, now)
+    }
 }
 
-fn verify_v2(req: &SignedRequest<'_>, keys: &KeyStore, nonces: &mut NonceCache, now: DateTime<Utc>) -> ApiResult<Caller> {
+fn verify_v2(
+    req: &SignedRequest<'_>,
+    keys: &KeyStore,
+    nonces: &mut NonceCache,
+    now: DateTime<Utc>,
+) -> ApiResult<Caller> {
     let p = req.params;
     let access_key_id = p.required("AccessKeyId")?;
     let signature = p.required("Signature")?;
     if p.required("SignatureMethod")? != "HMAC-SHA1" {
-        return Err(ApiFailure::invalid("SignatureMethod", "only HMAC-SHA1 is supported with SignatureVersion 1.0"));
+        return Err(ApiFailure::invalid(
+            "SignatureMethod",
+            "only HMAC-SHA1 is supported with SignatureVersion 1.0",
+        ));
     }
     if p.required("SignatureVersion")? != "1.0" {
         return Err(ApiFailure::invalid("SignatureVersion", "must be 1.0"));
@@ -198,36 +252,70 @@ fn verify_v2(req: &SignedRequest<'_>, keys: &KeyStore, nonces: &mut NonceCache, 
         return Err(ApiFailure::new(
             400,
             "SignatureDoesNotMatch",
-            format!("Specified signature is not matched with our calculation. server string to sign is:{string_to_sign}"),
+            format!(
+                "Specified signature is not matched with our calculation. server string to sign is:{string_to_sign}"
+            ),
         ));
     }
     if !nonces.check_and_record(nonce) {
         return Err(nonce_used());
     }
-    Ok(Caller::Key { access_key_id: access_key_id.to_string() })
+    Ok(Caller::Key {
+        access_key_id: access_key_id.to_string(),
+    })
 }
 
-fn verify_v3(req: &SignedRequest<'_>, keys: &KeyStore, nonces: &mut NonceCache, now: DateTime<Utc>) -> ApiResult<Caller> {
+fn verify_v3(
+    req: &SignedRequest<'_>,
+    keys: &KeyStore,
+    nonces: &mut NonceCache,
+    now: DateTime<Utc>,
+) -> ApiResult<Caller> {
     let auth = req
         .header("authorization")
         .and_then(parse_v3_authorization)
-        .ok_or_else(|| ApiFailure::new(400, "IncompleteSignature", "The request signature does not conform to Alibaba Cloud standards."))?;
-    for required in ["host", "x-acs-date", "x-acs-signature-nonce", "x-acs-content-sha256", "x-acs-action", "x-acs-version"] {
+        .ok_or_else(|| {
+            ApiFailure::new(
+                400,
+                "IncompleteSignature",
+                "The request signature does not conform to Alibaba Cloud standards.",
+            )
+        })?;
+    for required in [
+        "host",
+        "x-acs-date",
+        "x-acs-signature-nonce",
+        "x-acs-content-sha256",
+        "x-acs-action",
+        "x-acs-version",
+    ] {
         if req.header(required).is_none() {
             return Err(ApiFailure::missing(required));
         }
         if !auth.signed_headers.iter().any(|h| h == required) {
-            return Err(ApiFailure::new(400, "IncompleteSignature", format!("The header {required} must be signed.")));
+            return Err(ApiFailure::new(
+                400,
+                "IncompleteSignature",
+                format!("The header {required} must be signed."),
+            ));
         }
     }
     let token = req.header("x-acs-security-token");
     if token.is_some() && !auth.signed_headers.iter().any(|h| h == "x-acs-security-token") {
-        return Err(ApiFailure::new(400, "IncompleteSignature", "The header x-acs-security-token must be signed."));
+        return Err(ApiFailure::new(
+            400,
+            "IncompleteSignature",
+            "The header x-acs-security-token must be signed.",
+        ));
     }
     check_fresh("x-acs-date", req.header("x-acs-date").unwrap_or_default())?;
     let hashed = req.header("x-acs-content-sha256").unwrap_or_default();
     if hashed != sha256_hex(req.body) {
-        return Err(ApiFailure::new(400, "SignatureDoesNotMatch", "The x-acs-content-sha256 header does not match the request body."));
+        return Err(ApiFailure::new(
+            400,
+            "SignatureDoesNotMatch",
+            "The x-acs-content-sha256 header does not match the request body.",
+        ));
     }
     let secret = keys.secret(&auth.access_key_id, token, now)?;
     let mut signed: Vec<(&str, &str)> = Vec::new();
@@ -247,13 +335,17 @@ fn verify_v3(req: &SignedRequest<'_>, keys: &KeyStore, nonces: &mut NonceCache, 
         return Err(ApiFailure::new(
             400,
             "SignatureDoesNotMatch",
-            format!("Specified signature is not matched with our calculation. server string to sign is:{string_to_sign}"),
+            format!(
+                "Specified signature is not matched with our calculation. server string to sign is:{string_to_sign}"
+            ),
         ));
     }
     if !nonces.check_and_record(req.header("x-acs-signature-nonce").unwrap_or_default()) {
         return Err(nonce_used());
     }
-    Ok(Caller::Key { access_key_id: auth.access_key_id })
+    Ok(Caller::Key {
+        access_key_id: auth.access_key_id,
+    })
 }
 
 #[cfg(test)]
@@ -272,19 +364,44 @@ mod tests {
     fn sts_keys_expire_by_the_emulator_clock() {
         let mut ks = KeyStore::new(&[("ak".into(), "sk".into())]);
         let now = Utc::now();
-        ks.add_sts("STS.a".into(), "s".into(), "tok".into(), now + chrono::Duration::minutes(5));
+        ks.add_sts(
+            "STS.a".into(),
+            "s".into(),
+            "tok".into(),
+            now + chrono::Duration::minutes(5),
+        );
         assert_eq!(ks.secret("STS.a", Some("tok"), now).unwrap(), "s");
-        assert_eq!(ks.secret("STS.a", Some("tok"), now + chrono::Duration::minutes(6)).unwrap_err().code, "InvalidSecurityToken.Expired");
-        assert_eq!(ks.secret("STS.a", Some("nope"), now).unwrap_err().code, "InvalidSecurityToken.MismatchWithAccessKey");
-        assert_eq!(ks.secret("STS.never", Some("tok"), now).unwrap_err().code, "InvalidSecurityToken.Malformed");
-        assert_eq!(ks.secret("unknown", None, now).unwrap_err().code, "InvalidAccessKeyId.NotFound");
+        assert_eq!(
+            ks.secret("STS.a", Some("tok"), now + chrono::Duration::minutes(6))
+                .unwrap_err()
+                .code,
+            "InvalidSecurityToken.Expired"
+        );
+        assert_eq!(
+            ks.secret("STS.a", Some("nope"), now).unwrap_err().code,
+            "InvalidSecurityToken.MismatchWithAccessKey"
+        );
+        assert_eq!(
+            ks.secret("STS.never", Some("tok"), now).unwrap_err().code,
+            "InvalidSecurityToken.Malformed"
+        );
+        assert_eq!(
+            ks.secret("unknown", None, now).unwrap_err().code,
+            "InvalidAccessKeyId.NotFound"
+        );
         assert_eq!(ks.secret("ak", None, now).unwrap(), "sk");
     }
 
     #[test]
     fn timestamps_must_be_recent_and_well_formed() {
-        assert_eq!(check_fresh("Timestamp", "2016-02-23T12:46:24Z").unwrap_err().code, "InvalidTimeStamp.Expired");
-        assert_eq!(check_fresh("Timestamp", "yesterday").unwrap_err().code, "InvalidTimeStamp.Format");
+        assert_eq!(
+            check_fresh("Timestamp", "2016-02-23T12:46:24Z").unwrap_err().code,
+            "InvalidTimeStamp.Expired"
+        );
+        assert_eq!(
+            check_fresh("Timestamp", "yesterday").unwrap_err().code,
+            "InvalidTimeStamp.Format"
+        );
         assert!(check_fresh("Timestamp", &crate::cloud::canonical::timestamp(Utc::now())).is_ok());
     }
 }

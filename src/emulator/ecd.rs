@@ -9,10 +9,13 @@ use crate::cloud::ops::ecd::MAX_DESKTOP_IDS_PER_CALL;
 
 fn region<'a>(state: &'a mut CloudState, params: &Params) -> ApiResult<&'a mut EcdRegion> {
     let id = params.required("RegionId")?;
-    state
-        .ecd
-        .get_mut(id)
-        .ok_or_else(|| ApiFailure::new(400, "InvalidRegionId.NotFound", format!("The region {id} does not exist or is not supported.")))
+    state.ecd.get_mut(id).ok_or_else(|| {
+        ApiFailure::new(
+            400,
+            "InvalidRegionId.NotFound",
+            format!("The region {id} does not exist or is not supported."),
+        )
+    })
 }
 
 pub fn describe_fota_tasks(state: &mut CloudState, params: &Params) -> ApiResult<Value> {
@@ -50,11 +53,13 @@ pub fn update_fota_task(state: &mut CloudState, params: &Params) -> ApiResult<Va
     let status = params.one_of("UserStatus", &["Running", "Pending"])?;
     let r = region(state, params)?;
     let global = r.global_auto_update;
-    let task = r
-        .fota_tasks
-        .iter_mut()
-        .find(|t| t.task_uid == uid)
-        .ok_or_else(|| ApiFailure::new(404, "InvalidTaskUid.NotFound", format!("The image update task {uid} does not exist.")))?;
+    let task = r.fota_tasks.iter_mut().find(|t| t.task_uid == uid).ok_or_else(|| {
+        ApiFailure::new(
+            404,
+            "InvalidTaskUid.NotFound",
+            format!("The image update task {uid} does not exist."),
+        )
+    })?;
     // With the global switch on the per-task switch has no effect: the call succeeds and
     // the task stays Running, as the API documentation describes.
     if !global {
@@ -88,20 +93,31 @@ pub fn describe_desktops(state: &mut CloudState, params: &Params) -> ApiResult<V
 pub fn set_desktop_maintenance(state: &mut CloudState, params: &Params) -> ApiResult<Value> {
     let mode = params.required("Mode")?.to_ascii_uppercase();
     if mode != "ENTER" && mode != "EXIT" {
-        return Err(ApiFailure::invalid("Mode", format!("{mode:?} is not one of ENTER, EXIT")));
+        return Err(ApiFailure::invalid(
+            "Mode",
+            format!("{mode:?} is not one of ENTER, EXIT"),
+        ));
     }
     let ids = params.list("DesktopIds", MAX_DESKTOP_IDS_PER_CALL)?;
     if ids.is_empty() {
         return Err(ApiFailure::missing("DesktopIds.1"));
     }
     let r = region(state, params)?;
-    let unknown: Vec<&String> = ids.iter().filter(|id| !r.desktops.iter().any(|d| &d.desktop_id == *id)).collect();
+    let unknown: Vec<&String> = ids
+        .iter()
+        .filter(|id| !r.desktops.iter().any(|d| &d.desktop_id == *id))
+        .collect();
     if !unknown.is_empty() {
         let list = unknown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
-        return Err(ApiFailure::new(404, "InvalidDesktopId.NotFound", format!("The specified desktops do not exist: {list}")));
+        return Err(ApiFailure::new(
+            404,
+            "InvalidDesktopId.NotFound",
+            format!("The specified desktops do not exist: {list}"),
+        ));
     }
     for d in r.desktops.iter_mut().filter(|d| ids.contains(&d.desktop_id)) {
-        d.management_flags.retain(|f| f != "NoFlag" && f != "UnderMaintenance" && f != "EnterMaintenance");
+        d.management_flags
+            .retain(|f| f != "NoFlag" && f != "UnderMaintenance" && f != "EnterMaintenance");
         if mode == "ENTER" {
             d.management_flags.push("UnderMaintenance".into());
         }

@@ -27,7 +27,11 @@ impl ApiFailure {
     }
 
     pub fn invalid(name: &str, why: impl std::fmt::Display) -> Self {
-        ApiFailure::new(400, &format!("InvalidParameter.{name}"), format!("The parameter {name} is invalid: {why}"))
+        ApiFailure::new(
+            400,
+            &format!("InvalidParameter.{name}"),
+            format!("The parameter {name} is invalid: {why}"),
+        )
     }
 
     pub fn throttled() -> Self {

@@ -64,8 +64,17 @@ impl Fault {
             (None, true) => "Throttling.User".to_string(),
             (None, false) => return None,
         };
-        let default_status = if code == "ServiceUnavailable" { 503 } else if code == "InternalError" { 500 } else { 400 };
-        let message = self.message.clone().unwrap_or_else(|| format!("Injected fault {code}."));
+        let default_status = if code == "ServiceUnavailable" {
+            503
+        } else if code == "InternalError" {
+            500
+        } else {
+            400
+        };
+        let message = self
+            .message
+            .clone()
+            .unwrap_or_else(|| format!("Injected fault {code}."));
         Some(ApiFailure::new(self.status.unwrap_or(default_status), &code, message))
     }
 }
@@ -130,7 +139,9 @@ mod tests {
     #[test]
     fn counted_faults_run_out() {
         let mut faults = Faults::default();
-        faults.add(fault(serde_json::json!({"action": "DescribeDesktops", "code": "ServiceUnavailable", "count": 2})));
+        faults.add(fault(
+            serde_json::json!({"action": "DescribeDesktops", "code": "ServiceUnavailable", "count": 2}),
+        ));
         assert_eq!(faults.apply("DescribeDesktops").error.unwrap().status.as_u16(), 503);
         assert!(faults.apply("UpdateFotaTask").error.is_none());
         assert!(faults.apply("DescribeDesktops").error.is_some());
@@ -141,7 +152,9 @@ mod tests {
     #[test]
     fn throttle_shorthand_and_latency() {
         let mut faults = Faults::default();
-        faults.add(fault(serde_json::json!({"action": "*", "throttle": true, "latencyMs": 5})));
+        faults.add(fault(
+            serde_json::json!({"action": "*", "throttle": true, "latencyMs": 5}),
+        ));
         let out = faults.apply("ListCustomImages");
         assert_eq!(out.error.unwrap().code, "Throttling.User");
         assert_eq!(out.latency, Duration::from_millis(5));
@@ -150,11 +163,18 @@ mod tests {
     #[test]
     fn probability_zero_never_fires_and_validation_names_fields() {
         let mut faults = Faults::default();
-        faults.add(fault(serde_json::json!({"action": "A", "code": "X", "probability": 0.0})));
+        faults.add(fault(
+            serde_json::json!({"action": "A", "code": "X", "probability": 0.0}),
+        ));
         for _ in 0..100 {
             assert!(faults.apply("A").error.is_none());
         }
-        assert!(fault(serde_json::json!({"action": "A", "code": "X", "probability": 2.0})).validate().unwrap_err().starts_with("probability"));
+        assert!(
+            fault(serde_json::json!({"action": "A", "code": "X", "probability": 2.0}))
+                .validate()
+                .unwrap_err()
+                .starts_with("probability")
+        );
         assert!(fault(serde_json::json!({"action": "A"})).validate().is_err());
         assert!(serde_json::from_value::<Fault>(serde_json::json!({"action": "A", "cod": "X"})).is_err());
     }

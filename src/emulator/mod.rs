@@ -13,8 +13,8 @@ pub mod faults;
 pub mod params;
 mod server;
 pub mod state;
-mod swas;
 mod sts;
+mod swas;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,7 +68,12 @@ impl Emulator {
                 })
                 .await;
         });
-        Ok(Emulator { addr, world, shutdown: Some(tx), task })
+        Ok(Emulator {
+            addr,
+            world,
+            shutdown: Some(tx),
+            task,
+        })
     }
 
     /// `http://127.0.0.1:PORT`

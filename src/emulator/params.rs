@@ -55,7 +55,10 @@ impl Params {
             }
         }
         if items.len() > max {
-            return Err(ApiFailure::invalid(name, format!("at most {max} items are allowed, got {}", items.len())));
+            return Err(ApiFailure::invalid(
+                name,
+                format!("at most {max} items are allowed, got {}", items.len()),
+            ));
         }
         Ok(items.into_iter().map(|(_, v)| v).collect())
     }
@@ -65,7 +68,9 @@ impl Params {
         match self.optional(name) {
             None => Ok(default),
             Some(v) => {
-                let n: i64 = v.parse().map_err(|_| ApiFailure::invalid(name, format!("{v:?} is not an integer")))?;
+                let n: i64 = v
+                    .parse()
+                    .map_err(|_| ApiFailure::invalid(name, format!("{v:?} is not an integer")))?;
                 if n < min || n > max {
                     return Err(ApiFailure::invalid(name, format!("{n} is out of range [{min}, {max}]")));
                 }
@@ -103,7 +108,12 @@ pub fn parse_next_token(token: Option<&str>) -> ApiResult<usize> {
 }
 
 /// Slices `items` for a NextToken page and returns the page with the next token.
-pub fn token_page<T: Clone>(items: &[T], params: &Params, default: i64, max: i64) -> ApiResult<(Vec<T>, Option<String>)> {
+pub fn token_page<T: Clone>(
+    items: &[T],
+    params: &Params,
+    default: i64,
+    max: i64,
+) -> ApiResult<(Vec<T>, Option<String>)> {
     let size = params.int("MaxResults", 1, max, default)? as usize;
     let offset = parse_next_token(params.optional("NextToken"))?;
     let end = (offset + size).min(items.len());
@@ -126,8 +136,17 @@ mod tests {
         let err = params.list("Id", 100).unwrap_err();
         assert_eq!(err.code, "InvalidParameter.Id");
         assert!(err.message.contains("Id.3 is missing"));
-        assert_eq!(p(&[("Id.2", "b"), ("Id.1", "a")]).list("Id", 100).unwrap(), vec!["a", "b"]);
-        assert!(p(&[("Id.1", "a"), ("Id.2", "b")]).list("Id", 1).unwrap_err().message.contains("at most 1"));
+        assert_eq!(
+            p(&[("Id.2", "b"), ("Id.1", "a")]).list("Id", 100).unwrap(),
+            vec!["a", "b"]
+        );
+        assert!(
+            p(&[("Id.1", "a"), ("Id.2", "b")])
+                .list("Id", 1)
+                .unwrap_err()
+                .message
+                .contains("at most 1")
+        );
         assert!(p(&[("Id.0", "a")]).list("Id", 5).is_err());
     }
 
@@ -135,7 +154,13 @@ mod tests {
     fn required_and_int_name_the_parameter() {
         let params = p(&[("MaxResults", "500"), ("Empty", "")]);
         assert_eq!(params.required("Empty").unwrap_err().code, "MissingParameter");
-        assert!(params.required("RegionId").unwrap_err().message.contains("\"RegionId\""));
+        assert!(
+            params
+                .required("RegionId")
+                .unwrap_err()
+                .message
+                .contains("\"RegionId\"")
+        );
         let e = params.int("MaxResults", 1, 100, 20).unwrap_err();
         assert_eq!(e.code, "InvalidParameter.MaxResults");
         assert_eq!(params.int("PageSize", 1, 100, 10).unwrap(), 10);
@@ -159,6 +184,9 @@ mod tests {
             }
         }
         assert_eq!(seen, items);
-        assert_eq!(parse_next_token(Some("garbage")).unwrap_err().code, "InvalidParameter.NextToken");
+        assert_eq!(
+            parse_next_token(Some("garbage")).unwrap_err().code,
+            "InvalidParameter.NextToken"
+        );
     }
 }

@@ -103,10 +103,21 @@ impl World {
     fn count(&self, action: &str, code: &str) {
         let mut c = self.counters.lock().expect("counters lock");
         c.total += 1;
-        *c.actions.entry(action.to_string()).or_default().entry(code.to_string()).or_default() += 1;
+        *c.actions
+            .entry(action.to_string())
+            .or_default()
+            .entry(code.to_string())
+            .or_default() += 1;
     }
 
-    fn dispatch(&self, product: Product, action: &str, caller: &Caller, params: &Params, now: DateTime<Utc>) -> ApiResult<Value> {
+    fn dispatch(
+        &self,
+        product: Product,
+        action: &str,
+        caller: &Caller,
+        params: &Params,
+        now: DateTime<Utc>,
+    ) -> ApiResult<Value> {
         let mut state = self.state.lock().expect("state lock");
         let state = &mut *state;
         match (product, action) {
@@ -119,7 +130,9 @@ impl World {
                 let mut book = self.shares.lock().expect("shares lock");
                 swas::modify_image_share_status(state, &mut book, caller.access_key_id(), params, now)
             }
-            (Product::AppstreamCenter, "ListAppInstanceGroup") => appstream::list_app_instance_group(state, params, now),
+            (Product::AppstreamCenter, "ListAppInstanceGroup") => {
+                appstream::list_app_instance_group(state, params, now)
+            }
             (Product::AppstreamCenter, "ApproveOtaTask") => appstream::approve_ota_task(state, params, now),
             (Product::Sts, "AssumeRoleWithOIDC") => {
                 sts::assume_role_with_oidc(&mut self.keys.lock().expect("keys lock"), params, now)
@@ -130,7 +143,11 @@ impl World {
 }
 
 fn not_found_action(action: &str, version: &str) -> ApiFailure {
-    ApiFailure::new(404, "InvalidAction.NotFound", format!("Specified api {action} of version {version} is not found."))
+    ApiFailure::new(
+        404,
+        "InvalidAction.NotFound",
+        format!("Specified api {action} of version {version} is not found."),
+    )
 }
 
 pub fn router(world: Arc<World>) -> axum::Router {
@@ -139,14 +156,27 @@ pub fn router(world: Arc<World>) -> axum::Router {
         .route("/_emulator/state", get(get_state).put(put_state))
         .route("/_emulator/requests", get(get_requests).delete(delete_requests))
         .route("/_emulator/clock", get(get_clock).post(post_clock))
-        .route("/_emulator/faults", get(get_faults).post(post_faults).delete(delete_faults))
+        .route(
+            "/_emulator/faults",
+            get(get_faults).post(post_faults).delete(delete_faults),
+        )
         .route("/_emulator/healthz", get(|| async { "ok" }))
         .with_state(world)
 }
 
-async fn rpc(State(world): State<Arc<World>>, method: Method, headers: HeaderMap, RawQuery(query): RawQuery, body: Bytes) -> Response {
+async fn rpc(
+    State(world): State<Arc<World>>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
     let request_id = new_request_id();
-    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_string();
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost")
+        .to_string();
     let query_pairs = parse_pairs(query.as_deref().unwrap_or(""));
     let is_form = headers
         .get("content-type")
@@ -157,13 +187,24 @@ async fn rpc(State(world): State<Arc<World>>, method: Method, headers: HeaderMap
         all.extend(parse_pairs(&String::from_utf8_lossy(&body)));
     }
     let params = Params::new(all);
-    let req = SignedRequest { method: method.as_str(), headers: &headers, query: &query_pairs, params: &params, body: &body };
+    let req = SignedRequest {
+        method: method.as_str(),
+        headers: &headers,
+        query: &query_pairs,
+        params: &params,
+        body: &body,
+    };
     let (action, version) = req.action_and_version();
     let action = action.unwrap_or_default().to_string();
     let product = Product::from_version(version.unwrap_or_default());
     let result = handle(&world, &req, &action, version, product).await;
     let code = match &result {
-        Ok(v) => v.get("Code").and_then(Value::as_str).filter(|c| *c != "success").unwrap_or("success").to_string(),
+        Ok(v) => v
+            .get("Code")
+            .and_then(Value::as_str)
+            .filter(|c| *c != "success")
+            .unwrap_or("success")
+            .to_string(),
         Err(e) => e.code.clone(),
     };
     world.count(if action.is_empty() { "(none)" } else { &action }, &code);
@@ -179,7 +220,13 @@ async fn rpc(State(world): State<Arc<World>>, method: Method, headers: HeaderMap
     }
 }
 
-async fn handle(world: &World, req: &SignedRequest<'_>, action: &str, version: Option<&str>, product: Option<Product>) -> ApiResult<Value> {
+async fn handle(
+    world: &World,
+    req: &SignedRequest<'_>,
+    action: &str,
+    version: Option<&str>,
+    product: Option<Product>,
+) -> ApiResult<Value> {
     if action.is_empty() {
         return Err(ApiFailure::missing("Action"));
     }

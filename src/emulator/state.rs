@@ -87,12 +87,18 @@ impl CloudState {
         let mut s = CloudState::default();
         s.ecd.insert("cn-hangzhou".into(), ecd_region("hz", 3, 100, 4));
         s.ecd.insert("cn-shanghai".into(), ecd_region("sh", 1, 20, 1));
-        s.swas.insert("cn-hangzhou".into(), swas_region("cn-hangzhou", "hz", 6, 2));
-        s.swas.insert("cn-shanghai".into(), swas_region("cn-shanghai", "sh", 2, 1));
+        s.swas
+            .insert("cn-hangzhou".into(), swas_region("cn-hangzhou", "hz", 6, 2));
+        s.swas
+            .insert("cn-shanghai".into(), swas_region("cn-shanghai", "sh", 2, 1));
         for i in 1..=4 {
-            s.appstream.app_instance_groups.push(group("cn-hangzhou", &format!("aig-hz{i:04}"), i <= 3));
+            s.appstream
+                .app_instance_groups
+                .push(group("cn-hangzhou", &format!("aig-hz{i:04}"), i <= 3));
         }
-        s.appstream.app_instance_groups.push(group("cn-shanghai", "aig-sh0001", true));
+        s.appstream
+            .app_instance_groups
+            .push(group("cn-shanghai", "aig-sh0001", true));
         s
     }
 }
@@ -121,11 +127,22 @@ fn ecd_region(tag: &str, sites: usize, per_site: usize, foreign_maintenance: usi
                 desktop_name: format!("{tag}-site{site}-desk{n:03}"),
                 desktop_status: if n % 10 == 0 { "Stopped" } else { "Running" }.into(),
                 office_site_id: format!("{region}+dir-{site:010}"),
-                management_flags: vec![if idx < foreign_maintenance { "UnderMaintenance" } else { "NoFlag" }.into()],
+                management_flags: vec![
+                    if idx < foreign_maintenance {
+                        "UnderMaintenance"
+                    } else {
+                        "NoFlag"
+                    }
+                    .into(),
+                ],
             });
         }
     }
-    EcdRegion { global_auto_update: false, fota_tasks, desktops }
+    EcdRegion {
+        global_auto_update: false,
+        fota_tasks,
+        desktops,
+    }
 }
 
 fn swas_region(region: &str, tag: &str, count: usize, shared: usize) -> SwasRegion {
@@ -155,8 +172,16 @@ fn group(region: &str, id: &str, new_version: bool) -> DeliveryGroup {
             resource_status: "AVAILABLE".into(),
             ota_info: OtaInfo {
                 ota_version: "1.4.0-R-20261001.100000".into(),
-                new_ota_version: if new_version { "1.5.0-R-20261115.100000".into() } else { String::new() },
-                task_id: if new_version { format!("ota-{}-1", id.trim_start_matches("aig-")) } else { String::new() },
+                new_ota_version: if new_version {
+                    "1.5.0-R-20261115.100000".into()
+                } else {
+                    String::new()
+                },
+                task_id: if new_version {
+                    format!("ota-{}-1", id.trim_start_matches("aig-"))
+                } else {
+                    String::new()
+                },
             },
         },
         scheduled_upgrade: None,
@@ -177,11 +202,12 @@ mod tests {
         assert!(hz.fota_tasks.iter().any(|t| t.status == "Pending"));
         assert!(s.swas["cn-hangzhou"].custom_images.iter().any(|i| i.in_share));
         assert!(s.swas["cn-hangzhou"].custom_images.iter().any(|i| !i.in_share));
-        assert!(s
-            .appstream
-            .app_instance_groups
-            .iter()
-            .any(|g| g.biz_region_id == "cn-hangzhou" && !g.group.ota_info.new_ota_version.is_empty()));
+        assert!(
+            s.appstream
+                .app_instance_groups
+                .iter()
+                .any(|g| g.biz_region_id == "cn-hangzhou" && !g.group.ota_info.new_ota_version.is_empty())
+        );
         assert!(s.ecd.contains_key("cn-shanghai") && s.swas.contains_key("cn-shanghai"));
     }
 

@@ -15,9 +15,18 @@ fn check_arn(name: &str, value: &str, kind: &str) -> ApiResult<()> {
         .is_some_and(|(account, res)| {
             !account.is_empty()
                 && account.bytes().all(|b| b.is_ascii_digit())
-                && res.strip_prefix(kind).is_some_and(|n| n.starts_with('/') && n.len() > 1)
+                && res
+                    .strip_prefix(kind)
+                    .is_some_and(|n| n.starts_with('/') && n.len() > 1)
         });
-    if ok { Ok(()) } else { Err(ApiFailure::invalid(name, format!("{value:?} is not an ARN of the form acs:ram::<account>:{kind}/<name>"))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiFailure::invalid(
+            name,
+            format!("{value:?} is not an ARN of the form acs:ram::<account>:{kind}/<name>"),
+        ))
+    }
 }
 
 pub fn assume_role_with_oidc(keys: &mut KeyStore, params: &Params, now: DateTime<Utc>) -> ApiResult<Value> {
@@ -29,8 +38,15 @@ pub fn assume_role_with_oidc(keys: &mut KeyStore, params: &Params, now: DateTime
         return Err(ApiFailure::invalid("OIDCToken", "must be 4 to 20000 characters"));
     }
     let session = params.required("RoleSessionName")?;
-    if !(2..=64).contains(&session.len()) || !session.bytes().all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b)) {
-        return Err(ApiFailure::invalid("RoleSessionName", "must be 2 to 64 characters of letters, digits, '.', '@', '-' and '_'"));
+    if !(2..=64).contains(&session.len())
+        || !session
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
+    {
+        return Err(ApiFailure::invalid(
+            "RoleSessionName",
+            "must be 2 to 64 characters of letters, digits, '.', '@', '-' and '_'",
+        ));
     }
     let duration = params.int("DurationSeconds", 900, 43_200, 3600)?;
     let id = format!("STS.{}", &uuid::Uuid::new_v4().simple().to_string()[..20]);

@@ -34,7 +34,10 @@ pub fn list_custom_images(state: &mut CloudState, params: &Params) -> ApiResult<
     };
     let share = match params.optional("Share") {
         None => None,
-        Some(v) => Some(v.parse::<bool>().map_err(|_| ApiFailure::invalid("Share", "must be true or false"))?),
+        Some(v) => Some(
+            v.parse::<bool>()
+                .map_err(|_| ApiFailure::invalid("Share", "must be true or false"))?,
+        ),
     };
     let page_number = params.int("PageNumber", 1, i64::from(i32::MAX), 1)?;
     let page_size = params.int("PageSize", 1, 100, 10)?;
@@ -70,13 +73,20 @@ pub fn modify_image_share_status(
     let image_id = params.required("ImageId")?.to_string();
     let operation = params.required("Operation")?;
     if operation != "Share" && operation != "UnShare" {
-        return Err(ApiFailure::new(400, "InvalidParam.OperationIllegal", "The specified parameter operation is illegal."));
+        return Err(ApiFailure::new(
+            400,
+            "InvalidParam.OperationIllegal",
+            "The specified parameter operation is illegal.",
+        ));
     }
     let token = params.optional("ClientToken");
     if let Some(t) = token
         && (t.len() > 64 || !t.is_ascii())
     {
-        return Err(ApiFailure::invalid("ClientToken", "must be ASCII and at most 64 characters"));
+        return Err(ApiFailure::invalid(
+            "ClientToken",
+            "must be ASCII and at most 64 characters",
+        ));
     }
     let fingerprint = format!("{region}|{image_id}|{operation}");
     if let Some(t) = token
@@ -108,7 +118,8 @@ pub fn modify_image_share_status(
     image.in_share = operation == "Share";
     let request_id = super::new_request_id();
     if let Some(t) = token {
-        book.tokens.insert((account.to_string(), t.to_string()), (fingerprint, request_id.clone()));
+        book.tokens
+            .insert((account.to_string(), t.to_string()), (fingerprint, request_id.clone()));
     }
     Ok(json!({"RequestId": request_id}))
 }

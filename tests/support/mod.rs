@@ -20,7 +20,12 @@ pub async fn emulator() -> Emulator {
 }
 
 pub async fn emulator_with(state: CloudState) -> Emulator {
-    Emulator::start(EmulatorConfig { state, ..Default::default() }).await.expect("emulator starts")
+    Emulator::start(EmulatorConfig {
+        state,
+        ..Default::default()
+    })
+    .await
+    .expect("emulator starts")
 }
 
 pub fn default_key() -> CredentialSource {
@@ -39,7 +44,11 @@ pub fn settings(emu: &Emulator, version: SignatureVersion) -> ClientSettings {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
         },
-        limits: RateLimitConfig { qps: 0.0, burst: 1, action_quotas: vec![] },
+        limits: RateLimitConfig {
+            qps: 0.0,
+            burst: 1,
+            action_quotas: vec![],
+        },
         retry: RetryPolicy {
             max_attempts: 4,
             base_delay: Duration::from_millis(5),

@@ -100,5 +100,8 @@ pub async fn approve_ota_task(client: &CloudClient, r: &ApproveOtaTask) -> Resul
         .not_idempotent();
     let json = client.call(&req).await?;
     check_body_code(req.action, &json)?;
-    serde_json::from_value(json).map_err(|e| CloudError::Decode { action: req.action.into(), message: e.to_string() })
+    serde_json::from_value(json).map_err(|e| CloudError::Decode {
+        action: req.action.into(),
+        message: e.to_string(),
+    })
 }

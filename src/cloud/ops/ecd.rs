@@ -36,7 +36,11 @@ pub struct DescribeFotaTasksResponse {
 }
 
 /// Reads every FOTA task of a region (optionally only `task_uids`), following NextToken.
-pub async fn describe_fota_tasks(client: &CloudClient, region: &str, task_uids: &[String]) -> Result<Vec<FotaTask>, CloudError> {
+pub async fn describe_fota_tasks(
+    client: &CloudClient,
+    region: &str,
+    task_uids: &[String],
+) -> Result<Vec<FotaTask>, CloudError> {
     let mut out = Vec::new();
     for chunk in chunks_or_all(task_uids, 100) {
         let mut next: Option<String> = None;
@@ -58,7 +62,12 @@ pub async fn describe_fota_tasks(client: &CloudClient, region: &str, task_uids: 
 }
 
 /// `UserStatus`: `Running` pushes the image update automatically, `Pending` does not.
-pub async fn update_fota_task(client: &CloudClient, region: &str, task_uid: &str, user_status: &str) -> Result<(), CloudError> {
+pub async fn update_fota_task(
+    client: &CloudClient,
+    region: &str,
+    task_uid: &str,
+    user_status: &str,
+) -> Result<(), CloudError> {
     let req = RpcRequest::new(Product::Ecd, "UpdateFotaTask", region)
         .query("RegionId", region)
         .query("TaskUid", task_uid)
@@ -103,7 +112,11 @@ pub struct DesktopFilter {
 }
 
 /// Reads every matching desktop, following NextToken; ids are asked for 100 at a time.
-pub async fn describe_desktops(client: &CloudClient, region: &str, filter: &DesktopFilter) -> Result<Vec<Desktop>, CloudError> {
+pub async fn describe_desktops(
+    client: &CloudClient,
+    region: &str,
+    filter: &DesktopFilter,
+) -> Result<Vec<Desktop>, CloudError> {
     let mut out = Vec::new();
     for chunk in chunks_or_all(&filter.desktop_ids, MAX_DESKTOP_IDS_PER_CALL) {
         let mut next: Option<String> = None;
@@ -141,7 +154,12 @@ impl MaintenanceMode {
 }
 
 /// One SetDesktopMaintenance call: at most 100 ids.
-pub async fn set_desktop_maintenance(client: &CloudClient, region: &str, mode: MaintenanceMode, desktop_ids: &[String]) -> Result<(), CloudError> {
+pub async fn set_desktop_maintenance(
+    client: &CloudClient,
+    region: &str,
+    mode: MaintenanceMode,
+    desktop_ids: &[String],
+) -> Result<(), CloudError> {
     if desktop_ids.is_empty() || desktop_ids.len() > MAX_DESKTOP_IDS_PER_CALL {
         return Err(CloudError::InvalidRequest(format!(
             "SetDesktopMaintenance takes 1 to {MAX_DESKTOP_IDS_PER_CALL} DesktopIds, got {}",
@@ -175,5 +193,9 @@ pub async fn set_desktop_maintenance_batched(
 
 /// Splits ids into chunks, or yields one empty chunk (meaning "no id filter").
 fn chunks_or_all(ids: &[String], size: usize) -> Vec<&[String]> {
-    if ids.is_empty() { vec![&[]] } else { ids.chunks(size).collect() }
+    if ids.is_empty() {
+        vec![&[]]
+    } else {
+        ids.chunks(size).collect()
+    }
 }

@@ -55,7 +55,10 @@ impl AssumeRoleWithOidcResponse {
 
 /// Exchanges an OIDC token for STS credentials. Parameters travel in the form body, as
 /// credentials-go sends them.
-pub async fn assume_role_with_oidc(transport: &Transport, r: &AssumeRoleWithOidc) -> Result<AssumeRoleWithOidcResponse, CloudError> {
+pub async fn assume_role_with_oidc(
+    transport: &Transport,
+    r: &AssumeRoleWithOidc,
+) -> Result<AssumeRoleWithOidcResponse, CloudError> {
     let req = RpcRequest::new(Product::Sts, "AssumeRoleWithOIDC", "")
         .body("RoleArn", r.role_arn.clone())
         .body("OIDCProviderArn", r.oidc_provider_arn.clone())
@@ -63,5 +66,8 @@ pub async fn assume_role_with_oidc(transport: &Transport, r: &AssumeRoleWithOidc
         .body("RoleSessionName", r.role_session_name.clone())
         .body("DurationSeconds", r.duration_seconds.to_string());
     let json = transport.send_once(&req, None).await?;
-    serde_json::from_value(json).map_err(|e| CloudError::Decode { action: req.action.into(), message: e.to_string() })
+    serde_json::from_value(json).map_err(|e| CloudError::Decode {
+        action: req.action.into(),
+        message: e.to_string(),
+    })
 }

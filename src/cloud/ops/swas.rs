@@ -37,9 +37,17 @@ pub struct ListCustomImagesResponse {
 }
 
 /// Lists custom images of a region (only `image_ids` when given, 100 per call), every page.
-pub async fn list_custom_images(client: &CloudClient, region: &str, image_ids: &[String]) -> Result<Vec<CustomImage>, CloudError> {
+pub async fn list_custom_images(
+    client: &CloudClient,
+    region: &str,
+    image_ids: &[String],
+) -> Result<Vec<CustomImage>, CloudError> {
     let mut out = Vec::new();
-    let groups: Vec<&[String]> = if image_ids.is_empty() { vec![&[]] } else { image_ids.chunks(100).collect() };
+    let groups: Vec<&[String]> = if image_ids.is_empty() {
+        vec![&[]]
+    } else {
+        image_ids.chunks(100).collect()
+    };
     for ids in groups {
         let mut page = 1i64;
         loop {
@@ -89,7 +97,9 @@ pub async fn modify_image_share_status(
     client_token: &str,
 ) -> Result<(), CloudError> {
     if client_token.len() > 64 || !client_token.is_ascii() {
-        return Err(CloudError::InvalidRequest("ClientToken must be ASCII and at most 64 characters".into()));
+        return Err(CloudError::InvalidRequest(
+            "ClientToken must be ASCII and at most 64 characters".into(),
+        ));
     }
     let req = RpcRequest::new(Product::SwasOpen, "ModifyImageShareStatus", region)
         .query("RegionId", region)

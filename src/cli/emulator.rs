@@ -1,0 +1,76 @@
+//! `alicloud-ops-operator emulator`: run the local cloud.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::emulator::{CloudState, DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, Emulator, EmulatorConfig};
+
+#[derive(Args, Debug)]
+pub struct EmulatorArgs {
+    /// Address to listen on. Loopback unless you mean otherwise.
+    #[arg(long, default_value = "127.0.0.1:9180", env = "ALICLOUD_OPS_EMULATOR_LISTEN")]
+    pub listen: SocketAddr,
+    /// Load this dataset (YAML or JSON, the shape of GET /_emulator/state) instead of the default one.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Accept this key pair, as ID:SECRET (repeatable). Without it, the default pair is accepted.
+    #[arg(long = "access-key", value_name = "ID:SECRET")]
+    pub access_keys: Vec<String>,
+}
+
+pub fn load_state(path: &PathBuf) -> Result<CloudState, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--state {}: {e}", path.display()))?;
+    // YAML is a superset of JSON, so one parser reads both.
+    serde_yaml::from_str(&text).map_err(|e| format!("--state {}: {e}", path.display()))
+}
+
+pub fn config(args: &EmulatorArgs) -> Result<EmulatorConfig, String> {
+    let mut access_keys = Vec::new();
+    for raw in &args.access_keys {
+        match raw.split_once(':') {
+            Some((id, secret)) if !id.is_empty() && !secret.is_empty() => {
+                access_keys.push((id.to_string(), secret.to_string()))
+            }
+            _ => {
+                return Err(format!(
+                    "--access-key {:?}: expected ID:SECRET",
+                    raw.split(':').next().unwrap_or("")
+                ));
+            }
+        }
+    }
+    if access_keys.is_empty() {
+        access_keys.push((DEFAULT_ACCESS_KEY_ID.into(), DEFAULT_ACCESS_KEY_SECRET.into()));
+    }
+    let state = match &args.state {
+        Some(p) => load_state(p)?,
+        None => CloudState::default_dataset(),
+    };
+    Ok(EmulatorConfig {
+        listen: args.listen,
+        access_keys,
+        state,
+    })
+}
+
+pub async fn run(args: &EmulatorArgs) -> Result<(), String> {
+    let cfg = config(args)?;
+    let default_key = args.access_keys.is_empty();
+    let emu = Emulator::start(cfg)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    println!("alicloud-ops-operator emulator listening on {}", emu.url());
+    if default_key {
+        println!("  default access key: ALIBABA_CLOUD_ACCESS_KEY_ID={DEFAULT_ACCESS_KEY_ID}");
+        println!("                      ALIBABA_CLOUD_ACCESS_KEY_SECRET={DEFAULT_ACCESS_KEY_SECRET}");
+    }
+    println!("  point the operator at it: --endpoint {}", emu.url());
+    println!("  admin API: {}/_emulator/state | requests | clock | faults", emu.url());
+    tokio::select! {
+        _ = emu.wait() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! Command implementations behind `src/main.rs`, kept in the library so tests can run them.
+
+pub mod call;
+pub mod cloud_args;
+pub mod emulator;
