@@ -26,7 +26,10 @@ fn main() {
         Ok("v2") => SignatureVersion::V2,
         _ => SignatureVersion::V3,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
         let transport = Arc::new(
@@ -51,11 +54,13 @@ fn main() {
             tasks.push(tokio::spawn(async move {
                 // A mix of the reads the operator makes, on small pages.
                 let req = match i % 3 {
-                    0 => RpcRequest::new(Product::Ecd, "DescribeFotaTasks", "cn-hangzhou").query("RegionId", "cn-hangzhou"),
+                    0 => RpcRequest::new(Product::Ecd, "DescribeFotaTasks", "cn-hangzhou")
+                        .query("RegionId", "cn-hangzhou"),
                     1 => RpcRequest::new(Product::AppstreamCenter, "ListAppInstanceGroup", "cn-hangzhou")
                         .query("ProductType", "CloudApp")
                         .query("BizRegionId", "cn-shanghai"),
-                    _ => RpcRequest::new(Product::SwasOpen, "ListCustomImages", "cn-shanghai").query("RegionId", "cn-shanghai"),
+                    _ => RpcRequest::new(Product::SwasOpen, "ListCustomImages", "cn-shanghai")
+                        .query("RegionId", "cn-shanghai"),
                 };
                 while Instant::now() < deadline {
                     match transport.send_once(&req, Some(&creds)).await {
@@ -72,7 +77,10 @@ fn main() {
         let ok = ok.load(Ordering::Relaxed);
         let failed = failed.load(Ordering::Relaxed);
         let counted = emu.world().counters().total;
-        println!("emulator throughput ({version} signatures, {concurrency} concurrent clients, {elapsed:.1}s, {} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        println!(
+            "emulator throughput ({version} signatures, {concurrency} concurrent clients, {elapsed:.1}s, {} cores)",
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        );
         println!("  signed requests answered: {ok} ok, {failed} failed, {counted} counted by the emulator");
         println!("  requests/second: {:.0}", ok as f64 / elapsed);
         assert_eq!(failed, 0, "no request may fail");

@@ -19,6 +19,8 @@ enum Command {
     Call(cli::call::CallArgs),
     /// Run the local Alibaba Cloud emulator.
     Emulator(cli::emulator::EmulatorArgs),
+    /// Print the CustomResourceDefinitions (or write them with --out-dir).
+    Crd(cli::crd::CrdArgs),
 }
 
 fn init_logging(format: &str) {
@@ -46,6 +48,13 @@ async fn main() {
             }
             Err(e) => {
                 eprintln!("{}", e.report());
+                1
+            }
+        },
+        Command::Crd(args) => match cli::crd::run(args) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e}");
                 1
             }
         },

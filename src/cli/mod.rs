@@ -2,4 +2,5 @@
 
 pub mod call;
 pub mod cloud_args;
+pub mod crd;
 pub mod emulator;

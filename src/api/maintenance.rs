@@ -1,0 +1,162 @@
+//! DesktopMaintenanceWindow: cloud computers in maintenance mode during a window.
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{CommonSpec, ResourceStatus};
+
+/// Puts cloud computers into maintenance mode (users cannot connect) during a window and
+/// takes them out after it. Only computers this resource put into maintenance are taken
+/// out; one someone else put into maintenance stays as it was.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "ops.alicloud.dev",
+    version = "v1alpha1",
+    kind = "DesktopMaintenanceWindow",
+    doc = "Cloud computers in maintenance mode during a window",
+    namespaced,
+    status = "DesktopMaintenanceWindowStatus",
+    shortname = "dmw",
+    category = "alicloud-ops",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Synced",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Synced\")].status"
+    ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "In-Maintenance",
+        type_ = "integer",
+        json_path = ".status.desktopsInMaintenanceCount"
+    ),
+    printcolumn(name = "Next-Window", type_ = "string", json_path = ".status.nextWindow.start"),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("has(self.window) != has(self.recurring)").message("set exactly one of window or recurring"))]
+#[x_kube(validation = Rule::new("has(self.desktopIds) != has(self.selector)").message("set exactly one of desktopIds or selector"))]
+#[serde(rename_all = "camelCase")]
+pub struct DesktopMaintenanceWindowSpec {
+    /// Region of the cloud computers, e.g. `cn-hangzhou`.
+    #[schemars(regex(pattern = r"^[a-z]{2}-[a-z0-9-]+$"), length(max = 64))]
+    pub region_id: String,
+    /// The cloud computers (`ecd-...`), any number. Set this or `selector`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 5000), extend("x-kubernetes-list-type" = "set"))]
+    pub desktop_ids: Option<Vec<DesktopId>>,
+    /// Selects the cloud computers by office site instead of by id. Set this or `desktopIds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<DesktopSelector>,
+    /// A one-off window. Set this or `recurring`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<FixedWindow>,
+    /// A window that repeats. Set this or `window`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recurring: Option<RecurringWindow>,
+    #[serde(flatten)]
+    pub common: CommonSpec,
+}
+
+/// A cloud computer id, such as `ecd-dzeotbgawdnfo****`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct DesktopId(#[schemars(regex(pattern = r"^ecd-[A-Za-z0-9*]+$"), length(max = 64))] pub String);
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DesktopSelector {
+    /// Every cloud computer of this office site, e.g. `cn-hangzhou+dir-363353****`.
+    #[schemars(length(min = 1, max = 128))]
+    pub office_site_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new("timestamp(self.end) > timestamp(self.start)").message("window.end must be after window.start"))]
+#[serde(rename_all = "camelCase")]
+pub struct FixedWindow {
+    /// When maintenance starts (RFC 3339, e.g. `2026-11-28T22:00:00+08:00`).
+    #[schemars(extend("format" = "date-time"))]
+    pub start: String,
+    /// When maintenance ends (RFC 3339); after `start`.
+    #[schemars(extend("format" = "date-time"))]
+    pub end: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecurringWindow {
+    /// When each window starts: a 5-field cron expression (minute hour day-of-month month
+    /// day-of-week), read in `timeZone`, e.g. `0 22 * * 6` for Saturdays at 22:00.
+    #[schemars(regex(pattern = r"^\S+( \S+){4}$"))]
+    pub cron: String,
+    /// How long each window lasts, e.g. `4h` or `90m`.
+    #[schemars(regex(pattern = r"^([0-9]+(s|m|h))+$"))]
+    pub duration: String,
+    /// IANA time zone of `cron`, e.g. `Asia/Shanghai`. Windows follow daylight-saving
+    /// changes of the zone. Default `UTC`.
+    #[serde(default = "utc")]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: String,
+}
+
+pub(crate) fn utc() -> String {
+    "UTC".to_string()
+}
+
+/// A window as resolved to instants.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowTimes {
+    pub start: String,
+    pub end: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Phase {
+    /// Waiting for the next window.
+    #[default]
+    Scheduled,
+    /// A window is open: targeted computers are in maintenance.
+    Active,
+    /// The one-off window has ended and maintenance was exited.
+    Completed,
+}
+
+/// Observed state of a DesktopMaintenanceWindow.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DesktopMaintenanceWindowStatus {
+    #[serde(flatten)]
+    pub common: ResourceStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The window open now, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_window: Option<WindowTimes>,
+    /// The next window to open, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_window: Option<WindowTimes>,
+    /// Computers this resource put into maintenance (and will take out). Recorded before
+    /// the cloud call, so a restart part-way never leaves one behind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub desktops_in_maintenance: Vec<String>,
+    #[serde(default)]
+    pub desktops_in_maintenance_count: i32,
+    /// Targeted computers in maintenance because someone else put them there; left alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub foreign_maintenance: Vec<String>,
+    /// Ids in `desktopIds` that the cloud does not know.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown_desktop_ids: Vec<String>,
+}

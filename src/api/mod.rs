@@ -1,0 +1,30 @@
+//! The custom resources of group `ops.alicloud.dev`, version `v1alpha1`.
+//!
+//! Doc comments on fields are what `kubectl explain` shows, so they are written for the
+//! people who write the YAML.
+
+pub mod common;
+pub mod fota;
+pub mod image_share;
+pub mod maintenance;
+pub mod ota;
+
+pub use common::{Condition, CredentialsRef, ManagementPolicy, ResourceStatus};
+pub use fota::{FotaTaskPolicy, FotaTaskPolicySpec, FotaTaskPolicyStatus};
+pub use image_share::{DeletionPolicy, ImageShare, ImageShareSpec, ImageShareStatus};
+pub use maintenance::{DesktopMaintenanceWindow, DesktopMaintenanceWindowSpec, DesktopMaintenanceWindowStatus};
+pub use ota::{OtaSchedule, OtaScheduleSpec, OtaScheduleStatus};
+
+pub const GROUP: &str = "ops.alicloud.dev";
+pub const VERSION: &str = "v1alpha1";
+
+/// All four CRDs, in a stable order.
+pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
+    use kube::CustomResourceExt;
+    vec![
+        FotaTaskPolicy::crd(),
+        DesktopMaintenanceWindow::crd(),
+        ImageShare::crd(),
+        OtaSchedule::crd(),
+    ]
+}
