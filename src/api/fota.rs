@@ -71,9 +71,19 @@ pub struct ObservedTask {
     pub publish_time: String,
     /// The task's push state as the cloud reports it (`Running` or `Pending`).
     pub status: String,
-    /// The UserStatus this policy last wrote for the current generation, if any.
+    /// The UserStatus this policy last wrote to the task, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub written: Option<String>,
+    pub written: Option<WrittenStatus>,
+}
+
+/// A UserStatus write this policy made.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WrittenStatus {
+    /// `Running` or `Pending`.
+    pub user_status: String,
+    /// When it was written (RFC 3339).
+    pub at: String,
 }
 
 /// Observed state of a FotaTaskPolicy.

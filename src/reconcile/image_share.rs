@@ -1,0 +1,144 @@
+//! ImageShare: share or unshare, with a ClientToken that makes retries harmless.
+
+use sha2::{Digest, Sha256};
+
+use super::{Outcome, PlanContext, Reason, VERIFY_AFTER, Verdict};
+use crate::api::image_share::{DeletionPolicy, ImageShareSpec, ImageShareStatus};
+use crate::cloud::ops::swas::{CustomImage, ShareOperation};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModifyShare {
+    pub operation: ShareOperation,
+    pub client_token: String,
+}
+
+pub struct ImageShareInput<'a> {
+    pub spec: &'a ImageShareSpec,
+    /// The resource's uid: part of every ClientToken.
+    pub uid: &'a str,
+    /// The image, if the cloud lists it.
+    pub image: Option<&'a CustomImage>,
+    pub previous: &'a ImageShareStatus,
+}
+
+/// A ClientToken from the resource uid, its generation, the operation and the count of
+/// operations so far: the same write retried reuses it, a later repair gets a new one.
+/// ASCII, 64 characters at most, as the API requires.
+pub fn client_token(uid: &str, generation: i64, op: ShareOperation, sequence: i32) -> String {
+    let digest = Sha256::digest(format!("{uid}/{generation}/{}/{sequence}", op.as_str()));
+    format!("ishare-{}", &hex::encode(digest)[..48])
+}
+
+fn observe(status: &mut ImageShareStatus, image: &CustomImage) {
+    status.in_share = Some(image.in_share);
+    status.image_name = Some(image.name.clone());
+    status.image_status = Some(image.status.clone());
+}
+
+fn write(
+    input: &ImageShareInput<'_>,
+    ctx: &PlanContext,
+    op: ShareOperation,
+    status: &mut ImageShareStatus,
+) -> (ModifyShare, ImageShareStatus) {
+    let sequence = input.previous.share_operations + 1;
+    let action = ModifyShare {
+        operation: op,
+        client_token: client_token(input.uid, ctx.generation, op, sequence),
+    };
+    // The count is recorded before the call, so a call that reached the cloud is never
+    // followed by a repair with the same token.
+    let mut intent = input.previous.clone();
+    intent.share_operations = sequence;
+    status.share_operations = sequence;
+    status.in_share = Some(op == ShareOperation::Share);
+    (action, intent)
+}
+
+pub fn plan(input: &ImageShareInput<'_>, ctx: &PlanContext) -> Outcome<ModifyShare, ImageShareStatus> {
+    let spec = input.spec;
+    let mut status = input.previous.clone();
+    let Some(image) = input.image else {
+        status.in_share = None;
+        return Outcome {
+            actions: vec![],
+            intent: None,
+            status,
+            verdict: Verdict::not_ready(
+                Reason::NotFound,
+                format!(
+                    "custom image {} does not exist in {}; it is checked again at every resync",
+                    spec.image_id, spec.region_id
+                ),
+            ),
+            requeue_after: None,
+        };
+    };
+    observe(&mut status, image);
+    if image.in_share == spec.shared {
+        let state = if spec.shared {
+            "shared to ECS"
+        } else {
+            "not shared to ECS"
+        };
+        return Outcome {
+            actions: vec![],
+            intent: None,
+            status,
+            verdict: Verdict::ready(Reason::InSync, format!("image {} is {state}", image.image_id)),
+            requeue_after: None,
+        };
+    }
+    let op = if spec.shared {
+        ShareOperation::Share
+    } else {
+        ShareOperation::UnShare
+    };
+    if !ctx.manages() {
+        let msg = format!(
+            "image {} should be {}; ObserveOnly, nothing written",
+            image.image_id,
+            if spec.shared { "shared" } else { "unshared" }
+        );
+        return Outcome {
+            actions: vec![],
+            intent: None,
+            status,
+            verdict: Verdict::not_ready(Reason::DriftDetected, msg),
+            requeue_after: None,
+        };
+    }
+    let (action, intent) = write(input, ctx, op, &mut status);
+    Outcome {
+        actions: vec![action],
+        intent: Some(intent),
+        status,
+        verdict: Verdict::not_ready(Reason::Applying, format!("{} image {}", op.as_str(), image.image_id)),
+        requeue_after: Some(VERIFY_AFTER),
+    }
+}
+
+/// On deletion: unshare when `deletionPolicy: UnShare` and the image is shared.
+pub fn cleanup(input: &ImageShareInput<'_>, ctx: &PlanContext) -> Outcome<ModifyShare, ImageShareStatus> {
+    let mut status = input.previous.clone();
+    let done = |status| Outcome {
+        actions: vec![],
+        intent: None,
+        status,
+        verdict: Verdict::ready(Reason::InSync, "nothing to clean up"),
+        requeue_after: None,
+    };
+    match input.image {
+        Some(image) if input.spec.deletion_policy == DeletionPolicy::UnShare && image.in_share => {
+            let (action, intent) = write(input, ctx, ShareOperation::UnShare, &mut status);
+            Outcome {
+                actions: vec![action],
+                intent: Some(intent),
+                status,
+                verdict: Verdict::not_ready(Reason::Applying, "unsharing before deletion"),
+                requeue_after: None,
+            }
+        }
+        _ => done(status),
+    }
+}

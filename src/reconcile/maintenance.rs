@@ -1,0 +1,195 @@
+//! DesktopMaintenanceWindow: enter maintenance in the window, exit what we entered after it.
+
+use std::collections::BTreeSet;
+
+use super::schedule::{Schedule, Window, WindowState};
+use super::{Outcome, PlanContext, Reason, VERIFY_AFTER, Verdict, min_requeue, rfc3339, until};
+use crate::api::maintenance::{DesktopMaintenanceWindowSpec, DesktopMaintenanceWindowStatus, Phase, WindowTimes};
+use crate::cloud::ops::ecd::{Desktop, MaintenanceMode};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetMaintenance {
+    pub mode: MaintenanceMode,
+    /// Any number; the executor sends them 100 at a time.
+    pub desktop_ids: Vec<String>,
+}
+
+pub struct MaintenanceInput<'a> {
+    pub spec: &'a DesktopMaintenanceWindowSpec,
+    /// The targeted desktops the cloud knows (by id, or every one of the office site).
+    pub desktops: &'a [Desktop],
+    /// Desktops this resource recorded as put into maintenance that are no longer targeted
+    /// (the spec changed) but still exist, so they can be taken out.
+    pub recorded_elsewhere: &'a [Desktop],
+    pub previous: &'a DesktopMaintenanceWindowStatus,
+    /// True while the resource is being deleted: exit everything we entered.
+    pub deleting: bool,
+}
+
+pub fn schedule(spec: &DesktopMaintenanceWindowSpec) -> Result<Schedule, String> {
+    match (&spec.window, &spec.recurring) {
+        (Some(w), None) => Schedule::fixed("spec.window", &w.start, &w.end),
+        (None, Some(r)) => Schedule::recurring("spec.recurring", &r.cron, &r.duration, &r.time_zone),
+        _ => Err("spec: set exactly one of window or recurring".into()),
+    }
+}
+
+fn times(w: Window) -> WindowTimes {
+    WindowTimes {
+        start: rfc3339(w.start),
+        end: rfc3339(w.end),
+    }
+}
+
+/// The ids the spec lists (empty when it uses a selector).
+pub fn listed_ids(spec: &DesktopMaintenanceWindowSpec) -> Vec<String> {
+    spec.desktop_ids.iter().flatten().map(|d| d.0.clone()).collect()
+}
+
+pub fn plan(
+    input: &MaintenanceInput<'_>,
+    ctx: &PlanContext,
+) -> Outcome<SetMaintenance, DesktopMaintenanceWindowStatus> {
+    let mut status = input.previous.clone();
+    let schedule = match schedule(input.spec) {
+        Ok(s) => s,
+        Err(msg) => {
+            return Outcome {
+                actions: vec![],
+                intent: None,
+                status,
+                verdict: Verdict::not_ready(Reason::InvalidSpec, msg),
+                requeue_after: None,
+            };
+        }
+    };
+    let state = if input.deleting {
+        WindowState::default()
+    } else {
+        schedule.at(ctx.now)
+    };
+    let ours: BTreeSet<String> = input.previous.desktops_in_maintenance.iter().cloned().collect();
+    let known: Vec<&Desktop> = input.desktops.iter().chain(input.recorded_elsewhere).collect();
+    let targeted: BTreeSet<&str> = input.desktops.iter().map(|d| d.desktop_id.as_str()).collect();
+    let listed = listed_ids(input.spec);
+    let unknown: Vec<String> = listed
+        .iter()
+        .filter(|id| !targeted.contains(id.as_str()))
+        .cloned()
+        .collect();
+
+    let mut enter = Vec::new();
+    let mut exit = Vec::new();
+    let mut foreign = Vec::new();
+    let mut keep: BTreeSet<String> = BTreeSet::new();
+    for d in &known {
+        let id = d.desktop_id.clone();
+        let is_ours = ours.contains(&id);
+        let wanted = state.current.is_some() && targeted.contains(id.as_str());
+        match (wanted, d.in_maintenance(), is_ours) {
+            (true, false, _) => {
+                enter.push(id.clone());
+                keep.insert(id);
+            }
+            (true, true, true) => {
+                keep.insert(id);
+            }
+            (_, true, false) if targeted.contains(id.as_str()) => foreign.push(id),
+            (_, true, false) => {}
+            (false, true, true) => exit.push(id),
+            // Ours but already out of maintenance (someone took it out): forget it.
+            (false, false, _) => {}
+        }
+    }
+    // Recorded desktops the cloud no longer lists are forgotten; nothing can be done there.
+
+    let manages = ctx.manages();
+    let mut actions = Vec::new();
+    if manages && !exit.is_empty() {
+        actions.push(SetMaintenance {
+            mode: MaintenanceMode::Exit,
+            desktop_ids: exit.clone(),
+        });
+    }
+    if manages && !enter.is_empty() {
+        actions.push(SetMaintenance {
+            mode: MaintenanceMode::Enter,
+            desktop_ids: enter.clone(),
+        });
+    }
+    let intent = (manages && !enter.is_empty()).then(|| {
+        // Record the desktops before entering them, so a restart part-way still exits them.
+        let mut i = input.previous.clone();
+        let mut all: BTreeSet<String> = ours.clone();
+        all.extend(enter.iter().cloned());
+        i.desktops_in_maintenance = all.into_iter().collect();
+        i.desktops_in_maintenance_count = i.desktops_in_maintenance.len() as i32;
+        i
+    });
+    let after: BTreeSet<String> = if manages {
+        keep
+    } else {
+        // ObserveOnly writes nothing, so what was recorded stays recorded.
+        ours.iter()
+            .filter(|id| known.iter().any(|d| &d.desktop_id == *id))
+            .cloned()
+            .collect()
+    };
+    status.desktops_in_maintenance = after.into_iter().collect();
+    status.desktops_in_maintenance_count = status.desktops_in_maintenance.len() as i32;
+    status.foreign_maintenance = foreign;
+    status.unknown_desktop_ids = unknown.clone();
+    status.current_window = state.current.map(times);
+    status.next_window = state.next.map(times);
+    let completed = matches!(schedule, Schedule::Fixed(w) if ctx.now >= w.end);
+    status.phase = Some(if state.current.is_some() {
+        Phase::Active
+    } else if completed && !input.deleting {
+        Phase::Completed
+    } else {
+        Phase::Scheduled
+    });
+
+    let verdict = if !unknown.is_empty() {
+        Verdict::not_ready(
+            Reason::NotFound,
+            format!(
+                "no such cloud computer in {}: {}",
+                input.spec.region_id,
+                unknown.join(", ")
+            ),
+        )
+    } else if !actions.is_empty() {
+        Verdict::not_ready(
+            Reason::Applying,
+            format!("entering maintenance: {}, exiting: {}", enter.len(), exit.len()),
+        )
+    } else if !manages && (!enter.is_empty() || !exit.is_empty()) {
+        Verdict::not_ready(
+            Reason::DriftDetected,
+            format!(
+                "{} computer(s) should enter and {} exit maintenance; ObserveOnly, nothing written",
+                enter.len(),
+                exit.len()
+            ),
+        )
+    } else {
+        match status.phase {
+            Some(Phase::Active) => Verdict::ready(
+                Reason::Active,
+                format!("{} computer(s) in maintenance", status.desktops_in_maintenance_count),
+            ),
+            Some(Phase::Completed) => Verdict::ready(Reason::Completed, "the window has ended"),
+            _ => Verdict::ready(Reason::Scheduled, "waiting for the next window"),
+        }
+    };
+    let boundary = state.next_boundary().map(|b| until(ctx.now, b));
+    let verify = (!actions.is_empty()).then_some(VERIFY_AFTER);
+    Outcome {
+        actions,
+        intent,
+        status,
+        verdict,
+        requeue_after: min_requeue(boundary, verify),
+    }
+}

@@ -1,0 +1,787 @@
+//! The pure reconcile core, kind by kind: spec + observed cloud + now + previous status.
+
+use std::time::Duration;
+
+use alicloud_ops_operator::api::common::CommonSpec;
+use alicloud_ops_operator::api::fota::{
+    FotaTaskPolicySpec, FotaTaskPolicyStatus, ObservedTask, TaskUid, WrittenStatus,
+};
+use alicloud_ops_operator::api::image_share::{DeletionPolicy, ImageShareSpec, ImageShareStatus};
+use alicloud_ops_operator::api::maintenance::{
+    DesktopId, DesktopMaintenanceWindowSpec, DesktopMaintenanceWindowStatus, DesktopSelector, FixedWindow, Phase,
+    RecurringWindow,
+};
+use alicloud_ops_operator::api::ota::{Approval, OtaScheduleSpec, OtaScheduleStatus, OtaType, OtaWindow};
+use alicloud_ops_operator::api::{ManagementPolicy, ResourceStatus};
+use alicloud_ops_operator::cloud::ops::appstream::{AppInstanceGroup, OtaInfo};
+use alicloud_ops_operator::cloud::ops::ecd::{Desktop, FotaTask, MaintenanceMode};
+use alicloud_ops_operator::cloud::ops::swas::{CustomImage, ShareOperation};
+use alicloud_ops_operator::reconcile::{self, PlanContext, Reason, VERIFY_AFTER};
+use chrono::{DateTime, Utc};
+
+fn t(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+fn ctx(now: &str) -> PlanContext {
+    PlanContext {
+        now: t(now),
+        generation: 1,
+        policy: ManagementPolicy::Manage,
+        resync: Duration::from_secs(600),
+    }
+}
+
+fn observe_only(now: &str) -> PlanContext {
+    PlanContext {
+        policy: ManagementPolicy::ObserveOnly,
+        ..ctx(now)
+    }
+}
+
+// ---------------------------------------------------------------- FotaTaskPolicy
+
+mod fota {
+    use super::*;
+    use reconcile::fota::{FotaInput, Peer, plan};
+
+    fn spec(auto_push: bool, uids: Option<&[&str]>) -> FotaTaskPolicySpec {
+        FotaTaskPolicySpec {
+            region_id: "cn-hangzhou".into(),
+            auto_push,
+            task_uids: uids.map(|u| u.iter().map(|s| TaskUid(s.to_string())).collect()),
+            common: CommonSpec::default(),
+        }
+    }
+
+    fn task(uid: &str, status: &str) -> FotaTask {
+        FotaTask {
+            task_uid: uid.into(),
+            status: status.into(),
+            app_version: "1.0".into(),
+            ..Default::default()
+        }
+    }
+
+    fn input<'a>(
+        spec: &'a FotaTaskPolicySpec,
+        tasks: &'a [FotaTask],
+        peers: &'a [Peer],
+        prev: &'a FotaTaskPolicyStatus,
+    ) -> FotaInput<'a> {
+        FotaInput {
+            spec,
+            key: "ns/mine",
+            created: t("2026-11-01T00:00:00Z"),
+            peers,
+            tasks,
+            previous: prev,
+        }
+    }
+
+    #[test]
+    fn pushes_only_tasks_that_differ() {
+        let s = spec(true, None);
+        let tasks = [
+            task("aot-1", "Running"),
+            task("aot-2", "Pending"),
+            task("aot-3", "Pending"),
+        ];
+        let out = plan(
+            &input(&s, &tasks, &[], &Default::default()),
+            &ctx("2026-11-22T10:00:00Z"),
+        );
+        let uids: Vec<_> = out
+            .actions
+            .iter()
+            .map(|a| (a.task_uid.as_str(), a.user_status.as_str()))
+            .collect();
+        assert_eq!(uids, vec![("aot-2", "Running"), ("aot-3", "Running")]);
+        assert_eq!(out.verdict.reason, Reason::Applying);
+        assert_eq!(out.requeue_after, Some(VERIFY_AFTER));
+        assert_eq!(out.status.matched_tasks, 3);
+    }
+
+    #[test]
+    fn in_sync_means_no_writes() {
+        let s = spec(false, Some(&["aot-2"]));
+        let tasks = [task("aot-1", "Running"), task("aot-2", "Pending")];
+        let out = plan(
+            &input(&s, &tasks, &[], &Default::default()),
+            &ctx("2026-11-22T10:00:00Z"),
+        );
+        assert!(out.actions.is_empty());
+        assert_eq!(out.verdict.reason, Reason::InSync);
+        assert!(out.verdict.ready);
+        assert_eq!(out.status.tasks.len(), 1);
+    }
+
+    #[test]
+    fn listed_tasks_that_do_not_exist_are_not_found() {
+        let s = spec(true, Some(&["aot-1", "aot-9"]));
+        let tasks = [task("aot-1", "Pending")];
+        let out = plan(
+            &input(&s, &tasks, &[], &Default::default()),
+            &ctx("2026-11-22T10:00:00Z"),
+        );
+        assert_eq!(out.verdict.reason, Reason::NotFound);
+        assert!(out.verdict.message.contains("aot-9"));
+        assert_eq!(out.actions.len(), 1, "existing tasks are still managed");
+    }
+
+    #[test]
+    fn global_switch_is_reported_and_not_retried_hot() {
+        let s = spec(false, None);
+        let tasks = [task("aot-1", "Running")];
+        let prev = FotaTaskPolicyStatus {
+            common: ResourceStatus {
+                observed_generation: Some(1),
+                conditions: vec![],
+            },
+            tasks: vec![ObservedTask {
+                task_uid: "aot-1".into(),
+                status: "Running".into(),
+                written: Some(WrittenStatus {
+                    user_status: "Pending".into(),
+                    at: "2026-11-22T10:00:00Z".into(),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let out = plan(&input(&s, &tasks, &[], &prev), &ctx("2026-11-22T10:00:10Z"));
+        assert!(out.actions.is_empty());
+        assert_eq!(out.verdict.reason, Reason::GlobalAutoUpdateEnabled);
+        assert!(!out.verdict.reason.is_terminal());
+        assert_eq!(out.requeue_after, None, "waits for the resync");
+        // A resync later it tries once more.
+        let out = plan(&input(&s, &tasks, &[], &prev), &ctx("2026-11-22T10:10:01Z"));
+        assert_eq!(out.actions.len(), 1);
+    }
+
+    #[test]
+    fn the_older_policy_wins_a_conflict() {
+        let s = spec(true, None);
+        let tasks = [task("aot-1", "Pending"), task("aot-2", "Pending")];
+        let older = Peer {
+            key: "ns/older".into(),
+            created: t("2026-10-01T00:00:00Z"),
+            auto_push: false,
+            task_uids: Some(vec!["aot-1".into()]),
+        };
+        let out = plan(
+            &input(&s, &tasks, std::slice::from_ref(&older), &Default::default()),
+            &ctx("2026-11-22T10:00:00Z"),
+        );
+        assert_eq!(out.verdict.reason, Reason::Conflict);
+        assert!(out.verdict.reason.is_terminal());
+        assert_eq!(
+            out.actions.iter().map(|a| a.task_uid.as_str()).collect::<Vec<_>>(),
+            vec!["aot-2"]
+        );
+        assert_eq!(out.status.conflicts, vec!["ns/older (task aot-1)".to_string()]);
+        // Seen from the older policy, the newer one does not count: no flip-flop.
+        let newer = Peer {
+            key: "ns/newer".into(),
+            created: t("2026-12-01T00:00:00Z"),
+            auto_push: true,
+            task_uids: None,
+        };
+        let s_old = spec(false, Some(&["aot-1"]));
+        let out = plan(
+            &input(&s_old, &tasks, std::slice::from_ref(&newer), &Default::default()),
+            &ctx("2026-11-22T10:00:00Z"),
+        );
+        assert_eq!(out.verdict.reason, Reason::InSync);
+    }
+
+    #[test]
+    fn observe_only_reports_drift_and_writes_nothing() {
+        let s = spec(true, None);
+        let tasks = [task("aot-1", "Pending")];
+        let out = plan(
+            &input(&s, &tasks, &[], &Default::default()),
+            &observe_only("2026-11-22T10:00:00Z"),
+        );
+        assert!(out.actions.is_empty());
+        assert_eq!(out.verdict.reason, Reason::DriftDetected);
+        assert!(out.has_drift());
+    }
+}
+
+// ---------------------------------------------------------------- DesktopMaintenanceWindow
+
+mod maintenance {
+    use super::*;
+    use reconcile::maintenance::{MaintenanceInput, plan};
+
+    fn spec(ids: &[&str]) -> DesktopMaintenanceWindowSpec {
+        DesktopMaintenanceWindowSpec {
+            region_id: "cn-hangzhou".into(),
+            desktop_ids: Some(ids.iter().map(|s| DesktopId(s.to_string())).collect()),
+            selector: None,
+            window: Some(FixedWindow {
+                start: "2026-11-22T12:00:00Z".into(),
+                end: "2026-11-22T14:00:00Z".into(),
+            }),
+            recurring: None,
+            common: CommonSpec::default(),
+        }
+    }
+
+    fn desk(id: &str, flag: &str) -> Desktop {
+        Desktop {
+            desktop_id: id.into(),
+            management_flags: vec![flag.into()],
+            ..Default::default()
+        }
+    }
+
+    fn status_with(ours: &[&str]) -> DesktopMaintenanceWindowStatus {
+        DesktopMaintenanceWindowStatus {
+            desktops_in_maintenance: ours.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn run(
+        spec: &DesktopMaintenanceWindowSpec,
+        desks: &[Desktop],
+        prev: &DesktopMaintenanceWindowStatus,
+        now: &str,
+        deleting: bool,
+    ) -> reconcile::Outcome<reconcile::maintenance::SetMaintenance, DesktopMaintenanceWindowStatus> {
+        plan(
+            &MaintenanceInput {
+                spec,
+                desktops: desks,
+                recorded_elsewhere: &[],
+                previous: prev,
+                deleting,
+            },
+            &ctx(now),
+        )
+    }
+
+    #[test]
+    fn before_the_window_it_waits_until_the_start() {
+        let s = spec(&["ecd-a"]);
+        let out = run(
+            &s,
+            &[desk("ecd-a", "NoFlag")],
+            &Default::default(),
+            "2026-11-22T11:00:00Z",
+            false,
+        );
+        assert!(out.actions.is_empty());
+        assert_eq!(out.status.phase, Some(Phase::Scheduled));
+        assert_eq!(out.requeue_after, Some(Duration::from_secs(3600)));
+        assert_eq!(out.status.next_window.unwrap().start, "2026-11-22T12:00:00Z");
+    }
+
+    #[test]
+    fn in_the_window_it_enters_and_records_first_leaving_foreign_ones_alone() {
+        let s = spec(&["ecd-a", "ecd-b", "ecd-c"]);
+        let desks = [
+            desk("ecd-a", "NoFlag"),
+            desk("ecd-b", "UnderMaintenance"),
+            desk("ecd-c", "NoFlag"),
+        ];
+        let out = run(&s, &desks, &Default::default(), "2026-11-22T12:30:00Z", false);
+        assert_eq!(out.actions.len(), 1);
+        assert_eq!(out.actions[0].mode, MaintenanceMode::Enter);
+        assert_eq!(out.actions[0].desktop_ids, vec!["ecd-a", "ecd-c"]);
+        let intent = out.intent.expect("ids are recorded before the call");
+        assert_eq!(intent.desktops_in_maintenance, vec!["ecd-a", "ecd-c"]);
+        assert_eq!(out.status.foreign_maintenance, vec!["ecd-b"]);
+        assert_eq!(out.status.phase, Some(Phase::Active));
+        assert_eq!(out.requeue_after, Some(VERIFY_AFTER));
+    }
+
+    #[test]
+    fn after_the_window_it_exits_only_what_it_entered() {
+        let s = spec(&["ecd-a", "ecd-b"]);
+        let desks = [desk("ecd-a", "UnderMaintenance"), desk("ecd-b", "EnterMaintenance")];
+        // The operator was down across the window end: it exits on the next reconcile.
+        let out = run(&s, &desks, &status_with(&["ecd-a"]), "2026-11-23T09:00:00Z", false);
+        assert_eq!(out.actions.len(), 1);
+        assert_eq!(out.actions[0].mode, MaintenanceMode::Exit);
+        assert_eq!(out.actions[0].desktop_ids, vec!["ecd-a"]);
+        assert!(out.status.desktops_in_maintenance.is_empty());
+        assert_eq!(out.status.phase, Some(Phase::Completed));
+    }
+
+    #[test]
+    fn deleting_in_the_window_exits_first() {
+        let s = spec(&["ecd-a"]);
+        let out = run(
+            &s,
+            &[desk("ecd-a", "UnderMaintenance")],
+            &status_with(&["ecd-a"]),
+            "2026-11-22T12:30:00Z",
+            true,
+        );
+        assert_eq!(out.actions.len(), 1);
+        assert_eq!(out.actions[0].mode, MaintenanceMode::Exit);
+    }
+
+    #[test]
+    fn a_restart_between_recording_and_entering_is_safe() {
+        let s = spec(&["ecd-a"]);
+        // Recorded, but the ENTER never happened.
+        let in_window = run(
+            &s,
+            &[desk("ecd-a", "NoFlag")],
+            &status_with(&["ecd-a"]),
+            "2026-11-22T13:00:00Z",
+            false,
+        );
+        assert_eq!(in_window.actions[0].mode, MaintenanceMode::Enter);
+        let after = run(
+            &s,
+            &[desk("ecd-a", "NoFlag")],
+            &status_with(&["ecd-a"]),
+            "2026-11-22T15:00:00Z",
+            false,
+        );
+        assert!(after.actions.is_empty(), "nothing in maintenance, nothing to exit");
+        assert!(after.status.desktops_in_maintenance.is_empty());
+    }
+
+    #[test]
+    fn many_desktops_are_one_action_the_executor_batches() {
+        let ids: Vec<String> = (0..250).map(|i| format!("ecd-{i:04}")).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let s = spec(&refs);
+        let desks: Vec<Desktop> = ids.iter().map(|i| desk(i, "NoFlag")).collect();
+        let out = run(&s, &desks, &Default::default(), "2026-11-22T12:00:00Z", false);
+        assert_eq!(out.actions[0].desktop_ids.len(), 250);
+        assert_eq!(out.intent.unwrap().desktops_in_maintenance_count, 250);
+    }
+
+    #[test]
+    fn unknown_ids_are_reported_and_known_ones_still_managed() {
+        let s = spec(&["ecd-a", "ecd-ghost"]);
+        let out = run(
+            &s,
+            &[desk("ecd-a", "NoFlag")],
+            &Default::default(),
+            "2026-11-22T12:30:00Z",
+            false,
+        );
+        assert_eq!(out.verdict.reason, Reason::NotFound);
+        assert_eq!(out.status.unknown_desktop_ids, vec!["ecd-ghost"]);
+        assert_eq!(out.actions[0].desktop_ids, vec!["ecd-a"]);
+    }
+
+    #[test]
+    fn a_desktop_dropped_from_the_spec_is_taken_out() {
+        let mut s = spec(&["ecd-a"]);
+        s.selector = None;
+        let prev = status_with(&["ecd-a", "ecd-old"]);
+        let elsewhere = [desk("ecd-old", "UnderMaintenance")];
+        let out = plan(
+            &MaintenanceInput {
+                spec: &s,
+                desktops: &[desk("ecd-a", "UnderMaintenance")],
+                recorded_elsewhere: &elsewhere,
+                previous: &prev,
+                deleting: false,
+            },
+            &ctx("2026-11-22T12:30:00Z"),
+        );
+        assert_eq!(out.actions.len(), 1);
+        assert_eq!(out.actions[0].mode, MaintenanceMode::Exit);
+        assert_eq!(out.actions[0].desktop_ids, vec!["ecd-old"]);
+        assert_eq!(out.status.desktops_in_maintenance, vec!["ecd-a"]);
+    }
+
+    #[test]
+    fn recurring_windows_requeue_at_the_boundary_and_bad_zones_are_invalid_spec() {
+        let mut s = spec(&["ecd-a"]);
+        s.window = None;
+        s.selector = Some(DesktopSelector {
+            office_site_id: "site".into(),
+        });
+        s.desktop_ids = None;
+        s.recurring = Some(RecurringWindow {
+            cron: "0 22 * * *".into(),
+            duration: "2h".into(),
+            time_zone: "Asia/Shanghai".into(),
+        });
+        let out = run(
+            &s,
+            &[desk("ecd-a", "NoFlag")],
+            &Default::default(),
+            "2026-11-22T13:00:00Z",
+            false,
+        );
+        assert_eq!(out.status.phase, Some(Phase::Scheduled));
+        assert_eq!(out.requeue_after, Some(Duration::from_secs(3600)));
+        let out = run(
+            &s,
+            &[desk("ecd-a", "NoFlag")],
+            &Default::default(),
+            "2026-11-22T15:30:00Z",
+            false,
+        );
+        assert_eq!(out.status.phase, Some(Phase::Active));
+        assert_eq!(out.status.current_window.as_ref().unwrap().end, "2026-11-22T16:00:00Z");
+        s.recurring.as_mut().unwrap().time_zone = "Asia/Atlantis".into();
+        let out = run(
+            &s,
+            &[desk("ecd-a", "NoFlag")],
+            &Default::default(),
+            "2026-11-22T15:30:00Z",
+            false,
+        );
+        assert_eq!(out.verdict.reason, Reason::InvalidSpec);
+        assert!(out.verdict.message.contains("spec.recurring.timeZone"));
+        assert!(out.actions.is_empty());
+    }
+
+    #[test]
+    fn observe_only_reports_without_writing() {
+        let s = spec(&["ecd-a"]);
+        let out = plan(
+            &MaintenanceInput {
+                spec: &s,
+                desktops: &[desk("ecd-a", "NoFlag")],
+                recorded_elsewhere: &[],
+                previous: &Default::default(),
+                deleting: false,
+            },
+            &observe_only("2026-11-22T12:30:00Z"),
+        );
+        assert!(out.actions.is_empty() && out.intent.is_none());
+        assert_eq!(out.verdict.reason, Reason::DriftDetected);
+    }
+}
+
+// ---------------------------------------------------------------- ImageShare
+
+mod image_share {
+    use super::*;
+    use reconcile::image_share::{ImageShareInput, cleanup, client_token, plan};
+
+    fn spec(shared: bool, policy: DeletionPolicy) -> ImageShareSpec {
+        ImageShareSpec {
+            region_id: "cn-hangzhou".into(),
+            image_id: "m-1".into(),
+            shared,
+            deletion_policy: policy,
+            common: CommonSpec::default(),
+        }
+    }
+
+    fn image(in_share: bool) -> CustomImage {
+        CustomImage {
+            image_id: "m-1".into(),
+            name: "app".into(),
+            in_share,
+            status: "1".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn shares_with_a_token_recorded_before_the_call() {
+        let s = spec(true, DeletionPolicy::Retain);
+        let img = image(false);
+        let prev = ImageShareStatus {
+            share_operations: 2,
+            ..Default::default()
+        };
+        let out = plan(
+            &ImageShareInput {
+                spec: &s,
+                uid: "uid-1",
+                image: Some(&img),
+                previous: &prev,
+            },
+            &ctx("2026-11-22T10:00:00Z"),
+        );
+        assert_eq!(out.actions.len(), 1);
+        assert_eq!(out.actions[0].operation, ShareOperation::Share);
+        assert_eq!(
+            out.actions[0].client_token,
+            client_token("uid-1", 1, ShareOperation::Share, 3)
+        );
+        assert_eq!(out.intent.unwrap().share_operations, 3);
+        assert_eq!(out.status.in_share, Some(true));
+        assert_eq!(out.status.image_name.as_deref(), Some("app"));
+    }
+
+    #[test]
+    fn tokens_are_stable_short_ascii_and_differ_by_every_input() {
+        let a = client_token("uid", 1, ShareOperation::Share, 1);
+        assert_eq!(a, client_token("uid", 1, ShareOperation::Share, 1));
+        assert!(a.len() <= 64 && a.is_ascii());
+        for other in [
+            client_token("uid2", 1, ShareOperation::Share, 1),
+            client_token("uid", 2, ShareOperation::Share, 1),
+            client_token("uid", 1, ShareOperation::UnShare, 1),
+            client_token("uid", 1, ShareOperation::Share, 2),
+        ] {
+            assert_ne!(a, other);
+        }
+    }
+
+    #[test]
+    fn in_sync_missing_and_observe_only() {
+        let s = spec(true, DeletionPolicy::Retain);
+        let img = image(true);
+        let out = plan(
+            &ImageShareInput {
+                spec: &s,
+                uid: "u",
+                image: Some(&img),
+                previous: &Default::default(),
+            },
+            &ctx("2026-11-22T10:00:00Z"),
+        );
+        assert_eq!((out.actions.len(), out.verdict.reason), (0, Reason::InSync));
+        let out = plan(
+            &ImageShareInput {
+                spec: &s,
+                uid: "u",
+                image: None,
+                previous: &Default::default(),
+            },
+            &ctx("2026-11-22T10:00:00Z"),
+        );
+        assert_eq!(out.verdict.reason, Reason::NotFound);
+        assert!(out.verdict.message.contains("checked again"));
+        let img = image(false);
+        let out = plan(
+            &ImageShareInput {
+                spec: &s,
+                uid: "u",
+                image: Some(&img),
+                previous: &Default::default(),
+            },
+            &observe_only("2026-11-22T10:00:00Z"),
+        );
+        assert_eq!((out.actions.len(), out.verdict.reason), (0, Reason::DriftDetected));
+    }
+
+    #[test]
+    fn cleanup_unshares_only_with_the_unshare_policy() {
+        let img = image(true);
+        for (policy, actions) in [(DeletionPolicy::Retain, 0), (DeletionPolicy::UnShare, 1)] {
+            let s = spec(true, policy);
+            let out = cleanup(
+                &ImageShareInput {
+                    spec: &s,
+                    uid: "u",
+                    image: Some(&img),
+                    previous: &Default::default(),
+                },
+                &ctx("2026-11-22T10:00:00Z"),
+            );
+            assert_eq!(out.actions.len(), actions, "{policy:?}");
+        }
+        let s = spec(true, DeletionPolicy::UnShare);
+        let out = cleanup(
+            &ImageShareInput {
+                spec: &s,
+                uid: "u",
+                image: None,
+                previous: &Default::default(),
+            },
+            &ctx("2026-11-22T10:00:00Z"),
+        );
+        assert!(out.actions.is_empty(), "a missing image counts as done");
+    }
+}
+
+// ---------------------------------------------------------------- OtaSchedule
+
+mod ota {
+    use super::*;
+    use reconcile::ota::{OtaInput, plan};
+
+    fn spec(start: Option<&str>, window: Option<&str>) -> OtaScheduleSpec {
+        OtaScheduleSpec {
+            biz_region_id: "cn-hangzhou".into(),
+            app_instance_group_id: "aig-1".into(),
+            ota_type: OtaType::Fota,
+            start_time: start.map(str::to_string),
+            window: window.map(|c| OtaWindow {
+                cron: c.into(),
+                time_zone: "Asia/Shanghai".into(),
+            }),
+            common: CommonSpec::default(),
+        }
+    }
+
+    fn group(new: &str, task: &str) -> AppInstanceGroup {
+        AppInstanceGroup {
+            app_instance_group_id: "aig-1".into(),
+            ota_info: OtaInfo {
+                ota_version: "1.0".into(),
+                new_ota_version: new.into(),
+                task_id: task.into(),
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn no_new_version_is_up_to_date() {
+        let s = spec(Some("2026-11-23T02:00:00Z"), None);
+        let g = group("", "");
+        let out = plan(
+            &OtaInput {
+                spec: &s,
+                group: Some(&g),
+                previous: &Default::default(),
+            },
+            &ctx("2026-11-22T10:00:00Z"),
+        );
+        assert_eq!(
+            (out.actions.len(), out.verdict.reason, out.verdict.ready),
+            (0, Reason::UpToDate, true)
+        );
+        assert_eq!(out.status.current_version.as_deref(), Some("1.0"));
+    }
+
+    #[test]
+    fn a_new_version_is_approved_once_with_the_current_task_id() {
+        let s = spec(Some("2026-11-23T02:00:00+08:00"), None);
+        let g = group("2.0", "ota-1");
+        let out = plan(
+            &OtaInput {
+                spec: &s,
+                group: Some(&g),
+                previous: &Default::default(),
+            },
+            &ctx("2026-11-22T10:00:00Z"),
+        );
+        assert_eq!(out.actions.len(), 1);
+        assert_eq!(out.actions[0].task_id, "ota-1");
+        assert_eq!(out.actions[0].start_time, "2026-11-22T18:00:00Z");
+        assert_eq!(
+            out.intent.as_ref().unwrap().in_flight.as_ref().unwrap().task_id,
+            "ota-1"
+        );
+        // The approval went through: the TaskId rotated. Nothing more is sent.
+        let rotated = group("2.0", "ota-2");
+        let out2 = plan(
+            &OtaInput {
+                spec: &s,
+                group: Some(&rotated),
+                previous: &out.status,
+            },
+            &ctx("2026-11-22T10:01:00Z"),
+        );
+        assert!(out2.actions.is_empty());
+        assert_eq!(out2.verdict.reason, Reason::Approved);
+    }
+
+    #[test]
+    fn after_a_restart_the_task_id_tells_whether_the_approval_happened() {
+        let s = spec(Some("2026-11-23T02:00:00Z"), None);
+        let in_flight = OtaScheduleStatus {
+            in_flight: Some(Approval {
+                version: "2.0".into(),
+                task_id: "ota-1".into(),
+                start_time: "2026-11-23T02:00:00Z".into(),
+            }),
+            ..Default::default()
+        };
+        // Same TaskId: it never reached the cloud; approve again.
+        let g = group("2.0", "ota-1");
+        let out = plan(
+            &OtaInput {
+                spec: &s,
+                group: Some(&g),
+                previous: &in_flight,
+            },
+            &ctx("2026-11-22T10:00:00Z"),
+        );
+        assert_eq!(out.actions.len(), 1);
+        // New TaskId: it went through; record it, send nothing.
+        let g = group("2.0", "ota-9");
+        let out = plan(
+            &OtaInput {
+                spec: &s,
+                group: Some(&g),
+                previous: &in_flight,
+            },
+            &ctx("2026-11-22T10:00:00Z"),
+        );
+        assert!(out.actions.is_empty());
+        assert_eq!(out.status.approved.as_ref().unwrap().version, "2.0");
+        assert!(out.status.in_flight.is_none());
+    }
+
+    #[test]
+    fn a_one_off_start_time_in_the_past_is_terminal() {
+        let s = spec(Some("2026-11-20T02:00:00Z"), None);
+        let g = group("2.0", "ota-1");
+        let out = plan(
+            &OtaInput {
+                spec: &s,
+                group: Some(&g),
+                previous: &Default::default(),
+            },
+            &ctx("2026-11-22T10:00:00Z"),
+        );
+        assert!(out.actions.is_empty());
+        assert_eq!(out.verdict.reason, Reason::StartTimeInPast);
+        assert!(out.verdict.reason.is_terminal());
+    }
+
+    #[test]
+    fn a_window_approves_for_its_next_start() {
+        // Sundays 03:00 Shanghai = Saturday 19:00Z. 2026-11-22 is a Sunday.
+        let s = spec(None, Some("0 3 * * 0"));
+        let g = group("2.0", "ota-1");
+        let out = plan(
+            &OtaInput {
+                spec: &s,
+                group: Some(&g),
+                previous: &Default::default(),
+            },
+            &ctx("2026-11-22T10:00:00Z"),
+        );
+        assert_eq!(out.actions[0].start_time, "2026-11-28T19:00:00Z");
+        // A later version gets its own approval.
+        let g = group("3.0", "ota-2");
+        let out2 = plan(
+            &OtaInput {
+                spec: &s,
+                group: Some(&g),
+                previous: &out.status,
+            },
+            &ctx("2026-12-01T10:00:00Z"),
+        );
+        assert_eq!(out2.actions.len(), 1);
+        assert_eq!(out2.actions[0].version, "3.0");
+    }
+
+    #[test]
+    fn missing_group_and_observe_only() {
+        let s = spec(Some("2026-11-23T02:00:00Z"), None);
+        let out = plan(
+            &OtaInput {
+                spec: &s,
+                group: None,
+                previous: &Default::default(),
+            },
+            &ctx("2026-11-22T10:00:00Z"),
+        );
+        assert_eq!(out.verdict.reason, Reason::NotFound);
+        let g = group("2.0", "ota-1");
+        let out = plan(
+            &OtaInput {
+                spec: &s,
+                group: Some(&g),
+                previous: &Default::default(),
+            },
+            &observe_only("2026-11-22T10:00:00Z"),
+        );
+        assert_eq!((out.actions.len(), out.verdict.reason), (0, Reason::DriftDetected));
+    }
+}
