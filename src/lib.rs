@@ -4,5 +4,6 @@
 pub mod api;
 pub mod cli;
 pub mod cloud;
+pub mod controller;
 pub mod emulator;
 pub mod reconcile;

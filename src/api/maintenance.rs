@@ -82,7 +82,7 @@ pub struct DesktopSelector {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
-#[x_kube(validation = Rule::new("timestamp(self.end) > timestamp(self.start)").message("window.end must be after window.start"))]
+#[x_kube(validation = Rule::new("self.end > self.start").message("window.end must be after window.start"))]
 #[serde(rename_all = "camelCase")]
 pub struct FixedWindow {
     /// When maintenance starts (RFC 3339, e.g. `2026-11-28T22:00:00+08:00`).

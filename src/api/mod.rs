@@ -8,6 +8,7 @@ pub mod fota;
 pub mod image_share;
 pub mod maintenance;
 pub mod ota;
+pub mod validate;
 
 pub use common::{Condition, CredentialsRef, ManagementPolicy, ResourceStatus};
 pub use fota::{FotaTaskPolicy, FotaTaskPolicySpec, FotaTaskPolicyStatus};

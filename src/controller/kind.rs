@@ -1,0 +1,88 @@
+//! What differs per kind, written once per kind; everything else is shared.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+
+use kube::core::NamespaceResourceScope;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::snapshot::SnapshotCache;
+use crate::api::ResourceStatus;
+use crate::api::common::CommonSpec;
+use crate::cloud::{CloudClient, CloudError};
+use crate::reconcile::{Outcome, PlanContext, Verdict};
+
+/// The cloud side of one reconcile: a client with the resource's credentials, the account
+/// (AccessKeyId) they belong to, and the shared snapshots.
+#[derive(Clone)]
+pub struct KindEnv {
+    pub cloud: CloudClient,
+    pub account: String,
+    pub snapshots: Arc<SnapshotCache>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Make the cloud match the spec.
+    Apply,
+    /// The resource is being deleted: undo what it did, where its policy says so.
+    Cleanup,
+}
+
+/// A custom resource the operator reconciles against the cloud.
+pub trait ManagedKind:
+    kube::Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    type Status: Clone + Debug + Default + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static;
+    type Action: Clone + Debug + Send + Sync + 'static;
+
+    const KIND: &'static str;
+    /// Read the cloud again, bypassing snapshots, right before writing (OtaSchedule: the
+    /// TaskId changes after every approval).
+    const FRESH_READ_BEFORE_WRITE: bool = false;
+
+    fn common(&self) -> &CommonSpec;
+    fn status(&self) -> Option<&Self::Status>;
+    fn common_status(status: &mut Self::Status) -> &mut ResourceStatus;
+
+    /// The region the resource's cloud objects live in.
+    fn region(&self) -> &str;
+
+    /// Whether deleting this resource has cloud work to do, so it needs a finalizer.
+    fn needs_finalizer(&self) -> bool;
+
+    /// Other resources of the kind that can conflict with this one (FotaTaskPolicy).
+    fn conflicts_with(&self, _other: &Self) -> bool {
+        false
+    }
+
+    /// Reads the cloud (through the snapshots unless `fresh`) and plans.
+    fn plan(
+        &self,
+        env: &KindEnv,
+        peers: &[Arc<Self>],
+        ctx: &PlanContext,
+        stage: Stage,
+        fresh: bool,
+    ) -> impl Future<Output = Result<Outcome<Self::Action, Self::Status>, CloudError>> + Send;
+
+    /// Performs one write.
+    fn execute(&self, env: &KindEnv, action: &Self::Action) -> impl Future<Output = Result<(), CloudError>> + Send;
+
+    /// One line for people: Events, logs and `plan` output.
+    fn describe(action: &Self::Action) -> String;
+
+    /// Some cloud answers mean "nothing to do" rather than failure (OtaTask.Running).
+    fn interpret_error(_err: &CloudError) -> Option<Verdict> {
+        None
+    }
+}

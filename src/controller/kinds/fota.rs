@@ -1,0 +1,144 @@
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::api::ResourceStatus;
+use crate::api::common::CommonSpec;
+use crate::api::fota::{FotaTaskPolicy, FotaTaskPolicyStatus};
+use crate::cloud::CloudError;
+use crate::cloud::ops::ecd;
+use crate::controller::kind::{KindEnv, ManagedKind, Stage};
+use crate::controller::snapshot::SnapshotKey;
+use crate::reconcile::fota::{FotaInput, Peer, UpdateTask, plan};
+use crate::reconcile::{Outcome, PlanContext, Reason, Verdict};
+
+fn key(env: &KindEnv, region: &str) -> SnapshotKey {
+    SnapshotKey {
+        list: "DescribeFotaTasks",
+        account: env.account.clone(),
+        region: region.to_string(),
+    }
+}
+
+fn created(p: &FotaTaskPolicy) -> DateTime<Utc> {
+    p.metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(|t| DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0) as u32))
+        .unwrap_or_else(Utc::now)
+}
+
+fn full_name(p: &FotaTaskPolicy) -> String {
+    format!(
+        "{}/{}",
+        p.metadata.namespace.as_deref().unwrap_or(""),
+        p.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+impl ManagedKind for FotaTaskPolicy {
+    type Status = FotaTaskPolicyStatus;
+    type Action = UpdateTask;
+    const KIND: &'static str = "FotaTaskPolicy";
+
+    fn common(&self) -> &CommonSpec {
+        &self.spec.common
+    }
+    fn status(&self) -> Option<&Self::Status> {
+        self.status.as_ref()
+    }
+    fn common_status(status: &mut Self::Status) -> &mut ResourceStatus {
+        &mut status.common
+    }
+    fn region(&self) -> &str {
+        &self.spec.region_id
+    }
+    fn needs_finalizer(&self) -> bool {
+        false
+    }
+
+    /// Policies of the same region with the same credentials act on the same tasks.
+    fn conflicts_with(&self, other: &Self) -> bool {
+        self.spec.region_id == other.spec.region_id
+            && self
+                .spec
+                .common
+                .credentials_ref
+                .as_ref()
+                .map(|c| (&self.metadata.namespace, &c.name))
+                == other
+                    .spec
+                    .common
+                    .credentials_ref
+                    .as_ref()
+                    .map(|c| (&other.metadata.namespace, &c.name))
+            && full_name(self) != full_name(other)
+    }
+
+    async fn plan(
+        &self,
+        env: &KindEnv,
+        peers: &[Arc<Self>],
+        ctx: &PlanContext,
+        stage: Stage,
+        fresh: bool,
+    ) -> Result<Outcome<UpdateTask, FotaTaskPolicyStatus>, CloudError> {
+        let previous = self.status.clone().unwrap_or_default();
+        if stage == Stage::Cleanup {
+            // Nothing to undo: the tasks keep the state the policy gave them.
+            return Ok(Outcome {
+                actions: vec![],
+                intent: None,
+                status: previous,
+                verdict: Verdict::ready(Reason::InSync, "deleted"),
+                requeue_after: None,
+            });
+        }
+        let region = self.spec.region_id.clone();
+        let k = key(env, &region);
+        if fresh {
+            env.snapshots.invalidate(&k);
+        }
+        let tasks = env
+            .snapshots
+            .get(k, || ecd::describe_fota_tasks(&env.cloud, &region, &[]))
+            .await?;
+        let peers: Vec<Peer> = peers
+            .iter()
+            .filter(|p| self.conflicts_with(p))
+            .map(|p| Peer {
+                key: full_name(p),
+                created: created(p),
+                auto_push: p.spec.auto_push,
+                task_uids: p
+                    .spec
+                    .task_uids
+                    .as_ref()
+                    .map(|u| u.iter().map(|t| t.0.clone()).collect()),
+            })
+            .collect();
+        let key = full_name(self);
+        Ok(plan(
+            &FotaInput {
+                spec: &self.spec,
+                key: &key,
+                created: created(self),
+                peers: &peers,
+                tasks: &tasks,
+                previous: &previous,
+            },
+            ctx,
+        ))
+    }
+
+    async fn execute(&self, env: &KindEnv, action: &UpdateTask) -> Result<(), CloudError> {
+        let result =
+            ecd::update_fota_task(&env.cloud, &self.spec.region_id, &action.task_uid, &action.user_status).await;
+        env.snapshots.invalidate(&key(env, &self.spec.region_id));
+        result
+    }
+
+    fn describe(action: &UpdateTask) -> String {
+        format!("UpdateFotaTask {} UserStatus={}", action.task_uid, action.user_status)
+    }
+}

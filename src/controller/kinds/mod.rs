@@ -1,0 +1,6 @@
+//! The four kinds' cloud reads and writes.
+
+mod fota;
+mod image_share;
+mod maintenance;
+mod ota;

@@ -1,0 +1,5 @@
+//! The Kubernetes glue: controllers, status, finalizers, events, metrics.
+
+pub mod kind;
+pub mod kinds;
+pub mod snapshot;
