@@ -21,6 +21,9 @@ enum Command {
     Emulator(cli::emulator::EmulatorArgs),
     /// Print the CustomResourceDefinitions (or write them with --out-dir).
     Crd(cli::crd::CrdArgs),
+    /// Show what the operator would do for these manifests, reading the cloud and writing nothing.
+    /// Exit code 0: in sync; 2: changes pending; 1: errors.
+    Plan(cli::plan::PlanArgs),
 }
 
 fn init_logging(format: &str) {
@@ -48,6 +51,20 @@ async fn main() {
             }
             Err(e) => {
                 eprintln!("{}", e.report());
+                1
+            }
+        },
+        Command::Plan(args) => match cli::plan::run(args).await {
+            Ok(report) => {
+                if args.output == "json" {
+                    println!("{}", serde_json::to_string_pretty(&report).expect("JSON prints"));
+                } else {
+                    print!("{}", cli::plan::render_table(&report));
+                }
+                report.exit_code()
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
                 1
             }
         },

@@ -1,3 +1,6 @@
+// kube-derive takes one printcolumn(...) per column, which clippy mistakes for repeated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 //! The custom resources of group `ops.alicloud.dev`, version `v1alpha1`.
 //!
 //! Doc comments on fields are what `kubectl explain` shows, so they are written for the

@@ -4,3 +4,4 @@ pub mod call;
 pub mod cloud_args;
 pub mod crd;
 pub mod emulator;
+pub mod plan;

@@ -14,8 +14,8 @@ use crate::api::common::CommonSpec;
 use crate::cloud::{CloudClient, CloudError};
 use crate::reconcile::{Outcome, PlanContext, Verdict};
 
-/// The cloud side of one reconcile: a client with the resource's credentials, the account
-/// (AccessKeyId) they belong to, and the shared snapshots.
+/// The cloud side of one reconcile: a client with the resource's credentials, a key for
+/// the credential set (see [`account_key`]), and the shared snapshots.
 #[derive(Clone)]
 pub struct KindEnv {
     pub cloud: CloudClient,
@@ -85,4 +85,12 @@ pub trait ManagedKind:
     fn interpret_error(_err: &CloudError) -> Option<Verdict> {
         None
     }
+}
+
+/// Snapshots are shared per credential set: the AccessKeyId plus a digest of the secret, so
+/// a wrong secret for a known id never reads another's cached answer. Kept in memory only.
+pub fn account_key(creds: &crate::cloud::Credentials) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(creds.access_key_secret.expose().as_bytes());
+    format!("{}#{}", creds.access_key_id, hex::encode(&digest[..8]))
 }

@@ -2,4 +2,5 @@
 
 pub mod kind;
 pub mod kinds;
+pub mod runner;
 pub mod snapshot;

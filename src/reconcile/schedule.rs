@@ -64,7 +64,10 @@ impl WindowState {
 #[derive(Clone, Debug)]
 pub enum Schedule {
     Fixed(Window),
-    Recurring { starts: CronInZone, duration: Duration },
+    Recurring {
+        starts: Box<CronInZone>,
+        duration: Duration,
+    },
 }
 
 /// Overlapping or touching recurring windows are merged; this bounds the merge.
@@ -91,7 +94,10 @@ impl Schedule {
         if starts.next_after(Utc::now()).is_none() {
             return Err(format!("{field}.cron: {cron:?} never matches"));
         }
-        Ok(Schedule::Recurring { starts, duration })
+        Ok(Schedule::Recurring {
+            starts: Box::new(starts),
+            duration,
+        })
     }
 
     pub fn at(&self, now: DateTime<Utc>) -> WindowState {

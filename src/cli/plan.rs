@@ -1,0 +1,398 @@
+//! `alicloud-ops-operator plan`: what the operator would do for these manifests, read from
+//! the cloud, with nothing written. For pull-request previews in GitOps pipelines.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use clap::Args;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::cloud_args::CloudArgs;
+use crate::api::{self, DesktopMaintenanceWindow, FotaTaskPolicy, ImageShare, OtaSchedule};
+use crate::cloud::metrics::CloudMetrics;
+use crate::cloud::{CloudClient, CredentialSource, Credentials};
+use crate::controller::kind::{KindEnv, ManagedKind, Stage, account_key};
+use crate::controller::runner;
+use crate::controller::snapshot::SnapshotCache;
+use crate::reconcile::PlanContext;
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// Manifest files or directories (YAML or JSON, multi-document), as given to kubectl apply.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long, default_value = "table", value_parser = ["table", "json"])]
+    pub output: String,
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+}
+
+/// What `plan` found for one resource.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedResource {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub source: String,
+    /// `InSync`, `Changes` (the operator would write), `Drift` (ObserveOnly: it would only
+    /// report), `Suspended` or `Error`.
+    pub result: String,
+    pub reason: String,
+    pub message: String,
+    pub credentials: String,
+    pub actions: Vec<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct PlanReport {
+    pub resources: Vec<PlannedResource>,
+    /// Input problems: unreadable files, invalid documents (each names the field).
+    pub errors: Vec<String>,
+    /// Documents that are not this operator's, skipped.
+    pub skipped: Vec<String>,
+}
+
+impl PlanReport {
+    /// 0 in sync, 2 changes pending, 1 any error.
+    pub fn exit_code(&self) -> i32 {
+        if !self.errors.is_empty() || self.resources.iter().any(|r| r.result == "Error") {
+            1
+        } else if self.resources.iter().any(|r| r.result == "Changes") {
+            2
+        } else {
+            0
+        }
+    }
+}
+
+struct Doc {
+    source: String,
+    value: Value,
+}
+
+fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| format!("{}: {e}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json"))
+                .collect();
+            entries.sort();
+            out.extend(entries);
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            return Err(format!("{}: no such file or directory", p.display()));
+        }
+    }
+    Ok(out)
+}
+
+fn read_docs(path: &Path, report: &mut PlanReport) -> Vec<Doc> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            report.errors.push(format!("{}: {e}", path.display()));
+            return vec![];
+        }
+    };
+    let mut docs = Vec::new();
+    for (i, de) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+        let source = format!("{}#{}", path.display(), i + 1);
+        match <serde_yaml::Value as serde::Deserialize>::deserialize(de) {
+            Ok(serde_yaml::Value::Null) => {}
+            Ok(v) => match serde_json::to_value(v) {
+                Ok(value) => docs.push(Doc { source, value }),
+                Err(e) => report.errors.push(format!("{source}: {e}")),
+            },
+            Err(e) => report.errors.push(format!("{source}: not valid YAML: {e}")),
+        }
+    }
+    docs
+}
+
+fn meta<'a>(v: &'a Value, field: &str) -> Option<&'a str> {
+    v.pointer(&format!("/metadata/{field}")).and_then(Value::as_str)
+}
+
+/// Secrets in the input, by (namespace, name), with their decoded keys.
+fn secrets(docs: &[Doc]) -> BTreeMap<(String, String), BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for d in docs
+        .iter()
+        .filter(|d| d.value["kind"] == "Secret" && d.value["apiVersion"] == "v1")
+    {
+        let ns = meta(&d.value, "namespace").unwrap_or("default").to_string();
+        let name = meta(&d.value, "name").unwrap_or("").to_string();
+        let mut keys = BTreeMap::new();
+        if let Some(data) = d.value.get("data").and_then(Value::as_object) {
+            for (k, v) in data {
+                if let Some(s) = v
+                    .as_str()
+                    .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+                {
+                    keys.insert(k.clone(), String::from_utf8_lossy(&s).into_owned());
+                }
+            }
+        }
+        if let Some(data) = d.value.get("stringData").and_then(Value::as_object) {
+            for (k, v) in data {
+                if let Some(s) = v.as_str() {
+                    keys.insert(k.clone(), s.to_string());
+                }
+            }
+        }
+        out.insert((ns, name), keys);
+    }
+    out
+}
+
+struct Planner {
+    default_client: CloudClient,
+    secrets: BTreeMap<(String, String), BTreeMap<String, String>>,
+    snapshots: Arc<SnapshotCache>,
+    resync: Duration,
+}
+
+impl Planner {
+    fn env(&self, namespace: &str, common: &api::common::CommonSpec) -> Result<(KindEnv, String), String> {
+        let Some(r) = &common.credentials_ref else {
+            let desc = format!("default chain: {}", self.default_client.credentials().describe());
+            return Ok((
+                KindEnv {
+                    cloud: self.default_client.clone(),
+                    account: "default".into(),
+                    snapshots: self.snapshots.clone(),
+                },
+                desc,
+            ));
+        };
+        match self.secrets.get(&(namespace.to_string(), r.name.clone())) {
+            Some(keys) => {
+                let id = keys
+                    .get("accessKeyId")
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| format!("Secret {namespace}/{}: no accessKeyId key", r.name))?;
+                let secret = keys
+                    .get("accessKeySecret")
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| format!("Secret {namespace}/{}: no accessKeySecret key", r.name))?;
+                let origin = format!("Secret {namespace}/{} from the input", r.name);
+                let creds = Credentials::new(id.clone(), secret.clone(), keys.get("securityToken").cloned(), None);
+                let client = self.default_client.with_credentials(CredentialSource::Static {
+                    credentials: creds.clone(),
+                    origin: origin.clone(),
+                });
+                Ok((
+                    KindEnv {
+                        cloud: client,
+                        account: account_key(&creds),
+                        snapshots: self.snapshots.clone(),
+                    },
+                    format!("{origin} (AccessKeyId {id})"),
+                ))
+            }
+            None => {
+                let desc = format!(
+                    "Secret {namespace}/{} is not in the input; default chain: {}",
+                    r.name,
+                    self.default_client.credentials().describe()
+                );
+                Ok((
+                    KindEnv {
+                        cloud: self.default_client.clone(),
+                        account: "default".into(),
+                        snapshots: self.snapshots.clone(),
+                    },
+                    desc,
+                ))
+            }
+        }
+    }
+
+    async fn plan_one<K: ManagedKind>(&self, doc: &Doc, all: &[Arc<K>]) -> Result<PlannedResource, String> {
+        let mut obj: K = serde_json::from_value(doc.value.clone()).map_err(|e| format!("{}: {e}", doc.source))?;
+        let namespace = obj.meta().namespace.clone().unwrap_or_else(|| "default".to_string());
+        obj.meta_mut().namespace = Some(namespace.clone());
+        let name = obj.meta().name.clone().unwrap_or_default();
+        let mut planned = PlannedResource {
+            kind: K::KIND.to_string(),
+            namespace: namespace.clone(),
+            name,
+            source: doc.source.clone(),
+            result: String::new(),
+            reason: String::new(),
+            message: String::new(),
+            credentials: String::new(),
+            actions: vec![],
+        };
+        if obj.common().suspend {
+            planned.result = "Suspended".into();
+            planned.reason = "Suspended".into();
+            planned.message = "spec.suspend is true: the operator would not read or write the cloud".into();
+            return Ok(planned);
+        }
+        let (env, creds) = match self.env(&namespace, obj.common()) {
+            Ok(e) => e,
+            Err(msg) => {
+                planned.result = "Error".into();
+                planned.reason = "CredentialsInvalid".into();
+                planned.message = msg;
+                return Ok(planned);
+            }
+        };
+        planned.credentials = creds;
+        let ctx = PlanContext {
+            now: chrono::Utc::now(),
+            generation: obj.meta().generation.unwrap_or(1),
+            policy: obj.common().management_policy,
+            resync: self.resync,
+        };
+        let peers: Vec<Arc<K>> = all.to_vec();
+        match runner::plan(&obj, &env, &peers, &ctx, Stage::Apply).await {
+            Ok(outcome) => {
+                planned.result = if !outcome.actions.is_empty() {
+                    "Changes"
+                } else if outcome.has_drift() {
+                    "Drift"
+                } else {
+                    "InSync"
+                }
+                .into();
+                planned.reason = outcome.verdict.reason.as_str().into();
+                planned.message = outcome.verdict.message.clone();
+                planned.actions = outcome.actions.iter().map(K::describe).collect();
+            }
+            Err(e) => {
+                let v = runner::error_verdict(&e);
+                planned.result = "Error".into();
+                planned.reason = v.reason.as_str().into();
+                planned.message = v.message;
+            }
+        }
+        Ok(planned)
+    }
+}
+
+fn typed<K: ManagedKind>(docs: &[&Doc]) -> Vec<Arc<K>> {
+    docs.iter()
+        .filter(|d| d.value["kind"] == K::KIND)
+        .filter_map(|d| serde_json::from_value::<K>(d.value.clone()).ok())
+        .map(|mut k| {
+            k.meta_mut().namespace.get_or_insert_with(|| "default".to_string());
+            Arc::new(k)
+        })
+        .collect()
+}
+
+/// Reads, validates and plans. Never writes to the cloud.
+pub async fn run(args: &PlanArgs) -> Result<PlanReport, String> {
+    let mut report = PlanReport::default();
+    let files = collect_files(&args.files)?;
+    let mut docs = Vec::new();
+    for f in &files {
+        docs.extend(read_docs(f, &mut report));
+    }
+    let group_version = format!("{}/{}", api::GROUP, api::VERSION);
+    let kinds = [
+        FotaTaskPolicy::KIND,
+        DesktopMaintenanceWindow::KIND,
+        ImageShare::KIND,
+        OtaSchedule::KIND,
+    ];
+    let mut ours: Vec<&Doc> = Vec::new();
+    for d in &docs {
+        let kind = d.value["kind"].as_str().unwrap_or("");
+        let api_version = d.value["apiVersion"].as_str().unwrap_or("");
+        if api_version.starts_with(&format!("{}/", api::GROUP)) {
+            if api_version != group_version {
+                report.errors.push(format!(
+                    "{}: apiVersion: {api_version:?} is not served; use {group_version}",
+                    d.source
+                ));
+            } else if !kinds.contains(&kind) {
+                report.errors.push(format!(
+                    "{}: kind: {kind:?} is not a kind of {group_version}; expected one of {}",
+                    d.source,
+                    kinds.join(", ")
+                ));
+            } else {
+                match api::validate::validate(kind, &d.value) {
+                    Ok(()) => ours.push(d),
+                    Err(errs) => {
+                        let name = meta(&d.value, "name").unwrap_or("?");
+                        for e in errs {
+                            report.errors.push(format!("{}: {kind} {name}: {e}", d.source));
+                        }
+                    }
+                }
+            }
+        } else if !(kind == "Secret" && api_version == "v1") {
+            let name = meta(&d.value, "name").unwrap_or("?");
+            report.skipped.push(format!(
+                "{}: {api_version} {kind} {name} is not an operator resource; skipped",
+                d.source
+            ));
+        }
+    }
+    let planner = Planner {
+        default_client: args.cloud.client(Arc::new(CloudMetrics::default()))?,
+        secrets: secrets(&docs),
+        snapshots: Arc::new(SnapshotCache::new(Duration::from_secs(60))),
+        resync: Duration::from_secs(600),
+    };
+    let fota: Vec<Arc<FotaTaskPolicy>> = typed(&ours);
+    for d in ours {
+        let planned = match d.value["kind"].as_str().unwrap_or("") {
+            "FotaTaskPolicy" => planner.plan_one::<FotaTaskPolicy>(d, &fota).await,
+            "DesktopMaintenanceWindow" => planner.plan_one::<DesktopMaintenanceWindow>(d, &[]).await,
+            "ImageShare" => planner.plan_one::<ImageShare>(d, &[]).await,
+            _ => planner.plan_one::<OtaSchedule>(d, &[]).await,
+        };
+        match planned {
+            Ok(p) => report.resources.push(p),
+            Err(e) => report.errors.push(e),
+        }
+    }
+    Ok(report)
+}
+
+pub fn render_table(report: &PlanReport) -> String {
+    let mut out = String::new();
+    for s in &report.skipped {
+        out.push_str(&format!("note: {s}\n"));
+    }
+    for r in &report.resources {
+        out.push_str(&format!(
+            "{} {}/{}: {} ({}) {}\n",
+            r.kind, r.namespace, r.name, r.result, r.reason, r.message
+        ));
+        if !r.credentials.is_empty() {
+            out.push_str(&format!("  credentials: {}\n", r.credentials));
+        }
+        for a in &r.actions {
+            out.push_str(&format!("  + {a}\n"));
+        }
+    }
+    for e in &report.errors {
+        out.push_str(&format!("error: {e}\n"));
+    }
+    let count = |what: &str| report.resources.iter().filter(|r| r.result == what).count();
+    out.push_str(&format!(
+        "Plan: {} in sync, {} with changes, {} drifted (ObserveOnly), {} suspended, {} errors.\n",
+        count("InSync"),
+        count("Changes"),
+        count("Drift"),
+        count("Suspended"),
+        count("Error") + report.errors.len()
+    ));
+    out
+}

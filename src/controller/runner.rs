@@ -1,0 +1,120 @@
+//! The steps every kind shares: plan (re-reading fresh before writes where the kind needs
+//! it), then write intent, act, and settle the status. Used by the controller and `plan`.
+
+use std::sync::Arc;
+
+use super::kind::{KindEnv, ManagedKind, Stage};
+use crate::cloud::{CloudError, ErrorClass};
+use crate::reconcile::{Outcome, PlanContext, Reason, Verdict};
+
+/// Plans `obj` against the cloud.
+pub async fn plan<K: ManagedKind>(
+    obj: &K,
+    env: &KindEnv,
+    peers: &[Arc<K>],
+    ctx: &PlanContext,
+    stage: Stage,
+) -> Result<Outcome<K::Action, K::Status>, CloudError> {
+    let outcome = obj.plan(env, peers, ctx, stage, false).await?;
+    if K::FRESH_READ_BEFORE_WRITE && !outcome.actions.is_empty() {
+        // The snapshot may be seconds old; decide again on what the cloud says now.
+        return obj.plan(env, peers, ctx, stage, true).await;
+    }
+    Ok(outcome)
+}
+
+/// The Ready verdict for a failed cloud call.
+pub fn error_verdict(err: &CloudError) -> Verdict {
+    let reason = match err.class() {
+        ErrorClass::Throttled => Reason::Throttled,
+        ErrorClass::Transient => Reason::CloudUnavailable,
+        ErrorClass::Credentials => Reason::CredentialsInvalid,
+        ErrorClass::NotFound => Reason::NotFound,
+        ErrorClass::Invalid => Reason::CloudRejected,
+    };
+    Verdict::not_ready(reason, err.to_string())
+}
+
+/// Where statuses go: the status subresource for the controller, memory for tests.
+pub trait StatusSink<K: ManagedKind>: Send + Sync {
+    fn write(&self, obj: &K, status: &K::Status) -> impl std::future::Future<Output = Result<(), String>> + Send;
+}
+
+/// What one reconcile did.
+#[derive(Debug)]
+pub struct Reconciled<K: ManagedKind> {
+    pub status: K::Status,
+    pub verdict: Verdict,
+    /// When to come back, if sooner than the resync.
+    pub requeue_after: Option<std::time::Duration>,
+    /// Writes sent, for Events and logs.
+    pub applied: Vec<String>,
+    /// The cloud failure that stopped the reconcile, if any.
+    pub error: Option<CloudError>,
+    /// Whether the plan found drift.
+    pub drift: bool,
+}
+
+/// Plans, records intent, acts, and writes the settled status (only when it changed).
+pub async fn reconcile_once<K: ManagedKind, S: StatusSink<K>>(
+    obj: &K,
+    env: &KindEnv,
+    peers: &[Arc<K>],
+    ctx: &PlanContext,
+    stage: Stage,
+    sink: &S,
+) -> Result<Reconciled<K>, String> {
+    let previous = obj.status().cloned().unwrap_or_default();
+    let mut applied = Vec::new();
+    let (mut status, verdict, requeue_after, error, drift) = match plan(obj, env, peers, ctx, stage).await {
+        Err(e) => (
+            previous.clone(),
+            K::interpret_error(&e).unwrap_or_else(|| error_verdict(&e)),
+            None,
+            Some(e),
+            false,
+        ),
+        Ok(outcome) => {
+            let drift = outcome.has_drift();
+            if let Some(intent) = &outcome.intent {
+                sink.write(obj, intent).await?;
+            }
+            let mut failure = None;
+            for action in &outcome.actions {
+                match obj.execute(env, action).await {
+                    Ok(()) => applied.push(K::describe(action)),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            match failure {
+                None => (outcome.status, outcome.verdict, outcome.requeue_after, None, drift),
+                Some(e) => {
+                    let fallback = outcome.intent.clone().unwrap_or(previous.clone());
+                    match K::interpret_error(&e) {
+                        Some(v) => (fallback, v, None, None, drift),
+                        None => (fallback, error_verdict(&e), None, Some(e), drift),
+                    }
+                }
+            }
+        }
+    };
+    let synced = match &error {
+        None => Ok(()),
+        Some(_) => Err((verdict.reason.as_str(), verdict.message.as_str())),
+    };
+    crate::reconcile::conditions::apply(K::common_status(&mut status), &verdict, synced, ctx.generation, ctx.now);
+    if obj.status() != Some(&status) {
+        sink.write(obj, &status).await?;
+    }
+    Ok(Reconciled {
+        status,
+        verdict,
+        requeue_after,
+        applied,
+        error,
+        drift,
+    })
+}

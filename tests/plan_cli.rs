@@ -1,0 +1,151 @@
+//! `plan` on good and bad manifests, against the emulator: it validates like the CRDs,
+//! reads the cloud, writes nothing, and exits 0 / 2 / 1.
+
+mod support;
+
+use std::process::Command;
+
+use alicloud_ops_operator::cli::cloud_args::CloudArgs;
+use alicloud_ops_operator::cli::plan::{PlanArgs, run};
+use clap::Parser;
+use support::*;
+
+#[derive(Parser)]
+struct Wrapper {
+    #[command(flatten)]
+    plan: PlanArgs,
+}
+
+fn args(emu_url: &str, files: &[&str]) -> PlanArgs {
+    let mut argv = vec!["plan".to_string(), "--endpoint".into(), emu_url.to_string()];
+    for f in files {
+        argv.push("-f".into());
+        argv.push(f.to_string());
+    }
+    Wrapper::parse_from(argv).plan
+}
+
+fn binary(emu_url: &str, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_alicloud-ops-operator"))
+        .arg("plan")
+        .args(["--endpoint", emu_url])
+        .args(extra)
+        .env(
+            "ALIBABA_CLOUD_ACCESS_KEY_ID",
+            alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_ID,
+        )
+        .env(
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+            alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_SECRET,
+        )
+        .env_remove("ALICLOUD_OPS_ENDPOINT")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn examples_show_pending_changes_and_exit_2_without_writing() {
+    let emu = emulator().await;
+    let out = binary(&emu.url(), &["-f", "examples/"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("+ UpdateFotaTask aot-hz0002 UserStatus=Running"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("+ ModifyImageShareStatus Operation=Share"), "{stdout}");
+    assert!(stdout.contains("+ ApproveOtaTask TaskId=ota-hz0001-1"), "{stdout}");
+    assert!(
+        stdout.contains("OtaSchedule default/finance-apps-observe: Drift (DriftDetected)"),
+        "{stdout}"
+    );
+    let counters = emu.world().counters();
+    for write in [
+        "UpdateFotaTask",
+        "SetDesktopMaintenance",
+        "ModifyImageShareStatus",
+        "ApproveOtaTask",
+    ] {
+        assert_eq!(counters.count(write), 0, "plan must not call {write}");
+    }
+    // N resources of a kind and region share one list.
+    assert_eq!(counters.count("DescribeFotaTasks"), 2, "{counters:?}");
+    assert_eq!(
+        counters.count("DescribeDesktops"),
+        3,
+        "300 desktops, one paged list: {counters:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_sync_manifests_exit_0_and_json_output_parses() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("ok.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: ops.alicloud.dev/v1alpha1\nkind: ImageShare\nmetadata: {name: s}\nspec: {regionId: cn-hangzhou, imageId: m-hz0001}\n",
+    )
+    .unwrap();
+    let out = binary(&emu.url(), &["-f", f.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["resources"][0]["result"], "InSync");
+    assert_eq!(json["resources"][0]["reason"], "InSync");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_manifests_name_every_field_and_exit_1() {
+    let emu = emulator().await;
+    let out = binary(&emu.url(), &["-f", "tests/fixtures/plan/bad.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "ImageShare typo: spec.sharred: unknown field",
+        "DesktopMaintenanceWindow both: spec: set exactly one of desktopIds or selector",
+        "OtaSchedule bad-group: spec.appInstanceGroupId: Invalid value: \"group-1\"",
+        "OtaSchedule bad-group: spec.otaType: Unsupported value: \"Aota\"",
+        "apiVersion: \"ops.alicloud.dev/v1beta1\" is not served",
+        "kind: \"ImageShares\" is not a kind of ops.alicloud.dev/v1alpha1",
+    ] {
+        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+    }
+}
+
+#[tokio::test]
+async fn credentials_come_from_a_secret_in_the_input_and_others_are_skipped() {
+    let emu = emulator().await;
+    let report = run(&args(&emu.url(), &["tests/fixtures/plan/with-secret.yaml"]))
+        .await
+        .unwrap();
+    assert_eq!(report.skipped.len(), 1, "{:?}", report.skipped);
+    assert!(report.skipped[0].contains("ConfigMap unrelated"));
+    let ok = report.resources.iter().find(|r| r.name == "shared-already").unwrap();
+    assert_eq!(ok.result, "InSync", "{ok:?}");
+    assert!(
+        ok.credentials.starts_with("Secret team-a/team-a-cloud from the input"),
+        "{}",
+        ok.credentials
+    );
+    let bad = report.resources.iter().find(|r| r.name == "wrong-key").unwrap();
+    assert_eq!(
+        (bad.result.as_str(), bad.reason.as_str()),
+        ("Error", "CredentialsInvalid"),
+        "{bad:?}"
+    );
+    assert!(!bad.message.contains("not-the-secret"), "secret values never show");
+    assert_eq!(report.exit_code(), 1);
+}
+
+#[test]
+fn cloud_args_exist_for_plan() {
+    // The shared cloud flags parse for plan as for every command.
+    let w = Wrapper::parse_from(["plan", "-f", "x", "--signature-version", "v2", "--cloud-qps", "5"]);
+    let c: &CloudArgs = &w.plan.cloud;
+    assert_eq!(c.cloud_qps, 5.0);
+}
