@@ -24,6 +24,8 @@ enum Command {
     /// Show what the operator would do for these manifests, reading the cloud and writing nothing.
     /// Exit code 0: in sync; 2: changes pending; 1: errors.
     Plan(cli::plan::PlanArgs),
+    /// Run the operator: reconcile the four kinds against the cloud.
+    Run(cli::run::RunArgs),
 }
 
 fn init_logging(format: &str) {
@@ -64,6 +66,14 @@ async fn main() {
                 report.exit_code()
             }
             Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        },
+        Command::Run(args) => match cli::run::run(args).await {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!("{e}");
                 eprintln!("error: {e}");
                 1
             }

@@ -65,7 +65,7 @@ impl Harness {
             policy: obj.common().management_policy,
             resync: Duration::from_secs(600),
         };
-        let r = reconcile_once(obj, &self.env, &[], &ctx, stage, &self.sink)
+        let r = reconcile_once(obj, &self.env, &[], &ctx, stage, false, &self.sink)
             .await
             .unwrap();
         obj.set_status(r.status.clone());
@@ -358,7 +358,7 @@ async fn many_resources_share_one_list_per_region() {
             policy: ManagementPolicy::Manage,
             resync: Duration::from_secs(600),
         };
-        let r = reconcile_once(&s, &env, &[], &ctx, Stage::Apply, &h.sink)
+        let r = reconcile_once(&s, &env, &[], &ctx, Stage::Apply, false, &h.sink)
             .await
             .unwrap();
         assert_eq!(r.verdict.reason, Reason::InSync, "{}", r.verdict.message);

@@ -5,3 +5,4 @@ pub mod cloud_args;
 pub mod crd;
 pub mod emulator;
 pub mod plan;
+pub mod run;

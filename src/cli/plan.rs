@@ -257,7 +257,7 @@ impl Planner {
             resync: self.resync,
         };
         let peers: Vec<Arc<K>> = all.to_vec();
-        match runner::plan(&obj, &env, &peers, &ctx, Stage::Apply).await {
+        match runner::plan(&obj, &env, &peers, &ctx, Stage::Apply, false).await {
             Ok(outcome) => {
                 planned.result = if !outcome.actions.is_empty() {
                     "Changes"

@@ -1,6 +1,10 @@
 //! The Kubernetes glue: controllers, status, finalizers, events, metrics.
 
+pub mod context;
+pub mod http;
 pub mod kind;
 pub mod kinds;
+pub mod metrics;
+pub mod reconciler;
 pub mod runner;
 pub mod snapshot;

@@ -7,15 +7,19 @@ use super::kind::{KindEnv, ManagedKind, Stage};
 use crate::cloud::{CloudError, ErrorClass};
 use crate::reconcile::{Outcome, PlanContext, Reason, Verdict};
 
-/// Plans `obj` against the cloud.
+/// Plans `obj` against the cloud. `fresh` skips the snapshots (a requested reconcile).
 pub async fn plan<K: ManagedKind>(
     obj: &K,
     env: &KindEnv,
     peers: &[Arc<K>],
     ctx: &PlanContext,
     stage: Stage,
+    fresh: bool,
 ) -> Result<Outcome<K::Action, K::Status>, CloudError> {
-    let outcome = obj.plan(env, peers, ctx, stage, false).await?;
+    let outcome = obj.plan(env, peers, ctx, stage, fresh).await?;
+    if fresh {
+        return Ok(outcome);
+    }
     if K::FRESH_READ_BEFORE_WRITE && !outcome.actions.is_empty() {
         // The snapshot may be seconds old; decide again on what the cloud says now.
         return obj.plan(env, peers, ctx, stage, true).await;
@@ -62,11 +66,12 @@ pub async fn reconcile_once<K: ManagedKind, S: StatusSink<K>>(
     peers: &[Arc<K>],
     ctx: &PlanContext,
     stage: Stage,
+    fresh: bool,
     sink: &S,
 ) -> Result<Reconciled<K>, String> {
     let previous = obj.status().cloned().unwrap_or_default();
     let mut applied = Vec::new();
-    let (mut status, verdict, requeue_after, error, drift) = match plan(obj, env, peers, ctx, stage).await {
+    let (mut status, verdict, requeue_after, error, drift) = match plan(obj, env, peers, ctx, stage, fresh).await {
         Err(e) => (
             previous.clone(),
             K::interpret_error(&e).unwrap_or_else(|| error_verdict(&e)),

@@ -1,0 +1,215 @@
+//! `alicloud-ops-operator run`: the operator.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use clap::{ArgAction, Args};
+use kube::runtime::events::{Recorder, Reporter};
+use tokio::sync::watch;
+
+use super::cloud_args::CloudArgs;
+use crate::api::{DesktopMaintenanceWindow, FotaTaskPolicy, ImageShare, OtaSchedule};
+use crate::cloud::metrics::CloudMetrics;
+use crate::controller::context::{Context, RunConfig};
+use crate::controller::http::{Readiness, serve};
+use crate::controller::metrics::Metrics;
+use crate::controller::reconciler;
+use crate::controller::snapshot::SnapshotCache;
+use crate::reconcile::duration;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "ALICLOUD_OPS_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Reconciles running at once, per kind.
+    #[arg(long, env = "ALICLOUD_OPS_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: u16,
+    /// How often each resource is compared with the cloud when nothing else happens
+    /// (a resource's spec.resyncInterval wins).
+    #[arg(long, env = "ALICLOUD_OPS_RESYNC_INTERVAL", default_value = "10m")]
+    pub resync_interval: String,
+    /// How long one cloud list answers every resource of a kind, account and region.
+    #[arg(long, env = "ALICLOUD_OPS_SNAPSHOT_TTL", default_value = "5s")]
+    pub snapshot_ttl: String,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "ALICLOUD_OPS_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Only the holder of the Lease reconciles; turn off only with a single replica.
+    #[arg(long, env = "ALICLOUD_OPS_LEADER_ELECTION", default_value_t = true, action = ArgAction::Set)]
+    pub leader_election: bool,
+    /// Namespace of the Lease (default: POD_NAMESPACE, else `default`).
+    #[arg(long, env = "ALICLOUD_OPS_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    #[arg(long, env = "ALICLOUD_OPS_LEASE_NAME", default_value = "alicloud-ops-operator")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease (default: POD_NAME, else the host name and a random suffix).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+}
+
+fn identity(args: &RunArgs) -> String {
+    args.identity.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "operator".into());
+        format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+    })
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+pub async fn run(args: &RunArgs) -> Result<(), String> {
+    let resync = duration::parse("--resync-interval", &args.resync_interval)?;
+    let snapshot_ttl = duration::parse("--snapshot-ttl", &args.snapshot_ttl)?;
+    if args.concurrency == 0 {
+        return Err("--concurrency: must be at least 1".into());
+    }
+    let cloud_metrics = Arc::new(CloudMetrics::default());
+    let metrics = Arc::new(Metrics::new(cloud_metrics.clone()));
+    let cloud = args.cloud.client(cloud_metrics)?;
+    tracing::info!(credentials = %cloud.credentials().describe(), "default cloud credentials");
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("cannot reach Kubernetes: {e}"))?;
+    let readiness = Arc::new(Readiness::default());
+    let bound = serve(args.metrics_addr, metrics.clone(), readiness.clone())
+        .await
+        .map_err(|e| format!("--metrics-addr {}: {e}", args.metrics_addr))?;
+    tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
+
+    // One signal fans out to every controller and the lease.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested: finishing in-flight reconciles");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let identity = identity(args);
+    let mut lease_task = None;
+    let mut leadership: Option<watch::Receiver<bool>> = None;
+    if args.leader_election {
+        let ns = args
+            .lease_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".into());
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+            .with_namespace(&ns)
+            .with_identity(&identity)
+            .with_duration(15)
+            .with_grace(5)
+            .with_field_manager(crate::controller::context::FIELD_MANAGER)
+            .build()
+            .await
+            .map_err(|e| format!("leader election on Lease {ns}/{}: {e}", args.lease_name))?;
+        let (mut rx, task) = manager.watch().await;
+        // A standby is healthy and ready; it only waits.
+        readiness.ready.store(true, Ordering::Relaxed);
+        tracing::info!(%identity, lease = %args.lease_name, namespace = %ns, "waiting for leadership");
+        let mut stop = stop_rx.clone();
+        let became_leader = tokio::select! {
+            r = rx.wait_for(|l| *l) => { r.map_err(|e| format!("leader election stopped: {e}"))?; true }
+            _ = stop.wait_for(|s| *s) => false,
+        };
+        if !became_leader {
+            // Dropping the receiver makes the lease task release and end.
+            drop(rx);
+            let _ = task.await;
+            return Ok(());
+        }
+        readiness.ready.store(false, Ordering::Relaxed);
+        tracing::info!(%identity, "leading: starting controllers");
+        leadership = Some(rx);
+        lease_task = Some(task);
+    }
+
+    let reporter = Reporter {
+        controller: "alicloud-ops-operator".into(),
+        instance: Some(identity.clone()),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        cloud,
+        Arc::new(SnapshotCache::new(snapshot_ttl)),
+        metrics,
+        Recorder::new(client, reporter),
+        RunConfig {
+            resync,
+            concurrency: args.concurrency,
+            namespace: args.namespace.clone(),
+            error_backoff_base: Duration::from_secs(1),
+            error_backoff_max: Duration::from_secs(300),
+        },
+    ));
+
+    // Losing the Lease stops the controllers like a shutdown does.
+    let (halt_tx, halt_rx) = watch::channel(false);
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let mut stop = stop_rx.clone();
+        let halt_tx = halt_tx.clone();
+        let lost = lost.clone();
+        let mut leadership = leadership.clone();
+        tokio::spawn(async move {
+            let lease_lost = async {
+                match leadership.as_mut() {
+                    Some(rx) => {
+                        let _ = rx.wait_for(|l| !*l).await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => {}
+                _ = lease_lost => {
+                    tracing::error!("lost the Lease: stopping controllers");
+                    lost.store(true, Ordering::Relaxed);
+                }
+            }
+            let _ = halt_tx.send(true);
+        });
+    }
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(4);
+    let readiness_task = {
+        let readiness = readiness.clone();
+        tokio::spawn(async move {
+            for _ in 0..4 {
+                if ready_rx.recv().await.is_none() {
+                    return;
+                }
+            }
+            readiness.ready.store(true, Ordering::Relaxed);
+            tracing::info!("caches synced: ready");
+        })
+    };
+    tokio::join!(
+        reconciler::run::<FotaTaskPolicy>(ctx.clone(), stopped(halt_rx.clone()), ready_tx.clone()),
+        reconciler::run::<DesktopMaintenanceWindow>(ctx.clone(), stopped(halt_rx.clone()), ready_tx.clone()),
+        reconciler::run::<ImageShare>(ctx.clone(), stopped(halt_rx.clone()), ready_tx.clone()),
+        reconciler::run::<OtaSchedule>(ctx.clone(), stopped(halt_rx.clone()), ready_tx),
+    );
+    readiness_task.abort();
+    // Dropping the receiver makes the lease task release the Lease.
+    drop(leadership);
+    if let Some(task) = lease_task {
+        let _ = task.await;
+    }
+    tracing::info!("stopped");
+    if lost.load(Ordering::Relaxed) {
+        return Err("lost the leader Lease".into());
+    }
+    Ok(())
+}

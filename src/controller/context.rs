@@ -1,0 +1,159 @@
+//! What every reconcile of every kind shares.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::runtime::events::Recorder;
+
+use super::kind::{KindEnv, account_key};
+use super::metrics::Metrics;
+use super::snapshot::SnapshotCache;
+use crate::api::common::CommonSpec;
+use crate::cloud::{CloudClient, CredentialSource, Credentials};
+
+/// The field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "alicloud-ops-operator";
+/// The finalizer on resources whose deletion has cloud work to do.
+pub const FINALIZER: &str = "ops.alicloud.dev/cleanup";
+/// `"true"` lets a resource go without its cloud cleanup.
+pub const SKIP_CLEANUP: &str = "ops.alicloud.dev/skip-cleanup";
+/// Any new value forces a reconcile with fresh cloud reads.
+pub const RECONCILE_REQUESTED_AT: &str = "ops.alicloud.dev/reconcile-requested-at";
+
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub resync: Duration,
+    pub concurrency: u16,
+    /// Watch one namespace, or all when `None`.
+    pub namespace: Option<String>,
+    pub error_backoff_base: Duration,
+    pub error_backoff_max: Duration,
+}
+
+pub struct Context {
+    pub client: kube::Client,
+    /// The operator's own credentials (the default chain).
+    pub cloud: CloudClient,
+    pub snapshots: Arc<SnapshotCache>,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub config: RunConfig,
+    /// Consecutive failures per object, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+    /// The last `reconcile-requested-at` handled per object.
+    requested: Mutex<HashMap<String, String>>,
+}
+
+/// Why the credentials of a resource cannot be used. Never holds a secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("Secret {0} not found in the resource's namespace")]
+    Missing(String),
+    #[error("Secret {0} has no {1} key")]
+    MissingKey(String, &'static str),
+    #[error("cannot read Secret {0}: {1}")]
+    Read(String, String),
+}
+
+impl Context {
+    pub fn new(
+        client: kube::Client,
+        cloud: CloudClient,
+        snapshots: Arc<SnapshotCache>,
+        metrics: Arc<Metrics>,
+        recorder: Recorder,
+        config: RunConfig,
+    ) -> Self {
+        Context {
+            client,
+            cloud,
+            snapshots,
+            metrics,
+            recorder,
+            config,
+            failures: Mutex::new(HashMap::new()),
+            requested: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cloud side for a resource: its Secret (same namespace only) or the default chain.
+    pub async fn env_for(&self, namespace: &str, common: &CommonSpec) -> Result<(KindEnv, String), CredentialsError> {
+        let Some(r) = &common.credentials_ref else {
+            let env = KindEnv {
+                cloud: self.cloud.clone(),
+                account: "default".into(),
+                snapshots: self.snapshots.clone(),
+            };
+            return Ok((env, "the operator's credentials".into()));
+        };
+        let full = format!("{namespace}/{}", r.name);
+        let secret = Api::<Secret>::namespaced(self.client.clone(), namespace)
+            .get_opt(&r.name)
+            .await
+            .map_err(|e| CredentialsError::Read(full.clone(), e.to_string()))?
+            .ok_or_else(|| CredentialsError::Missing(full.clone()))?;
+        let value = |key: &'static str| -> Option<String> {
+            let from_data = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned());
+            let from_string = secret.string_data.as_ref().and_then(|d| d.get(key)).cloned();
+            from_data
+                .or(from_string)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let id = value("accessKeyId").ok_or_else(|| CredentialsError::MissingKey(full.clone(), "accessKeyId"))?;
+        let key_secret =
+            value("accessKeySecret").ok_or_else(|| CredentialsError::MissingKey(full.clone(), "accessKeySecret"))?;
+        let creds = Credentials::new(id, key_secret, value("securityToken"), None);
+        let account = account_key(&creds);
+        let origin = format!("Secret {full}");
+        let cloud = self.cloud.with_credentials(CredentialSource::Static {
+            credentials: creds,
+            origin: origin.clone(),
+        });
+        Ok((
+            KindEnv {
+                cloud,
+                account,
+                snapshots: self.snapshots.clone(),
+            },
+            origin,
+        ))
+    }
+
+    /// Records a failure and returns how long to wait: exponential with full jitter,
+    /// never less than the base.
+    pub fn next_backoff(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().expect("failures lock");
+        let n = failures.entry(key.to_string()).or_default();
+        *n = n.saturating_add(1);
+        let ceiling = self
+            .config
+            .error_backoff_base
+            .saturating_mul(2u32.saturating_pow((*n - 1).min(16)))
+            .min(self.config.error_backoff_max);
+        let jittered = rand::Rng::random_range(&mut rand::rng(), 0.0..=ceiling.as_secs_f64());
+        Duration::from_secs_f64(jittered).max(self.config.error_backoff_base)
+    }
+
+    pub fn reset_backoff(&self, key: &str) {
+        self.failures.lock().expect("failures lock").remove(key);
+    }
+
+    /// True once per new value of the reconcile-requested-at annotation.
+    pub fn newly_requested(&self, key: &str, value: Option<&str>) -> bool {
+        let Some(v) = value else { return false };
+        let mut seen = self.requested.lock().expect("requested lock");
+        if seen.get(key).map(String::as_str) == Some(v) {
+            return false;
+        }
+        seen.insert(key.to_string(), v.to_string());
+        true
+    }
+}

@@ -1,0 +1,149 @@
+//! The operator's Prometheus metrics.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::cloud::metrics::CloudMetrics;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabels {
+    pub kind: String,
+    /// The Ready condition: `True` or `False`.
+    pub ready: String,
+    pub reason: String,
+}
+
+type Histograms = Family<KindLabel, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 2.0, 13))
+}
+
+/// Everything `/metrics` shows.
+pub struct Metrics {
+    pub registry: Mutex<Registry>,
+    pub reconciles: Family<KindLabel, Counter>,
+    pub errors: Family<ErrorLabels, Counter>,
+    pub duration: Histograms,
+    pub in_flight: Family<KindLabel, Gauge>,
+    pub queue_depth: Family<KindLabel, Gauge>,
+    pub managed: Family<ObjectLabels, Gauge>,
+    pub drift: Family<KindLabel, Counter>,
+    pub cloud: std::sync::Arc<CloudMetrics>,
+    /// Last known (ready, reason) per object, by kind and `namespace/name`.
+    objects: Mutex<HashMap<(String, String), (bool, String)>>,
+}
+
+impl Metrics {
+    pub fn new(cloud: std::sync::Arc<CloudMetrics>) -> Self {
+        let m = Metrics {
+            registry: Mutex::new(Registry::with_prefix("alicloud_ops")),
+            reconciles: Family::default(),
+            errors: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram),
+            in_flight: Family::default(),
+            queue_depth: Family::default(),
+            managed: Family::default(),
+            drift: Family::default(),
+            cloud,
+            objects: Mutex::new(HashMap::new()),
+        };
+        {
+            let mut r = m.registry.lock().expect("registry lock");
+            r.register("reconciles", "Reconciles by kind", m.reconciles.clone());
+            r.register(
+                "reconcile_errors",
+                "Failed reconciles by kind and reason",
+                m.errors.clone(),
+            );
+            r.register(
+                "reconcile_duration_seconds",
+                "Reconcile duration by kind",
+                m.duration.clone(),
+            );
+            r.register(
+                "reconciles_in_flight",
+                "Reconciles running now, by kind",
+                m.in_flight.clone(),
+            );
+            r.register(
+                "reconcile_queue_depth",
+                "Objects whose reconcile is due but has not started, by kind",
+                m.queue_depth.clone(),
+            );
+            r.register(
+                "managed_objects",
+                "Objects by kind and Ready condition",
+                m.managed.clone(),
+            );
+            r.register(
+                "drift_detected",
+                "Reconciles that found the cloud differing from the spec",
+                m.drift.clone(),
+            );
+            m.cloud.register(&mut r);
+        }
+        m
+    }
+
+    pub fn kind(kind: &str) -> KindLabel {
+        KindLabel { kind: kind.to_string() }
+    }
+
+    pub fn observe_reconcile(&self, kind: &str, elapsed: Duration) {
+        self.reconciles.get_or_create(&Self::kind(kind)).inc();
+        self.duration
+            .get_or_create(&Self::kind(kind))
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn record_object(&self, kind: &str, name: &str, ready: bool, reason: &str) {
+        self.objects
+            .lock()
+            .expect("objects lock")
+            .insert((kind.into(), name.into()), (ready, reason.into()));
+    }
+
+    pub fn forget_object(&self, kind: &str, name: &str) {
+        self.objects
+            .lock()
+            .expect("objects lock")
+            .remove(&(kind.to_string(), name.to_string()));
+    }
+
+    /// Renders the text exposition format, refreshing the per-object gauges first.
+    pub fn render(&self) -> String {
+        self.managed.clear();
+        for ((kind, _), (ready, reason)) in self.objects.lock().expect("objects lock").iter() {
+            let labels = ObjectLabels {
+                kind: kind.clone(),
+                ready: if *ready { "True" } else { "False" }.into(),
+                reason: reason.clone(),
+            };
+            self.managed.get_or_create(&labels).inc();
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry.lock().expect("registry lock"))
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
