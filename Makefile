@@ -2,7 +2,6 @@
 SHELL := /bin/bash
 export KUBE_HARNESS_BIN := $(CURDIR)/target/kube-harness
 export EMULATOR_BIN := $(CURDIR)/target/debug/alicloud-ops-operator
-# Tests share two cores; one test binary at a time keeps apiserver start-up predictable.
 CARGO_TEST_FLAGS ?= --all-targets
 
 .PHONY: test prereqs tools fmt clippy unit conformance harness python crds bench demo
@@ -37,3 +36,6 @@ conformance:
 
 bench:
 	cargo bench --bench emulator_throughput
+
+demo:
+	@./scripts/demo.sh

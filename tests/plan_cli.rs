@@ -61,7 +61,7 @@ async fn examples_show_pending_changes_and_exit_2_without_writing() {
     assert!(stdout.contains("+ ModifyImageShareStatus Operation=Share"), "{stdout}");
     assert!(stdout.contains("+ ApproveOtaTask TaskId=ota-hz0001-1"), "{stdout}");
     assert!(
-        stdout.contains("OtaSchedule default/finance-apps-observe: Drift (DriftDetected)"),
+        stdout.contains("OtaSchedule default/finance-apps-observe: InSync (UpToDate)"),
         "{stdout}"
     );
     let counters = emu.world().counters();

@@ -1,5 +1,8 @@
-//! Helpers shared by the integration tests: an in-process emulator and clients for it.
+//! Helpers shared by the integration tests: an in-process emulator and clients for it,
+//! and (in `cluster`) the real kube-apiserver harness.
 #![allow(dead_code)]
+
+pub mod cluster;
 
 use std::sync::Arc;
 use std::time::Duration;

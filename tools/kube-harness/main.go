@@ -31,12 +31,28 @@ import (
 
 func main() {
 	dir := flag.String("dir", "", "working directory for etcd data, keys and the kubeconfig (required)")
+	withParent := flag.Bool("exit-with-parent", false, "exit when the process that started the harness goes away (test runs)")
 	flag.Parse()
+	if *withParent {
+		go exitWithParent()
+	}
 	if *dir == "" {
 		fail("--dir is required")
 	}
 	if err := run(*dir); err != nil {
 		fail(err.Error())
+	}
+}
+
+// exitWithParent ends the harness once it is re-parented, so a test binary that dies
+// without cleaning up never leaves an apiserver behind.
+func exitWithParent() {
+	parent := os.Getppid()
+	for {
+		time.Sleep(time.Second)
+		if os.Getppid() != parent {
+			os.Exit(0)
+		}
 	}
 }
 

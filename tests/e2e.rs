@@ -1,0 +1,691 @@
+//! End to end: the real kube-apiserver (project harness), the emulator, and the operator
+//! binary running with exactly the RBAC in deploy/. One apiserver for this file; each test
+//! has its own namespace, emulator and operator.
+
+mod support;
+
+use std::time::Duration;
+
+use alicloud_ops_operator::api::{DesktopMaintenanceWindow, FotaTaskPolicy, ImageShare, OtaSchedule};
+use alicloud_ops_operator::emulator::faults::Fault;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use support::cluster::*;
+use support::emulator;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn create<K>(client: &Client, ns: &str, body: Value) -> K
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let obj: K = serde_json::from_value(body).unwrap();
+    Api::<K>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &obj)
+        .await
+        .unwrap()
+}
+
+async fn patch_spec<K>(client: &Client, ns: &str, name: &str, spec: Value)
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(client.clone(), ns)
+        .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": spec})))
+        .await
+        .unwrap();
+}
+
+/// The Ready condition's (status, reason) once the operator has seen the current generation.
+async fn ready<K>(client: &Client, ns: &str, name: &str) -> Option<(String, String, Value)>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let obj = Api::<K>::namespaced(client.clone(), ns).get_opt(name).await.ok()??;
+    let v = serde_json::to_value(&obj).unwrap();
+    let generation = v["metadata"]["generation"].as_i64()?;
+    let status = v.get("status")?.clone();
+    if status["observedGeneration"].as_i64() != Some(generation) {
+        return None;
+    }
+    let c = status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?
+        .clone();
+    Some((
+        c["status"].as_str()?.to_string(),
+        c["reason"].as_str()?.to_string(),
+        status,
+    ))
+}
+
+async fn wait_reason<K>(client: &Client, ns: &str, name: &str, want: &str) -> Value
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    eventually(&format!("{name} Ready reason {want}"), WAIT, || async {
+        ready::<K>(client, ns, name)
+            .await
+            .filter(|(_, r, _)| r == want)
+            .map(|(_, _, s)| s)
+    })
+    .await
+}
+
+async fn secret(client: &Client, ns: &str, name: &str, key_secret: &str) {
+    let s: Secret = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "stringData": {"accessKeyId": alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_ID, "accessKeySecret": key_secret}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &s)
+        .await
+        .unwrap();
+}
+
+fn fault(v: Value) -> Fault {
+    serde_json::from_value(v).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fota_policy_story_create_edit_drift_observe_suspend_delete() {
+    let client = admin().await;
+    let ns = namespace(&client, "fota").await;
+    let emu = emulator().await;
+    secret(
+        &client,
+        &ns,
+        "cloud",
+        alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_SECRET,
+    )
+    .await;
+    let _op = Operator::start(&ns, &emu.url(), &format!("lease-{ns}"));
+    create::<FotaTaskPolicy>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "FotaTaskPolicy", "metadata": {"name": "p"},
+               "spec": {"regionId": "cn-hangzhou", "autoPush": true, "credentialsRef": {"name": "cloud"}}}),
+    )
+    .await;
+    let status = wait_reason::<FotaTaskPolicy>(&client, &ns, "p", "InSync").await;
+    assert_eq!(status["matchedTasks"], 3);
+    let tasks = |emu: &alicloud_ops_operator::emulator::Emulator| -> Vec<String> {
+        emu.world().state().ecd["cn-hangzhou"]
+            .fota_tasks
+            .iter()
+            .map(|t| t.status.clone())
+            .collect()
+    };
+    assert_eq!(tasks(&emu), vec!["Running"; 3]);
+
+    // Edit: the change is applied.
+    patch_spec::<FotaTaskPolicy>(&client, &ns, "p", json!({"autoPush": false})).await;
+    eventually("tasks Pending", WAIT, || async {
+        (tasks(&emu) == vec!["Pending"; 3]).then_some(())
+    })
+    .await;
+    wait_reason::<FotaTaskPolicy>(&client, &ns, "p", "InSync").await;
+
+    // Drift behind the operator's back is repaired at resync.
+    emu.world()
+        .update_state(|s| s.ecd.get_mut("cn-hangzhou").unwrap().fota_tasks[0].status = "Running".into());
+    eventually("drift repaired", WAIT, || async {
+        (tasks(&emu) == vec!["Pending"; 3]).then_some(())
+    })
+    .await;
+
+    // ObserveOnly: drift is only reported.
+    patch_spec::<FotaTaskPolicy>(&client, &ns, "p", json!({"managementPolicy": "ObserveOnly"})).await;
+    wait_reason::<FotaTaskPolicy>(&client, &ns, "p", "InSync").await;
+    emu.world()
+        .update_state(|s| s.ecd.get_mut("cn-hangzhou").unwrap().fota_tasks[1].status = "Running".into());
+    wait_reason::<FotaTaskPolicy>(&client, &ns, "p", "DriftDetected").await;
+    assert_eq!(tasks(&emu)[1], "Running", "ObserveOnly never writes");
+
+    // Suspend: nothing is read or written.
+    patch_spec::<FotaTaskPolicy>(&client, &ns, "p", json!({"suspend": true})).await;
+    wait_reason::<FotaTaskPolicy>(&client, &ns, "p", "Suspended").await;
+    let before = emu.world().counters().count("DescribeFotaTasks");
+    tokio::time::sleep(Duration::from_secs(7)).await; // two resync intervals
+    assert_eq!(emu.world().counters().count("DescribeFotaTasks"), before);
+
+    Api::<FotaTaskPolicy>::namespaced(client.clone(), &ns)
+        .delete("p", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("deleted", WAIT, || async {
+        Api::<FotaTaskPolicy>::namespaced(client.clone(), &ns)
+            .get_opt("p")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn maintenance_window_story_enter_exit_foreign_and_delete_during_window() {
+    let client = admin().await;
+    let ns = namespace(&client, "dmw").await;
+    let emu = emulator().await;
+    let _op = Operator::start(&ns, &emu.url(), &format!("lease-{ns}"));
+    let now = chrono::Utc::now();
+    let in_maint = |emu: &alicloud_ops_operator::emulator::Emulator, id: &str| {
+        emu.world().state().ecd["cn-hangzhou"]
+            .desktops
+            .iter()
+            .find(|d| d.desktop_id == id)
+            .unwrap()
+            .in_maintenance()
+    };
+    // ecd-hz10001 is in maintenance by someone else.
+    create::<DesktopMaintenanceWindow>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "DesktopMaintenanceWindow", "metadata": {"name": "short"},
+               "spec": {"regionId": "cn-hangzhou", "desktopIds": ["ecd-hz10001", "ecd-hz10021", "ecd-hz10022"],
+                        "window": {"start": (now - chrono::Duration::minutes(1)).to_rfc3339(), "end": (now + chrono::Duration::seconds(20)).to_rfc3339()}}}),
+    )
+    .await;
+    let status = wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "short", "Active").await;
+    assert_eq!(status["desktopsInMaintenance"], json!(["ecd-hz10021", "ecd-hz10022"]));
+    assert_eq!(status["foreignMaintenance"], json!(["ecd-hz10001"]));
+    assert!(in_maint(&emu, "ecd-hz10021") && in_maint(&emu, "ecd-hz10022"));
+    // The window ends: the operator requeued itself for the boundary.
+    wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "short", "Completed").await;
+    assert!(!in_maint(&emu, "ecd-hz10021") && !in_maint(&emu, "ecd-hz10022"));
+    assert!(in_maint(&emu, "ecd-hz10001"), "the foreign one stays");
+
+    // Deleting during a window exits maintenance first, through the finalizer.
+    create::<DesktopMaintenanceWindow>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "DesktopMaintenanceWindow", "metadata": {"name": "long"},
+               "spec": {"regionId": "cn-hangzhou", "selector": {"officeSiteId": "cn-hangzhou+dir-0000000003"},
+                        "window": {"start": (now - chrono::Duration::minutes(1)).to_rfc3339(), "end": (now + chrono::Duration::hours(2)).to_rfc3339()}}}),
+    )
+    .await;
+    let status = wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "long", "Active").await;
+    assert_eq!(status["desktopsInMaintenanceCount"], 100);
+    let api = Api::<DesktopMaintenanceWindow>::namespaced(client.clone(), &ns);
+    assert!(
+        api.get("long")
+            .await
+            .unwrap()
+            .finalizers()
+            .contains(&"ops.alicloud.dev/cleanup".to_string())
+    );
+    api.delete("long", &DeleteParams::default()).await.unwrap();
+    eventually("deleted", WAIT, || async {
+        api.get_opt("long").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    let left = emu.world().state().ecd["cn-hangzhou"]
+        .desktops
+        .iter()
+        .filter(|d| d.office_site_id.ends_with("0000000003") && d.in_maintenance())
+        .count();
+    assert_eq!(left, 0, "no desktop left in maintenance");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn image_share_story_drift_unshare_on_delete_and_skip_cleanup() {
+    let client = admin().await;
+    let ns = namespace(&client, "img").await;
+    let emu = emulator().await;
+    let _op = Operator::start(&ns, &emu.url(), &format!("lease-{ns}"));
+    let shared = |emu: &alicloud_ops_operator::emulator::Emulator, id: &str| {
+        emu.world().state().swas["cn-hangzhou"]
+            .custom_images
+            .iter()
+            .find(|i| i.image_id == id)
+            .unwrap()
+            .in_share
+    };
+    create::<ImageShare>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "ImageShare", "metadata": {"name": "s"},
+               "spec": {"regionId": "cn-hangzhou", "imageId": "m-hz0004", "deletionPolicy": "UnShare"}}),
+    )
+    .await;
+    let status = wait_reason::<ImageShare>(&client, &ns, "s", "InSync").await;
+    assert_eq!(status["inShare"], true);
+    assert_eq!(status["imageName"], "hz-app-image-4");
+    assert!(shared(&emu, "m-hz0004"));
+    emu.world()
+        .update_state(|s| s.swas.get_mut("cn-hangzhou").unwrap().custom_images[3].in_share = false);
+    eventually("drift repaired", WAIT, || async {
+        shared(&emu, "m-hz0004").then_some(())
+    })
+    .await;
+
+    // An unknown image is NotFound, a terminal reason.
+    create::<ImageShare>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "ImageShare", "metadata": {"name": "ghost"},
+               "spec": {"regionId": "cn-hangzhou", "imageId": "m-nothere"}}),
+    )
+    .await;
+    wait_reason::<ImageShare>(&client, &ns, "ghost", "NotFound").await;
+
+    let api = Api::<ImageShare>::namespaced(client.clone(), &ns);
+    api.delete("s", &DeleteParams::default()).await.unwrap();
+    eventually("deleted", WAIT, || async {
+        api.get_opt("s").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    assert!(!shared(&emu, "m-hz0004"), "UnShare on delete");
+
+    // Deletion never hangs: with the cloud failing, skip-cleanup releases the resource.
+    create::<ImageShare>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "ImageShare", "metadata": {"name": "stuck"},
+               "spec": {"regionId": "cn-hangzhou", "imageId": "m-hz0005", "deletionPolicy": "UnShare"}}),
+    )
+    .await;
+    wait_reason::<ImageShare>(&client, &ns, "stuck", "InSync").await;
+    emu.world()
+        .add_fault(fault(
+            json!({"action": "ModifyImageShareStatus", "code": "InternalError"}),
+        ))
+        .unwrap();
+    api.delete("stuck", &DeleteParams::default()).await.unwrap();
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    eventually("a Warning event about the failed cleanup", WAIT, || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.type_.as_deref() == Some("Warning")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("stuck")
+            })
+            .then_some(())
+    })
+    .await;
+    assert!(
+        api.get_opt("stuck").await.unwrap().is_some(),
+        "still waiting for cleanup"
+    );
+    api.patch(
+        "stuck",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"ops.alicloud.dev/skip-cleanup": "true"}}})),
+    )
+    .await
+    .unwrap();
+    eventually("released", WAIT, || async {
+        api.get_opt("stuck").await.unwrap().is_none().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ota_schedule_restart_mid_approval_never_approves_twice() {
+    let client = admin().await;
+    let ns = namespace(&client, "ota").await;
+    let emu = emulator().await;
+    // The approval hangs long enough to kill the operator while it is in flight.
+    emu.world()
+        .add_fault(fault(json!({"action": "ApproveOtaTask", "latencyMs": 4000})))
+        .unwrap();
+    let mut op = Operator::start(&ns, &emu.url(), &format!("lease-{ns}"));
+    let start = chrono::Utc::now() + chrono::Duration::hours(1);
+    create::<OtaSchedule>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "OtaSchedule", "metadata": {"name": "o"},
+               "spec": {"bizRegionId": "cn-hangzhou", "appInstanceGroupId": "aig-hz0001", "startTime": start.to_rfc3339()}}),
+    )
+    .await;
+    let api = Api::<OtaSchedule>::namespaced(client.clone(), &ns);
+    eventually("the approval recorded as in flight", WAIT, || async {
+        let o = api.get("o").await.ok()?;
+        o.status.as_ref()?.in_flight.as_ref().map(|_| ())
+    })
+    .await;
+    op.crash();
+    emu.world().clear_faults();
+    let _op2 = Operator::start(&ns, &emu.url(), &format!("lease2-{ns}"));
+    let status = wait_reason::<OtaSchedule>(&client, &ns, "o", "Approved").await;
+    assert_eq!(status["approved"]["version"], "1.5.0-R-20261115.100000");
+    tokio::time::sleep(Duration::from_secs(7)).await; // more resyncs: still one approval
+    let counters = emu.world().counters();
+    assert_eq!(counters.count_code("ApproveOtaTask", "success"), 1, "{counters:?}");
+    let group = emu.world().state().appstream.app_instance_groups[0].clone();
+    assert!(group.scheduled_upgrade.is_some());
+
+    // The upgrade runs at its start time; then the group is up to date.
+    emu.world().clock.advance(chrono::Duration::hours(2));
+    api.patch(
+        "o",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"ops.alicloud.dev/reconcile-requested-at": "now"}}})),
+    )
+    .await
+    .unwrap();
+    let status = wait_reason::<OtaSchedule>(&client, &ns, "o", "UpToDate").await;
+    assert_eq!(status["currentVersion"], "1.5.0-R-20261115.100000");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_in_the_middle_of_a_window_leaves_no_desktop_in_maintenance() {
+    let client = admin().await;
+    let ns = namespace(&client, "dmwr").await;
+    let emu = emulator().await;
+    let mut op = Operator::start(&ns, &emu.url(), &format!("lease-{ns}"));
+    let now = chrono::Utc::now();
+    create::<DesktopMaintenanceWindow>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "DesktopMaintenanceWindow", "metadata": {"name": "w"},
+               "spec": {"regionId": "cn-shanghai", "desktopIds": ["ecd-sh10002", "ecd-sh10003"],
+                        "window": {"start": (now - chrono::Duration::minutes(1)).to_rfc3339(), "end": (now + chrono::Duration::seconds(25)).to_rfc3339()}}}),
+    )
+    .await;
+    wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "w", "Active").await;
+    op.crash();
+    // Down across the window's end.
+    tokio::time::sleep(
+        (now + chrono::Duration::seconds(27) - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default(),
+    )
+    .await;
+    let _op2 = Operator::start(&ns, &emu.url(), &format!("lease-{ns}"));
+    wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "w", "Completed").await;
+    let left: Vec<String> = emu.world().state().ecd["cn-shanghai"]
+        .desktops
+        .iter()
+        .filter(|d| d.in_maintenance() && d.desktop_id != "ecd-sh10001")
+        .map(|d| d.desktop_id.clone())
+        .collect();
+    assert!(left.is_empty(), "left in maintenance: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_exactly_one_reconciles() {
+    let client = admin().await;
+    let ns = namespace(&client, "ha").await;
+    let emu = emulator().await;
+    let lease = format!("lease-{ns}");
+    let mut a = Operator::start(&ns, &emu.url(), &lease);
+    let mut b = Operator::start(&ns, &emu.url(), &lease);
+    create::<ImageShare>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "ImageShare", "metadata": {"name": "one"},
+               "spec": {"regionId": "cn-shanghai", "imageId": "m-sh0002"}}),
+    )
+    .await;
+    wait_reason::<ImageShare>(&client, &ns, "one", "InSync").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (ma, mb) = (a.scrape().await, b.scrape().await);
+    let (ra, rb) = (
+        metric_sum(&ma, "alicloud_ops_reconciles_total", "ImageShare"),
+        metric_sum(&mb, "alicloud_ops_reconciles_total", "ImageShare"),
+    );
+    assert!(
+        (ra > 0.0) != (rb > 0.0),
+        "exactly one replica reconciles: a={ra} b={rb}"
+    );
+    let (leader, standby) = if ra > 0.0 { (&mut a, &mut b) } else { (&mut b, &mut a) };
+    // The leader shuts down gracefully and releases the Lease; the standby takes over.
+    assert_eq!(leader.stop(), Some(0), "{}", leader.logs());
+    create::<ImageShare>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "ImageShare", "metadata": {"name": "two"},
+               "spec": {"regionId": "cn-shanghai", "imageId": "m-sh0001", "shared": false}}),
+    )
+    .await;
+    wait_reason::<ImageShare>(&client, &ns, "two", "InSync").await;
+    assert!(metric_sum(&standby.scrape().await, "alicloud_ops_reconciles_total", "ImageShare") > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secret_values_never_appear_in_events_status_or_logs() {
+    let client = admin().await;
+    let ns = namespace(&client, "leak").await;
+    let emu = emulator().await;
+    let marker = "Very-Secret-Value-7f3a9c";
+    secret(&client, &ns, "wrong", marker).await;
+    let op = Operator::start(&ns, &emu.url(), &format!("lease-{ns}"));
+    create::<ImageShare>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "ImageShare", "metadata": {"name": "s"},
+               "spec": {"regionId": "cn-hangzhou", "imageId": "m-hz0001", "credentialsRef": {"name": "wrong"}}}),
+    )
+    .await;
+    let status = wait_reason::<ImageShare>(&client, &ns, "s", "CredentialsInvalid").await;
+    assert!(status.to_string().contains("SignatureDoesNotMatch"), "{status}");
+    // A missing Secret is reported by name.
+    create::<ImageShare>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "ImageShare", "metadata": {"name": "nosecret"},
+               "spec": {"regionId": "cn-hangzhou", "imageId": "m-hz0001", "credentialsRef": {"name": "absent"}}}),
+    )
+    .await;
+    let status = wait_reason::<ImageShare>(&client, &ns, "nosecret", "CredentialsInvalid").await;
+    assert!(
+        status.to_string().contains(&format!("Secret {ns}/absent not found")),
+        "{status}"
+    );
+    let events = Api::<Event>::namespaced(client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(!events.items.is_empty());
+    let all = format!(
+        "{}\n{}\n{}",
+        serde_json::to_string(&events.items).unwrap(),
+        status,
+        op.logs()
+    );
+    assert!(!all.contains(marker), "a secret value leaked");
+    let statuses = serde_json::to_string(
+        &Api::<ImageShare>::namespaced(client.clone(), &ns)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items,
+    )
+    .unwrap();
+    assert!(!statuses.contains(marker));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_resources_are_rejected_naming_the_field() {
+    let client = admin().await;
+    let ns = namespace(&client, "bad").await;
+    let api = Api::<kube::api::DynamicObject>::namespaced_with(
+        client.clone(),
+        &ns,
+        &kube::discovery::ApiResource::erase::<DesktopMaintenanceWindow>(&()),
+    );
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "DesktopMaintenanceWindow",
+            json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a"]}),
+            "set exactly one of window or recurring",
+        ),
+        (
+            "DesktopMaintenanceWindow",
+            json!({"regionId": "cn-hangzhou", "window": {"start": "2026-12-01T00:00:00Z", "end": "2026-12-01T01:00:00Z"}}),
+            "set exactly one of desktopIds or selector",
+        ),
+        (
+            "DesktopMaintenanceWindow",
+            json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a"], "window": {"start": "2026-12-01T02:00:00Z", "end": "2026-12-01T01:00:00Z"}}),
+            "window.end must be after window.start",
+        ),
+        (
+            "DesktopMaintenanceWindow",
+            json!({"regionId": "cn-hangzhou", "desktopIds": ["desk-1"], "window": {"start": "2026-12-01T00:00:00Z", "end": "2026-12-01T01:00:00Z"}}),
+            "spec.desktopIds[0]",
+        ),
+        (
+            "DesktopMaintenanceWindow",
+            json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a", "ecd-a"], "window": {"start": "2026-12-01T00:00:00Z", "end": "2026-12-01T01:00:00Z"}}),
+            "spec.desktopIds[1]",
+        ),
+        (
+            "DesktopMaintenanceWindow",
+            json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a"], "recurring": {"cron": "every day", "duration": "2h"}}),
+            "spec.recurring.cron",
+        ),
+        (
+            "DesktopMaintenanceWindow",
+            json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a"], "window": {"start": "tomorrow", "end": "2026-12-01T01:00:00Z"}}),
+            "spec.window.start",
+        ),
+        (
+            "ImageShare",
+            json!({"regionId": "Hangzhou", "imageId": "m-1"}),
+            "spec.regionId",
+        ),
+        (
+            "ImageShare",
+            json!({"regionId": "cn-hangzhou", "imageId": "m-1", "deletionPolicy": "Delete"}),
+            "spec.deletionPolicy",
+        ),
+        ("ImageShare", json!({"regionId": "cn-hangzhou"}), "spec.imageId"),
+        (
+            "ImageShare",
+            json!({"regionId": "cn-hangzhou", "imageId": "m-1", "managementPolicy": "Sometimes"}),
+            "spec.managementPolicy",
+        ),
+        (
+            "ImageShare",
+            json!({"regionId": "cn-hangzhou", "imageId": "m-1", "resyncInterval": "soon"}),
+            "spec.resyncInterval",
+        ),
+        (
+            "OtaSchedule",
+            json!({"bizRegionId": "cn-hangzhou", "appInstanceGroupId": "aig-1"}),
+            "set exactly one of startTime or window",
+        ),
+        (
+            "OtaSchedule",
+            json!({"bizRegionId": "cn-hangzhou", "appInstanceGroupId": "aig-1", "otaType": "Aota", "startTime": "2026-12-01T00:00:00Z"}),
+            "spec.otaType",
+        ),
+        ("FotaTaskPolicy", json!({"regionId": "cn-hangzhou"}), "spec.autoPush"),
+        (
+            "FotaTaskPolicy",
+            json!({"regionId": "cn-hangzhou", "autoPush": "yes"}),
+            "spec.autoPush",
+        ),
+        (
+            "FotaTaskPolicy",
+            json!({"regionId": "cn-hangzhou", "autoPush": true, "credentialsRef": {"name": "Not_A_Name"}}),
+            "spec.credentialsRef.name",
+        ),
+    ];
+    let _ = api;
+    for (i, (kind, spec, want)) in cases.into_iter().enumerate() {
+        let plural = match kind {
+            "DesktopMaintenanceWindow" => "desktopmaintenancewindows",
+            "ImageShare" => "imageshares",
+            "OtaSchedule" => "otaschedules",
+            _ => "fotataskpolicies",
+        };
+        let ar = kube::discovery::ApiResource {
+            group: "ops.alicloud.dev".into(),
+            version: "v1alpha1".into(),
+            api_version: "ops.alicloud.dev/v1alpha1".into(),
+            kind: kind.into(),
+            plural: plural.into(),
+        };
+        let api = Api::<kube::api::DynamicObject>::namespaced_with(client.clone(), &ns, &ar);
+        let obj: kube::api::DynamicObject =
+            serde_json::from_value(json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": kind, "metadata": {"name": format!("bad{i}")}, "spec": spec})).unwrap();
+        let err = api
+            .create(&PostParams::default(), &obj)
+            .await
+            .expect_err(&format!("case {i} ({want}) must be rejected"));
+        let text = err.to_string();
+        assert!(text.contains(want), "case {i}: {text:?} does not name {want:?}");
+    }
+    // Immutable fields.
+    create::<ImageShare>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "ImageShare", "metadata": {"name": "fixed"}, "spec": {"regionId": "cn-hangzhou", "imageId": "m-1"}}),
+    )
+    .await;
+    let err = Api::<ImageShare>::namespaced(client.clone(), &ns)
+        .patch(
+            "fixed",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"imageId": "m-2"}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("imageId cannot be changed"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_applies_crds_and_examples() {
+    cluster();
+    let kubectl =
+        std::env::var("KUBECTL").unwrap_or_else(|_| format!("{}/target/venv/bin/kubectl", env!("CARGO_MANIFEST_DIR")));
+    let out = std::process::Command::new(&kubectl)
+        .args(["apply", "-f", "crds/", "-f", "examples/"])
+        .env("KUBECONFIG", &cluster().kubeconfig)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap_or_else(|e| panic!("{kubectl}: {e}; run `make test` (scripts/setup-python.sh installs kubectl)"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    for name in [
+        "hangzhou-auto-push",
+        "weekly-site1",
+        "app-image-to-ecs",
+        "office-apps-sunday",
+        "alicloud-credentials",
+    ] {
+        assert!(stdout.contains(name), "{name} not applied:\n{stdout}");
+    }
+    let out = std::process::Command::new(&kubectl)
+        .args([
+            "get",
+            "fotataskpolicies,desktopmaintenancewindows,imageshares,otaschedules",
+            "-n",
+            "default",
+        ])
+        .env("KUBECONFIG", &cluster().kubeconfig)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("READY") && listed.contains("office-apps-sunday"),
+        "{listed}"
+    );
+}

@@ -1,0 +1,325 @@
+//! A real kube-apiserver for the end-to-end tests: the project's Go harness (embedded etcd
+//! + kube-apiserver), one per test binary, with the CRDs and the operator's RBAC from
+//! `deploy/` installed. Each test gets its own namespace, emulator and operator process.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::discovery::{ApiResource, Scope};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Client, Config, ResourceExt};
+
+pub const OPERATOR_NS: &str = "alicloud-ops-system";
+pub const OPERATOR_SA: &str = "system:serviceaccount:alicloud-ops-system:alicloud-ops-operator";
+
+pub struct ClusterInfo {
+    /// Admin (system:masters).
+    pub kubeconfig: PathBuf,
+    /// The same server, impersonating the operator's ServiceAccount.
+    pub operator_kubeconfig: PathBuf,
+    pub dir: PathBuf,
+}
+
+static CLUSTER: OnceLock<ClusterInfo> = OnceLock::new();
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// The harness, started on first use. There is no skipping: without the harness binary the
+/// end-to-end tests fail and say how to build it.
+pub fn cluster() -> &'static ClusterInfo {
+    CLUSTER.get_or_init(|| {
+        let bin =
+            std::env::var("KUBE_HARNESS_BIN").unwrap_or_else(|_| repo("target/kube-harness").display().to_string());
+        assert!(
+            Path::new(&bin).exists(),
+            "the kube-apiserver harness is not built ({bin}); run `make test`, or scripts/build-harness.sh"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("kube-harness")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let log = std::fs::File::create(dir.join("harness.log")).unwrap();
+        let child: Child = Command::new(&bin)
+            .args(["--dir", dir.to_str().unwrap(), "--exit-with-parent"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start the harness");
+        std::mem::forget(child); // ends by itself when this test process exits
+        let kubeconfig = dir.join("kubeconfig");
+        let started = Instant::now();
+        while !kubeconfig.exists() {
+            if started.elapsed() > Duration::from_secs(180) {
+                let mut s = String::new();
+                let _ = std::fs::File::open(dir.join("harness.log")).and_then(|mut f| f.read_to_string(&mut s));
+                panic!("kube-apiserver not ready after 180 s:\n{s}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let text = std::fs::read_to_string(&kubeconfig).unwrap();
+        let operator_kubeconfig = dir.join("operator-kubeconfig");
+        std::fs::write(
+            &operator_kubeconfig,
+            text.replace("    token: ", &format!("    as: {OPERATOR_SA}\n    token: ")),
+        )
+        .unwrap();
+        let info = ClusterInfo {
+            kubeconfig: kubeconfig.clone(),
+            operator_kubeconfig,
+            dir,
+        };
+        // Install with a runtime of its own: clients must not outlive their runtime.
+        std::thread::spawn(move || {
+            tokio::runtime::Runtime::new().unwrap().block_on(async {
+                let client = client_for(&kubeconfig).await;
+                install(&client).await;
+            })
+        })
+        .join()
+        .expect("install CRDs and RBAC");
+        info
+    })
+}
+
+pub async fn client_for(path: &Path) -> Client {
+    let kc = Kubeconfig::read_from(path).unwrap();
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+/// A new admin client (one per test: each test has its own runtime).
+pub async fn admin() -> Client {
+    client_for(&cluster().kubeconfig).await
+}
+
+/// Applies every document of a YAML file with server-side apply.
+pub async fn apply_file(client: &Client, path: &Path, namespace: Option<&str>) {
+    let text = std::fs::read_to_string(path).unwrap();
+    for de in serde_yaml::Deserializer::from_str(&text) {
+        let value = <serde_yaml::Value as serde::Deserialize>::deserialize(de).unwrap();
+        if value.is_null() {
+            continue;
+        }
+        let mut obj: DynamicObject = serde_yaml::from_value(value).unwrap();
+        let types = obj.types.clone().unwrap();
+        let (group, version) = types.api_version.rsplit_once('/').unwrap_or(("", &types.api_version));
+        let plural = match types.kind.as_str() {
+            "ClusterRole" => "clusterroles",
+            "ClusterRoleBinding" => "clusterrolebindings",
+            "Role" => "roles",
+            "RoleBinding" => "rolebindings",
+            "Namespace" => "namespaces",
+            "ServiceAccount" => "serviceaccounts",
+            "CustomResourceDefinition" => "customresourcedefinitions",
+            other => panic!("apply_file: unexpected kind {other}"),
+        };
+        let ar = ApiResource {
+            group: group.into(),
+            version: version.into(),
+            api_version: types.api_version.clone(),
+            kind: types.kind.clone(),
+            plural: plural.into(),
+        };
+        let namespaced = matches!(types.kind.as_str(), "Role" | "RoleBinding" | "ServiceAccount");
+        let ns = namespace.map(str::to_string).or(obj.namespace());
+        let api: Api<DynamicObject> = if namespaced {
+            let ns = ns.clone().expect("namespaced object needs a namespace");
+            obj.metadata.namespace = Some(ns.clone());
+            Api::namespaced_with(client.clone(), &ns, &ar)
+        } else {
+            Api::all_with(client.clone(), &ar)
+        };
+        let _ = Scope::Cluster;
+        api.patch(&obj.name_any(), &PatchParams::apply("e2e").force(), &Patch::Apply(&obj))
+            .await
+            .unwrap();
+    }
+}
+
+async fn install(client: &Client) {
+    for f in [
+        "fotataskpolicy",
+        "desktopmaintenancewindow",
+        "imageshare",
+        "otaschedule",
+    ] {
+        apply_file(client, &repo(&format!("crds/{f}.yaml")), None).await;
+    }
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for name in [
+        "fotataskpolicies",
+        "desktopmaintenancewindows",
+        "imageshares",
+        "otaschedules",
+    ] {
+        let full = format!("{name}.ops.alicloud.dev");
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            await_condition(crds.clone(), &full, conditions::is_crd_established()),
+        )
+        .await
+        .expect("CRD established in time")
+        .unwrap();
+    }
+    // The operator's identity and permissions, exactly as deploy/ ships them.
+    apply_file(client, &repo("deploy/base/namespace.yaml"), None).await;
+    apply_file(client, &repo("deploy/base/serviceaccount.yaml"), Some(OPERATOR_NS)).await;
+    apply_file(client, &repo("deploy/base/rbac.yaml"), Some(OPERATOR_NS)).await;
+}
+
+/// A fresh namespace for one test.
+pub async fn namespace(client: &Client, prefix: &str) -> String {
+    use k8s_openapi::api::core::v1::Namespace;
+    let name = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    name
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if started.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The operator binary, running as a separate process with the ServiceAccount's RBAC.
+pub struct Operator {
+    child: Option<Child>,
+    pub metrics: String,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts `alicloud-ops-operator run` watching `namespace`, against the emulator.
+    pub fn start(namespace: &str, emulator_url: &str, lease: &str) -> Operator {
+        let port = free_port();
+        let log = cluster().dir.join(format!("operator-{namespace}-{port}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_alicloud-ops-operator"))
+            .args([
+                "run",
+                "--namespace",
+                namespace,
+                "--metrics-addr",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .args(["--lease-namespace", OPERATOR_NS, "--lease-name", lease])
+            .args([
+                "--endpoint",
+                emulator_url,
+                "--resync-interval",
+                "3s",
+                "--snapshot-ttl",
+                "1s",
+                "--concurrency",
+                "2",
+            ])
+            .env("KUBECONFIG", &cluster().operator_kubeconfig)
+            .env("RUST_LOG", "info,kube_client=error,alicloud_ops_operator=debug")
+            .env(
+                "ALIBABA_CLOUD_ACCESS_KEY_ID",
+                alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_ID,
+            )
+            .env(
+                "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+                alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_SECRET,
+            )
+            .env_remove("ALICLOUD_OPS_ENDPOINT")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Operator {
+            child: Some(child),
+            metrics: format!("http://127.0.0.1:{port}/metrics"),
+            log,
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn scrape(&self) -> String {
+        match reqwest::get(&self.metrics).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// SIGTERM, then wait: in-flight reconciles finish and the Lease is released.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILL: a crash, with no cleanup.
+    pub fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.crash();
+    }
+}
+
+/// Sum of a counter family's samples whose line contains `filter`.
+pub fn metric_sum(text: &str, name: &str, filter: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
