@@ -1,5 +1,5 @@
 //! A real kube-apiserver for the end-to-end tests: the project's Go harness (embedded etcd
-//! + kube-apiserver), one per test binary, with the CRDs and the operator's RBAC from
+//! and kube-apiserver), one per test binary, with the CRDs and the operator's RBAC from
 //! `deploy/` installed. Each test gets its own namespace, emulator and operator process.
 #![allow(dead_code)]
 
