@@ -51,6 +51,8 @@ pub struct Metrics {
     pub cloud: std::sync::Arc<CloudMetrics>,
     /// Last known (ready, reason) per object, by kind and `namespace/name`.
     objects: Mutex<HashMap<(String, String), (bool, String)>>,
+    /// When each object's next reconcile is due, by kind and `namespace/name`.
+    due: Mutex<HashMap<(String, String), std::time::Instant>>,
 }
 
 impl Metrics {
@@ -66,6 +68,7 @@ impl Metrics {
             drift: Family::default(),
             cloud,
             objects: Mutex::new(HashMap::new()),
+            due: Mutex::new(HashMap::new()),
         };
         {
             let mut r = m.registry.lock().expect("registry lock");
@@ -124,14 +127,44 @@ impl Metrics {
     }
 
     pub fn forget_object(&self, kind: &str, name: &str) {
-        self.objects
+        let key = (kind.to_string(), name.to_string());
+        self.objects.lock().expect("objects lock").remove(&key);
+        self.due.lock().expect("due lock").remove(&key);
+    }
+
+    /// Records when an object's next reconcile is due (`None`: only on change).
+    pub fn schedule(&self, kind: &str, name: &str, after: Option<Duration>) {
+        let key = (kind.to_string(), name.to_string());
+        let mut due = self.due.lock().expect("due lock");
+        match after {
+            Some(d) => {
+                due.insert(key, std::time::Instant::now() + d);
+            }
+            None => {
+                due.remove(&key);
+            }
+        }
+    }
+
+    /// A reconcile of the object has started: it no longer waits.
+    pub fn started(&self, kind: &str, name: &str) {
+        self.due
             .lock()
-            .expect("objects lock")
+            .expect("due lock")
             .remove(&(kind.to_string(), name.to_string()));
     }
 
     /// Renders the text exposition format, refreshing the per-object gauges first.
     pub fn render(&self) -> String {
+        // Queue depth: scheduled reconciles whose time has come (with a second of grace)
+        // but that have not started, i.e. that wait for a free reconcile slot.
+        self.queue_depth.clear();
+        let late = std::time::Instant::now() - Duration::from_secs(1);
+        for ((kind, _), at) in self.due.lock().expect("due lock").iter() {
+            if *at <= late {
+                self.queue_depth.get_or_create(&Self::kind(kind)).inc();
+            }
+        }
         self.managed.clear();
         for ((kind, _), (ready, reason)) in self.objects.lock().expect("objects lock").iter() {
             let labels = ObjectLabels {
@@ -145,5 +178,42 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry.lock().expect("registry lock"))
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_objects_queue_depth_and_cloud_calls() {
+        let cloud = std::sync::Arc::new(CloudMetrics::default());
+        let m = Metrics::new(cloud.clone());
+        m.record_object("ImageShare", "ns/a", true, "InSync");
+        m.record_object("ImageShare", "ns/b", false, "NotFound");
+        m.schedule("ImageShare", "ns/a", Some(Duration::ZERO));
+        m.schedule("ImageShare", "ns/b", Some(Duration::from_secs(3600)));
+        cloud.observe("swas-open", "ListCustomImages", "success", Duration::from_millis(3));
+        m.observe_reconcile("ImageShare", Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(1100));
+        let text = m.render();
+        assert!(
+            text.contains(r#"alicloud_ops_managed_objects{kind="ImageShare",ready="True",reason="InSync"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"alicloud_ops_managed_objects{kind="ImageShare",ready="False",reason="NotFound"} 1"#));
+        assert!(
+            text.contains(r#"alicloud_ops_reconcile_queue_depth{kind="ImageShare"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"alicloud_ops_cloud_api_requests_total{product="swas-open",action="ListCustomImages",code="success"} 1"#
+        ));
+        assert!(text.contains(r#"alicloud_ops_reconciles_total{kind="ImageShare"} 1"#));
+        m.started("ImageShare", "ns/a");
+        m.forget_object("ImageShare", "ns/b");
+        let text = m.render();
+        assert!(!text.contains("queue_depth{kind=\"ImageShare\"} 1"), "{text}");
+        assert!(!text.contains("NotFound"));
     }
 }

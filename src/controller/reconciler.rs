@@ -128,6 +128,22 @@ async fn write_verdict<K: ManagedKind>(
 
 async fn apply<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: Stage) -> Result<Action, Error> {
     let ctx = &kctx.shared;
+    let key = object_key(obj.as_ref());
+    let next = apply_inner(obj, kctx, stage).await?;
+    ctx.metrics.schedule(K::KIND, &key, next);
+    Ok(match next {
+        Some(d) => Action::requeue(d),
+        None => Action::await_change(),
+    })
+}
+
+/// Returns when to reconcile again (`None`: only when something changes).
+async fn apply_inner<K: ManagedKind>(
+    obj: Arc<K>,
+    kctx: &KindContext<K>,
+    stage: Stage,
+) -> Result<Option<Duration>, Error> {
+    let ctx = &kctx.shared;
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     let key = object_key(obj.as_ref());
@@ -143,14 +159,14 @@ async fn apply<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: Stage)
             format!("{SKIP_CLEANUP}=true: released without cloud cleanup"),
         )
         .await;
-        return Ok(Action::await_change());
+        return Ok(None);
     }
     if stage == Stage::Apply && obj.common().suspend {
         let v = Verdict::not_ready(Reason::Suspended, "spec.suspend is true: nothing is read or written");
         write_verdict(&api, obj.as_ref(), &v, Err(("Suspended", "spec.suspend is true"))).await?;
         ctx.metrics
             .record_object(K::KIND, &key, false, Reason::Suspended.as_str());
-        return Ok(Action::await_change());
+        return Ok(None);
     }
     let (env, origin) = match ctx.env_for(&ns, obj.common()).await {
         Ok(e) => e,
@@ -169,7 +185,7 @@ async fn apply<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: Stage)
             ctx.metrics
                 .record_object(K::KIND, &key, false, Reason::CredentialsInvalid.as_str());
             // The Secret watch brings the resource back when the Secret appears or changes.
-            return Ok(Action::requeue(resync));
+            return Ok(Some(resync));
         }
     };
     tracing::debug!(credentials = %origin, "resolved credentials");
@@ -221,12 +237,12 @@ async fn apply<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: Stage)
         .await;
         if stage == Stage::Cleanup && err.class() == ErrorClass::NotFound {
             // The cloud object is gone: nothing left to clean up.
-            return Ok(Action::await_change());
+            return Ok(None);
         }
         if err.class().is_retryable() || stage == Stage::Cleanup {
             return Err(Error::Cloud(err));
         }
-        return Ok(Action::requeue(resync));
+        return Ok(Some(resync));
     }
     ctx.reset_backoff(&key);
     let reason = r.verdict.reason;
@@ -240,16 +256,16 @@ async fn apply<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: Stage)
             r.verdict.message.clone(),
         )
         .await;
-        return Ok(Action::await_change());
+        return Ok(None);
     }
     if stage == Stage::Cleanup {
-        return Ok(Action::await_change());
+        return Ok(None);
     }
     let next = r
         .requeue_after
         .map(|d| d.min(resync))
         .unwrap_or_else(|| jittered(resync));
-    Ok(Action::requeue(next))
+    Ok(Some(next))
 }
 
 fn uses_finalizer<K: ManagedKind>(obj: &K) -> bool {
@@ -262,6 +278,8 @@ async fn reconcile<K: ManagedKind>(obj: Arc<K>, kctx: Arc<KindContext<K>>) -> Re
         let ctx = &kctx.shared;
         let kind = super::metrics::Metrics::kind(K::KIND);
         let started = Instant::now();
+        let key = object_key(obj.as_ref());
+        ctx.metrics.started(K::KIND, &key);
         ctx.metrics.in_flight.get_or_create(&kind).inc();
         let result = if uses_finalizer(obj.as_ref()) {
             let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
@@ -285,6 +303,7 @@ async fn reconcile<K: ManagedKind>(obj: Arc<K>, kctx: Arc<KindContext<K>>) -> Re
         };
         ctx.metrics.in_flight.get_or_create(&kind).dec();
         ctx.metrics.observe_reconcile(K::KIND, started.elapsed());
+
         if obj.meta().deletion_timestamp.is_some() && result.is_ok() {
             ctx.metrics.forget_object(K::KIND, &object_key(obj.as_ref()));
         }
@@ -304,6 +323,7 @@ fn error_policy<K: ManagedKind>(obj: Arc<K>, err: &Error, kctx: Arc<KindContext<
         })
         .inc();
     let delay = ctx.next_backoff(&object_key(obj.as_ref()));
+    ctx.metrics.schedule(K::KIND, &object_key(obj.as_ref()), Some(delay));
     warn!(kind = K::KIND, name = %obj.name_any(), error = %err, retry_in_ms = delay.as_millis() as u64, "reconcile failed");
     Action::requeue(delay)
 }
