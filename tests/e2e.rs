@@ -229,6 +229,21 @@ async fn maintenance_window_story_enter_exit_foreign_and_delete_during_window() 
     .await;
     let status = wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "long", "Active").await;
     assert_eq!(status["desktopsInMaintenanceCount"], 100);
+    // Drift inside the window: someone takes a computer out; the resync puts it back.
+    emu.world().update_state(|s| {
+        s.ecd
+            .get_mut("cn-hangzhou")
+            .unwrap()
+            .desktops
+            .iter_mut()
+            .find(|d| d.desktop_id == "ecd-hz30050")
+            .unwrap()
+            .management_flags = vec!["NoFlag".into()]
+    });
+    eventually("ecd-hz30050 back in maintenance", WAIT, || async {
+        in_maint(&emu, "ecd-hz30050").then_some(())
+    })
+    .await;
     let api = Api::<DesktopMaintenanceWindow>::namespaced(client.clone(), &ns);
     assert!(
         api.get("long")
@@ -342,6 +357,53 @@ async fn image_share_story_drift_unshare_on_delete_and_skip_cleanup() {
         api.get_opt("stuck").await.unwrap().is_none().then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn image_share_edit_observe_only_and_suspend() {
+    let client = admin().await;
+    let ns = namespace(&client, "img2").await;
+    let emu = emulator().await;
+    let _op = Operator::start(&ns, &emu.url(), &format!("lease-{ns}"));
+    let shared = |emu: &alicloud_ops_operator::emulator::Emulator| {
+        emu.world().state().swas["cn-shanghai"].custom_images[0].in_share
+    };
+    create::<ImageShare>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "ImageShare", "metadata": {"name": "s"},
+               "spec": {"regionId": "cn-shanghai", "imageId": "m-sh0001"}}),
+    )
+    .await;
+    wait_reason::<ImageShare>(&client, &ns, "s", "InSync").await;
+    patch_spec::<ImageShare>(&client, &ns, "s", json!({"shared": false})).await;
+    eventually("unshared", WAIT, || async { (!shared(&emu)).then_some(()) }).await;
+    let status = wait_reason::<ImageShare>(&client, &ns, "s", "InSync").await;
+    assert_eq!(status["inShare"], false);
+    patch_spec::<ImageShare>(
+        &client,
+        &ns,
+        "s",
+        json!({"shared": true, "managementPolicy": "ObserveOnly"}),
+    )
+    .await;
+    let status = wait_reason::<ImageShare>(&client, &ns, "s", "DriftDetected").await;
+    assert_eq!(status["inShare"], false);
+    assert!(!shared(&emu), "ObserveOnly never writes");
+    patch_spec::<ImageShare>(
+        &client,
+        &ns,
+        "s",
+        json!({"suspend": true, "managementPolicy": "Manage"}),
+    )
+    .await;
+    wait_reason::<ImageShare>(&client, &ns, "s", "Suspended").await;
+    let before = emu.world().counters().total;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(emu.world().counters().total, before, "suspended: no cloud call");
+    assert!(!shared(&emu));
+    patch_spec::<ImageShare>(&client, &ns, "s", json!({"suspend": false})).await;
+    eventually("shared after resume", WAIT, || async { shared(&emu).then_some(()) }).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -61,13 +61,23 @@ pub async fn run(args: &EmulatorArgs) -> Result<(), String> {
     let emu = Emulator::start(cfg)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    println!("alicloud-ops-operator emulator listening on {}", emu.url());
+    let mut banner = format!("alicloud-ops-operator emulator listening on {}\n", emu.url());
     if default_key {
-        println!("  default access key: ALIBABA_CLOUD_ACCESS_KEY_ID={DEFAULT_ACCESS_KEY_ID}");
-        println!("                      ALIBABA_CLOUD_ACCESS_KEY_SECRET={DEFAULT_ACCESS_KEY_SECRET}");
+        banner.push_str(&format!(
+            "  default access key: ALIBABA_CLOUD_ACCESS_KEY_ID={DEFAULT_ACCESS_KEY_ID}\n"
+        ));
+        banner.push_str(&format!(
+            "                      ALIBABA_CLOUD_ACCESS_KEY_SECRET={DEFAULT_ACCESS_KEY_SECRET}\n"
+        ));
     }
-    println!("  point the operator at it: --endpoint {}", emu.url());
-    println!("  admin API: {}/_emulator/state | requests | clock | faults", emu.url());
+    banner.push_str(&format!("  point the operator at it: --endpoint {}\n", emu.url()));
+    banner.push_str(&format!(
+        "  admin API: {}/_emulator/state | requests | clock | faults\n",
+        emu.url()
+    ));
+    // Whoever started us may stop reading after the first line; that must not stop the server.
+    let mut out = std::io::stdout();
+    let _ = std::io::Write::write_all(&mut out, banner.as_bytes()).and_then(|_| std::io::Write::flush(&mut out));
     tokio::select! {
         _ = emu.wait() => {}
         _ = tokio::signal::ctrl_c() => {}

@@ -8,7 +8,7 @@ use kube::core::NamespaceResourceScope;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::snapshot::SnapshotCache;
+use super::snapshot::{SnapshotCache, SnapshotKey};
 use crate::api::ResourceStatus;
 use crate::api::common::CommonSpec;
 use crate::cloud::{CloudClient, CloudError};
@@ -21,6 +21,62 @@ pub struct KindEnv {
     pub cloud: CloudClient,
     pub account: String,
     pub snapshots: Arc<SnapshotCache>,
+}
+
+impl KindEnv {
+    /// The shared list `list` of `region` for these credentials, fetched once per TTL;
+    /// `fresh` drops the cached one first.
+    pub async fn snapshot<T, F, Fut>(
+        &self,
+        list: &'static str,
+        region: &str,
+        fresh: bool,
+        fetch: F,
+    ) -> Result<Arc<T>, CloudError>
+    where
+        T: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, CloudError>>,
+    {
+        let key = self.key(list, region);
+        if fresh {
+            self.snapshots.invalidate(&key);
+        }
+        self.snapshots.get(key, fetch).await
+    }
+
+    /// Forgets the shared list after a write changed it.
+    pub fn invalidate(&self, list: &'static str, region: &str) {
+        self.snapshots.invalidate(&self.key(list, region));
+    }
+
+    fn key(&self, list: &'static str, region: &str) -> SnapshotKey {
+        SnapshotKey {
+            list,
+            account: self.account.clone(),
+            region: region.to_string(),
+        }
+    }
+}
+
+/// The accessors every kind implements the same way, given its status type and the spec
+/// field that holds its region.
+#[macro_export]
+macro_rules! kind_accessors {
+    ($status:ty, $region:ident) => {
+        fn common(&self) -> &$crate::api::common::CommonSpec {
+            &self.spec.common
+        }
+        fn status(&self) -> Option<&$status> {
+            self.status.as_ref()
+        }
+        fn common_status(status: &mut $status) -> &mut $crate::api::ResourceStatus {
+            &mut status.common
+        }
+        fn region(&self) -> &str {
+            &self.spec.$region
+        }
+    };
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

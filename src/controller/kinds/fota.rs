@@ -2,23 +2,14 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::api::ResourceStatus;
-use crate::api::common::CommonSpec;
 use crate::api::fota::{FotaTaskPolicy, FotaTaskPolicyStatus};
 use crate::cloud::CloudError;
 use crate::cloud::ops::ecd;
 use crate::controller::kind::{KindEnv, ManagedKind, Stage};
-use crate::controller::snapshot::SnapshotKey;
 use crate::reconcile::fota::{FotaInput, Peer, UpdateTask, plan};
 use crate::reconcile::{Outcome, PlanContext, Reason, Verdict};
 
-fn key(env: &KindEnv, region: &str) -> SnapshotKey {
-    SnapshotKey {
-        list: "DescribeFotaTasks",
-        account: env.account.clone(),
-        region: region.to_string(),
-    }
-}
+const LIST: &str = "DescribeFotaTasks";
 
 fn created(p: &FotaTaskPolicy) -> DateTime<Utc> {
     p.metadata
@@ -41,18 +32,7 @@ impl ManagedKind for FotaTaskPolicy {
     type Action = UpdateTask;
     const KIND: &'static str = "FotaTaskPolicy";
 
-    fn common(&self) -> &CommonSpec {
-        &self.spec.common
-    }
-    fn status(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
-    }
-    fn common_status(status: &mut Self::Status) -> &mut ResourceStatus {
-        &mut status.common
-    }
-    fn region(&self) -> &str {
-        &self.spec.region_id
-    }
+    crate::kind_accessors!(FotaTaskPolicyStatus, region_id);
     fn needs_finalizer(&self) -> bool {
         false
     }
@@ -95,13 +75,10 @@ impl ManagedKind for FotaTaskPolicy {
             });
         }
         let region = self.spec.region_id.clone();
-        let k = key(env, &region);
-        if fresh {
-            env.snapshots.invalidate(&k);
-        }
         let tasks = env
-            .snapshots
-            .get(k, || ecd::describe_fota_tasks(&env.cloud, &region, &[]))
+            .snapshot(LIST, &region, fresh, || {
+                ecd::describe_fota_tasks(&env.cloud, &region, &[])
+            })
             .await?;
         let peers: Vec<Peer> = peers
             .iter()
@@ -134,7 +111,7 @@ impl ManagedKind for FotaTaskPolicy {
     async fn execute(&self, env: &KindEnv, action: &UpdateTask) -> Result<(), CloudError> {
         let result =
             ecd::update_fota_task(&env.cloud, &self.spec.region_id, &action.task_uid, &action.user_status).await;
-        env.snapshots.invalidate(&key(env, &self.spec.region_id));
+        env.invalidate(LIST, &self.spec.region_id);
         result
     }
 

@@ -1,22 +1,13 @@
 use std::sync::Arc;
 
-use crate::api::ResourceStatus;
-use crate::api::common::CommonSpec;
 use crate::api::ota::{OtaSchedule, OtaScheduleStatus};
 use crate::cloud::CloudError;
 use crate::cloud::ops::appstream::{self, ApproveOtaTask};
 use crate::controller::kind::{KindEnv, ManagedKind, Stage};
-use crate::controller::snapshot::SnapshotKey;
 use crate::reconcile::ota::{Approve, OtaInput, plan};
 use crate::reconcile::{Outcome, PlanContext, Reason, Verdict};
 
-fn key(env: &KindEnv, region: &str) -> SnapshotKey {
-    SnapshotKey {
-        list: "ListAppInstanceGroup",
-        account: env.account.clone(),
-        region: region.to_string(),
-    }
-}
+const LIST: &str = "ListAppInstanceGroup";
 
 impl ManagedKind for OtaSchedule {
     type Status = OtaScheduleStatus;
@@ -24,18 +15,7 @@ impl ManagedKind for OtaSchedule {
     const KIND: &'static str = "OtaSchedule";
     const FRESH_READ_BEFORE_WRITE: bool = true;
 
-    fn common(&self) -> &CommonSpec {
-        &self.spec.common
-    }
-    fn status(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
-    }
-    fn common_status(status: &mut Self::Status) -> &mut ResourceStatus {
-        &mut status.common
-    }
-    fn region(&self) -> &str {
-        &self.spec.biz_region_id
-    }
+    crate::kind_accessors!(OtaScheduleStatus, biz_region_id);
     fn needs_finalizer(&self) -> bool {
         false
     }
@@ -59,13 +39,10 @@ impl ManagedKind for OtaSchedule {
             });
         }
         let region = self.spec.biz_region_id.clone();
-        let k = key(env, &region);
-        if fresh {
-            env.snapshots.invalidate(&k);
-        }
         let groups = env
-            .snapshots
-            .get(k, || appstream::list_app_instance_groups(&env.cloud, &region, None))
+            .snapshot(LIST, &region, fresh, || {
+                appstream::list_app_instance_groups(&env.cloud, &region, None)
+            })
             .await?;
         let group = groups
             .iter()
@@ -92,7 +69,7 @@ impl ManagedKind for OtaSchedule {
             },
         )
         .await;
-        env.snapshots.invalidate(&key(env, &self.spec.biz_region_id));
+        env.invalidate(LIST, &self.spec.biz_region_id);
         r.map(drop)
     }
 
