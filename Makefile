@@ -2,11 +2,12 @@
 SHELL := /bin/bash
 export KUBE_HARNESS_BIN := $(CURDIR)/target/kube-harness
 export EMULATOR_BIN := $(CURDIR)/target/debug/alicloud-ops-operator
-CARGO_TEST_FLAGS ?= --all-targets
+# Unit, emulator and end-to-end tests (benches run with `make bench`, in release mode).
+CARGO_TEST_FLAGS ?= --lib --bins --tests
 
-.PHONY: test prereqs tools fmt clippy unit conformance harness python crds bench demo
+.PHONY: test prereqs tools fmt clippy cargo-tests conformance harness python bench demo
 
-test: prereqs tools fmt clippy unit conformance
+test: prereqs tools fmt clippy cargo-tests conformance
 	@echo "make test: all checks passed"
 
 prereqs:
@@ -26,7 +27,7 @@ fmt:
 clippy:
 	cargo clippy --all-targets -- -D warnings
 
-unit:
+cargo-tests:
 	cargo build --bin alicloud-ops-operator
 	cargo test $(CARGO_TEST_FLAGS)
 
