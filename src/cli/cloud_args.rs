@@ -27,7 +27,8 @@ pub struct CloudArgs {
     /// Endpoint for appstream-center only (wins over --endpoint).
     #[arg(long, env = "ALICLOUD_OPS_ENDPOINT_APPSTREAM_CENTER", global = true)]
     pub endpoint_appstream_center: Option<String>,
-    /// Endpoint for sts only (wins over --endpoint).
+    /// Endpoint for sts only (wins over --endpoint). Without it, ALIBABA_CLOUD_STS_ENDPOINT
+    /// (which ACK's RRSA webhook injects, e.g. sts-vpc.cn-hangzhou.aliyuncs.com) is used.
     #[arg(long, env = "ALICLOUD_OPS_ENDPOINT_STS", global = true)]
     pub endpoint_sts: Option<String>,
     /// Region of the STS endpoint (sts.<region>.aliyuncs.com); empty means sts.aliyuncs.com.

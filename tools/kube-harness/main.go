@@ -177,7 +177,7 @@ clusters:
 - name: harness
   cluster:
     server: %s
-    insecure-skip-tls-verify: true
+    certificate-authority: %s
 users:
 - name: admin
   user:
@@ -189,7 +189,7 @@ contexts:
     user: admin
     namespace: default
 current-context: harness
-`, server, adminToken)
+`, server, filepath.Join(dir, "pki", "apiserver.crt"), adminToken)
 	// Write then rename, so a reader never sees a half-written file.
 	tmp := filepath.Join(dir, "kubeconfig.tmp")
 	if err := os.WriteFile(tmp, []byte(kubeconfig), 0o600); err != nil {
