@@ -31,10 +31,10 @@ import (
 
 func main() {
 	dir := flag.String("dir", "", "working directory for etcd data, keys and the kubeconfig (required)")
-	withParent := flag.Bool("exit-with-parent", false, "exit when the process that started the harness goes away (test runs)")
+	withParent := flag.Bool("exit-with-parent", false, "exit, and remove --dir, when the process that started the harness goes away (test runs)")
 	flag.Parse()
 	if *withParent {
-		go exitWithParent()
+		go exitWithParent(*dir)
 	}
 	if *dir == "" {
 		fail("--dir is required")
@@ -45,12 +45,13 @@ func main() {
 }
 
 // exitWithParent ends the harness once it is re-parented, so a test binary that dies
-// without cleaning up never leaves an apiserver behind.
-func exitWithParent() {
+// without cleaning up never leaves an apiserver, or its etcd data, behind.
+func exitWithParent(dir string) {
 	parent := os.Getppid()
 	for {
 		time.Sleep(time.Second)
 		if os.Getppid() != parent {
+			os.RemoveAll(dir)
 			os.Exit(0)
 		}
 	}
