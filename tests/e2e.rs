@@ -206,7 +206,7 @@ async fn maintenance_window_story_enter_exit_foreign_and_delete_during_window() 
         &ns,
         json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "DesktopMaintenanceWindow", "metadata": {"name": "short"},
                "spec": {"regionId": "cn-hangzhou", "desktopIds": ["ecd-hz10001", "ecd-hz10021", "ecd-hz10022"],
-                        "window": {"start": (now - chrono::Duration::minutes(1)).to_rfc3339(), "end": (now + chrono::Duration::seconds(20)).to_rfc3339()}}}),
+                        "window": {"start": (now - chrono::Duration::minutes(1)).to_rfc3339(), "end": (now + chrono::Duration::seconds(40)).to_rfc3339()}}}),
     )
     .await;
     let status = wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "short", "Active").await;
@@ -466,14 +466,14 @@ async fn restart_in_the_middle_of_a_window_leaves_no_desktop_in_maintenance() {
         &ns,
         json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "DesktopMaintenanceWindow", "metadata": {"name": "w"},
                "spec": {"regionId": "cn-shanghai", "desktopIds": ["ecd-sh10002", "ecd-sh10003"],
-                        "window": {"start": (now - chrono::Duration::minutes(1)).to_rfc3339(), "end": (now + chrono::Duration::seconds(25)).to_rfc3339()}}}),
+                        "window": {"start": (now - chrono::Duration::minutes(1)).to_rfc3339(), "end": (now + chrono::Duration::seconds(40)).to_rfc3339()}}}),
     )
     .await;
     wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "w", "Active").await;
     op.crash();
     // Down across the window's end.
     tokio::time::sleep(
-        (now + chrono::Duration::seconds(27) - chrono::Utc::now())
+        (now + chrono::Duration::seconds(42) - chrono::Utc::now())
             .to_std()
             .unwrap_or_default(),
     )
