@@ -71,15 +71,6 @@ impl SnapshotCache {
     pub fn invalidate(&self, key: &SnapshotKey) {
         self.entries.lock().expect("snapshot lock").remove(key);
     }
-
-    /// Drops expired entries (called now and then, so idle keys do not pile up).
-    pub fn prune(&self) {
-        let ttl = self.ttl;
-        self.entries
-            .lock()
-            .expect("snapshot lock")
-            .retain(|_, e| e.created.elapsed() < ttl);
-    }
 }
 
 #[cfg(test)]
