@@ -546,6 +546,12 @@ async fn secret_values_never_appear_in_events_status_or_logs() {
     .await;
     let status = wait_reason::<ImageShare>(&client, &ns, "s", "CredentialsInvalid").await;
     assert!(status.to_string().contains("SignatureDoesNotMatch"), "{status}");
+    // A failure that repeats does not rewrite the status, so it cannot retrigger itself:
+    // about one call per 3 s resync, not a hot loop.
+    let before = emu.world().counters().count("ListCustomImages");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let during = emu.world().counters().count("ListCustomImages") - before;
+    assert!(during <= 6, "{during} calls in 6 s: the error loops");
     // A missing Secret is reported by name.
     create::<ImageShare>(
         &client,

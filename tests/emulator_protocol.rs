@@ -214,8 +214,19 @@ async fn unknown_actions_and_missing_parameters_are_named() {
         .query("RegionId", "cn-hangzhou")
         .query("ImageId", "m-hz0001")
         .query("Operation", "Delete");
-    let (status, body) = send(sign(&req, &endpoints, SignatureVersion::V3, Some(&creds()), &Attempt::fresh(), "t")).await;
-    assert_eq!((status, body["Code"].as_str().unwrap()), (400, "InvalidParam.OperationIllegal"));
+    let (status, body) = send(sign(
+        &req,
+        &endpoints,
+        SignatureVersion::V3,
+        Some(&creds()),
+        &Attempt::fresh(),
+        "t",
+    ))
+    .await;
+    assert_eq!(
+        (status, body["Code"].as_str().unwrap()),
+        (400, "InvalidParam.OperationIllegal")
+    );
     // Unsigned requests are refused, except the anonymous AssumeRoleWithOIDC.
     let resp = reqwest::Client::new()
         .post(format!(

@@ -138,6 +138,32 @@ impl CloudError {
         }
     }
 
+    /// A description that stays the same when the same failure happens again: no request
+    /// id, nonce or server string-to-sign. Status conditions use it, so a failure repeated at
+    /// every resync does not rewrite the status (and trigger another reconcile) each time.
+    pub fn summary(&self) -> String {
+        match self {
+            CloudError::Api(e) => {
+                let first = e.message.split(['.', '\n']).next().unwrap_or("").trim();
+                if first.is_empty() {
+                    format!("{}: {} (HTTP {})", e.action, e.code, e.status)
+                } else {
+                    format!("{}: {} (HTTP {}): {first}", e.action, e.code, e.status)
+                }
+            }
+            CloudError::Transport {
+                action,
+                endpoint,
+                failure,
+                ..
+            } => {
+                format!("{action}: {failure:?} error talking to {endpoint}")
+            }
+            CloudError::Decode { action, .. } => format!("{action}: the response could not be decoded"),
+            CloudError::Credentials(_) | CloudError::InvalidRequest(_) => self.to_string(),
+        }
+    }
+
     pub fn api_error(&self) -> Option<&ApiError> {
         match self {
             CloudError::Api(e) => Some(e),
@@ -227,6 +253,30 @@ mod tests {
         ];
         assert_eq!(throttling_time_left(h), Some(Duration::from_millis(2500)));
         assert_eq!(throttling_time_left([("x-other", "TimeLeft:5")]), None);
+    }
+
+    #[test]
+    fn summaries_leave_out_what_changes_between_attempts() {
+        let a = CloudError::api(
+            "A",
+            400,
+            "SignatureDoesNotMatch",
+            "Specified signature is not matched with our calculation. server string to sign is:POST&%2F&x",
+            "RID-1",
+        );
+        let b = CloudError::api(
+            "A",
+            400,
+            "SignatureDoesNotMatch",
+            "Specified signature is not matched with our calculation. server string to sign is:POST&%2F&y",
+            "RID-2",
+        );
+        assert_eq!(a.summary(), b.summary());
+        assert_eq!(
+            a.summary(),
+            "A: SignatureDoesNotMatch (HTTP 400): Specified signature is not matched with our calculation"
+        );
+        assert!(!a.summary().contains("RID"));
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub fn error_verdict(err: &CloudError) -> Verdict {
         ErrorClass::NotFound => Reason::NotFound,
         ErrorClass::Invalid => Reason::CloudRejected,
     };
-    Verdict::not_ready(reason, err.to_string())
+    Verdict::not_ready(reason, err.summary())
 }
 
 /// Where statuses go: the status subresource for the controller, memory for tests.
