@@ -130,6 +130,19 @@ async fn fota_policy_story_create_edit_drift_observe_suspend_delete() {
     .await;
     let status = wait_reason::<FotaTaskPolicy>(&client, &ns, "p", "InSync").await;
     assert_eq!(status["matchedTasks"], 3);
+    // In sync, the steady state costs one list per 3 s resync and no writes.
+    let (lists, writes) = (
+        emu.world().counters().count("DescribeFotaTasks"),
+        emu.world().counters().count("UpdateFotaTask"),
+    );
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let c = emu.world().counters();
+    assert!(
+        c.count("DescribeFotaTasks") - lists <= 4,
+        "{} lists in 7 s",
+        c.count("DescribeFotaTasks") - lists
+    );
+    assert_eq!(c.count("UpdateFotaTask"), writes, "no writes without drift");
     let tasks = |emu: &alicloud_ops_operator::emulator::Emulator| -> Vec<String> {
         emu.world().state().ecd["cn-hangzhou"]
             .fota_tasks
