@@ -37,6 +37,7 @@ conformance:
 
 bench:
 	cargo bench --bench emulator_throughput
+	cargo bench --bench reconcile_scale
 
 demo:
 	@./scripts/demo.sh

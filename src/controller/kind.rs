@@ -45,9 +45,19 @@ impl KindEnv {
         self.snapshots.get(key, fetch).await
     }
 
-    /// Forgets the shared list after a write changed it.
+    /// Forgets the shared list after a write whose effect is unknown (it failed).
     pub fn invalidate(&self, list: &'static str, region: &str) {
         self.snapshots.invalidate(&self.key(list, region));
+    }
+
+    /// Applies a successful write to the shared list, so N writes do not cost N lists.
+    pub fn write_through<T: Clone + Send + Sync + 'static>(
+        &self,
+        list: &'static str,
+        region: &str,
+        f: impl FnOnce(&mut T),
+    ) {
+        self.snapshots.update(&self.key(list, region), f);
     }
 
     fn key(&self, list: &'static str, region: &str) -> SnapshotKey {

@@ -67,7 +67,20 @@ impl SnapshotCache {
         Ok(value.clone().downcast::<T>().expect("one type per snapshot key"))
     }
 
-    /// Forgets `key`, after a write changed what it holds.
+    /// Applies a write's known effect to the cached list, if there is one, so the next
+    /// reader within the TTL sees it without listing again.
+    pub fn update<T: Clone + Send + Sync + 'static>(&self, key: &SnapshotKey, f: impl FnOnce(&mut T)) {
+        let mut entries = self.entries.lock().expect("snapshot lock");
+        let Some(entry) = entries.get_mut(key) else { return };
+        let Some(current) = entry.cell.get().and_then(|v| v.clone().downcast::<T>().ok()) else {
+            return;
+        };
+        let mut next = (*current).clone();
+        f(&mut next);
+        entry.cell = Arc::new(OnceCell::new_with(Some(Arc::new(next) as Shared)));
+    }
+
+    /// Forgets `key`, after a write whose effect is unknown.
     pub fn invalidate(&self, key: &SnapshotKey) {
         self.entries.lock().expect("snapshot lock").remove(key);
     }
@@ -117,6 +130,28 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn updates_write_through_without_a_new_fetch() {
+        let cache = SnapshotCache::new(Duration::from_secs(60));
+        cache
+            .get(key("r"), || async { Ok::<_, CloudError>(vec![1, 2]) })
+            .await
+            .unwrap();
+        cache.update::<Vec<i32>>(&key("r"), |v| v.push(3));
+        let v = cache
+            .get(key("r"), || async { Ok::<_, CloudError>(vec![]) })
+            .await
+            .unwrap();
+        assert_eq!(*v, vec![1, 2, 3]);
+        // Nothing cached: nothing to update, and the next read fetches.
+        cache.update::<Vec<i32>>(&key("other"), |v| v.push(9));
+        let v = cache
+            .get(key("other"), || async { Ok::<_, CloudError>(vec![7]) })
+            .await
+            .unwrap();
+        assert_eq!(*v, vec![7]);
     }
 
     #[tokio::test]

@@ -56,7 +56,14 @@ impl ManagedKind for ImageShare {
             &action.client_token,
         )
         .await;
-        env.invalidate(LIST, &self.spec.region_id);
+        match &r {
+            Ok(()) => env.write_through(LIST, &self.spec.region_id, |images: &mut Vec<swas::CustomImage>| {
+                if let Some(i) = images.iter_mut().find(|i| i.image_id == self.spec.image_id) {
+                    i.in_share = action.operation == swas::ShareOperation::Share;
+                }
+            }),
+            Err(_) => env.invalidate(LIST, &self.spec.region_id),
+        }
         r
     }
 

@@ -60,10 +60,24 @@ impl ManagedKind for DesktopMaintenanceWindow {
     }
 
     async fn execute(&self, env: &KindEnv, action: &SetMaintenance) -> Result<(), CloudError> {
-        let r =
-            ecd::set_desktop_maintenance_batched(&env.cloud, &self.spec.region_id, action.mode, &action.desktop_ids)
-                .await;
-        env.invalidate(LIST, &self.spec.region_id);
+        let region = &self.spec.region_id;
+        let r = ecd::set_desktop_maintenance_batched(&env.cloud, region, action.mode, &action.desktop_ids).await;
+        match &r {
+            Ok(()) => env.write_through(LIST, region, |desktops: &mut Vec<Desktop>| {
+                let ids: std::collections::HashSet<&String> = action.desktop_ids.iter().collect();
+                for d in desktops.iter_mut().filter(|d| ids.contains(&d.desktop_id)) {
+                    d.management_flags
+                        .retain(|f| !matches!(f.as_str(), "NoFlag" | "UnderMaintenance" | "EnterMaintenance"));
+                    if action.mode == ecd::MaintenanceMode::Enter {
+                        d.management_flags.push("UnderMaintenance".into());
+                    }
+                    if d.management_flags.is_empty() {
+                        d.management_flags.push("NoFlag".into());
+                    }
+                }
+            }),
+            Err(_) => env.invalidate(LIST, region),
+        }
         r.map_err(|(_, e)| e)
     }
 
