@@ -141,7 +141,7 @@ mod tests {
             .unwrap();
         cache.update::<Vec<i32>>(&key("r"), |v| v.push(3));
         let v = cache
-            .get(key("r"), || async { Ok::<_, CloudError>(vec![]) })
+            .get(key("r"), || async { Ok::<Vec<i32>, CloudError>(vec![]) })
             .await
             .unwrap();
         assert_eq!(*v, vec![1, 2, 3]);
