@@ -84,29 +84,14 @@ async fn an_old_timestamp_is_expired() {
 #[tokio::test]
 async fn get_with_everything_in_the_query_works_for_v2() {
     let emu = emulator().await;
-    let ts = timestamp(chrono::Utc::now());
-    let nonce = uuid::Uuid::new_v4().to_string();
-    let params: Vec<(&str, &str)> = vec![
-        ("Action", "DescribeFotaTasks"),
-        ("Version", "2020-09-30"),
-        ("Format", "JSON"),
-        ("Timestamp", &ts),
-        ("SignatureMethod", "HMAC-SHA1"),
-        ("SignatureVersion", "1.0"),
-        ("SignatureNonce", &nonce),
-        ("AccessKeyId", DEFAULT_ACCESS_KEY_ID),
-        ("RegionId", "cn-hangzhou"),
-        ("TaskUid.1", "aot-hz0001"),
-    ];
-    let sig = v2_signature(
-        DEFAULT_ACCESS_KEY_SECRET,
-        &v2_string_to_sign("GET", params.iter().copied()),
-    );
-    let url = format!(
-        "{}/?{}&Signature={}",
-        emu.url(),
-        canonical_query(params.iter().copied()),
-        percent_encode(&sig)
+    let url = v2_get_url(
+        &emu.url(),
+        "GET",
+        &[
+            ("Format", "JSON"),
+            ("RegionId", "cn-hangzhou"),
+            ("TaskUid.1", "aot-hz0001"),
+        ],
     );
     let resp = reqwest::get(url).await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -116,12 +101,12 @@ async fn get_with_everything_in_the_query_works_for_v2() {
     assert_eq!(body["Code"], "success");
 }
 
-#[tokio::test]
-async fn a_signature_over_the_wrong_method_does_not_match() {
-    let emu = emulator().await;
+/// A GET DescribeFotaTasks URL with every parameter in the query, V2-signed as if sent with
+/// `signed_as`.
+fn v2_get_url(base: &str, signed_as: &str, extra: &[(&str, &str)]) -> String {
     let ts = timestamp(chrono::Utc::now());
     let nonce = uuid::Uuid::new_v4().to_string();
-    let params: Vec<(&str, &str)> = vec![
+    let mut params: Vec<(&str, &str)> = vec![
         ("Action", "DescribeFotaTasks"),
         ("Version", "2020-09-30"),
         ("Timestamp", &ts),
@@ -129,18 +114,23 @@ async fn a_signature_over_the_wrong_method_does_not_match() {
         ("SignatureVersion", "1.0"),
         ("SignatureNonce", &nonce),
         ("AccessKeyId", DEFAULT_ACCESS_KEY_ID),
-        ("RegionId", "cn-hangzhou"),
     ];
+    params.extend_from_slice(extra);
     let sig = v2_signature(
         DEFAULT_ACCESS_KEY_SECRET,
-        &v2_string_to_sign("POST", params.iter().copied()),
+        &v2_string_to_sign(signed_as, params.iter().copied()),
     );
-    let url = format!(
-        "{}/?{}&Signature={}",
-        emu.url(),
+    format!(
+        "{base}/?{}&Signature={}",
         canonical_query(params.iter().copied()),
         percent_encode(&sig)
-    );
+    )
+}
+
+#[tokio::test]
+async fn a_signature_over_the_wrong_method_does_not_match() {
+    let emu = emulator().await;
+    let url = v2_get_url(&emu.url(), "POST", &[("RegionId", "cn-hangzhou")]);
     let body: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
     assert_eq!(body["Code"], "SignatureDoesNotMatch");
     assert!(

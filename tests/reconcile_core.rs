@@ -474,6 +474,27 @@ mod image_share {
         }
     }
 
+    /// Plans with no previous status.
+    fn fresh(
+        f: fn(
+            &ImageShareInput<'_>,
+            &PlanContext,
+        ) -> reconcile::Outcome<reconcile::image_share::ModifyShare, ImageShareStatus>,
+        spec: &ImageShareSpec,
+        image: Option<&CustomImage>,
+        ctx: &PlanContext,
+    ) -> reconcile::Outcome<reconcile::image_share::ModifyShare, ImageShareStatus> {
+        f(
+            &ImageShareInput {
+                spec,
+                uid: "u",
+                image,
+                previous: &ImageShareStatus::default(),
+            },
+            ctx,
+        )
+    }
+
     fn image(in_share: bool) -> CustomImage {
         CustomImage {
             image_id: "m-1".into(),
@@ -531,37 +552,13 @@ mod image_share {
     fn in_sync_missing_and_observe_only() {
         let s = spec(true, DeletionPolicy::Retain);
         let img = image(true);
-        let out = plan(
-            &ImageShareInput {
-                spec: &s,
-                uid: "u",
-                image: Some(&img),
-                previous: &Default::default(),
-            },
-            &ctx("2026-11-22T10:00:00Z"),
-        );
+        let out = fresh(plan, &s, Some(&img), &ctx("2026-11-22T10:00:00Z"));
         assert_eq!((out.actions.len(), out.verdict.reason), (0, Reason::InSync));
-        let out = plan(
-            &ImageShareInput {
-                spec: &s,
-                uid: "u",
-                image: None,
-                previous: &Default::default(),
-            },
-            &ctx("2026-11-22T10:00:00Z"),
-        );
+        let out = fresh(plan, &s, None, &ctx("2026-11-22T10:00:00Z"));
         assert_eq!(out.verdict.reason, Reason::NotFound);
         assert!(out.verdict.message.contains("checked again"));
         let img = image(false);
-        let out = plan(
-            &ImageShareInput {
-                spec: &s,
-                uid: "u",
-                image: Some(&img),
-                previous: &Default::default(),
-            },
-            &observe_only("2026-11-22T10:00:00Z"),
-        );
+        let out = fresh(plan, &s, Some(&img), &observe_only("2026-11-22T10:00:00Z"));
         assert_eq!((out.actions.len(), out.verdict.reason), (0, Reason::DriftDetected));
     }
 
@@ -570,27 +567,11 @@ mod image_share {
         let img = image(true);
         for (policy, actions) in [(DeletionPolicy::Retain, 0), (DeletionPolicy::UnShare, 1)] {
             let s = spec(true, policy);
-            let out = cleanup(
-                &ImageShareInput {
-                    spec: &s,
-                    uid: "u",
-                    image: Some(&img),
-                    previous: &Default::default(),
-                },
-                &ctx("2026-11-22T10:00:00Z"),
-            );
+            let out = fresh(cleanup, &s, Some(&img), &ctx("2026-11-22T10:00:00Z"));
             assert_eq!(out.actions.len(), actions, "{policy:?}");
         }
         let s = spec(true, DeletionPolicy::UnShare);
-        let out = cleanup(
-            &ImageShareInput {
-                spec: &s,
-                uid: "u",
-                image: None,
-                previous: &Default::default(),
-            },
-            &ctx("2026-11-22T10:00:00Z"),
-        );
+        let out = fresh(cleanup, &s, None, &ctx("2026-11-22T10:00:00Z"));
         assert!(out.actions.is_empty(), "a missing image counts as done");
     }
 }
