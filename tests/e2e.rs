@@ -199,6 +199,36 @@ async fn fota_policy_story_create_edit_drift_observe_suspend_delete() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn fota_policy_reports_the_global_auto_update_switch() {
+    let client = admin().await;
+    let ns = namespace(&client, "fotag").await;
+    let emu = emulator().await;
+    emu.world()
+        .update_state(|s| s.ecd.get_mut("cn-shanghai").unwrap().global_auto_update = true);
+    let _op = Operator::start(&ns, &emu.url(), &format!("lease-{ns}"));
+    create::<FotaTaskPolicy>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "FotaTaskPolicy", "metadata": {"name": "hold"},
+               "spec": {"regionId": "cn-shanghai", "autoPush": false, "taskUids": ["aot-sh0001"]}}),
+    )
+    .await;
+    let status = wait_reason::<FotaTaskPolicy>(&client, &ns, "hold", "GlobalAutoUpdateEnabled").await;
+    let message = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()["message"]
+        .clone();
+    assert!(message.as_str().unwrap().contains("aot-sh0001"), "{message}");
+    // Not retried hot: at most one write per resync.
+    let before = emu.world().counters().count("UpdateFotaTask");
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(emu.world().counters().count("UpdateFotaTask") - before <= 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn maintenance_window_story_enter_exit_foreign_and_delete_during_window() {
     let client = admin().await;
     let ns = namespace(&client, "dmw").await;

@@ -111,14 +111,9 @@ impl ManagedKind for FotaTaskPolicy {
     async fn execute(&self, env: &KindEnv, action: &UpdateTask) -> Result<(), CloudError> {
         let region = &self.spec.region_id;
         let result = ecd::update_fota_task(&env.cloud, region, &action.task_uid, &action.user_status).await;
-        match &result {
-            Ok(()) => env.write_through(LIST, region, |tasks: &mut Vec<ecd::FotaTask>| {
-                if let Some(t) = tasks.iter_mut().find(|t| t.task_uid == action.task_uid) {
-                    t.status = action.user_status.clone();
-                }
-            }),
-            Err(_) => env.invalidate(LIST, region),
-        }
+        // Not written through: the region's global switch can keep a task Running after a
+        // successful call, and the next read must show that. Task lists are short.
+        env.invalidate(LIST, region);
         result
     }
 
