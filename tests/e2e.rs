@@ -635,11 +635,6 @@ async fn secret_values_never_appear_in_events_status_or_logs() {
 async fn invalid_resources_are_rejected_naming_the_field() {
     let client = admin().await;
     let ns = namespace(&client, "bad").await;
-    let api = Api::<kube::api::DynamicObject>::namespaced_with(
-        client.clone(),
-        &ns,
-        &kube::discovery::ApiResource::erase::<DesktopMaintenanceWindow>(&()),
-    );
     let cases: Vec<(&str, Value, &str)> = vec![
         (
             "DesktopMaintenanceWindow",
@@ -719,7 +714,6 @@ async fn invalid_resources_are_rejected_naming_the_field() {
             "spec.credentialsRef.name",
         ),
     ];
-    let _ = api;
     for (i, (kind, spec, want)) in cases.into_iter().enumerate() {
         let plural = match kind {
             "DesktopMaintenanceWindow" => "desktopmaintenancewindows",

@@ -231,19 +231,20 @@ async fn unknown_actions_and_missing_parameters_are_named() {
     assert!(body["Message"].as_str().unwrap().contains("AccessKeyId"));
 }
 
+async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+async fn delete_status(http: &reqwest::Client, url: &str) -> u16 {
+    http.delete(url).send().await.unwrap().status().as_u16()
+}
+
 #[tokio::test]
 async fn admin_api_state_requests_clock_and_faults() {
     let emu = emulator().await;
     let http = reqwest::Client::new();
     let base = emu.url();
-    let mut state: Value = http
-        .get(format!("{base}/_emulator/state"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mut state: Value = get_json(&http, &format!("{base}/_emulator/state")).await;
     state["ecd"]["cn-hangzhou"]["fotaTasks"]
         .as_array_mut()
         .unwrap()
@@ -272,31 +273,10 @@ async fn admin_api_state_requests_clock_and_faults() {
     assert_eq!(resp.status(), 400);
     assert!(resp.text().await.unwrap().contains("invalid state"));
 
-    let counters: Value = http
-        .get(format!("{base}/_emulator/requests"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let counters: Value = get_json(&http, &format!("{base}/_emulator/requests")).await;
     assert_eq!(counters["actions"]["DescribeFotaTasks"]["success"], 1);
-    assert_eq!(
-        http.delete(format!("{base}/_emulator/requests"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        204
-    );
-    let counters: Value = http
-        .get(format!("{base}/_emulator/requests"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert_eq!(delete_status(&http, &format!("{base}/_emulator/requests")).await, 204);
+    let counters: Value = get_json(&http, &format!("{base}/_emulator/requests")).await;
     assert_eq!(counters["total"], 0);
 
     let before = emu.world().clock.now();
@@ -344,21 +324,7 @@ async fn admin_api_state_requests_clock_and_faults() {
         (err.code(), err.api_error().unwrap().status),
         ("ServiceUnavailable", 503)
     );
-    assert_eq!(
-        http.delete(format!("{base}/_emulator/faults"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        204
-    );
-    let faults: Value = http
-        .get(format!("{base}/_emulator/faults"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert_eq!(delete_status(&http, &format!("{base}/_emulator/faults")).await, 204);
+    let faults: Value = get_json(&http, &format!("{base}/_emulator/faults")).await;
     assert_eq!(faults, serde_json::json!([]));
 }

@@ -608,18 +608,27 @@ mod ota {
         }
     }
 
+    /// Plans with no previous status.
+    fn first(
+        spec: &OtaScheduleSpec,
+        group: Option<&AppInstanceGroup>,
+        ctx: &PlanContext,
+    ) -> reconcile::Outcome<reconcile::ota::Approve, OtaScheduleStatus> {
+        plan(
+            &OtaInput {
+                spec,
+                group,
+                previous: &OtaScheduleStatus::default(),
+            },
+            ctx,
+        )
+    }
+
     #[test]
     fn no_new_version_is_up_to_date() {
         let s = spec(Some("2026-11-23T02:00:00Z"), None);
         let g = group("", "");
-        let out = plan(
-            &OtaInput {
-                spec: &s,
-                group: Some(&g),
-                previous: &Default::default(),
-            },
-            &ctx("2026-11-22T10:00:00Z"),
-        );
+        let out = first(&s, Some(&g), &ctx("2026-11-22T10:00:00Z"));
         assert_eq!(
             (out.actions.len(), out.verdict.reason, out.verdict.ready),
             (0, Reason::UpToDate, true)
@@ -631,14 +640,7 @@ mod ota {
     fn a_new_version_is_approved_once_with_the_current_task_id() {
         let s = spec(Some("2026-11-23T02:00:00+08:00"), None);
         let g = group("2.0", "ota-1");
-        let out = plan(
-            &OtaInput {
-                spec: &s,
-                group: Some(&g),
-                previous: &Default::default(),
-            },
-            &ctx("2026-11-22T10:00:00Z"),
-        );
+        let out = first(&s, Some(&g), &ctx("2026-11-22T10:00:00Z"));
         assert_eq!(out.actions.len(), 1);
         assert_eq!(out.actions[0].task_id, "ota-1");
         assert_eq!(out.actions[0].start_time, "2026-11-22T18:00:00Z");
@@ -701,14 +703,7 @@ mod ota {
     fn a_one_off_start_time_in_the_past_is_terminal() {
         let s = spec(Some("2026-11-20T02:00:00Z"), None);
         let g = group("2.0", "ota-1");
-        let out = plan(
-            &OtaInput {
-                spec: &s,
-                group: Some(&g),
-                previous: &Default::default(),
-            },
-            &ctx("2026-11-22T10:00:00Z"),
-        );
+        let out = first(&s, Some(&g), &ctx("2026-11-22T10:00:00Z"));
         assert!(out.actions.is_empty());
         assert_eq!(out.verdict.reason, Reason::StartTimeInPast);
         assert!(out.verdict.reason.is_terminal());
@@ -719,14 +714,7 @@ mod ota {
         // Sundays 03:00 Shanghai = Saturday 19:00Z. 2026-11-22 is a Sunday.
         let s = spec(None, Some("0 3 * * 0"));
         let g = group("2.0", "ota-1");
-        let out = plan(
-            &OtaInput {
-                spec: &s,
-                group: Some(&g),
-                previous: &Default::default(),
-            },
-            &ctx("2026-11-22T10:00:00Z"),
-        );
+        let out = first(&s, Some(&g), &ctx("2026-11-22T10:00:00Z"));
         assert_eq!(out.actions[0].start_time, "2026-11-28T19:00:00Z");
         // A later version gets its own approval.
         let g = group("3.0", "ota-2");
@@ -745,24 +733,10 @@ mod ota {
     #[test]
     fn missing_group_and_observe_only() {
         let s = spec(Some("2026-11-23T02:00:00Z"), None);
-        let out = plan(
-            &OtaInput {
-                spec: &s,
-                group: None,
-                previous: &Default::default(),
-            },
-            &ctx("2026-11-22T10:00:00Z"),
-        );
+        let out = first(&s, None, &ctx("2026-11-22T10:00:00Z"));
         assert_eq!(out.verdict.reason, Reason::NotFound);
         let g = group("2.0", "ota-1");
-        let out = plan(
-            &OtaInput {
-                spec: &s,
-                group: Some(&g),
-                previous: &Default::default(),
-            },
-            &observe_only("2026-11-22T10:00:00Z"),
-        );
+        let out = first(&s, Some(&g), &observe_only("2026-11-22T10:00:00Z"));
         assert_eq!((out.actions.len(), out.verdict.reason), (0, Reason::DriftDetected));
     }
 }

@@ -163,59 +163,45 @@ struct Planner {
 }
 
 impl Planner {
+    fn env_with(&self, cloud: CloudClient, account: String) -> KindEnv {
+        KindEnv {
+            cloud,
+            account,
+            snapshots: self.snapshots.clone(),
+        }
+    }
+
+    /// The cloud side of a resource: its Secret from the input, else the default chain.
+    /// The second value says which, for the output.
     fn env(&self, namespace: &str, common: &api::common::CommonSpec) -> Result<(KindEnv, String), String> {
+        let default_chain = self.default_client.credentials().describe();
         let Some(r) = &common.credentials_ref else {
-            let desc = format!("default chain: {}", self.default_client.credentials().describe());
             return Ok((
-                KindEnv {
-                    cloud: self.default_client.clone(),
-                    account: "default".into(),
-                    snapshots: self.snapshots.clone(),
-                },
-                desc,
+                self.env_with(self.default_client.clone(), "default".into()),
+                format!("default chain: {default_chain}"),
             ));
         };
-        match self.secrets.get(&(namespace.to_string(), r.name.clone())) {
-            Some(keys) => {
-                let id = keys
-                    .get("accessKeyId")
-                    .filter(|v| !v.is_empty())
-                    .ok_or_else(|| format!("Secret {namespace}/{}: no accessKeyId key", r.name))?;
-                let secret = keys
-                    .get("accessKeySecret")
-                    .filter(|v| !v.is_empty())
-                    .ok_or_else(|| format!("Secret {namespace}/{}: no accessKeySecret key", r.name))?;
-                let origin = format!("Secret {namespace}/{} from the input", r.name);
-                let creds = Credentials::new(id.clone(), secret.clone(), keys.get("securityToken").cloned(), None);
-                let client = self.default_client.with_credentials(CredentialSource::Static {
-                    credentials: creds.clone(),
-                    origin: origin.clone(),
-                });
-                Ok((
-                    KindEnv {
-                        cloud: client,
-                        account: account_key(&creds),
-                        snapshots: self.snapshots.clone(),
-                    },
-                    format!("{origin} (AccessKeyId {id})"),
-                ))
-            }
-            None => {
-                let desc = format!(
-                    "Secret {namespace}/{} is not in the input; default chain: {}",
-                    r.name,
-                    self.default_client.credentials().describe()
-                );
-                Ok((
-                    KindEnv {
-                        cloud: self.default_client.clone(),
-                        account: "default".into(),
-                        snapshots: self.snapshots.clone(),
-                    },
-                    desc,
-                ))
-            }
-        }
+        let Some(keys) = self.secrets.get(&(namespace.to_string(), r.name.clone())) else {
+            let desc = format!(
+                "Secret {namespace}/{} is not in the input; default chain: {default_chain}",
+                r.name
+            );
+            return Ok((self.env_with(self.default_client.clone(), "default".into()), desc));
+        };
+        let key = |name: &str| {
+            keys.get(name)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| format!("Secret {namespace}/{}: no {name} key", r.name))
+        };
+        let (id, secret) = (key("accessKeyId")?, key("accessKeySecret")?);
+        let origin = format!("Secret {namespace}/{} from the input", r.name);
+        let creds = Credentials::new(id.clone(), secret.clone(), keys.get("securityToken").cloned(), None);
+        let account = account_key(&creds);
+        let client = self.default_client.with_credentials(CredentialSource::Static {
+            credentials: creds,
+            origin: origin.clone(),
+        });
+        Ok((self.env_with(client, account), format!("{origin} (AccessKeyId {id})")))
     }
 
     async fn plan_one<K: ManagedKind>(&self, doc: &Doc, all: &[Arc<K>]) -> Result<PlannedResource, String> {

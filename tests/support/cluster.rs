@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::discovery::{ApiResource, Scope};
+use kube::discovery::ApiResource;
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config, ResourceExt};
 
@@ -141,7 +141,6 @@ pub async fn apply_file(client: &Client, path: &Path, namespace: Option<&str>) {
         } else {
             Api::all_with(client.clone(), &ar)
         };
-        let _ = Scope::Cluster;
         api.patch(&obj.name_any(), &PatchParams::apply("e2e").force(), &Patch::Apply(&obj))
             .await
             .unwrap();
