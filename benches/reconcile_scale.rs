@@ -31,7 +31,7 @@ use alicloud_ops_operator::reconcile::PlanContext;
 struct Discard;
 
 impl<K: ManagedKind> StatusSink<K> for Discard {
-    async fn write(&self, _obj: &K, _status: &K::Status) -> Result<(), String> {
+    async fn write(&self, _obj: &K, _status: &K::Status) -> Result<(), kube::Error> {
         Ok(())
     }
 }

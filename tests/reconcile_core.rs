@@ -258,6 +258,7 @@ mod maintenance {
                 recorded_elsewhere: &[],
                 previous: prev,
                 deleting,
+                held_by_others: &Default::default(),
             },
             &ctx(now),
         )
@@ -387,6 +388,7 @@ mod maintenance {
                 recorded_elsewhere: &elsewhere,
                 previous: &prev,
                 deleting: false,
+                held_by_others: &Default::default(),
             },
             &ctx("2026-11-22T12:30:00Z"),
         );
@@ -450,6 +452,7 @@ mod maintenance {
                 recorded_elsewhere: &[],
                 previous: &Default::default(),
                 deleting: false,
+                held_by_others: &Default::default(),
             },
             &observe_only("2026-11-22T12:30:00Z"),
         );

@@ -29,7 +29,7 @@ struct Memory {
 }
 
 impl<K: ManagedKind> StatusSink<K> for Memory {
-    async fn write(&self, _obj: &K, _status: &K::Status) -> Result<(), String> {
+    async fn write(&self, _obj: &K, _status: &K::Status) -> Result<(), kube::Error> {
         *self.writes.lock().unwrap() += 1;
         Ok(())
     }

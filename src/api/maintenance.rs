@@ -48,8 +48,10 @@ use super::common::{CommonSpec, ResourceStatus};
 #[x_kube(validation = Rule::new("has(self.desktopIds) != has(self.selector)").message("set exactly one of desktopIds or selector"))]
 #[serde(rename_all = "camelCase")]
 pub struct DesktopMaintenanceWindowSpec {
-    /// Region of the cloud computers, e.g. `cn-hangzhou`.
+    /// Region of the cloud computers, e.g. `cn-hangzhou`. Cannot be changed: the computers
+    /// put into maintenance must be taken out in the region that has them.
     #[schemars(regex(pattern = r"^[a-z]{2}-[a-z0-9-]+$"), length(max = 64))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("regionId cannot be changed; create another DesktopMaintenanceWindow"))]
     pub region_id: String,
     /// The cloud computers (`ecd-...`), any number. Set this or `selector`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -114,6 +116,15 @@ pub(crate) fn utc() -> String {
     "UTC".to_string()
 }
 
+/// Which credentials made a write.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnteredWith {
+    /// The Secret used; absent when the operator's own credentials were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_ref: Option<super::common::CredentialsRef>,
+}
+
 /// A window as resolved to instants.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -153,6 +164,10 @@ pub struct DesktopMaintenanceWindowStatus {
     pub desktops_in_maintenance: Vec<String>,
     #[serde(default)]
     pub desktops_in_maintenance_count: i32,
+    /// The credentials that put `desktopsInMaintenance` into maintenance; they take them out
+    /// too. When `credentialsRef` changes, the computers are first taken out with these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entered_with: Option<EnteredWith>,
     /// Targeted computers in maintenance because someone else put them there; left alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub foreign_maintenance: Vec<String>,

@@ -11,7 +11,7 @@ use kube::runtime::events::Recorder;
 use super::kind::{KindEnv, account_key};
 use super::metrics::Metrics;
 use super::snapshot::SnapshotCache;
-use crate::api::common::CommonSpec;
+use crate::api::common::CredentialsRef;
 use crate::cloud::{CloudClient, CredentialSource, Credentials};
 
 /// The field manager of every write the operator makes.
@@ -80,8 +80,12 @@ impl Context {
     }
 
     /// The cloud side for a resource: its Secret (same namespace only) or the default chain.
-    pub async fn env_for(&self, namespace: &str, common: &CommonSpec) -> Result<(KindEnv, String), CredentialsError> {
-        let Some(r) = &common.credentials_ref else {
+    pub async fn env_for(
+        &self,
+        namespace: &str,
+        credentials_ref: Option<&CredentialsRef>,
+    ) -> Result<(KindEnv, String), CredentialsError> {
+        let Some(r) = credentials_ref else {
             let env = KindEnv {
                 cloud: self.cloud.clone(),
                 account: "default".into(),

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::snapshot::{SnapshotCache, SnapshotKey};
 use crate::api::ResourceStatus;
-use crate::api::common::CommonSpec;
+use crate::api::common::{CommonSpec, CredentialsRef};
 use crate::cloud::{CloudClient, CloudError};
 use crate::reconcile::{Outcome, PlanContext, Verdict};
 
@@ -149,6 +149,24 @@ pub trait ManagedKind:
 
     /// Some cloud answers mean "nothing to do" rather than failure (OtaTask.Running).
     fn interpret_error(_err: &CloudError) -> Option<Verdict> {
+        None
+    }
+
+    /// The status to keep after a write failed: `recorded` is the intent written before it
+    /// (or the previous status). A kind may drop an intent the error proves was not applied.
+    fn status_after_failure(recorded: Self::Status, _err: &CloudError) -> Self::Status {
+        recorded
+    }
+
+    /// What `status` records as done in the cloud by this resource, which deletion must
+    /// undo before the finalizer goes (one line each, for Events).
+    fn recorded(&self, _status: &Self::Status) -> Vec<String> {
+        vec![]
+    }
+
+    /// The credentials that made the recorded writes, when they must also undo them:
+    /// `Some(None)` for the operator's own, `Some(Some(ref))` for a Secret.
+    fn recorded_with(_status: &Self::Status) -> Option<Option<CredentialsRef>> {
         None
     }
 }

@@ -5,6 +5,7 @@ pub mod http;
 pub mod kind;
 pub mod kinds;
 pub mod metrics;
+pub mod next_step;
 pub mod reconciler;
 pub mod runner;
 pub mod snapshot;

@@ -1,7 +1,7 @@
 //! One generic controller for every kind: finalizers where deletion has cloud work,
 //! status by server-side apply, Events, metrics, and per-object backoff.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -18,27 +18,36 @@ use tracing::{Instrument, info_span, warn};
 
 use super::context::{Context, FIELD_MANAGER, FINALIZER, RECONCILE_REQUESTED_AT, SKIP_CLEANUP};
 use super::kind::{ManagedKind, Stage};
-use super::runner::{Reconciled, StatusSink, reconcile_once};
-use crate::cloud::{CloudError, ErrorClass};
-use crate::reconcile::{PlanContext, Reason, Verdict, conditions, duration};
+use super::next_step::{Requeue, Settled, next_step};
+use super::runner::{Reconciled, StatusSink, reconcile_once, settle};
+use crate::reconcile::{PlanContext, Reason, Verdict, duration};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cloud: {0}")]
-    Cloud(#[source] CloudError),
-    #[error("kubernetes: {0}")]
-    Kube(String),
+    #[error("{context}: {source}")]
+    Kube {
+        context: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    /// Deletion waits: something the resource did in the cloud is not undone yet.
+    #[error("cleanup not finished: {message}")]
+    CleanupPending { message: String, retry_in: Duration },
     #[error("finalizer: {0}")]
     Finalizer(String),
 }
 
+/// The HTTP status of a Kubernetes API error, if it was one.
+fn api_status(err: &kube::Error) -> Option<u16> {
+    match err {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}
+
 impl Error {
-    pub fn metric_reason(&self) -> String {
-        match self {
-            Error::Cloud(e) => e.class().as_str().to_string(),
-            Error::Kube(_) => "Kubernetes".into(),
-            Error::Finalizer(_) => "Finalizer".into(),
-        }
+    fn is_gone(&self) -> bool {
+        matches!(self, Error::Kube { source, .. } if api_status(source) == Some(404))
     }
 }
 
@@ -48,26 +57,43 @@ pub struct KindContext<K: ManagedKind> {
     pub store: Store<K>,
 }
 
-struct KubeStatus<K: ManagedKind> {
+/// The status subresource, written by server-side apply with the object's
+/// `resourceVersion` as a precondition: a write based on a stale copy fails with 409, and
+/// the reconcile starts over from what the watch delivers next. The precondition follows
+/// the reconcile's own writes, so intent and settlement can both be written.
+pub struct KubeStatus<K: ManagedKind> {
     api: Api<K>,
+    resource_version: Mutex<Option<String>>,
+}
+
+impl<K: ManagedKind> KubeStatus<K> {
+    pub fn new(api: Api<K>, obj: &K) -> Self {
+        KubeStatus {
+            api,
+            resource_version: Mutex::new(obj.meta().resource_version.clone()),
+        }
+    }
 }
 
 impl<K: ManagedKind> StatusSink<K> for KubeStatus<K> {
-    async fn write(&self, obj: &K, status: &K::Status) -> Result<(), String> {
+    async fn write(&self, obj: &K, status: &K::Status) -> Result<(), kube::Error> {
+        let rv = self.resource_version.lock().expect("resourceVersion lock").clone();
         let patch = json!({
             "apiVersion": K::api_version(&()),
             "kind": K::kind(&()),
+            "metadata": {"resourceVersion": rv},
             "status": status,
         });
-        self.api
+        let written = self
+            .api
             .patch_status(
                 &obj.name_any(),
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(&patch),
             )
-            .await
-            .map(drop)
-            .map_err(|e| format!("writing status: {e}"))
+            .await?;
+        *self.resource_version.lock().expect("resourceVersion lock") = written.meta().resource_version.clone();
+        Ok(())
     }
 }
 
@@ -102,109 +128,188 @@ fn jittered(d: Duration) -> Duration {
     Duration::from_secs_f64(d.as_secs_f64() + rand::Rng::random_range(&mut rand::rng(), 0.0..=spread))
 }
 
-async fn write_verdict<K: ManagedKind>(
-    api: &Api<K>,
-    obj: &K,
-    verdict: &Verdict,
-    synced: Result<(), (&str, &str)>,
-) -> Result<(), Error> {
-    let mut status = obj.status().cloned().unwrap_or_default();
-    let generation = obj.meta().generation.unwrap_or_default();
-    conditions::apply(
-        K::common_status(&mut status),
-        verdict,
-        synced,
-        generation,
-        chrono::Utc::now(),
-    );
-    if obj.status() != Some(&status) {
-        KubeStatus { api: api.clone() }
-            .write(obj, &status)
-            .await
-            .map_err(Error::Kube)?;
+/// What a stage came to, with the words for a Warning Event.
+struct Report {
+    settled: Settled,
+    reason: String,
+    message: String,
+}
+
+impl Report {
+    fn new(settled: Settled, reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Report {
+            settled,
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
-    Ok(())
+
+    fn kube(err: kube::Error) -> Self {
+        let settled = match api_status(&err) {
+            Some(409) => Settled::StaleObject,
+            Some(404) => Settled::ObjectGone,
+            _ => Settled::KubeFailed,
+        };
+        Report::new(settled, "Kubernetes", format!("writing status: {err}"))
+    }
+
+    /// The label of `alicloud_ops_reconcile_errors_total`, for a failed reconcile.
+    fn error_label(&self) -> Option<&str> {
+        match &self.settled {
+            Settled::CloudFailed { class, .. } => Some(class.as_str()),
+            Settled::CredentialsUnavailable { .. } => Some("Credentials"),
+            Settled::StaleObject => Some("Conflict"),
+            Settled::KubeFailed => Some("Kubernetes"),
+            _ => None,
+        }
+    }
+}
+
+fn summarize(items: &[String]) -> String {
+    if items.len() > 5 {
+        format!("{}, ... ({} in all)", items[..5].join(", "), items.len())
+    } else {
+        items.join(", ")
+    }
 }
 
 async fn apply<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: Stage) -> Result<Action, Error> {
     let ctx = &kctx.shared;
     let key = object_key(obj.as_ref());
-    let next = apply_inner(obj, kctx, stage).await?;
-    ctx.metrics.schedule(K::KIND, &key, next);
-    Ok(match next {
-        Some(d) => Action::requeue(d),
-        None => Action::await_change(),
-    })
+    let resync = resync_for(obj.as_ref(), ctx.config.resync);
+    let report = run_stage(obj.clone(), kctx, stage).await;
+    let next = next_step(stage, &report.settled, resync);
+    if next.warn {
+        publish(
+            ctx,
+            obj.as_ref(),
+            EventType::Warning,
+            &report.reason,
+            if stage == Stage::Cleanup { "Delete" } else { "Reconcile" },
+            report.message.clone(),
+        )
+        .await;
+    }
+    if let Some(label) = report.error_label() {
+        ctx.metrics
+            .errors
+            .get_or_create(&super::metrics::ErrorLabels {
+                kind: K::KIND.into(),
+                reason: label.to_string(),
+            })
+            .inc();
+        warn!(reason = label, error = %report.message, "reconcile failed");
+    }
+    if next.reset_backoff {
+        ctx.reset_backoff(&key);
+    }
+    let delay = match next.requeue {
+        Requeue::Resync => Some(jittered(resync)),
+        Requeue::After(d) => Some(d),
+        Requeue::Backoff => Some(ctx.next_backoff(&key)),
+        Requeue::OnChange => None,
+    };
+    ctx.metrics.schedule(K::KIND, &key, delay);
+    if stage == Stage::Cleanup && !next.release_finalizer {
+        return Err(Error::CleanupPending {
+            message: report.message,
+            retry_in: delay.unwrap_or(resync),
+        });
+    }
+    Ok(delay.map(Action::requeue).unwrap_or_else(Action::await_change))
 }
 
-/// Returns when to reconcile again (`None`: only when something changes).
-async fn apply_inner<K: ManagedKind>(
-    obj: Arc<K>,
-    kctx: &KindContext<K>,
-    stage: Stage,
-) -> Result<Option<Duration>, Error> {
+/// Runs one stage and reports how it ended; every outcome goes through [`next_step`].
+async fn run_stage<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: Stage) -> Report {
     let ctx = &kctx.shared;
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     let key = object_key(obj.as_ref());
-    let resync = resync_for(obj.as_ref(), ctx.config.resync);
+    let sink = KubeStatus::new(api, obj.as_ref());
+    let previous = obj.status().cloned().unwrap_or_default();
+    let recorded_before = obj.recorded(&previous);
+    let plan_ctx = PlanContext {
+        now: chrono::Utc::now(),
+        generation: obj.meta().generation.unwrap_or_default(),
+        policy: obj.common().management_policy,
+        resync: resync_for(obj.as_ref(), ctx.config.resync),
+    };
 
     if stage == Stage::Cleanup && obj.annotations().get(SKIP_CLEANUP).map(String::as_str) == Some("true") {
+        let message = if recorded_before.is_empty() {
+            format!("{SKIP_CLEANUP}=true: released without cloud cleanup")
+        } else {
+            format!(
+                "{SKIP_CLEANUP}=true: released without cloud cleanup, leaving {} as they are: {}",
+                recorded_before.len(),
+                summarize(&recorded_before)
+            )
+        };
         publish(
             ctx,
             obj.as_ref(),
             EventType::Normal,
             "CleanupSkipped",
             "Delete",
-            format!("{SKIP_CLEANUP}=true: released without cloud cleanup"),
+            message.clone(),
         )
         .await;
-        return Ok(None);
+        return Report::new(Settled::CleanupSkipped, "CleanupSkipped", message);
     }
     if stage == Stage::Apply && obj.common().suspend {
         let v = Verdict::not_ready(Reason::Suspended, "spec.suspend is true: nothing is read or written");
-        write_verdict(&api, obj.as_ref(), &v, Err(("Suspended", "spec.suspend is true"))).await?;
-        ctx.metrics
-            .record_object(K::KIND, &key, false, Reason::Suspended.as_str());
-        return Ok(None);
+        ctx.metrics.record_object(K::KIND, &key, false, v.reason.as_str());
+        return match settle(obj.as_ref(), previous, &v, false, &plan_ctx, &sink).await {
+            Ok(_) => Report::new(Settled::Suspended, v.reason.as_str(), v.message),
+            Err(e) => Report::kube(e),
+        };
     }
-    let (env, origin) = match ctx.env_for(&ns, obj.common()).await {
+
+    // Recorded writes are undone with the credentials that made them. When the spec now
+    // names others, the record is undone first (a "drain"), then the new ones take over.
+    let spec_ref = obj.common().credentials_ref.clone();
+    let pinned = K::recorded_with(&previous).filter(|_| !recorded_before.is_empty());
+    let draining = stage == Stage::Apply && pinned.as_ref().is_some_and(|p| *p != spec_ref);
+    let credentials_ref = pinned.unwrap_or(spec_ref);
+    let (env, origin) = match ctx.env_for(&ns, credentials_ref.as_ref()).await {
         Ok(e) => e,
         Err(e) => {
-            let v = Verdict::not_ready(Reason::CredentialsInvalid, e.to_string());
-            write_verdict(&api, obj.as_ref(), &v, Err((v.reason.as_str(), &v.message))).await?;
-            publish(
-                ctx,
-                obj.as_ref(),
-                EventType::Warning,
-                Reason::CredentialsInvalid.as_str(),
-                "Reconcile",
-                e.to_string(),
-            )
-            .await;
-            ctx.metrics
-                .record_object(K::KIND, &key, false, Reason::CredentialsInvalid.as_str());
-            // The Secret watch brings the resource back when the Secret appears or changes.
-            return Ok(Some(resync));
+            let remaining = recorded_before.len();
+            let message = if remaining > 0 {
+                format!(
+                    "{e}; it is needed to undo what this resource did ({remaining}: {}). Restore the Secret, or \
+                     set the annotation {SKIP_CLEANUP}=true to release the resource without cloud cleanup",
+                    summarize(&recorded_before)
+                )
+            } else {
+                e.to_string()
+            };
+            let v = Verdict::not_ready(Reason::CredentialsInvalid, message);
+            ctx.metrics.record_object(K::KIND, &key, false, v.reason.as_str());
+            return match settle(obj.as_ref(), previous, &v, false, &plan_ctx, &sink).await {
+                Ok(_) => Report::new(
+                    Settled::CredentialsUnavailable { remaining },
+                    v.reason.as_str(),
+                    v.message,
+                ),
+                // On deletion the object may already be gone; that is not a reason to stay.
+                Err(e) if stage == Stage::Cleanup && remaining == 0 && api_status(&e) == Some(404) => Report::new(
+                    Settled::CredentialsUnavailable { remaining },
+                    v.reason.as_str(),
+                    v.message,
+                ),
+                Err(e) => Report::kube(e),
+            };
         }
     };
-    tracing::debug!(credentials = %origin, "resolved credentials");
+    tracing::debug!(credentials = %origin, draining, "resolved credentials");
     let fresh = ctx.newly_requested(&key, obj.annotations().get(RECONCILE_REQUESTED_AT).map(String::as_str));
-    let peers: Vec<Arc<K>> = if stage == Stage::Apply {
-        kctx.store.state()
-    } else {
-        vec![]
+    let peers: Vec<Arc<K>> = kctx.store.state();
+    let plan_stage = if draining { Stage::Cleanup } else { stage };
+    let r: Reconciled<K> = match reconcile_once(obj.as_ref(), &env, &peers, &plan_ctx, plan_stage, fresh, &sink).await {
+        Ok(r) => r,
+        Err(e) => return Report::kube(e),
     };
-    let plan_ctx = PlanContext {
-        now: chrono::Utc::now(),
-        generation: obj.meta().generation.unwrap_or_default(),
-        policy: obj.common().management_policy,
-        resync,
-    };
-    let sink = KubeStatus { api: api.clone() };
-    let r: Reconciled<K> = reconcile_once(obj.as_ref(), &env, &peers, &plan_ctx, stage, fresh, &sink)
-        .await
-        .map_err(Error::Kube)?;
 
     for applied in &r.applied {
         publish(
@@ -225,47 +330,66 @@ async fn apply_inner<K: ManagedKind>(
     }
     ctx.metrics
         .record_object(K::KIND, &key, r.verdict.ready, r.verdict.reason.as_str());
+    let remaining = r.recorded.len();
     if let Some(err) = r.error {
-        publish(
-            ctx,
-            obj.as_ref(),
-            EventType::Warning,
+        let message = if stage == Stage::Cleanup && remaining > 0 {
+            format!(
+                "{err}; {remaining} change(s) still to undo ({}). Deletion waits for them; set the \
+                 annotation {SKIP_CLEANUP}=true to release the resource without cloud cleanup",
+                summarize(&r.recorded)
+            )
+        } else {
+            err.to_string()
+        };
+        return Report::new(
+            Settled::CloudFailed {
+                class: err.class(),
+                remaining,
+            },
             r.verdict.reason.as_str(),
-            "Reconcile",
-            err.to_string(),
-        )
-        .await;
-        if stage == Stage::Cleanup && err.class() == ErrorClass::NotFound {
-            // The cloud object is gone: nothing left to clean up.
-            return Ok(None);
-        }
-        if err.class().is_retryable() || stage == Stage::Cleanup {
-            return Err(Error::Cloud(err));
-        }
-        return Ok(Some(resync));
+            message,
+        );
     }
-    ctx.reset_backoff(&key);
-    let reason = r.verdict.reason;
-    if reason.is_terminal() && !matches!(reason, Reason::NotFound | Reason::Conflict) {
+    if draining {
         publish(
             ctx,
             obj.as_ref(),
-            EventType::Warning,
-            reason.as_str(),
-            "Reconcile",
-            r.verdict.message.clone(),
+            EventType::Normal,
+            "CredentialsChanged",
+            "Apply",
+            "credentialsRef changed: what the old credentials did is undone with them first".into(),
         )
         .await;
-        return Ok(None);
+        let requeue_after = Some(super::next_step::STALE_RETRY);
+        return Report::new(
+            Settled::Planned {
+                reason: Reason::Applying,
+                requeue_after,
+                remaining,
+            },
+            Reason::Applying.as_str(),
+            r.verdict.message,
+        );
     }
-    if stage == Stage::Cleanup {
-        return Ok(None);
-    }
-    let next = r
-        .requeue_after
-        .map(|d| d.min(resync))
-        .unwrap_or_else(|| jittered(resync));
-    Ok(Some(next))
+    let message = if stage == Stage::Cleanup && remaining > 0 {
+        format!(
+            "{} change(s) still to undo ({}): {}",
+            remaining,
+            summarize(&r.recorded),
+            r.verdict.message
+        )
+    } else {
+        r.verdict.message
+    };
+    Report::new(
+        Settled::Planned {
+            reason: r.verdict.reason,
+            requeue_after: r.requeue_after,
+            remaining,
+        },
+        r.verdict.reason.as_str(),
+        message,
+    )
 }
 
 fn uses_finalizer<K: ManagedKind>(obj: &K) -> bool {
@@ -294,6 +418,14 @@ async fn reconcile<K: ManagedKind>(obj: Arc<K>, kctx: Arc<KindContext<K>>) -> Re
                 kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
                     e
                 }
+                kube::runtime::finalizer::Error::AddFinalizer(source) => Error::Kube {
+                    context: "adding the finalizer",
+                    source,
+                },
+                kube::runtime::finalizer::Error::RemoveFinalizer(source) => Error::Kube {
+                    context: "removing the finalizer",
+                    source,
+                },
                 other => Error::Finalizer(other.to_string()),
             })
         } else if obj.meta().deletion_timestamp.is_some() {
@@ -304,6 +436,11 @@ async fn reconcile<K: ManagedKind>(obj: Arc<K>, kctx: Arc<KindContext<K>>) -> Re
         ctx.metrics.in_flight.get_or_create(&kind).dec();
         ctx.metrics.observe_reconcile(K::KIND, started.elapsed());
 
+        // An object that is already gone needs nothing more.
+        let result = match result {
+            Err(e) if e.is_gone() => Ok(Action::await_change()),
+            other => other,
+        };
         if obj.meta().deletion_timestamp.is_some() && result.is_ok() {
             ctx.metrics.forget_object(K::KIND, &object_key(obj.as_ref()));
         }
@@ -313,18 +450,26 @@ async fn reconcile<K: ManagedKind>(obj: Arc<K>, kctx: Arc<KindContext<K>>) -> Re
     .await
 }
 
+/// Only failures outside [`apply`] reach here (it decides its own requeue), plus a
+/// deletion that waits for its cleanup, which carries the delay [`next_step`] chose.
 fn error_policy<K: ManagedKind>(obj: Arc<K>, err: &Error, kctx: Arc<KindContext<K>>) -> Action {
     let ctx = &kctx.shared;
-    ctx.metrics
-        .errors
-        .get_or_create(&super::metrics::ErrorLabels {
-            kind: K::KIND.into(),
-            reason: err.metric_reason(),
-        })
-        .inc();
-    let delay = ctx.next_backoff(&object_key(obj.as_ref()));
-    ctx.metrics.schedule(K::KIND, &object_key(obj.as_ref()), Some(delay));
-    warn!(kind = K::KIND, name = %obj.name_any(), error = %err, retry_in_ms = delay.as_millis() as u64, "reconcile failed");
+    let key = object_key(obj.as_ref());
+    let delay = match err {
+        Error::CleanupPending { retry_in, .. } => *retry_in,
+        other => {
+            ctx.metrics
+                .errors
+                .get_or_create(&super::metrics::ErrorLabels {
+                    kind: K::KIND.into(),
+                    reason: "Kubernetes".into(),
+                })
+                .inc();
+            warn!(kind = K::KIND, name = %obj.name_any(), error = %other, "reconcile failed");
+            ctx.next_backoff(&key)
+        }
+    };
+    ctx.metrics.schedule(K::KIND, &key, Some(delay));
     Action::requeue(delay)
 }
 
@@ -339,7 +484,10 @@ pub async fn run<K: ManagedKind>(
         Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
-    let controller = Controller::new(api, watcher::Config::default().any_semantic());
+    // Lists come from the apiserver's quorum read, never its watch cache: a list older than
+    // what was already observed could undo a recorded intent. (Writes carry a precondition
+    // as well; this keeps conflicts rare.)
+    let controller = Controller::new(api, watcher::Config::default());
     let store = controller.store();
     let mapper_store = store.clone();
     let controller = controller

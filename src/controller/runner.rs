@@ -40,8 +40,11 @@ pub fn error_verdict(err: &CloudError) -> Verdict {
 }
 
 /// Where statuses go: the status subresource for the controller, memory for tests.
+///
+/// A write must fail (HTTP 409) when the object changed since `obj` was read, so that a
+/// decision taken on a stale copy is never acted on; see `KubeStatus`.
 pub trait StatusSink<K: ManagedKind>: Send + Sync {
-    fn write(&self, obj: &K, status: &K::Status) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    fn write(&self, obj: &K, status: &K::Status) -> impl std::future::Future<Output = Result<(), kube::Error>> + Send;
 }
 
 /// What one reconcile did.
@@ -57,9 +60,15 @@ pub struct Reconciled<K: ManagedKind> {
     pub error: Option<CloudError>,
     /// Whether the plan found drift.
     pub drift: bool,
+    /// What the settled status still records as done in the cloud (what deletion undoes).
+    pub recorded: Vec<String>,
 }
 
 /// Plans, records intent, acts, and writes the settled status (only when it changed).
+///
+/// Every plan with writes records its intent first, through the sink's precondition: a
+/// plan made from a stale copy of the object fails there, before anything reaches the
+/// cloud.
 pub async fn reconcile_once<K: ManagedKind, S: StatusSink<K>>(
     obj: &K,
     env: &KindEnv,
@@ -68,10 +77,10 @@ pub async fn reconcile_once<K: ManagedKind, S: StatusSink<K>>(
     stage: Stage,
     fresh: bool,
     sink: &S,
-) -> Result<Reconciled<K>, String> {
+) -> Result<Reconciled<K>, kube::Error> {
     let previous = obj.status().cloned().unwrap_or_default();
     let mut applied = Vec::new();
-    let (mut status, verdict, requeue_after, error, drift) = match plan(obj, env, peers, ctx, stage, fresh).await {
+    let (status, verdict, requeue_after, error, drift) = match plan(obj, env, peers, ctx, stage, fresh).await {
         Err(e) => (
             previous.clone(),
             K::interpret_error(&e).unwrap_or_else(|| error_verdict(&e)),
@@ -81,7 +90,12 @@ pub async fn reconcile_once<K: ManagedKind, S: StatusSink<K>>(
         ),
         Ok(outcome) => {
             let drift = outcome.has_drift();
-            if let Some(intent) = &outcome.intent {
+            let intent = match (&outcome.intent, outcome.actions.is_empty()) {
+                (Some(i), _) => Some(i.clone()),
+                (None, false) => Some(previous.clone()),
+                (None, true) => None,
+            };
+            if let Some(intent) = &intent {
                 sink.write(obj, intent).await?;
             }
             let mut failure = None;
@@ -97,7 +111,8 @@ pub async fn reconcile_once<K: ManagedKind, S: StatusSink<K>>(
             match failure {
                 None => (outcome.status, outcome.verdict, outcome.requeue_after, None, drift),
                 Some(e) => {
-                    let fallback = outcome.intent.clone().unwrap_or(previous.clone());
+                    let recorded = intent.unwrap_or_else(|| previous.clone());
+                    let fallback = K::status_after_failure(recorded, &e);
                     match K::interpret_error(&e) {
                         Some(v) => (fallback, v, None, None, drift),
                         None => (fallback, error_verdict(&e), None, Some(e), drift),
@@ -106,15 +121,9 @@ pub async fn reconcile_once<K: ManagedKind, S: StatusSink<K>>(
             }
         }
     };
-    let synced = match &error {
-        None => Ok(()),
-        Some(_) => Err((verdict.reason.as_str(), verdict.message.as_str())),
-    };
-    crate::reconcile::conditions::apply(K::common_status(&mut status), &verdict, synced, ctx.generation, ctx.now);
-    if obj.status() != Some(&status) {
-        sink.write(obj, &status).await?;
-    }
+    let status = settle(obj, status, &verdict, error.is_none(), ctx, sink).await?;
     Ok(Reconciled {
+        recorded: obj.recorded(&status),
         status,
         verdict,
         requeue_after,
@@ -122,4 +131,26 @@ pub async fn reconcile_once<K: ManagedKind, S: StatusSink<K>>(
         error,
         drift,
     })
+}
+
+/// The one way a status is settled: the Ready and Synced conditions from `verdict`, written
+/// only when something changed. `synced` is false when the reconcile failed.
+pub async fn settle<K: ManagedKind, S: StatusSink<K>>(
+    obj: &K,
+    mut status: K::Status,
+    verdict: &Verdict,
+    synced: bool,
+    ctx: &PlanContext,
+    sink: &S,
+) -> Result<K::Status, kube::Error> {
+    let synced = if synced {
+        Ok(())
+    } else {
+        Err((verdict.reason.as_str(), verdict.message.as_str()))
+    };
+    crate::reconcile::conditions::apply(K::common_status(&mut status), verdict, synced, ctx.generation, ctx.now);
+    if obj.status() != Some(&status) {
+        sink.write(obj, &status).await?;
+    }
+    Ok(status)
 }

@@ -1,4 +1,5 @@
-//! Injected faults: make the next N calls of an action fail, fail at random, or slow down.
+//! Injected faults: make the next N calls of an action fail, fail at random, or slow down;
+//! or apply the call and then lose its answer, as a timeout or a proxy's 5xx does.
 
 use std::time::Duration;
 
@@ -32,6 +33,10 @@ pub struct Fault {
     /// Added latency before answering, in milliseconds.
     #[serde(default)]
     pub latency_ms: Option<u64>,
+    /// Apply the call first, then answer with the error (or only after `latencyMs`, to run
+    /// past the client's timeout): the write took effect but its answer is lost.
+    #[serde(default)]
+    pub after_apply: bool,
 }
 
 impl Fault {
@@ -48,6 +53,9 @@ impl Fault {
             return Err("count: must be at least 1 (leave it out for no limit)".into());
         }
         if self.code.is_none() && !self.throttle && self.latency_ms.is_none() {
+            if self.after_apply {
+                return Err("afterApply: needs a code (an error answer) or latencyMs (no answer in time)".into());
+            }
             return Err("a fault needs a code, throttle: true, or latencyMs".into());
         }
         if let Some(s) = self.status
@@ -84,6 +92,8 @@ impl Fault {
 pub struct Outcome {
     pub latency: Duration,
     pub error: Option<ApiFailure>,
+    /// Apply the call before the latency and the error: the answer is lost, not the write.
+    pub after_apply: bool,
 }
 
 #[derive(Debug, Default)]
@@ -110,17 +120,23 @@ impl Faults {
         let mut rng = rand::rng();
         for f in self.active.iter_mut().filter(|f| f.action == action || f.action == "*") {
             if let Some(ms) = f.latency_ms {
-                out.latency += Duration::from_millis(ms);
+                out.latency = out.latency.saturating_add(Duration::from_millis(ms));
             }
             if out.error.is_some() {
                 continue;
             }
             let hit = f.probability.is_none_or(|p| rng.random_bool(p));
-            if hit && let Some(err) = f.error() {
-                out.error = Some(err);
-                if let Some(n) = f.count.as_mut() {
-                    *n -= 1;
-                }
+            if !hit {
+                continue;
+            }
+            let err = f.error();
+            let fired = f.after_apply || err.is_some();
+            out.after_apply |= f.after_apply;
+            if err.is_some() {
+                out.error = err;
+            }
+            if fired && let Some(n) = f.count.as_mut() {
+                *n -= 1;
             }
         }
         self.active.retain(|f| f.count != Some(0));
@@ -147,6 +163,22 @@ mod tests {
         assert!(faults.apply("DescribeDesktops").error.is_some());
         assert!(faults.apply("DescribeDesktops").error.is_none());
         assert!(faults.list().is_empty());
+    }
+
+    #[test]
+    fn after_apply_faults_are_counted_and_need_an_effect() {
+        let mut faults = Faults::default();
+        faults.add(fault(
+            serde_json::json!({"action": "ApproveOtaTask", "afterApply": true, "latencyMs": 50, "count": 1}),
+        ));
+        let out = faults.apply("ApproveOtaTask");
+        assert!(out.after_apply && out.error.is_none());
+        assert_eq!(out.latency, Duration::from_millis(50));
+        assert!(!faults.apply("ApproveOtaTask").after_apply, "count used up");
+        let e = fault(serde_json::json!({"action": "A", "afterApply": true}))
+            .validate()
+            .unwrap_err();
+        assert!(e.starts_with("afterApply"), "{e}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-pub use server::{RequestCounters, World};
+pub use server::{REQUEST_LOG_CAPACITY, RequestCounters, RequestRecord, World};
 pub use state::CloudState;
 
 /// The key pair the emulator accepts when none is given; printed at start-up.

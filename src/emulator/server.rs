@@ -42,6 +42,39 @@ impl RequestCounters {
     }
 }
 
+/// What happened to one request, for tests and people checking what a write did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestRecord {
+    /// 1 for the first request the emulator answered (counting from the last reset).
+    pub seq: u64,
+    pub action: String,
+    /// The action's own parameters (signing and protocol parameters left out).
+    pub params: BTreeMap<String, String>,
+    /// `success` or the error code answered.
+    pub code: String,
+    /// The action was applied but its answer was lost (an `afterApply` fault).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub answer_lost: bool,
+}
+
+/// The newest requests kept in the log; older ones are dropped (the counters keep counting).
+pub const REQUEST_LOG_CAPACITY: usize = 20_000;
+
+const PROTOCOL_PARAMS: &[&str] = &[
+    "Action",
+    "Version",
+    "Format",
+    "AccessKeyId",
+    "Signature",
+    "SignatureMethod",
+    "SignatureVersion",
+    "SignatureNonce",
+    "SignatureType",
+    "Timestamp",
+    "SecurityToken",
+];
+
 /// Everything the emulator holds. Separate locks keep signature checks off the state lock.
 pub struct World {
     pub clock: Clock,
@@ -51,6 +84,7 @@ pub struct World {
     faults: Mutex<Faults>,
     shares: Mutex<ShareBook>,
     counters: Mutex<RequestCounters>,
+    log: Mutex<std::collections::VecDeque<RequestRecord>>,
 }
 
 impl World {
@@ -63,6 +97,7 @@ impl World {
             faults: Mutex::new(Faults::default()),
             shares: Mutex::new(ShareBook::default()),
             counters: Mutex::new(RequestCounters::default()),
+            log: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -88,6 +123,42 @@ impl World {
 
     pub fn reset_counters(&self) {
         *self.counters.lock().expect("counters lock") = RequestCounters::default();
+        self.log.lock().expect("log lock").clear();
+    }
+
+    /// The newest requests, oldest first (at most [`REQUEST_LOG_CAPACITY`]).
+    pub fn request_log(&self) -> Vec<RequestRecord> {
+        self.log.lock().expect("log lock").iter().cloned().collect()
+    }
+
+    fn record(&self, action: &str, params: &Params, code: &str, answer_lost: bool) {
+        let seq = {
+            let mut c = self.counters.lock().expect("counters lock");
+            c.total += 1;
+            *c.actions
+                .entry(action.to_string())
+                .or_default()
+                .entry(code.to_string())
+                .or_default() += 1;
+            c.total
+        };
+        let params = params
+            .pairs()
+            .iter()
+            .filter(|(k, _)| !PROTOCOL_PARAMS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut log = self.log.lock().expect("log lock");
+        if log.len() == REQUEST_LOG_CAPACITY {
+            log.pop_front();
+        }
+        log.push_back(RequestRecord {
+            seq,
+            action: action.to_string(),
+            params,
+            code: code.to_string(),
+            answer_lost,
+        });
     }
 
     pub fn add_fault(&self, fault: Fault) -> Result<(), String> {
@@ -98,16 +169,6 @@ impl World {
 
     pub fn clear_faults(&self) {
         self.faults.lock().expect("faults lock").clear();
-    }
-
-    fn count(&self, action: &str, code: &str) {
-        let mut c = self.counters.lock().expect("counters lock");
-        c.total += 1;
-        *c.actions
-            .entry(action.to_string())
-            .or_default()
-            .entry(code.to_string())
-            .or_default() += 1;
     }
 
     fn dispatch(
@@ -197,7 +258,7 @@ async fn rpc(
     let (action, version) = req.action_and_version();
     let action = action.unwrap_or_default().to_string();
     let product = Product::from_version(version.unwrap_or_default());
-    let result = handle(&world, &req, &action, version, product).await;
+    let Handled { result, answer_lost } = handle(&world, &req, &action, version, product).await;
     let code = match &result {
         Ok(v) => v
             .get("Code")
@@ -207,7 +268,12 @@ async fn rpc(
             .to_string(),
         Err(e) => e.code.clone(),
     };
-    world.count(if action.is_empty() { "(none)" } else { &action }, &code);
+    world.record(
+        if action.is_empty() { "(none)" } else { &action },
+        &params,
+        &code,
+        answer_lost,
+    );
     let product_name = product.map(|p| p.code()).unwrap_or("unknown");
     match result {
         Ok(mut body) => {
@@ -220,12 +286,31 @@ async fn rpc(
     }
 }
 
+struct Handled {
+    result: ApiResult<Value>,
+    /// Applied, and then answered with an injected error or too late.
+    answer_lost: bool,
+}
+
 async fn handle(
     world: &World,
     req: &SignedRequest<'_>,
     action: &str,
     version: Option<&str>,
     product: Option<Product>,
+) -> Handled {
+    let mut answer_lost = false;
+    let result = handle_inner(world, req, action, version, product, &mut answer_lost).await;
+    Handled { result, answer_lost }
+}
+
+async fn handle_inner(
+    world: &World,
+    req: &SignedRequest<'_>,
+    action: &str,
+    version: Option<&str>,
+    product: Option<Product>,
+    answer_lost: &mut bool,
 ) -> ApiResult<Value> {
     if action.is_empty() {
         return Err(ApiFailure::missing("Action"));
@@ -241,6 +326,15 @@ async fn handle(
         verify(req, &keys, &mut nonces, now)?
     };
     let outcome = world.faults.lock().expect("faults lock").apply(action);
+    if outcome.after_apply {
+        let applied = world.dispatch(product, action, &caller, req.params, now)?;
+        *answer_lost = true;
+        tokio::time::sleep(outcome.latency).await;
+        return match outcome.error {
+            Some(err) => Err(err),
+            None => Ok(applied),
+        };
+    }
     if !outcome.latency.is_zero() {
         tokio::time::sleep(outcome.latency).await;
     }
@@ -268,8 +362,11 @@ async fn put_state(State(world): State<Arc<World>>, body: Bytes) -> Response {
     }
 }
 
-async fn get_requests(State(world): State<Arc<World>>) -> Json<RequestCounters> {
-    Json(world.counters())
+/// The counters, and the newest requests one by one.
+async fn get_requests(State(world): State<Arc<World>>) -> Json<Value> {
+    let mut body = serde_json::to_value(world.counters()).unwrap_or_default();
+    body["log"] = serde_json::to_value(world.request_log()).unwrap_or_default();
+    Json(body)
 }
 
 async fn delete_requests(State(world): State<Arc<World>>) -> StatusCode {

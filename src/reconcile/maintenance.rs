@@ -4,7 +4,9 @@ use std::collections::BTreeSet;
 
 use super::schedule::{Schedule, Window, WindowState};
 use super::{Outcome, PlanContext, Reason, VERIFY_AFTER, Verdict, min_requeue, rfc3339, until};
-use crate::api::maintenance::{DesktopMaintenanceWindowSpec, DesktopMaintenanceWindowStatus, Phase, WindowTimes};
+use crate::api::maintenance::{
+    DesktopMaintenanceWindowSpec, DesktopMaintenanceWindowStatus, EnteredWith, Phase, WindowTimes,
+};
 use crate::cloud::ops::ecd::{Desktop, MaintenanceMode};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +26,22 @@ pub struct MaintenanceInput<'a> {
     pub previous: &'a DesktopMaintenanceWindowStatus,
     /// True while the resource is being deleted: exit everything we entered.
     pub deleting: bool,
+    /// Desktops that another window of the region has recorded as in maintenance and still
+    /// holds (its window has not ended): they stay in maintenance until the last one ends.
+    pub held_by_others: &'a BTreeSet<String>,
+}
+
+/// The window the status records as open, while it still is.
+fn recorded_window(previous: &DesktopMaintenanceWindowStatus, now: chrono::DateTime<chrono::Utc>) -> WindowState {
+    let open = previous.current_window.as_ref().and_then(|w| {
+        let start = w.start.parse().ok()?;
+        let end = w.end.parse().ok()?;
+        (now < end).then_some(Window { start, end })
+    });
+    WindowState {
+        current: open,
+        next: None,
+    }
 }
 
 pub fn schedule(spec: &DesktopMaintenanceWindowSpec) -> Result<Schedule, String> {
@@ -51,22 +69,16 @@ pub fn plan(
     ctx: &PlanContext,
 ) -> Outcome<SetMaintenance, DesktopMaintenanceWindowStatus> {
     let mut status = input.previous.clone();
-    let schedule = match schedule(input.spec) {
-        Ok(s) => s,
-        Err(msg) => {
-            return Outcome {
-                actions: vec![],
-                intent: None,
-                status,
-                verdict: Verdict::not_ready(Reason::InvalidSpec, msg),
-                requeue_after: None,
-            };
-        }
-    };
-    let state = if input.deleting {
-        WindowState::default()
+    // Deletion undoes the record whatever the spec says; it may no longer be valid.
+    let (state, schedule, invalid) = if input.deleting {
+        (WindowState::default(), None, None)
     } else {
-        schedule.at(ctx.now)
+        match schedule(input.spec) {
+            Ok(s) => (s.at(ctx.now), Some(s), None),
+            // An invalid edit does not end an open window early, nor keep it open forever:
+            // the window recorded as open runs to its recorded end, then everything exits.
+            Err(msg) => (recorded_window(input.previous, ctx.now), None, Some(msg)),
+        }
     };
     let ours: BTreeSet<String> = input.previous.desktops_in_maintenance.iter().cloned().collect();
     let known: Vec<&Desktop> = input.desktops.iter().chain(input.recorded_elsewhere).collect();
@@ -85,7 +97,8 @@ pub fn plan(
     for d in &known {
         let id = d.desktop_id.clone();
         let is_ours = ours.contains(&id);
-        let wanted = state.current.is_some() && targeted.contains(id.as_str());
+        // Under an invalid spec nothing new enters; the recorded ones are held to the end.
+        let wanted = state.current.is_some() && targeted.contains(id.as_str()) && (invalid.is_none() || is_ours);
         match (wanted, d.in_maintenance(), is_ours) {
             (true, false, _) => {
                 enter.push(id.clone());
@@ -94,8 +107,15 @@ pub fn plan(
             (true, true, true) => {
                 keep.insert(id);
             }
+            // Another window put it into maintenance and holds it: hold it too, so that it
+            // exits only when the last window that wants it ends.
+            (true, true, false) if input.held_by_others.contains(&id) => {
+                keep.insert(id);
+            }
             (_, true, false) if targeted.contains(id.as_str()) => foreign.push(id),
             (_, true, false) => {}
+            // Still held by another window: ours no longer, but not ours to exit either.
+            (false, true, true) if input.held_by_others.contains(&id) => {}
             (false, true, true) => exit.push(id),
             // Ours but already out of maintenance (someone took it out): forget it.
             (false, false, _) => {}
@@ -124,6 +144,9 @@ pub fn plan(
         all.extend(enter.iter().cloned());
         i.desktops_in_maintenance = all.into_iter().collect();
         i.desktops_in_maintenance_count = i.desktops_in_maintenance.len() as i32;
+        i.entered_with = Some(EnteredWith {
+            credentials_ref: input.spec.common.credentials_ref.clone(),
+        });
         i
     });
     let after: BTreeSet<String> = if manages {
@@ -137,11 +160,16 @@ pub fn plan(
     };
     status.desktops_in_maintenance = after.into_iter().collect();
     status.desktops_in_maintenance_count = status.desktops_in_maintenance.len() as i32;
+    if status.desktops_in_maintenance.is_empty() {
+        status.entered_with = None;
+    } else if let Some(i) = &intent {
+        status.entered_with = i.entered_with.clone();
+    }
     status.foreign_maintenance = foreign;
     status.unknown_desktop_ids = unknown.clone();
     status.current_window = state.current.map(times);
     status.next_window = state.next.map(times);
-    let completed = matches!(schedule, Schedule::Fixed(w) if ctx.now >= w.end);
+    let completed = matches!(schedule, Some(Schedule::Fixed(w)) if ctx.now >= w.end);
     status.phase = Some(if state.current.is_some() {
         Phase::Active
     } else if completed && !input.deleting {
@@ -150,7 +178,16 @@ pub fn plan(
         Phase::Scheduled
     });
 
-    let verdict = if !unknown.is_empty() {
+    let verdict = if let Some(msg) = invalid {
+        let held = match &status.current_window {
+            Some(w) => format!(
+                "; the {} computer(s) in maintenance exit at the recorded window end {}",
+                status.desktops_in_maintenance_count, w.end
+            ),
+            None => String::new(),
+        };
+        Verdict::not_ready(Reason::InvalidSpec, format!("{msg}{held}"))
+    } else if !unknown.is_empty() {
         Verdict::not_ready(
             Reason::NotFound,
             format!(

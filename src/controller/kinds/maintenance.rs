@@ -1,13 +1,77 @@
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
+use crate::api::common::CredentialsRef;
 use crate::api::maintenance::{DesktopMaintenanceWindow, DesktopMaintenanceWindowStatus};
-use crate::cloud::CloudError;
 use crate::cloud::ops::ecd::{self, Desktop, DesktopFilter};
+use crate::cloud::{CloudError, ErrorClass};
 use crate::controller::kind::{KindEnv, ManagedKind, Stage};
 use crate::reconcile::maintenance::{MaintenanceInput, SetMaintenance, plan};
 use crate::reconcile::{Outcome, PlanContext};
 
 const LIST: &str = "DescribeDesktops";
+
+/// Desktops that other live windows of the same region recorded and still hold: their
+/// window is open and they are not being deleted.
+fn held_by_others(
+    this: &DesktopMaintenanceWindow,
+    peers: &[Arc<DesktopMaintenanceWindow>],
+    now: DateTime<Utc>,
+) -> BTreeSet<String> {
+    peers
+        .iter()
+        .filter(|p| p.metadata.uid != this.metadata.uid && p.spec.region_id == this.spec.region_id)
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.status.as_ref())
+        .filter(|s| {
+            s.current_window
+                .as_ref()
+                .and_then(|w| w.end.parse::<DateTime<Utc>>().ok())
+                .is_some_and(|end| end > now)
+        })
+        .flat_map(|s| s.desktops_in_maintenance.iter().cloned())
+        .collect()
+}
+
+/// SetDesktopMaintenance refuses a whole batch when one id is unknown. The ids the cloud
+/// no longer lists are dropped (nothing is left to do for them) and the rest are sent again.
+async fn set_maintenance_of_known(
+    env: &KindEnv,
+    region: &str,
+    action: &SetMaintenance,
+) -> Result<(), (Vec<String>, CloudError)> {
+    let first = ecd::set_desktop_maintenance_batched(&env.cloud, region, action.mode, &action.desktop_ids).await;
+    let Err((done, err)) = first else { return Ok(()) };
+    if err.class() != ErrorClass::NotFound {
+        return Err((done, err));
+    }
+    let rest: Vec<String> = action
+        .desktop_ids
+        .iter()
+        .filter(|id| !done.contains(id))
+        .cloned()
+        .collect();
+    let filter = DesktopFilter {
+        desktop_ids: rest.clone(),
+        office_site_id: None,
+    };
+    let known: Vec<String> = ecd::describe_desktops(&env.cloud, region, &filter)
+        .await
+        .map_err(|e| (done.clone(), e))?
+        .into_iter()
+        .map(|d| d.desktop_id)
+        .filter(|id| rest.contains(id))
+        .collect();
+    if known.len() == rest.len() {
+        // Every id still exists: the refusal was about something else.
+        return Err((done, err));
+    }
+    ecd::set_desktop_maintenance_batched(&env.cloud, region, action.mode, &known)
+        .await
+        .map_err(|(more, e)| ([done, more].concat(), e))
+}
 
 impl ManagedKind for DesktopMaintenanceWindow {
     type Status = DesktopMaintenanceWindowStatus;
@@ -22,7 +86,7 @@ impl ManagedKind for DesktopMaintenanceWindow {
     async fn plan(
         &self,
         env: &KindEnv,
-        _peers: &[Arc<Self>],
+        peers: &[Arc<Self>],
         ctx: &PlanContext,
         stage: Stage,
         fresh: bool,
@@ -47,6 +111,7 @@ impl ManagedKind for DesktopMaintenanceWindow {
             .filter(|d| !targeted(d) && previous.desktops_in_maintenance.contains(&d.desktop_id))
             .cloned()
             .collect();
+        let held_by_others = held_by_others(self, peers, ctx.now);
         Ok(plan(
             &MaintenanceInput {
                 spec: &self.spec,
@@ -54,6 +119,7 @@ impl ManagedKind for DesktopMaintenanceWindow {
                 recorded_elsewhere: &elsewhere,
                 previous: &previous,
                 deleting: stage == Stage::Cleanup,
+                held_by_others: &held_by_others,
             },
             ctx,
         ))
@@ -61,7 +127,7 @@ impl ManagedKind for DesktopMaintenanceWindow {
 
     async fn execute(&self, env: &KindEnv, action: &SetMaintenance) -> Result<(), CloudError> {
         let region = &self.spec.region_id;
-        let r = ecd::set_desktop_maintenance_batched(&env.cloud, region, action.mode, &action.desktop_ids).await;
+        let r = set_maintenance_of_known(env, region, action).await;
         match &r {
             Ok(()) => env.write_through(LIST, region, |desktops: &mut Vec<Desktop>| {
                 let ids: std::collections::HashSet<&String> = action.desktop_ids.iter().collect();
@@ -79,6 +145,14 @@ impl ManagedKind for DesktopMaintenanceWindow {
             Err(_) => env.invalidate(LIST, region),
         }
         r.map_err(|(_, e)| e)
+    }
+
+    fn recorded(&self, status: &DesktopMaintenanceWindowStatus) -> Vec<String> {
+        status.desktops_in_maintenance.clone()
+    }
+
+    fn recorded_with(status: &DesktopMaintenanceWindowStatus) -> Option<Option<CredentialsRef>> {
+        status.entered_with.as_ref().map(|w| w.credentials_ref.clone())
     }
 
     fn describe(action: &SetMaintenance) -> String {
