@@ -2,18 +2,20 @@
 
 use std::time::Duration;
 
-use alicloud_ops_operator::api::common::CommonSpec;
+use alicloud_ops_operator::api::common::{CommonSpec, CredentialsRef};
 use alicloud_ops_operator::api::fota::{
     FotaTaskPolicySpec, FotaTaskPolicyStatus, ObservedTask, TaskUid, WrittenStatus,
 };
 use alicloud_ops_operator::api::image_share::{DeletionPolicy, ImageShareSpec, ImageShareStatus};
 use alicloud_ops_operator::api::maintenance::{
     DesktopId, DesktopMaintenanceWindowSpec, DesktopMaintenanceWindowStatus, DesktopSelector, FixedWindow, Phase,
-    RecurringWindow,
+    RecurringWindow, WindowTimes,
 };
-use alicloud_ops_operator::api::ota::{Approval, OtaScheduleSpec, OtaScheduleStatus, OtaType, OtaWindow};
+use alicloud_ops_operator::api::ota::{
+    Approval, ApprovalSource, OtaScheduleSpec, OtaScheduleStatus, OtaType, OtaWindow,
+};
 use alicloud_ops_operator::api::{ManagementPolicy, ResourceStatus};
-use alicloud_ops_operator::cloud::ops::appstream::{AppInstanceGroup, OtaInfo};
+use alicloud_ops_operator::cloud::ops::appstream::{AppInstanceGroup, OtaInfo, OtaTask};
 use alicloud_ops_operator::cloud::ops::ecd::{Desktop, FotaTask, MaintenanceMode};
 use alicloud_ops_operator::cloud::ops::swas::{CustomImage, ShareOperation};
 use alicloud_ops_operator::reconcile::{self, PlanContext, Reason, VERIFY_AFTER};
@@ -262,6 +264,116 @@ mod maintenance {
             },
             &ctx(now),
         )
+    }
+
+    fn invalid_recurring(mut s: DesktopMaintenanceWindowSpec) -> DesktopMaintenanceWindowSpec {
+        s.window = None;
+        s.recurring = Some(RecurringWindow {
+            cron: "0 12 * * *".into(),
+            duration: "2h".into(),
+            time_zone: "Asia/Shangai".into(),
+        });
+        s
+    }
+
+    #[test]
+    fn deletion_exits_the_record_even_when_the_spec_is_invalid() {
+        let s = invalid_recurring(spec(&["ecd-a", "ecd-b"]));
+        let desks = [desk("ecd-a", "UnderMaintenance"), desk("ecd-b", "UnderMaintenance")];
+        let out = run(&s, &desks, &status_with(&["ecd-a"]), "2026-11-22T12:30:00Z", true);
+        assert_eq!(out.actions.len(), 1);
+        assert_eq!(
+            (out.actions[0].mode, out.actions[0].desktop_ids.clone()),
+            (MaintenanceMode::Exit, vec!["ecd-a".to_string()]),
+            "only what this window entered"
+        );
+        assert!(out.status.desktops_in_maintenance.is_empty());
+    }
+
+    #[test]
+    fn an_invalid_edit_holds_the_open_window_to_its_recorded_end_then_exits() {
+        let s = invalid_recurring(spec(&["ecd-a", "ecd-b"]));
+        let mut prev = status_with(&["ecd-a"]);
+        prev.current_window = Some(WindowTimes {
+            start: "2026-11-22T12:00:00Z".into(),
+            end: "2026-11-22T14:00:00Z".into(),
+        });
+        let desks = [desk("ecd-a", "UnderMaintenance"), desk("ecd-b", "NoFlag")];
+        let during = run(&s, &desks, &prev, "2026-11-22T13:00:00Z", false);
+        assert!(during.actions.is_empty(), "nothing new enters under an invalid spec");
+        assert_eq!(during.verdict.reason, Reason::InvalidSpec);
+        assert!(
+            during.verdict.message.contains("spec.recurring"),
+            "{}",
+            during.verdict.message
+        );
+        assert_eq!(during.status.desktops_in_maintenance, vec!["ecd-a"]);
+        assert_eq!(
+            during.requeue_after,
+            Some(Duration::from_secs(3600)),
+            "back at the recorded end"
+        );
+        let after = run(&s, &desks, &during.status, "2026-11-22T14:00:01Z", false);
+        assert_eq!(after.actions.len(), 1);
+        assert_eq!(after.actions[0].mode, MaintenanceMode::Exit);
+        assert_eq!(after.actions[0].desktop_ids, vec!["ecd-a"]);
+        assert_eq!(after.verdict.reason, Reason::InvalidSpec);
+    }
+
+    #[test]
+    fn a_desktop_held_by_another_window_exits_with_the_last_one() {
+        let s = spec(&["ecd-a"]);
+        let held: std::collections::BTreeSet<String> = ["ecd-a".to_string()].into();
+        let desks = [desk("ecd-a", "UnderMaintenance")];
+        let with_held = |prev: &DesktopMaintenanceWindowStatus, now: &str| {
+            plan(
+                &MaintenanceInput {
+                    spec: &s,
+                    desktops: &desks,
+                    recorded_elsewhere: &[],
+                    previous: prev,
+                    deleting: false,
+                    held_by_others: &held,
+                },
+                &ctx(now),
+            )
+        };
+        // In the window, another window's desktop is held too, not reported foreign.
+        let during = with_held(&Default::default(), "2026-11-22T12:30:00Z");
+        assert!(during.actions.is_empty());
+        assert_eq!(during.status.desktops_in_maintenance, vec!["ecd-a"]);
+        assert!(during.status.foreign_maintenance.is_empty());
+        // This window ends first: the other still holds it, so it is not exited.
+        let after = with_held(&during.status, "2026-11-22T14:30:00Z");
+        assert!(after.actions.is_empty(), "{:?}", after.actions);
+        assert!(after.status.desktops_in_maintenance.is_empty());
+        // With nobody else holding it, the last window exits it.
+        let last = run(&s, &desks, &during.status, "2026-11-22T14:30:00Z", false);
+        assert_eq!(last.actions[0].mode, MaintenanceMode::Exit);
+    }
+
+    #[test]
+    fn the_intent_records_which_credentials_entered() {
+        let mut s = spec(&["ecd-a"]);
+        s.common.credentials_ref = Some(CredentialsRef { name: "team-a".into() });
+        let out = run(
+            &s,
+            &[desk("ecd-a", "NoFlag")],
+            &Default::default(),
+            "2026-11-22T12:30:00Z",
+            false,
+        );
+        let with = out.intent.unwrap().entered_with.unwrap();
+        assert_eq!(with.credentials_ref.unwrap().name, "team-a");
+        // Once nothing is recorded, neither is the credential.
+        let done = run(
+            &s,
+            &[desk("ecd-a", "NoFlag")],
+            &out.status,
+            "2026-11-22T15:00:00Z",
+            false,
+        );
+        assert!(done.status.entered_with.is_none());
     }
 
     #[test]
@@ -622,6 +734,8 @@ mod ota {
                 spec,
                 group,
                 previous: &OtaScheduleStatus::default(),
+                tasks: Some(&[]),
+                older_peers: &[],
             },
             ctx,
         )
@@ -658,6 +772,8 @@ mod ota {
                 spec: &s,
                 group: Some(&rotated),
                 previous: &out.status,
+                tasks: None,
+                older_peers: &[],
             },
             &ctx("2026-11-22T10:01:00Z"),
         );
@@ -673,6 +789,7 @@ mod ota {
                 version: "2.0".into(),
                 task_id: "ota-1".into(),
                 start_time: "2026-11-23T02:00:00Z".into(),
+                source: None,
             }),
             ..Default::default()
         };
@@ -683,23 +800,177 @@ mod ota {
                 spec: &s,
                 group: Some(&g),
                 previous: &in_flight,
+                tasks: Some(&[]),
+                older_peers: &[],
             },
             &ctx("2026-11-22T10:00:00Z"),
         );
         assert_eq!(out.actions.len(), 1);
-        // New TaskId: it went through; record it, send nothing.
+        // New TaskId, and the task list shows our TaskId, version and start: it went
+        // through; record it, send nothing.
         let g = group("2.0", "ota-9");
+        let ours = [task("ota-1", "2.0", "2026-11-23T02:00:00Z", "STANDBY")];
         let out = plan(
             &OtaInput {
                 spec: &s,
                 group: Some(&g),
                 previous: &in_flight,
+                tasks: Some(&ours),
+                older_peers: &[],
             },
             &ctx("2026-11-22T10:00:00Z"),
         );
         assert!(out.actions.is_empty());
-        assert_eq!(out.status.approved.as_ref().unwrap().version, "2.0");
+        let approved = out.status.approved.as_ref().unwrap();
+        assert_eq!(
+            (approved.version.as_str(), approved.source),
+            ("2.0", Some(ApprovalSource::Operator))
+        );
         assert!(out.status.in_flight.is_none());
+    }
+
+    fn task(id: &str, version: &str, start: &str, state: &str) -> OtaTask {
+        OtaTask {
+            task_id: id.into(),
+            ota_version: version.into(),
+            task_start_time: start.into(),
+            task_display_status: state.into(),
+        }
+    }
+
+    fn in_flight_v2() -> OtaScheduleStatus {
+        OtaScheduleStatus {
+            in_flight: Some(Approval {
+                version: "2.0".into(),
+                task_id: "ota-1".into(),
+                start_time: "2026-11-23T02:00:00Z".into(),
+                source: None,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_task_id_changed_by_someone_else_is_not_taken_as_ours() {
+        let s = spec(Some("2026-11-23T02:00:00Z"), None);
+        let g = group("2.0", "ota-9");
+        // The console approved ota-1 for another start time while our call failed.
+        let theirs = [task("ota-1", "2.0", "2026-11-24T05:00:00Z", "STANDBY")];
+        let out = plan(
+            &OtaInput {
+                spec: &s,
+                group: Some(&g),
+                previous: &in_flight_v2(),
+                tasks: Some(&theirs),
+                older_peers: &[],
+            },
+            &ctx("2026-11-22T10:00:00Z"),
+        );
+        assert!(out.actions.is_empty(), "never approved twice");
+        let a = out.status.approved.unwrap();
+        assert_eq!(
+            (a.start_time.as_str(), a.source),
+            ("2026-11-24T05:00:00Z", Some(ApprovalSource::Elsewhere))
+        );
+        // No trace of the task at all: recorded as unconfirmed, still not approved again.
+        let out = plan(
+            &OtaInput {
+                spec: &s,
+                group: Some(&g),
+                previous: &in_flight_v2(),
+                tasks: Some(&[]),
+                older_peers: &[],
+            },
+            &ctx("2026-11-22T10:00:00Z"),
+        );
+        assert!(out.actions.is_empty());
+        assert_eq!(out.status.approved.unwrap().source, Some(ApprovalSource::Unconfirmed));
+    }
+
+    #[test]
+    fn a_version_approved_elsewhere_is_not_approved_again() {
+        let s = spec(Some("2026-11-23T02:00:00Z"), None);
+        let g = group("2.0", "ota-9");
+        let theirs = [task("ota-1", "2.0", "2026-11-24T05:00:00Z", "STANDBY")];
+        let out = plan(
+            &OtaInput {
+                spec: &s,
+                group: Some(&g),
+                previous: &OtaScheduleStatus::default(),
+                tasks: Some(&theirs),
+                older_peers: &[],
+            },
+            &ctx("2026-11-22T10:00:00Z"),
+        );
+        assert!(out.actions.is_empty());
+        assert_eq!(out.verdict.reason, Reason::Approved);
+        // A finished task of an older version does not count.
+        let old = [task("ota-0", "2.0", "2026-10-01T05:00:00Z", "FINISHED")];
+        let out = plan(
+            &OtaInput {
+                spec: &s,
+                group: Some(&g),
+                previous: &OtaScheduleStatus::default(),
+                tasks: Some(&old),
+                older_peers: &[],
+            },
+            &ctx("2026-11-22T10:00:00Z"),
+        );
+        assert_eq!(out.actions.len(), 1);
+    }
+
+    #[test]
+    fn an_older_schedule_of_the_same_group_wins() {
+        let s = spec(Some("2026-11-23T02:00:00Z"), None);
+        let g = group("2.0", "ota-1");
+        let older = ["team-a/first".to_string()];
+        let out = plan(
+            &OtaInput {
+                spec: &s,
+                group: Some(&g),
+                previous: &OtaScheduleStatus::default(),
+                tasks: Some(&[]),
+                older_peers: &older,
+            },
+            &ctx("2026-11-22T10:00:00Z"),
+        );
+        assert!(out.actions.is_empty());
+        assert_eq!(out.verdict.reason, Reason::Conflict);
+        assert_eq!(out.status.conflicts, older);
+    }
+
+    #[test]
+    fn after_the_start_time_it_looks_again_soon() {
+        let s = spec(Some("2026-11-23T02:00:00Z"), None);
+        let g = group("2.0", "ota-9");
+        let approved = OtaScheduleStatus {
+            approved: Some(Approval {
+                version: "2.0".into(),
+                task_id: "ota-1".into(),
+                start_time: "2026-11-23T02:00:00Z".into(),
+                source: Some(ApprovalSource::Operator),
+            }),
+            ..Default::default()
+        };
+        let at = |now: &str| {
+            plan(
+                &OtaInput {
+                    spec: &s,
+                    group: Some(&g),
+                    previous: &approved,
+                    tasks: None,
+                    older_peers: &[],
+                },
+                &ctx(now),
+            )
+            .requeue_after
+            .unwrap()
+            .as_secs()
+        };
+        assert_eq!(at("2026-11-23T01:00:00Z"), 3600, "at the start time");
+        assert_eq!(at("2026-11-23T02:00:05Z"), 10, "soon after it");
+        assert_eq!(at("2026-11-23T02:02:00Z"), 60, "then less often");
+        assert_eq!(at("2026-11-25T02:00:00Z"), 600, "never beyond the resync");
     }
 
     #[test]
@@ -726,6 +997,8 @@ mod ota {
                 spec: &s,
                 group: Some(&g),
                 previous: &out.status,
+                tasks: None,
+                older_peers: &[],
             },
             &ctx("2026-12-01T10:00:00Z"),
         );

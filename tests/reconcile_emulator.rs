@@ -13,24 +13,30 @@ use alicloud_ops_operator::api::image_share::{DeletionPolicy, ImageShare, ImageS
 use alicloud_ops_operator::api::maintenance::{
     DesktopId, DesktopMaintenanceWindow, DesktopMaintenanceWindowSpec, FixedWindow,
 };
-use alicloud_ops_operator::api::ota::{OtaSchedule, OtaScheduleSpec, OtaType};
+use alicloud_ops_operator::api::ota::{ApprovalSource, OtaSchedule, OtaScheduleSpec, OtaType};
 use alicloud_ops_operator::cloud::SignatureVersion;
 use alicloud_ops_operator::controller::kind::{KindEnv, ManagedKind, Stage};
 use alicloud_ops_operator::controller::runner::{Reconciled, StatusSink, reconcile_once};
 use alicloud_ops_operator::controller::snapshot::SnapshotCache;
-use alicloud_ops_operator::emulator::Emulator;
+use alicloud_ops_operator::emulator::{Emulator, World};
 use alicloud_ops_operator::reconcile::{PlanContext, Reason};
 use chrono::{DateTime, Utc};
 use support::*;
 
-#[derive(Default)]
+/// Keeps, for every status write, how many requests the emulator had answered by then, so
+/// a test can tell whether an intent was written before the call it announces.
 struct Memory {
-    writes: Mutex<u32>,
+    world: Arc<World>,
+    writes: Mutex<Vec<(u64, serde_json::Value)>>,
 }
 
 impl<K: ManagedKind> StatusSink<K> for Memory {
-    async fn write(&self, _obj: &K, _status: &K::Status) -> Result<(), kube::Error> {
-        *self.writes.lock().unwrap() += 1;
+    async fn write(&self, _obj: &K, status: &K::Status) -> Result<(), kube::Error> {
+        let seen = self.world.counters().total;
+        self.writes
+            .lock()
+            .unwrap()
+            .push((seen, serde_json::to_value(status).unwrap()));
         Ok(())
     }
 }
@@ -43,18 +49,22 @@ struct Harness {
 
 impl Harness {
     async fn new() -> Self {
+        // No caching between steps: each reconcile reads what the cloud says now.
+        Self::with_snapshot_ttl(Duration::ZERO).await
+    }
+
+    async fn with_snapshot_ttl(ttl: Duration) -> Self {
         let emu = emulator().await;
         let env = KindEnv {
             cloud: client(&emu, SignatureVersion::V3),
             account: "test".into(),
-            // No caching between steps: each reconcile reads what the cloud says now.
-            snapshots: Arc::new(SnapshotCache::new(Duration::ZERO)),
+            snapshots: Arc::new(SnapshotCache::new(ttl)),
         };
-        Harness {
-            emu,
-            env,
-            sink: Memory::default(),
-        }
+        let sink = Memory {
+            world: emu.world().clone(),
+            writes: Mutex::default(),
+        };
+        Harness { emu, env, sink }
     }
 
     /// One reconcile at `now`; the status is kept on the object as the apiserver would.
@@ -451,4 +461,327 @@ async fn ota_running_upgrade_is_not_a_failure() {
     assert_eq!(r.verdict.reason, Reason::UpgradeRunning);
     assert!(r.error.is_none());
     assert!(r.verdict.ready);
+}
+
+// ---- Faults: lost answers, refusals, unknown ids, deletion that must wait ----
+
+fn fault(h: &Harness, v: serde_json::Value) {
+    h.emu.world().add_fault(serde_json::from_value(v).unwrap()).unwrap();
+}
+
+fn ota(name: &str, group: &str, start: DateTime<Utc>) -> OtaSchedule {
+    named(
+        OtaSchedule::new(
+            "x",
+            OtaScheduleSpec {
+                biz_region_id: "cn-hangzhou".into(),
+                app_instance_group_id: group.into(),
+                ota_type: OtaType::Fota,
+                start_time: Some(start.to_rfc3339()),
+                window: None,
+                common: CommonSpec::default(),
+            },
+        ),
+        name,
+    )
+}
+
+fn window(name: &str, ids: &[&str], start: DateTime<Utc>, end: DateTime<Utc>) -> DesktopMaintenanceWindow {
+    named(
+        DesktopMaintenanceWindow::new(
+            "x",
+            DesktopMaintenanceWindowSpec {
+                region_id: "cn-hangzhou".into(),
+                desktop_ids: Some(ids.iter().map(|s| DesktopId(s.to_string())).collect()),
+                selector: None,
+                window: Some(FixedWindow {
+                    start: start.to_rfc3339(),
+                    end: end.to_rfc3339(),
+                }),
+                recurring: None,
+                common: CommonSpec::default(),
+            },
+        ),
+        name,
+    )
+}
+
+fn in_maintenance(h: &Harness, ids: &[&str]) -> Vec<String> {
+    h.emu.world().state().ecd["cn-hangzhou"]
+        .desktops
+        .iter()
+        .filter(|d| ids.contains(&d.desktop_id.as_str()) && d.in_maintenance())
+        .map(|d| d.desktop_id.clone())
+        .collect()
+}
+
+fn log_of(h: &Harness, action: &str) -> Vec<alicloud_ops_operator::emulator::RequestRecord> {
+    h.emu
+        .world()
+        .request_log()
+        .into_iter()
+        .filter(|r| r.action == action)
+        .collect()
+}
+
+#[tokio::test]
+async fn ota_approval_whose_answer_is_lost_is_confirmed_and_never_resent() {
+    let h = Harness::new().await;
+    fault(
+        &h,
+        serde_json::json!({"action": "ApproveOtaTask", "code": "ServiceUnavailable", "afterApply": true, "count": 1}),
+    );
+    let start = Utc::now() + chrono::Duration::hours(1);
+    let mut o = ota("lost", "aig-hz0001", start);
+    let r = h.step(&mut o, Utc::now(), Stage::Apply).await;
+    assert!(r.error.is_some(), "the answer was lost");
+    assert!(r.status.in_flight.is_some(), "maybe applied: the intent stays");
+    // The intent was written before the call reached the cloud.
+    let approve = &log_of(&h, "ApproveOtaTask")[0];
+    assert!(approve.answer_lost);
+    let writes = h.sink.writes.lock().unwrap().clone();
+    let (seen, intent) = &writes[0];
+    assert!(intent["inFlight"].is_object(), "first write is the intent: {intent}");
+    assert!(
+        *seen < approve.seq,
+        "intent written after {seen} requests, approval was #{}",
+        approve.seq
+    );
+
+    for _ in 0..3 {
+        let r = h.step(&mut o, Utc::now(), Stage::Apply).await;
+        assert_eq!(r.verdict.reason, Reason::Approved, "{}", r.verdict.message);
+        assert!(r.status.in_flight.is_none());
+        let a = r.status.approved.unwrap();
+        assert_eq!(a.source, Some(ApprovalSource::Operator), "confirmed by ListOtaTask");
+    }
+    assert_eq!(log_of(&h, "ApproveOtaTask").len(), 1, "approved exactly once");
+    assert!(!log_of(&h, "ListOtaTask").is_empty());
+}
+
+#[tokio::test]
+async fn ota_approval_the_cloud_refused_is_forgotten_and_sent_again() {
+    let h = Harness::new().await;
+    fault(
+        &h,
+        serde_json::json!({"action": "ApproveOtaTask", "code": "InvalidParameter.TaskId", "status": 400, "count": 1}),
+    );
+    let mut o = ota("refused", "aig-hz0001", Utc::now() + chrono::Duration::hours(1));
+    let r = h.step(&mut o, Utc::now(), Stage::Apply).await;
+    assert_eq!(r.verdict.reason, Reason::CloudRejected);
+    assert!(r.status.in_flight.is_none(), "a refusal proves nothing was applied");
+    let r = h.step(&mut o, Utc::now(), Stage::Apply).await;
+    assert_eq!(r.applied.len(), 1);
+    assert_eq!(r.verdict.reason, Reason::Approved);
+    let log = log_of(&h, "ApproveOtaTask");
+    assert_eq!(
+        log.iter().map(|r| r.code.as_str()).collect::<Vec<_>>(),
+        vec!["InvalidParameter.TaskId", "success"]
+    );
+}
+
+#[tokio::test]
+async fn ota_version_approved_in_the_console_is_not_approved_again() {
+    let h = Harness::new().await;
+    // Someone approves the pending version directly, before the operator does.
+    let c = client(&h.emu, SignatureVersion::V3);
+    let group = h.emu.world().state().appstream.app_instance_groups[0].clone();
+    let theirs = (Utc::now() + chrono::Duration::hours(5))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    alicloud_ops_operator::cloud::ops::appstream::approve_ota_task(
+        &c,
+        &alicloud_ops_operator::cloud::ops::appstream::ApproveOtaTask {
+            app_instance_group_id: group.group.app_instance_group_id.clone(),
+            biz_region_id: "cn-hangzhou".into(),
+            task_id: group.group.ota_info.task_id.clone(),
+            ota_type: "Fota".into(),
+            start_time: theirs.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    let mut o = ota(
+        "late",
+        &group.group.app_instance_group_id,
+        Utc::now() + chrono::Duration::hours(1),
+    );
+    for _ in 0..2 {
+        let r = h.step(&mut o, Utc::now(), Stage::Apply).await;
+        assert_eq!(r.verdict.reason, Reason::Approved, "{}", r.verdict.message);
+        let a = r.status.approved.unwrap();
+        assert_eq!(
+            (a.source, a.start_time.as_str()),
+            (Some(ApprovalSource::Elsewhere), theirs.as_str())
+        );
+    }
+    assert_eq!(log_of(&h, "ApproveOtaTask").len(), 1, "only the console's approval");
+}
+
+#[tokio::test]
+async fn image_share_whose_answer_is_lost_acts_once() {
+    let h = Harness::new().await;
+    fault(
+        &h,
+        serde_json::json!({"action": "ModifyImageShareStatus", "code": "ServiceUnavailable", "afterApply": true, "count": 1}),
+    );
+    let mut i = named(
+        ImageShare::new(
+            "x",
+            ImageShareSpec {
+                region_id: "cn-hangzhou".into(),
+                image_id: "m-hz0003".into(),
+                shared: true,
+                deletion_policy: DeletionPolicy::Retain,
+                common: CommonSpec::default(),
+            },
+        ),
+        "lost",
+    );
+    for _ in 0..3 {
+        h.step(&mut i, Utc::now(), Stage::Apply).await;
+    }
+    let log = log_of(&h, "ModifyImageShareStatus");
+    assert!(log[0].answer_lost);
+    let tokens: std::collections::BTreeSet<&str> = log.iter().map(|r| r.params["ClientToken"].as_str()).collect();
+    assert_eq!(tokens.len(), 1, "every attempt carried the same ClientToken: {log:?}");
+    let shared = h.emu.world().state().swas["cn-hangzhou"]
+        .custom_images
+        .iter()
+        .find(|img| img.image_id == "m-hz0003")
+        .unwrap()
+        .in_share;
+    assert!(shared);
+    assert_eq!(i.status.as_ref().unwrap().share_operations, 1);
+}
+
+#[tokio::test]
+async fn desktop_maintenance_and_fota_writes_converge_when_every_answer_is_lost() {
+    let h = Harness::new().await;
+    let now = Utc::now();
+    let ids = ["ecd-hz20001", "ecd-hz20002", "ecd-hz20003"];
+    let mut w = window(
+        "lost",
+        &ids,
+        now - chrono::Duration::minutes(5),
+        now + chrono::Duration::hours(1),
+    );
+    let mut p = named(
+        FotaTaskPolicy::new(
+            "x",
+            FotaTaskPolicySpec {
+                region_id: "cn-hangzhou".into(),
+                auto_push: true,
+                task_uids: None,
+                common: CommonSpec::default(),
+            },
+        ),
+        "lost",
+    );
+    fault(
+        &h,
+        serde_json::json!({"action": "SetDesktopMaintenance", "code": "ServiceUnavailable", "afterApply": true}),
+    );
+    fault(
+        &h,
+        serde_json::json!({"action": "UpdateFotaTask", "code": "InternalError", "afterApply": true}),
+    );
+    let r = h.step(&mut w, now, Stage::Apply).await;
+    assert!(r.error.is_some());
+    assert_eq!(
+        r.status.desktops_in_maintenance, ids,
+        "recorded although every answer was lost"
+    );
+    assert!(h.step(&mut p, now, Stage::Apply).await.error.is_some());
+    h.emu.world().clear_faults();
+    let r = h.step(&mut w, now, Stage::Apply).await;
+    assert_eq!(r.verdict.reason, Reason::Active, "{}", r.verdict.message);
+    assert_eq!(in_maintenance(&h, &ids).len(), 3);
+    // Each write that was not applied is planned again.
+    let mut r = h.step(&mut p, now, Stage::Apply).await;
+    for _ in 0..2 {
+        if r.verdict.reason == Reason::InSync {
+            break;
+        }
+        r = h.step(&mut p, now, Stage::Apply).await;
+    }
+    assert_eq!(r.verdict.reason, Reason::InSync, "{}", r.verdict.message);
+    // After the window, with every answer lost again, the exits still land.
+    fault(
+        &h,
+        serde_json::json!({"action": "SetDesktopMaintenance", "code": "ServiceUnavailable", "afterApply": true, "count": 1}),
+    );
+    let later = now + chrono::Duration::hours(2);
+    h.step(&mut w, later, Stage::Apply).await;
+    let r = h.step(&mut w, later, Stage::Apply).await;
+    assert_eq!(r.verdict.reason, Reason::Completed, "{}", r.verdict.message);
+    assert!(in_maintenance(&h, &ids).is_empty());
+    assert!(r.status.desktops_in_maintenance.is_empty());
+}
+
+#[tokio::test]
+async fn an_unknown_id_in_an_exit_batch_does_not_abandon_the_others() {
+    // A shared list a minute old, as the operator's snapshots can be.
+    let h = Harness::with_snapshot_ttl(Duration::from_secs(60)).await;
+    let now = Utc::now();
+    let ids = ["ecd-hz20011", "ecd-hz20012", "ecd-hz20013"];
+    let mut w = window(
+        "gone",
+        &ids,
+        now - chrono::Duration::minutes(5),
+        now + chrono::Duration::hours(1),
+    );
+    h.step(&mut w, now, Stage::Apply).await;
+    assert_eq!(in_maintenance(&h, &ids).len(), 3);
+    // One computer is released from the account while the window runs.
+    h.emu.world().update_state(|s| {
+        s.ecd
+            .get_mut("cn-hangzhou")
+            .unwrap()
+            .desktops
+            .retain(|d| d.desktop_id != "ecd-hz20012")
+    });
+    // The snapshot still lists it, so the first EXIT batch names it and is refused whole.
+    let r = h.step(&mut w, now, Stage::Cleanup).await;
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert!(in_maintenance(&h, &ids).is_empty(), "the others are exited");
+    assert!(r.recorded.is_empty());
+    assert!(
+        log_of(&h, "SetDesktopMaintenance")
+            .iter()
+            .any(|r| r.code == "InvalidDesktopId.NotFound"),
+        "the refusal happened"
+    );
+}
+
+#[tokio::test]
+async fn deletion_waits_while_recorded_desktops_cannot_be_exited() {
+    use alicloud_ops_operator::controller::next_step::{Settled, next_step};
+    let h = Harness::new().await;
+    let now = Utc::now();
+    let ids = ["ecd-hz20021", "ecd-hz20022"];
+    let mut w = window(
+        "stuck",
+        &ids,
+        now - chrono::Duration::minutes(5),
+        now + chrono::Duration::hours(1),
+    );
+    h.step(&mut w, now, Stage::Apply).await;
+    fault(
+        &h,
+        serde_json::json!({"action": "SetDesktopMaintenance", "code": "InvalidParam.OperationIllegal", "status": 400}),
+    );
+    let r = h.step(&mut w, now, Stage::Cleanup).await;
+    let err = r.error.expect("the exit was refused");
+    assert_eq!(r.recorded, ids);
+    let settled = Settled::CloudFailed {
+        class: err.class(),
+        remaining: r.recorded.len(),
+    };
+    assert!(!next_step(Stage::Cleanup, &settled, Duration::from_secs(600)).release_finalizer);
+    assert_eq!(in_maintenance(&h, &ids).len(), 2);
+    h.emu.world().clear_faults();
+    let r = h.step(&mut w, now, Stage::Cleanup).await;
+    assert!(r.recorded.is_empty());
+    assert!(in_maintenance(&h, &ids).is_empty());
 }

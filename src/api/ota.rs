@@ -102,6 +102,19 @@ pub struct Approval {
     pub task_id: String,
     /// The approved start time (RFC 3339).
     pub start_time: String,
+    /// Who approved it, as the cloud's task list shows: `Operator` (this resource: the
+    /// TaskId, version and start time it sent), `Elsewhere` (someone else, such as the
+    /// console, with the start time shown), or `Unconfirmed` (the TaskId changed but the
+    /// task list does not show the task; the version is not approved again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<ApprovalSource>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ApprovalSource {
+    Operator,
+    Elsewhere,
+    Unconfirmed,
 }
 
 /// Observed state of an OtaSchedule.
@@ -127,4 +140,8 @@ pub struct OtaScheduleStatus {
     /// When the last approval was accepted (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_approval_time: Option<String>,
+    /// Older OtaSchedules of the same delivery group; while there is one, this one stands
+    /// back and reports `Conflict`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<String>,
 }

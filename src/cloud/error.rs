@@ -171,6 +171,12 @@ impl CloudError {
         }
     }
 
+    /// True when the cloud answered and refused the request (a 4xx, or an error `Code` in a
+    /// 200 body): it was not applied.
+    pub fn refused(&self) -> bool {
+        matches!(self, CloudError::Api(e) if e.status < 500)
+    }
+
     /// True when the request certainly never reached the server, or the server refused it
     /// before acting (throttling, authentication). Only then may a non-idempotent call be
     /// sent again.

@@ -171,6 +171,38 @@ pub trait ManagedKind:
     }
 }
 
+/// When the object was created (older resources win conflicts); now, if unknown.
+pub fn created_at(meta: &kube::api::ObjectMeta) -> chrono::DateTime<chrono::Utc> {
+    meta.creation_timestamp
+        .as_ref()
+        .and_then(|t| chrono::DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0) as u32))
+        .unwrap_or_else(chrono::Utc::now)
+}
+
+/// `namespace/name`, for messages and tie-breaks.
+pub fn full_name(meta: &kube::api::ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or(""),
+        meta.name.as_deref().unwrap_or("")
+    )
+}
+
+/// The peers that win over `this`: created earlier (by name on a tie), not being deleted,
+/// and for which `same_target` holds.
+pub fn older_peers<K: kube::Resource>(this: &K, peers: &[Arc<K>], same_target: impl Fn(&K) -> bool) -> Vec<String> {
+    let mine = (created_at(this.meta()), full_name(this.meta()));
+    let mut older: Vec<String> = peers
+        .iter()
+        .filter(|p| p.meta().uid != this.meta().uid && p.meta().deletion_timestamp.is_none())
+        .filter(|p| same_target(p))
+        .filter(|p| (created_at(p.meta()), full_name(p.meta())) < mine)
+        .map(|p| full_name(p.meta()))
+        .collect();
+    older.sort();
+    older
+}
+
 /// Snapshots are shared per credential set: the AccessKeyId plus a digest of the secret, so
 /// a wrong secret for a known id never reads another's cached answer. Kept in memory only.
 pub fn account_key(creds: &crate::cloud::Credentials) -> String {

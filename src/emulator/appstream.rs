@@ -1,11 +1,11 @@
-//! appstream-center 2021-09-01: ListAppInstanceGroup, ApproveOtaTask.
+//! appstream-center 2021-09-01: ListAppInstanceGroup, ApproveOtaTask, ListOtaTask.
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
 use serde_json::{Value, json};
 
 use super::error::{ApiFailure, ApiResult};
 use super::params::Params;
-use super::state::{CloudState, ScheduledUpgrade};
+use super::state::{ApprovedTask, CloudState, ScheduledUpgrade};
 
 pub fn list_app_instance_group(state: &mut CloudState, params: &Params, now: DateTime<Utc>) -> ApiResult<Value> {
     let product = params.required("ProductType")?;
@@ -108,9 +108,67 @@ pub fn approve_ota_task(state: &mut CloudState, params: &Params, now: DateTime<U
         start_time: start,
         version: g.group.ota_info.new_ota_version.clone(),
     });
+    g.ota_tasks.push(ApprovedTask {
+        task_id: task_id.to_string(),
+        ota_version: g.group.ota_info.new_ota_version.clone(),
+        task_start_time: start,
+    });
     g.group.ota_info.task_id = format!("ota-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
     state.advance_to(now);
     Ok(json!({"Code": "success"}))
+}
+
+/// ListOtaTask: the approved tasks of a delivery group, newest first. Every parameter
+/// travels in the form body and is required, as in the API reference.
+pub fn list_ota_task(state: &mut CloudState, params: &Params, now: DateTime<Utc>) -> ApiResult<Value> {
+    let group_id = params.required("AppInstanceGroupId")?;
+    params.one_of("OtaType", &["Fota"])?;
+    let page_number = params.int("PageNumber", 1, i64::from(i32::MAX), 1)?;
+    let page_size = params.int("PageSize", 1, 100, 20)?;
+    params.required("PageNumber")?;
+    params.required("PageSize")?;
+    state.advance_to(now);
+    let g = state
+        .appstream
+        .app_instance_groups
+        .iter()
+        .find(|g| g.group.app_instance_group_id == group_id)
+        .ok_or_else(|| {
+            ApiFailure::new(
+                404,
+                "InvalidAppInstanceGroupId.NotFound",
+                format!("The delivery group {group_id} does not exist."),
+            )
+        })?;
+    let running_for = chrono::Duration::seconds(g.upgrade_duration_seconds.clamp(0, 10 * 365 * 86_400));
+    let tasks: Vec<Value> = g
+        .ota_tasks
+        .iter()
+        .rev()
+        .map(|t| {
+            let status = if now < t.task_start_time {
+                "STANDBY"
+            } else if now < t.task_start_time + running_for {
+                "RUNNING"
+            } else {
+                "FINISHED"
+            };
+            json!({
+                "TaskId": t.task_id,
+                "OtaVersion": t.ota_version,
+                "TaskStartTime": t.task_start_time.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                "TaskDisplayStatus": status,
+            })
+        })
+        .collect();
+    let start = usize::try_from((page_number - 1).saturating_mul(page_size)).unwrap_or(usize::MAX);
+    let page: Vec<Value> = tasks.iter().skip(start).take(page_size as usize).cloned().collect();
+    Ok(json!({
+        "TaskList": page,
+        "TotalCount": tasks.len(),
+        "PageNumber": page_number,
+        "PageSize": page_size,
+    }))
 }
 
 #[cfg(test)]

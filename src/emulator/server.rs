@@ -195,6 +195,7 @@ impl World {
                 appstream::list_app_instance_group(state, params, now)
             }
             (Product::AppstreamCenter, "ApproveOtaTask") => appstream::approve_ota_task(state, params, now),
+            (Product::AppstreamCenter, "ListOtaTask") => appstream::list_ota_task(state, params, now),
             (Product::Sts, "AssumeRoleWithOIDC") => {
                 sts::assume_role_with_oidc(&mut self.keys.lock().expect("keys lock"), params, now)
             }

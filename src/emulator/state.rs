@@ -56,6 +56,18 @@ pub struct DeliveryGroup {
     /// How long an upgrade runs after its start time (0: it completes at the start time).
     /// While it runs, ApproveOtaTask answers `OtaTask.Running`.
     pub upgrade_duration_seconds: i64,
+    /// Every approval, oldest first, as ListOtaTask reports them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ota_tasks: Vec<ApprovedTask>,
+}
+
+/// An approved OTA task: the TaskId the approval was sent with, its version and start.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ApprovedTask {
+    pub task_id: String,
+    pub ota_version: String,
+    pub task_start_time: DateTime<Utc>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -186,6 +198,7 @@ fn group(region: &str, id: &str, new_version: bool) -> DeliveryGroup {
         },
         scheduled_upgrade: None,
         upgrade_duration_seconds: 0,
+        ota_tasks: vec![],
     }
 }
 

@@ -105,3 +105,53 @@ pub async fn approve_ota_task(client: &CloudClient, r: &ApproveOtaTask) -> Resul
         message: e.to_string(),
     })
 }
+
+/// One approved OTA task of a delivery group, as ListOtaTask reports it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct OtaTask {
+    pub task_id: String,
+    pub ota_version: String,
+    /// When the approved upgrade starts (ISO 8601).
+    pub task_start_time: String,
+    /// `STANDBY`, `RUNNING`, `FAILED`, `TERMINATED`, `FINISHED` or `PART_FINISHED`.
+    pub task_display_status: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ListOtaTaskResponse {
+    pub request_id: String,
+    #[serde(deserialize_with = "lenient_i64")]
+    pub total_count: i64,
+    #[serde(deserialize_with = "lenient_i64")]
+    pub page_size: i64,
+    pub task_list: Vec<OtaTask>,
+}
+
+/// The approved OTA tasks of a delivery group, every page. All parameters travel in the
+/// form body, as the official SDK sends them.
+pub async fn list_ota_tasks(
+    client: &CloudClient,
+    biz_region_id: &str,
+    app_instance_group_id: &str,
+) -> Result<Vec<OtaTask>, CloudError> {
+    let mut out = Vec::new();
+    let mut page = 1i64;
+    loop {
+        let req = RpcRequest::new(Product::AppstreamCenter, "ListOtaTask", biz_region_id)
+            .body("AppInstanceGroupId", app_instance_group_id)
+            .body("OtaType", "Fota")
+            .body("PageNumber", page.to_string())
+            .body("PageSize", "100");
+        let resp: ListOtaTaskResponse = client.call_typed(&req).await?;
+        let got = resp.task_list.len() as i64;
+        out.extend(resp.task_list);
+        let size = if resp.page_size > 0 { resp.page_size } else { 100 };
+        if got == 0 || page * size >= resp.total_count {
+            break;
+        }
+        page += 1;
+    }
+    Ok(out)
+}

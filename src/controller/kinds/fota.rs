@@ -5,26 +5,18 @@ use chrono::{DateTime, Utc};
 use crate::api::fota::{FotaTaskPolicy, FotaTaskPolicyStatus};
 use crate::cloud::CloudError;
 use crate::cloud::ops::ecd;
-use crate::controller::kind::{KindEnv, ManagedKind, Stage};
+use crate::controller::kind::{self, KindEnv, ManagedKind, Stage, created_at};
 use crate::reconcile::fota::{FotaInput, Peer, UpdateTask, plan};
 use crate::reconcile::{Outcome, PlanContext, Reason, Verdict};
 
 const LIST: &str = "DescribeFotaTasks";
 
 fn created(p: &FotaTaskPolicy) -> DateTime<Utc> {
-    p.metadata
-        .creation_timestamp
-        .as_ref()
-        .and_then(|t| DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0) as u32))
-        .unwrap_or_else(Utc::now)
+    created_at(&p.metadata)
 }
 
 fn full_name(p: &FotaTaskPolicy) -> String {
-    format!(
-        "{}/{}",
-        p.metadata.namespace.as_deref().unwrap_or(""),
-        p.metadata.name.as_deref().unwrap_or("")
-    )
+    kind::full_name(&p.metadata)
 }
 
 impl ManagedKind for FotaTaskPolicy {

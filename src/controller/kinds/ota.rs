@@ -3,8 +3,8 @@ use std::sync::Arc;
 use crate::api::ota::{OtaSchedule, OtaScheduleStatus};
 use crate::cloud::CloudError;
 use crate::cloud::ops::appstream::{self, ApproveOtaTask};
-use crate::controller::kind::{KindEnv, ManagedKind, Stage};
-use crate::reconcile::ota::{Approve, OtaInput, plan};
+use crate::controller::kind::{KindEnv, ManagedKind, Stage, older_peers};
+use crate::reconcile::ota::{Approve, OtaInput, needs_tasks, plan};
 use crate::reconcile::{Outcome, PlanContext, Reason, Verdict};
 
 const LIST: &str = "ListAppInstanceGroup";
@@ -23,7 +23,7 @@ impl ManagedKind for OtaSchedule {
     async fn plan(
         &self,
         env: &KindEnv,
-        _peers: &[Arc<Self>],
+        peers: &[Arc<Self>],
         ctx: &PlanContext,
         stage: Stage,
         fresh: bool,
@@ -47,11 +47,22 @@ impl ManagedKind for OtaSchedule {
         let group = groups
             .iter()
             .find(|g| g.app_instance_group_id == self.spec.app_instance_group_id);
+        let tasks = if needs_tasks(&previous, group, fresh) {
+            Some(appstream::list_ota_tasks(&env.cloud, &region, &self.spec.app_instance_group_id).await?)
+        } else {
+            None
+        };
+        let older = older_peers(self, peers, |p| {
+            p.spec.biz_region_id == self.spec.biz_region_id
+                && p.spec.app_instance_group_id == self.spec.app_instance_group_id
+        });
         Ok(plan(
             &OtaInput {
                 spec: &self.spec,
                 group,
                 previous: &previous,
+                tasks: tasks.as_deref(),
+                older_peers: &older,
             },
             ctx,
         ))
@@ -78,6 +89,15 @@ impl ManagedKind for OtaSchedule {
             "ApproveOtaTask TaskId={} version {} StartTime={}",
             action.task_id, action.version, action.start_time
         )
+    }
+
+    /// An approval the cloud refused, or that never left, did not happen: forget the intent
+    /// so the next plan can approve again. Any other failure may have been applied.
+    fn status_after_failure(mut recorded: OtaScheduleStatus, err: &CloudError) -> OtaScheduleStatus {
+        if err.refused() || err.certainly_not_applied() {
+            recorded.in_flight = None;
+        }
+        recorded
     }
 
     fn interpret_error(err: &CloudError) -> Option<Verdict> {
