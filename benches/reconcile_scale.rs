@@ -115,7 +115,7 @@ fn main() {
         };
         let creds = Credentials::new(DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, None, None);
         let cloud = CloudClient::build(settings, CredentialSource::Static { credentials: creds, origin: "bench".into() }, Default::default()).unwrap();
-        let env = KindEnv { cloud, account: "bench".into(), snapshots: Arc::new(SnapshotCache::new(Duration::from_secs(60))) };
+        let env = KindEnv::new(cloud, "bench".into(), Arc::new(SnapshotCache::new(Duration::from_secs(60))));
         println!("reconcile scale: {n} resources of a kind in one region, 8 workers, 2 cores; emulator in the same process");
 
         // Every image already shared: reads only.

@@ -55,11 +55,11 @@ impl Harness {
 
     async fn with_snapshot_ttl(ttl: Duration) -> Self {
         let emu = emulator().await;
-        let env = KindEnv {
-            cloud: client(&emu, SignatureVersion::V3),
-            account: "test".into(),
-            snapshots: Arc::new(SnapshotCache::new(ttl)),
-        };
+        let env = KindEnv::new(
+            client(&emu, SignatureVersion::V3),
+            "test".into(),
+            Arc::new(SnapshotCache::new(ttl)),
+        );
         let sink = Memory {
             world: emu.world().clone(),
             writes: Mutex::default(),

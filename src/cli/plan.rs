@@ -164,11 +164,7 @@ struct Planner {
 
 impl Planner {
     fn env_with(&self, cloud: CloudClient, account: String) -> KindEnv {
-        KindEnv {
-            cloud,
-            account,
-            snapshots: self.snapshots.clone(),
-        }
+        KindEnv::new(cloud, account, self.snapshots.clone())
     }
 
     /// The cloud side of a resource: its Secret from the input, else the default chain.
@@ -226,7 +222,7 @@ impl Planner {
             planned.message = "spec.suspend is true: the operator would not read or write the cloud".into();
             return Ok(planned);
         }
-        let (env, creds) = match self.env(&namespace, obj.common()) {
+        let (mut env, creds) = match self.env(&namespace, obj.common()) {
             Ok(e) => e,
             Err(msg) => {
                 planned.result = "Error".into();
@@ -243,6 +239,19 @@ impl Planner {
             resync: self.resync,
         };
         let peers: Vec<Arc<K>> = all.to_vec();
+        if K::PEERS_BY_ACCOUNT {
+            // The same account resolution as the operator's, from the Secrets in the input.
+            let accounts = peers
+                .iter()
+                .filter_map(|p| {
+                    let (e, _) = self
+                        .env(&p.meta().namespace.clone().unwrap_or_default(), p.common())
+                        .ok()?;
+                    Some((crate::controller::kind::full_name(p.meta()), e.account))
+                })
+                .collect();
+            env.peer_accounts = Arc::new(accounts);
+        }
         match runner::plan(&obj, &env, &peers, &ctx, Stage::Apply, false).await {
             Ok(outcome) => {
                 planned.result = if !outcome.actions.is_empty() {

@@ -45,7 +45,11 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// The last `reconcile-requested-at` handled per object.
     requested: Mutex<HashMap<String, String>>,
+    /// Account keys by (namespace, Secret name), with when they were read.
+    accounts: Mutex<HashMap<(String, Option<String>), (String, std::time::Instant)>>,
 }
+
+const ACCOUNT_CACHE_TTL: Duration = Duration::from_secs(30);
 
 /// Why the credentials of a resource cannot be used. Never holds a secret value.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +59,7 @@ pub enum CredentialsError {
     #[error("Secret {0} has no {1} key")]
     MissingKey(String, &'static str),
     #[error("cannot read Secret {0}: {1}")]
-    Read(String, String),
+    Read(String, #[source] kube::Error),
 }
 
 impl Context {
@@ -76,6 +80,7 @@ impl Context {
             config,
             failures: Mutex::new(HashMap::new()),
             requested: Mutex::new(HashMap::new()),
+            accounts: Mutex::new(HashMap::new()),
         }
     }
 
@@ -86,18 +91,14 @@ impl Context {
         credentials_ref: Option<&CredentialsRef>,
     ) -> Result<(KindEnv, String), CredentialsError> {
         let Some(r) = credentials_ref else {
-            let env = KindEnv {
-                cloud: self.cloud.clone(),
-                account: "default".into(),
-                snapshots: self.snapshots.clone(),
-            };
+            let env = KindEnv::new(self.cloud.clone(), "default".into(), self.snapshots.clone());
             return Ok((env, "the operator's credentials".into()));
         };
         let full = format!("{namespace}/{}", r.name);
         let secret = Api::<Secret>::namespaced(self.client.clone(), namespace)
             .get_opt(&r.name)
             .await
-            .map_err(|e| CredentialsError::Read(full.clone(), e.to_string()))?
+            .map_err(|e| CredentialsError::Read(full.clone(), e))?
             .ok_or_else(|| CredentialsError::Missing(full.clone()))?;
         let value = |key: &'static str| -> Option<String> {
             let from_data = secret
@@ -121,14 +122,24 @@ impl Context {
             credentials: creds,
             origin: origin.clone(),
         });
-        Ok((
-            KindEnv {
-                cloud,
-                account,
-                snapshots: self.snapshots.clone(),
-            },
-            origin,
-        ))
+        Ok((KindEnv::new(cloud, account, self.snapshots.clone()), origin))
+    }
+
+    /// The account key a resource's credentials resolve to (`None`: they cannot be read).
+    /// Cached briefly: conflicts between peers are decided on it at every reconcile.
+    pub async fn account_of(&self, namespace: &str, credentials_ref: Option<&CredentialsRef>) -> Option<String> {
+        let key = (namespace.to_string(), credentials_ref.map(|r| r.name.clone()));
+        if let Some((account, at)) = self.accounts.lock().expect("accounts lock").get(&key)
+            && at.elapsed() < ACCOUNT_CACHE_TTL
+        {
+            return Some(account.clone());
+        }
+        let (env, _) = self.env_for(namespace, credentials_ref).await.ok()?;
+        self.accounts
+            .lock()
+            .expect("accounts lock")
+            .insert(key, (env.account.clone(), std::time::Instant::now()));
+        Some(env.account)
     }
 
     /// Records a failure and returns how long to wait: exponential with full jitter,

@@ -21,9 +21,26 @@ pub struct KindEnv {
     pub cloud: CloudClient,
     pub account: String,
     pub snapshots: Arc<SnapshotCache>,
+    /// The account keys of the peers (by `namespace/name`), for kinds whose conflicts are
+    /// decided by cloud account; filled only for those (see [`ManagedKind::PEERS_BY_ACCOUNT`]).
+    pub peer_accounts: Arc<std::collections::BTreeMap<String, String>>,
 }
 
 impl KindEnv {
+    pub fn new(cloud: CloudClient, account: String, snapshots: Arc<SnapshotCache>) -> Self {
+        KindEnv {
+            cloud,
+            account,
+            snapshots,
+            peer_accounts: Arc::default(),
+        }
+    }
+
+    /// Whether `peer` acts in the same cloud account (the same AccessKey) as this env.
+    pub fn same_account(&self, peer: &kube::api::ObjectMeta) -> bool {
+        self.peer_accounts.get(&full_name(peer)) == Some(&self.account)
+    }
+
     /// The shared list `list` of `region` for these credentials, fetched once per TTL;
     /// `fresh` drops the cached one first.
     pub async fn snapshot<T, F, Fut>(
@@ -126,10 +143,9 @@ pub trait ManagedKind:
     /// Whether deleting this resource has cloud work to do, so it needs a finalizer.
     fn needs_finalizer(&self) -> bool;
 
-    /// Other resources of the kind that can conflict with this one (FotaTaskPolicy).
-    fn conflicts_with(&self, _other: &Self) -> bool {
-        false
-    }
+    /// Conflicts with peers are decided by cloud account, so the controller resolves each
+    /// peer's credentials to an account key before planning (FotaTaskPolicy).
+    const PEERS_BY_ACCOUNT: bool = false;
 
     /// Reads the cloud (through the snapshots unless `fresh`) and plans.
     fn plan(

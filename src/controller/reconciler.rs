@@ -271,7 +271,7 @@ async fn run_stage<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: St
     let pinned = K::recorded_with(&previous).filter(|_| !recorded_before.is_empty());
     let draining = stage == Stage::Apply && pinned.as_ref().is_some_and(|p| *p != spec_ref);
     let credentials_ref = pinned.unwrap_or(spec_ref);
-    let (env, origin) = match ctx.env_for(&ns, credentials_ref.as_ref()).await {
+    let (mut env, origin) = match ctx.env_for(&ns, credentials_ref.as_ref()).await {
         Ok(e) => e,
         Err(e) => {
             let remaining = recorded_before.len();
@@ -305,6 +305,19 @@ async fn run_stage<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: St
     tracing::debug!(credentials = %origin, draining, "resolved credentials");
     let fresh = ctx.newly_requested(&key, obj.annotations().get(RECONCILE_REQUESTED_AT).map(String::as_str));
     let peers: Vec<Arc<K>> = kctx.store.state();
+    if K::PEERS_BY_ACCOUNT {
+        let mut accounts = std::collections::BTreeMap::new();
+        for p in peers
+            .iter()
+            .filter(|p| p.region() == obj.region() && p.meta().uid != obj.meta().uid)
+        {
+            let p_ns = p.namespace().unwrap_or_default();
+            if let Some(account) = ctx.account_of(&p_ns, p.common().credentials_ref.as_ref()).await {
+                accounts.insert(super::kind::full_name(p.meta()), account);
+            }
+        }
+        env.peer_accounts = Arc::new(accounts);
+    }
     let plan_stage = if draining { Stage::Cleanup } else { stage };
     let r: Reconciled<K> = match reconcile_once(obj.as_ref(), &env, &peers, &plan_ctx, plan_stage, fresh, &sink).await {
         Ok(r) => r,

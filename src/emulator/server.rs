@@ -51,6 +51,9 @@ pub struct RequestRecord {
     pub action: String,
     /// The action's own parameters (signing and protocol parameters left out).
     pub params: BTreeMap<String, String>,
+    /// The AccessKeyId that signed the request (empty when unsigned or refused before).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub access_key_id: String,
     /// `success` or the error code answered.
     pub code: String,
     /// The action was applied but its answer was lost (an `afterApply` fault).
@@ -131,7 +134,7 @@ impl World {
         self.log.lock().expect("log lock").iter().cloned().collect()
     }
 
-    fn record(&self, action: &str, params: &Params, code: &str, answer_lost: bool) {
+    fn record(&self, action: &str, params: &Params, handled: &Handled, code: &str) {
         let seq = {
             let mut c = self.counters.lock().expect("counters lock");
             c.total += 1;
@@ -156,8 +159,9 @@ impl World {
             seq,
             action: action.to_string(),
             params,
+            access_key_id: handled.access_key_id.clone(),
             code: code.to_string(),
-            answer_lost,
+            answer_lost: handled.answer_lost,
         });
     }
 
@@ -259,8 +263,8 @@ async fn rpc(
     let (action, version) = req.action_and_version();
     let action = action.unwrap_or_default().to_string();
     let product = Product::from_version(version.unwrap_or_default());
-    let Handled { result, answer_lost } = handle(&world, &req, &action, version, product).await;
-    let code = match &result {
+    let handled = handle(&world, &req, &action, version, product).await;
+    let code = match &handled.result {
         Ok(v) => v
             .get("Code")
             .and_then(Value::as_str)
@@ -272,11 +276,11 @@ async fn rpc(
     world.record(
         if action.is_empty() { "(none)" } else { &action },
         &params,
+        &handled,
         &code,
-        answer_lost,
     );
     let product_name = product.map(|p| p.code()).unwrap_or("unknown");
-    match result {
+    match handled.result {
         Ok(mut body) => {
             if body.get("RequestId").is_none() {
                 body["RequestId"] = json!(request_id);
@@ -291,6 +295,7 @@ struct Handled {
     result: ApiResult<Value>,
     /// Applied, and then answered with an injected error or too late.
     answer_lost: bool,
+    access_key_id: String,
 }
 
 async fn handle(
@@ -300,9 +305,13 @@ async fn handle(
     version: Option<&str>,
     product: Option<Product>,
 ) -> Handled {
-    let mut answer_lost = false;
-    let result = handle_inner(world, req, action, version, product, &mut answer_lost).await;
-    Handled { result, answer_lost }
+    let mut handled = Handled {
+        result: Ok(Value::Null),
+        answer_lost: false,
+        access_key_id: String::new(),
+    };
+    handled.result = handle_inner(world, req, action, version, product, &mut handled).await;
+    handled
 }
 
 async fn handle_inner(
@@ -311,7 +320,7 @@ async fn handle_inner(
     action: &str,
     version: Option<&str>,
     product: Option<Product>,
-    answer_lost: &mut bool,
+    handled: &mut Handled,
 ) -> ApiResult<Value> {
     if action.is_empty() {
         return Err(ApiFailure::missing("Action"));
@@ -326,10 +335,11 @@ async fn handle_inner(
         let mut nonces = world.nonces.lock().expect("nonces lock");
         verify(req, &keys, &mut nonces, now)?
     };
+    handled.access_key_id = caller.access_key_id().to_string();
     let outcome = world.faults.lock().expect("faults lock").apply(action);
     if outcome.after_apply {
         let applied = world.dispatch(product, action, &caller, req.params, now)?;
-        *answer_lost = true;
+        handled.answer_lost = true;
         tokio::time::sleep(outcome.latency).await;
         return match outcome.error {
             Some(err) => Err(err),

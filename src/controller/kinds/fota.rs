@@ -29,23 +29,9 @@ impl ManagedKind for FotaTaskPolicy {
         false
     }
 
-    /// Policies of the same region with the same credentials act on the same tasks.
-    fn conflicts_with(&self, other: &Self) -> bool {
-        self.spec.region_id == other.spec.region_id
-            && self
-                .spec
-                .common
-                .credentials_ref
-                .as_ref()
-                .map(|c| (&self.metadata.namespace, &c.name))
-                == other
-                    .spec
-                    .common
-                    .credentials_ref
-                    .as_ref()
-                    .map(|c| (&other.metadata.namespace, &c.name))
-            && full_name(self) != full_name(other)
-    }
+    /// Policies of the same region in the same cloud account act on the same tasks,
+    /// whichever Secrets hold the key.
+    const PEERS_BY_ACCOUNT: bool = true;
 
     async fn plan(
         &self,
@@ -74,7 +60,12 @@ impl ManagedKind for FotaTaskPolicy {
             .await?;
         let peers: Vec<Peer> = peers
             .iter()
-            .filter(|p| self.conflicts_with(p))
+            .filter(|p| {
+                p.spec.region_id == self.spec.region_id
+                    && full_name(p) != full_name(self)
+                    && p.metadata.deletion_timestamp.is_none()
+                    && env.same_account(&p.metadata)
+            })
             .map(|p| Peer {
                 key: full_name(p),
                 created: created(p),
