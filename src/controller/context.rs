@@ -46,8 +46,11 @@ pub struct Context {
     /// The last `reconcile-requested-at` handled per object.
     requested: Mutex<HashMap<String, String>>,
     /// Account keys by (namespace, Secret name), with when they were read.
-    accounts: Mutex<HashMap<(String, Option<String>), (String, std::time::Instant)>>,
+    accounts: Mutex<HashMap<CredentialsKey, (String, std::time::Instant)>>,
 }
+
+/// (namespace, Secret name), `None` for the operator's own credentials.
+type CredentialsKey = (String, Option<String>);
 
 const ACCOUNT_CACHE_TTL: Duration = Duration::from_secs(30);
 
