@@ -794,3 +794,299 @@ async fn kubectl_applies_crds_and_examples() {
         "{listed}"
     );
 }
+
+// ---- The promises under faults (issue 9) ----
+
+fn dmw(name: &str, ids: &[&str], end_in: chrono::Duration, credentials: Option<&str>) -> Value {
+    let now = chrono::Utc::now();
+    let mut spec = json!({"regionId": "cn-hangzhou", "desktopIds": ids,
+        "window": {"start": (now - chrono::Duration::minutes(1)).to_rfc3339(), "end": (now + end_in).to_rfc3339()}});
+    if let Some(c) = credentials {
+        spec["credentialsRef"] = json!({"name": c});
+    }
+    json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "DesktopMaintenanceWindow", "metadata": {"name": name}, "spec": spec})
+}
+
+fn in_maintenance(emu: &alicloud_ops_operator::emulator::Emulator, id: &str) -> bool {
+    emu.world().state().ecd["cn-hangzhou"]
+        .desktops
+        .iter()
+        .any(|d| d.desktop_id == id && d.in_maintenance())
+}
+
+async fn gone<K>(client: &Client, ns: &str, name: &str, within: Duration)
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    eventually(&format!("{name} deleted"), within, || async {
+        Api::<K>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
+async fn warning_about(client: &Client, ns: &str, name: &str, words: &str) -> Event {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    eventually(&format!("a Warning Event on {name} saying {words:?}"), WAIT, || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items.into_iter().find(|e| {
+            e.type_.as_deref() == Some("Warning")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                && e.note.as_deref().is_some_and(|n| n.contains(words))
+        })
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deletion_waits_for_the_credentials_that_entered_the_desktops() {
+    let client = admin().await;
+    let ns = namespace(&client, "nscred").await;
+    let emu = emulator().await;
+    let key = alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_SECRET;
+    secret(&client, &ns, "cloud", key).await;
+    let _op = Operator::start(&ns, &emu.url(), &format!("lease-{ns}"));
+    let ids = ["ecd-hz10031", "ecd-hz10032"];
+    create::<DesktopMaintenanceWindow>(&client, &ns, dmw("w", &ids, chrono::Duration::hours(2), Some("cloud"))).await;
+    wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "w", "Active").await;
+    assert!(ids.iter().all(|id| in_maintenance(&emu, id)));
+
+    // The order a namespace deletion can take: the Secret goes before the window.
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .delete("cloud", &DeleteParams::default())
+        .await
+        .unwrap();
+    let api = Api::<DesktopMaintenanceWindow>::namespaced(client.clone(), &ns);
+    api.delete("w", &DeleteParams::default()).await.unwrap();
+    let warning = warning_about(&client, &ns, "w", "skip-cleanup").await;
+    let note = warning.note.unwrap();
+    assert!(note.contains("ecd-hz10031") && note.contains("cloud"), "{note}");
+    assert!(api.get_opt("w").await.unwrap().is_some(), "the finalizer holds");
+    assert!(ids.iter().all(|id| in_maintenance(&emu, id)), "nothing was undone yet");
+
+    // The Secret comes back: the desktops are exited, then the window goes.
+    secret(&client, &ns, "cloud", key).await;
+    gone::<DesktopMaintenanceWindow>(&client, &ns, "w", WAIT).await;
+    assert!(
+        ids.iter().all(|id| !in_maintenance(&emu, id)),
+        "no desktop left in maintenance"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overlapping_windows_exit_a_shared_desktop_with_the_last_one() {
+    let client = admin().await;
+    let ns = namespace(&client, "overlap").await;
+    let emu = emulator().await;
+    let _op = Operator::start(&ns, &emu.url(), &format!("lease-{ns}"));
+    let (only_first, shared) = ("ecd-hz10051", "ecd-hz10052");
+    create::<DesktopMaintenanceWindow>(
+        &client,
+        &ns,
+        dmw("first", &[only_first, shared], chrono::Duration::seconds(30), None),
+    )
+    .await;
+    create::<DesktopMaintenanceWindow>(&client, &ns, dmw("second", &[shared], chrono::Duration::hours(2), None)).await;
+    wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "first", "Active").await;
+    let second = wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "second", "Active").await;
+    assert_eq!(
+        second["desktopsInMaintenance"],
+        json!([shared]),
+        "held, not foreign: {second}"
+    );
+    wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "first", "Completed").await;
+    assert!(!in_maintenance(&emu, only_first));
+    assert!(in_maintenance(&emu, shared), "the second window still holds it");
+    Api::<DesktopMaintenanceWindow>::namespaced(client.clone(), &ns)
+        .delete("second", &DeleteParams::default())
+        .await
+        .unwrap();
+    gone::<DesktopMaintenanceWindow>(&client, &ns, "second", WAIT).await;
+    assert!(!in_maintenance(&emu, shared), "the last window exits it");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fota_conflicts_are_decided_by_cloud_account_not_by_secret_name() {
+    let client = admin().await;
+    let ns = namespace(&client, "fotaacct").await;
+    let emu = emulator().await;
+    let key = alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_SECRET;
+    secret(&client, &ns, "team-a", key).await;
+    secret(&client, &ns, "team-b", key).await;
+    let _op = Operator::start(&ns, &emu.url(), &format!("lease-{ns}"));
+    create::<FotaTaskPolicy>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "FotaTaskPolicy", "metadata": {"name": "a-older"},
+               "spec": {"regionId": "cn-hangzhou", "autoPush": true, "credentialsRef": {"name": "team-a"}}}),
+    )
+    .await;
+    wait_reason::<FotaTaskPolicy>(&client, &ns, "a-older", "InSync").await;
+    create::<FotaTaskPolicy>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "FotaTaskPolicy", "metadata": {"name": "b-newer"},
+               "spec": {"regionId": "cn-hangzhou", "autoPush": false, "credentialsRef": {"name": "team-b"}}}),
+    )
+    .await;
+    let status = wait_reason::<FotaTaskPolicy>(&client, &ns, "b-newer", "Conflict").await;
+    assert!(status["conflicts"].to_string().contains("a-older"), "{status}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let running = emu.world().state().ecd["cn-hangzhou"]
+        .fota_tasks
+        .iter()
+        .all(|t| t.status == "Running");
+    assert!(running, "the older policy's choice stands");
+    let pending_writes = emu
+        .world()
+        .request_log()
+        .iter()
+        .filter(|r| r.action == "UpdateFotaTask" && r.params.get("UserStatus").map(String::as_str) == Some("Pending"))
+        .count();
+    assert_eq!(pending_writes, 0, "the newer policy never wrote");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changed_credentials_exit_with_the_old_ones_first_and_region_is_immutable() {
+    use alicloud_ops_operator::emulator::{DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, Emulator, EmulatorConfig};
+    let client = admin().await;
+    let ns = namespace(&client, "rekey").await;
+    let second = ("LTAI5tSecondAccount", "second-account-secret");
+    let emu = Emulator::start(EmulatorConfig {
+        access_keys: vec![
+            (DEFAULT_ACCESS_KEY_ID.into(), DEFAULT_ACCESS_KEY_SECRET.into()),
+            (second.0.into(), second.1.into()),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    secret(&client, &ns, "old", DEFAULT_ACCESS_KEY_SECRET).await;
+    let s: Secret = serde_json::from_value(json!({"metadata": {"name": "new"},
+        "stringData": {"accessKeyId": second.0, "accessKeySecret": second.1}}))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &s)
+        .await
+        .unwrap();
+    let _op = Operator::start(&ns, &emu.url(), &format!("lease-{ns}"));
+    let id = "ecd-hz10061";
+    create::<DesktopMaintenanceWindow>(&client, &ns, dmw("w", &[id], chrono::Duration::hours(2), Some("old"))).await;
+    wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "w", "Active").await;
+
+    let api = Api::<DesktopMaintenanceWindow>::namespaced(client.clone(), &ns);
+    let err = api
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"regionId": "cn-shanghai"}})),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("regionId cannot be changed"), "{err}");
+
+    patch_spec::<DesktopMaintenanceWindow>(&client, &ns, "w", json!({"credentialsRef": {"name": "new"}})).await;
+    let sets = || -> Vec<(String, String)> {
+        emu.world()
+            .request_log()
+            .into_iter()
+            .filter(|r| r.action == "SetDesktopMaintenance" && r.code == "success")
+            .map(|r| (r.params["Mode"].clone(), r.access_key_id))
+            .collect()
+    };
+    eventually("exited with the old key, entered with the new", WAIT, || async {
+        let s = sets();
+        (s == vec![
+            ("ENTER".to_string(), DEFAULT_ACCESS_KEY_ID.to_string()),
+            ("EXIT".to_string(), DEFAULT_ACCESS_KEY_ID.to_string()),
+            ("ENTER".to_string(), second.0.to_string()),
+        ])
+        .then_some(())
+    })
+    .await;
+    let status = wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "w", "Active").await;
+    assert_eq!(status["enteredWith"]["credentialsRef"]["name"], "new");
+    assert!(in_maintenance(&emu, id));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_copy_of_a_resource_never_acts() {
+    use alicloud_ops_operator::controller::kind::{KindEnv, Stage};
+    use alicloud_ops_operator::controller::reconciler::KubeStatus;
+    use alicloud_ops_operator::controller::runner::reconcile_once;
+    use alicloud_ops_operator::controller::snapshot::SnapshotCache;
+    use alicloud_ops_operator::reconcile::PlanContext;
+    let client = admin().await;
+    let ns = namespace(&client, "stale").await;
+    let emu = emulator().await;
+    let shares = Api::<ImageShare>::namespaced(client.clone(), &ns);
+    create::<ImageShare>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "ImageShare", "metadata": {"name": "s"},
+               "spec": {"regionId": "cn-hangzhou", "imageId": "m-hz0003"}}),
+    )
+    .await;
+    let otas = Api::<OtaSchedule>::namespaced(client.clone(), &ns);
+    create::<OtaSchedule>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "OtaSchedule", "metadata": {"name": "o"},
+               "spec": {"bizRegionId": "cn-hangzhou", "appInstanceGroupId": "aig-hz0001",
+                        "startTime": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339()}}),
+    )
+    .await;
+    // The copies a new leader could get from a cache older than its predecessor's writes.
+    let (stale_share, stale_ota) = (shares.get("s").await.unwrap(), otas.get("o").await.unwrap());
+    let mut op = Operator::start(&ns, &emu.url(), &format!("lease-{ns}"));
+    wait_reason::<ImageShare>(&client, &ns, "s", "InSync").await;
+    wait_reason::<OtaSchedule>(&client, &ns, "o", "Approved").await;
+    assert_eq!(op.stop(), Some(0));
+    // The image is unshared behind the operator's back: a repair is due, with a new token.
+    emu.world().update_state(|s| {
+        s.swas
+            .get_mut("cn-hangzhou")
+            .unwrap()
+            .custom_images
+            .iter_mut()
+            .find(|i| i.image_id == "m-hz0003")
+            .unwrap()
+            .in_share = false
+    });
+    let writes = |action: &str| emu.world().counters().count(action);
+    let (shares_before, approvals_before) = (writes("ModifyImageShareStatus"), writes("ApproveOtaTask"));
+    assert_eq!(approvals_before, 1);
+
+    let env = KindEnv::new(
+        support::client(&emu, alicloud_ops_operator::cloud::SignatureVersion::V3),
+        "default".into(),
+        std::sync::Arc::new(SnapshotCache::new(Duration::ZERO)),
+    );
+    let ctx = PlanContext {
+        now: chrono::Utc::now(),
+        generation: 1,
+        policy: Default::default(),
+        resync: Duration::from_secs(600),
+    };
+    let conflict = |r: Result<_, kube::Error>| matches!(r, Err(kube::Error::Api(s)) if s.code == 409);
+    let sink = KubeStatus::new(shares.clone(), &stale_share);
+    let r = reconcile_once(&stale_share, &env, &[], &ctx, Stage::Apply, false, &sink).await;
+    assert!(conflict(r.map(drop)), "the stale ImageShare is refused at its intent");
+    let sink = KubeStatus::new(otas.clone(), &stale_ota);
+    let r = reconcile_once(&stale_ota, &env, &[], &ctx, Stage::Apply, false, &sink).await;
+    assert!(conflict(r.map(drop)), "the stale OtaSchedule is refused");
+    assert_eq!(
+        writes("ModifyImageShareStatus"),
+        shares_before,
+        "no share with a reused ClientToken"
+    );
+    assert_eq!(writes("ApproveOtaTask"), 1, "no second approval");
+}

@@ -267,10 +267,18 @@ async fn run_stage<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: St
 
     // Recorded writes are undone with the credentials that made them. When the spec now
     // names others, the record is undone first (a "drain"), then the new ones take over.
+    // Both references may hold the same AccessKey: then there is nothing to undo.
     let spec_ref = obj.common().credentials_ref.clone();
-    let pinned = K::recorded_with(&previous).filter(|_| !recorded_before.is_empty());
-    let draining = stage == Stage::Apply && pinned.as_ref().is_some_and(|p| *p != spec_ref);
-    let credentials_ref = pinned.unwrap_or(spec_ref);
+    let pinned = K::recorded_with(&previous).filter(|p| !recorded_before.is_empty() && *p != spec_ref);
+    let use_pinned = match &pinned {
+        Some(p) => {
+            let old = ctx.account_of(&ns, p.as_ref()).await;
+            old.is_none() || old != ctx.account_of(&ns, spec_ref.as_ref()).await
+        }
+        None => false,
+    };
+    let draining = use_pinned && stage == Stage::Apply;
+    let credentials_ref = if use_pinned { pinned.flatten() } else { spec_ref };
     let (mut env, origin) = match ctx.env_for(&ns, credentials_ref.as_ref()).await {
         Ok(e) => e,
         Err(e) => {

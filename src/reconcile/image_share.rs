@@ -128,6 +128,11 @@ pub fn cleanup(input: &ImageShareInput<'_>, ctx: &PlanContext) -> Outcome<Modify
         verdict: Verdict::ready(Reason::InSync, "nothing to clean up"),
         requeue_after: None,
     };
+    // What the cloud shows now is what is left to undo: a gone image has nothing.
+    match input.image {
+        Some(image) => observe(&mut status, image),
+        None => status.in_share = None,
+    }
     match input.image {
         Some(image) if input.spec.deletion_policy == DeletionPolicy::UnShare && image.in_share => {
             let (action, intent) = write(input, ctx, ShareOperation::UnShare, &mut status);

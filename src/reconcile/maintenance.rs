@@ -160,11 +160,14 @@ pub fn plan(
     };
     status.desktops_in_maintenance = after.into_iter().collect();
     status.desktops_in_maintenance_count = status.desktops_in_maintenance.len() as i32;
-    if status.desktops_in_maintenance.is_empty() {
-        status.entered_with = None;
-    } else if let Some(i) = &intent {
-        status.entered_with = i.entered_with.clone();
-    }
+    // Outside deletion, the resource acts with its spec's credentials (the controller
+    // drains a record made with other ones first, as a deletion).
+    status.entered_with = (!status.desktops_in_maintenance.is_empty()).then(|| match (&intent, input.deleting) {
+        (_, true) => input.previous.entered_with.clone().unwrap_or_default(),
+        _ => EnteredWith {
+            credentials_ref: input.spec.common.credentials_ref.clone(),
+        },
+    });
     status.foreign_maintenance = foreign;
     status.unknown_desktop_ids = unknown.clone();
     status.current_window = state.current.map(times);

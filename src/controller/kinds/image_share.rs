@@ -67,6 +67,15 @@ impl ManagedKind for ImageShare {
         r
     }
 
+    /// With `deletionPolicy: UnShare`, deletion owes an unshare while the image is shared.
+    fn recorded(&self, status: &ImageShareStatus) -> Vec<String> {
+        if self.spec.deletion_policy == DeletionPolicy::UnShare && status.in_share == Some(true) {
+            vec![format!("image {} shared to ECS", self.spec.image_id)]
+        } else {
+            vec![]
+        }
+    }
+
     fn describe(action: &ModifyShare) -> String {
         format!(
             "ModifyImageShareStatus Operation={} ClientToken={}",
