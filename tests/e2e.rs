@@ -1090,3 +1090,305 @@ async fn a_stale_copy_of_a_resource_never_acts() {
     );
     assert_eq!(writes("ApproveOtaTask"), 1, "no second approval");
 }
+
+/// The storm: 101 resources of all four kinds against a cloud that fails 30 % of calls,
+/// throttles in a burst and loses the answers of writes it applied, while the operator is
+/// SIGKILLed every 20 s (two replicas with leader election first, then one at a time) and
+/// a maintenance window opens and closes. The emulator's own log and state then show that
+/// every promise held.
+#[tokio::test(flavor = "multi_thread")]
+async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
+    use alicloud_ops_operator::emulator::state::DeliveryGroup;
+    let client = admin().await;
+    let ns = namespace(&client, "chaos").await;
+    let emu = emulator().await;
+    let started = std::time::Instant::now();
+    let (fotas, groups, windows, images) = (25usize, 20usize, 50usize, 6usize);
+    emu.world().update_state(|s| {
+        let hz = s.ecd.get_mut("cn-hangzhou").unwrap();
+        let template = hz.fota_tasks[1].clone();
+        for i in 1..=fotas - 3 {
+            let mut t = template.clone();
+            t.task_uid = format!("aot-cx{i:04}");
+            t.status = if i % 2 == 0 { "Running" } else { "Pending" }.into();
+            hz.fota_tasks.push(t);
+        }
+        let swas = s.swas.get_mut("cn-hangzhou").unwrap();
+        let template = swas.custom_images[0].clone();
+        for i in 1..=images {
+            let mut img = template.clone();
+            img.image_id = format!("m-cx{i:04}");
+            img.in_share = i % 2 == 0;
+            swas.custom_images.push(img);
+        }
+        let template: DeliveryGroup = s.appstream.app_instance_groups[0].clone();
+        for i in 1..=groups {
+            let mut g = template.clone();
+            g.group.app_instance_group_id = format!("aig-cx{i:04}");
+            g.group.ota_info.task_id = format!("ota-cx{i:04}-1");
+            s.appstream.app_instance_groups.push(g);
+        }
+    });
+    let tasks: Vec<(String, String)> = emu.world().state().ecd["cn-hangzhou"]
+        .fota_tasks
+        .iter()
+        .map(|t| (t.task_uid.clone(), t.status.clone()))
+        .collect();
+    let now = chrono::Utc::now();
+    let (open, close) = (now + chrono::Duration::seconds(25), now + chrono::Duration::seconds(70));
+    let mut creations: Vec<(&str, Value)> = Vec::new();
+    for (i, (uid, status)) in tasks.iter().enumerate() {
+        // Each policy flips its task.
+        creations.push((
+            "FotaTaskPolicy",
+            json!({"metadata": {"name": format!("f{i}")},
+            "spec": {"regionId": "cn-hangzhou", "autoPush": status == "Pending", "taskUids": [uid]}}),
+        ));
+    }
+    for i in 1..=groups {
+        creations.push((
+            "OtaSchedule",
+            json!({"metadata": {"name": format!("o{i}")},
+            "spec": {"bizRegionId": "cn-hangzhou", "appInstanceGroupId": format!("aig-cx{i:04}"),
+                     "startTime": (now + chrono::Duration::hours(1)).to_rfc3339()}}),
+        ));
+    }
+    let desk = |n: usize| format!("ecd-hz2{n:04}");
+    for w in 0..windows {
+        creations.push((
+            "DesktopMaintenanceWindow",
+            json!({"metadata": {"name": format!("w{w}")},
+            "spec": {"regionId": "cn-hangzhou", "desktopIds": [desk(2 * w + 1), desk(2 * w + 2)],
+                     "window": {"start": open.to_rfc3339(), "end": close.to_rfc3339()}}}),
+        ));
+    }
+    for i in 1..=images {
+        let shared = i % 2 == 1;
+        creations.push((
+            "ImageShare",
+            json!({"metadata": {"name": format!("i{i}")},
+            "spec": {"regionId": "cn-hangzhou", "imageId": format!("m-cx{i:04}"), "shared": shared,
+                     "deletionPolicy": if i <= 2 { "UnShare" } else { "Retain" }}}),
+        ));
+    }
+    assert!(creations.len() >= 100);
+    for (kind, mut body) in creations.clone() {
+        body["apiVersion"] = json!("ops.alicloud.dev/v1alpha1");
+        body["kind"] = json!(kind);
+        match kind {
+            "FotaTaskPolicy" => drop(create::<FotaTaskPolicy>(&client, &ns, body).await),
+            "OtaSchedule" => drop(create::<OtaSchedule>(&client, &ns, body).await),
+            "DesktopMaintenanceWindow" => drop(create::<DesktopMaintenanceWindow>(&client, &ns, body).await),
+            _ => drop(create::<ImageShare>(&client, &ns, body).await),
+        }
+    }
+
+    // The weather: lost answers on every write, 30 % unavailable, a throttling burst.
+    for action in [
+        "SetDesktopMaintenance",
+        "ModifyImageShareStatus",
+        "ApproveOtaTask",
+        "UpdateFotaTask",
+    ] {
+        emu.world()
+            .add_fault(fault(
+                json!({"action": action, "code": "ServiceUnavailable", "afterApply": true, "probability": 0.3}),
+            ))
+            .unwrap();
+    }
+    emu.world()
+        .add_fault(fault(
+            json!({"action": "*", "code": "ServiceUnavailable", "probability": 0.3}),
+        ))
+        .unwrap();
+    emu.world()
+        .add_fault(fault(json!({"action": "*", "throttle": true, "count": 60})))
+        .unwrap();
+
+    // Two replicas with leader election, the leader killed at 20 s and the other at 40 s;
+    // then one replica at a time, killed every 20 s.
+    let lease = format!("lease-{ns}");
+    let mut logs = Vec::new();
+    let mut pair = vec![
+        Operator::start(&ns, &emu.url(), &lease),
+        Operator::start(&ns, &emu.url(), &lease),
+    ];
+    for mut op in pair.drain(..) {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        op.crash();
+        logs.push(op.logs());
+    }
+    for round in 0..2 {
+        let mut op = Operator::start_with(&ns, &emu.url(), &lease, &["--leader-election", "false"]);
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        op.crash();
+        logs.push(op.logs());
+        if round == 1 {
+            // The storm passes; lost answers on writes stay to the end.
+            emu.world().clear_faults();
+            for action in [
+                "SetDesktopMaintenance",
+                "ModifyImageShareStatus",
+                "ApproveOtaTask",
+                "UpdateFotaTask",
+            ] {
+                emu.world()
+                    .add_fault(fault(
+                        json!({"action": action, "code": "ServiceUnavailable", "afterApply": true, "probability": 0.3}),
+                    ))
+                    .unwrap();
+            }
+        }
+    }
+    let op = Operator::start_with(&ns, &emu.url(), &lease, &["--leader-election", "false"]);
+
+    // Converged: every version approved, the window over, tasks and images as specified.
+    let state = || emu.world().state();
+    eventually("converged after the storm", Duration::from_secs(90), || async {
+        let s = state();
+        let approved = s
+            .appstream
+            .app_instance_groups
+            .iter()
+            .filter(|g| g.group.app_instance_group_id.starts_with("aig-cx"))
+            .all(|g| g.scheduled_upgrade.is_some());
+        let windows_over = chrono::Utc::now() > close
+            && (1..=2 * windows).all(|n| {
+                !s.ecd["cn-hangzhou"]
+                    .desktops
+                    .iter()
+                    .any(|d| d.desktop_id == desk(n) && d.in_maintenance())
+            });
+        let tasks_flipped = tasks.iter().all(|(uid, before)| {
+            s.ecd["cn-hangzhou"]
+                .fota_tasks
+                .iter()
+                .any(|t| &t.task_uid == uid && &t.status != before)
+        });
+        let images_right = (1..=images).all(|i| {
+            s.swas["cn-hangzhou"]
+                .custom_images
+                .iter()
+                .any(|img| img.image_id == format!("m-cx{i:04}") && img.in_share == (i % 2 == 1))
+        });
+        (approved && windows_over && tasks_flipped && images_right).then_some(())
+    })
+    .await;
+
+    // Each OTA version approved exactly once: count the approvals the cloud applied.
+    let log = emu.world().request_log();
+    assert!(
+        (log.len() as u64) < emu.world().counters().total + 1
+            && log.len() < alicloud_ops_operator::emulator::REQUEST_LOG_CAPACITY,
+        "the whole run is in the log"
+    );
+    for i in 1..=groups {
+        let id = format!("aig-cx{i:04}");
+        let applied = log
+            .iter()
+            .filter(|r| r.action == "ApproveOtaTask" && r.params.get("AppInstanceGroupId") == Some(&id))
+            .filter(|r| r.code == "success" || r.answer_lost)
+            .count();
+        assert_eq!(applied, 1, "{id} approved {applied} times");
+    }
+    // The window entered its desktops while it was open.
+    let entered = log
+        .iter()
+        .filter(|r| r.action == "SetDesktopMaintenance" && r.params.get("Mode").map(String::as_str) == Some("ENTER"))
+        .filter(|r| r.code == "success" || r.answer_lost)
+        .count();
+    assert!(entered > 0, "the window opened during the run");
+
+    // Everything deleted: every finalizer released within 60 s.
+    let deleted_at = std::time::Instant::now();
+    for (kind, body) in &creations {
+        let name = body["metadata"]["name"].as_str().unwrap();
+        let dp = DeleteParams::default();
+        match *kind {
+            "FotaTaskPolicy" => drop(
+                Api::<FotaTaskPolicy>::namespaced(client.clone(), &ns)
+                    .delete(name, &dp)
+                    .await
+                    .unwrap(),
+            ),
+            "OtaSchedule" => drop(
+                Api::<OtaSchedule>::namespaced(client.clone(), &ns)
+                    .delete(name, &dp)
+                    .await
+                    .unwrap(),
+            ),
+            "DesktopMaintenanceWindow" => drop(
+                Api::<DesktopMaintenanceWindow>::namespaced(client.clone(), &ns)
+                    .delete(name, &dp)
+                    .await
+                    .unwrap(),
+            ),
+            _ => drop(
+                Api::<ImageShare>::namespaced(client.clone(), &ns)
+                    .delete(name, &dp)
+                    .await
+                    .unwrap(),
+            ),
+        }
+    }
+    eventually("every resource gone", Duration::from_secs(60), || async {
+        let lp = Default::default();
+        let left = Api::<FotaTaskPolicy>::namespaced(client.clone(), &ns)
+            .list(&lp)
+            .await
+            .ok()?
+            .items
+            .len()
+            + Api::<OtaSchedule>::namespaced(client.clone(), &ns)
+                .list(&lp)
+                .await
+                .ok()?
+                .items
+                .len()
+            + Api::<DesktopMaintenanceWindow>::namespaced(client.clone(), &ns)
+                .list(&lp)
+                .await
+                .ok()?
+                .items
+                .len()
+            + Api::<ImageShare>::namespaced(client.clone(), &ns)
+                .list(&lp)
+                .await
+                .ok()?
+                .items
+                .len();
+        (left == 0).then_some(())
+    })
+    .await;
+    let release = deleted_at.elapsed();
+    let s = state();
+    for i in 1..=2 {
+        let img = s.swas["cn-hangzhou"]
+            .custom_images
+            .iter()
+            .find(|img| img.image_id == format!("m-cx{i:04}"))
+            .unwrap();
+        assert!(!img.in_share, "deletionPolicy UnShare: m-cx{i:04} unshared on deletion");
+    }
+    let in_maint = (1..=2 * windows)
+        .filter(|n| {
+            s.ecd["cn-hangzhou"]
+                .desktops
+                .iter()
+                .any(|d| d.desktop_id == desk(*n) && d.in_maintenance())
+        })
+        .count();
+    assert_eq!(in_maint, 0, "no desktop left in maintenance");
+    logs.push(op.logs());
+    for (n, l) in logs.iter().enumerate() {
+        assert!(!l.contains("panicked"), "operator run {n} panicked:\n{l}");
+    }
+    println!(
+        "chaos: {} resources, {} cloud requests ({} answers lost), finalizers released {:.1} s after the deletions, {:.0} s in all",
+        creations.len(),
+        log.len(),
+        log.iter().filter(|r| r.answer_lost).count(),
+        release.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+}

@@ -139,155 +139,201 @@ mod tests {
         }
     }
 
-    /// The README table "What the operator does next", row for row:
-    /// (stage, how the reconcile ended, requeue, Warning Event, finalizer released).
+    fn render_requeue(n: &Next, settled: &Settled) -> String {
+        if n.release_finalizer || *settled == Settled::ObjectGone {
+            return "none".into();
+        }
+        match n.requeue {
+            Requeue::Resync => "resync".into(),
+            Requeue::After(d) => format!("after {} s", d.as_secs()),
+            Requeue::Backoff => "backoff".into(),
+            Requeue::OnChange => "on change".into(),
+        }
+    }
+
+    fn render_finalizer(n: &Next, settled: &Settled) -> &'static str {
+        match (n.release_finalizer, settled) {
+            (true, _) => "**released**",
+            (false, Settled::ObjectGone) => "(gone)",
+            (false, _) => "kept",
+        }
+    }
+
+    /// The README's "What the operator does next" table, row for row: each row is rendered
+    /// from `next_step` and must appear in the README, and the README has no other rows.
     #[test]
-    fn the_table() {
-        use Requeue::*;
+    fn the_readme_table_is_this_function() {
         use Stage::{Apply, Cleanup};
-        let rows: Vec<(Stage, Settled, Requeue, bool, bool)> = vec![
-            (Apply, planned(Reason::InSync, None, 0), Resync, false, false),
+        let throttled = |class| Settled::CloudFailed { class, remaining: 0 };
+        let rows: Vec<(&str, Vec<Stage>, &str, Settled)> = vec![
             (
-                Apply,
+                "apply",
+                vec![Apply],
+                "ready, nothing due sooner",
+                planned(Reason::InSync, None, 0),
+            ),
+            (
+                "apply",
+                vec![Apply],
+                "writes sent (`Applying`)",
                 planned(Reason::Applying, Some(10), 0),
-                After(Duration::from_secs(10)),
-                false,
-                false,
             ),
-            (Apply, planned(Reason::Active, Some(7200), 0), Resync, false, false),
-            (Apply, planned(Reason::DriftDetected, None, 0), Resync, false, false),
-            (Apply, planned(Reason::NotFound, None, 0), Resync, false, false),
-            (Apply, planned(Reason::Conflict, None, 0), Resync, false, false),
-            (Apply, planned(Reason::InvalidSpec, None, 0), OnChange, true, false),
-            (Apply, planned(Reason::CloudRejected, None, 0), OnChange, true, false),
-            (Apply, planned(Reason::StartTimeInPast, None, 0), OnChange, true, false),
             (
-                Apply,
+                "apply",
+                vec![Apply],
+                "ready, the next window boundary after the resync",
+                planned(Reason::Active, Some(7200), 0),
+            ),
+            (
+                "apply",
+                vec![Apply],
+                "`DriftDetected`",
+                planned(Reason::DriftDetected, None, 0),
+            ),
+            ("apply", vec![Apply], "`NotFound`", planned(Reason::NotFound, None, 0)),
+            ("apply", vec![Apply], "`Conflict`", planned(Reason::Conflict, None, 0)),
+            (
+                "apply",
+                vec![Apply],
+                "`InvalidSpec`",
+                planned(Reason::InvalidSpec, None, 0),
+            ),
+            (
+                "apply",
+                vec![Apply],
+                "`StartTimeInPast`",
+                planned(Reason::StartTimeInPast, None, 0),
+            ),
+            (
+                "apply",
+                vec![Apply],
+                "`InvalidSpec` while an open window holds desktops, 30 s before its recorded end",
                 planned(Reason::InvalidSpec, Some(30), 2),
-                After(Duration::from_secs(30)),
-                true,
-                false,
             ),
-            (Apply, Settled::Suspended, OnChange, false, false),
+            ("apply", vec![Apply], "`Suspended`", Settled::Suspended),
             (
-                Apply,
-                Settled::CredentialsUnavailable { remaining: 3 },
-                Resync,
-                true,
-                false,
-            ),
-            (
-                Apply,
-                Settled::CloudFailed {
-                    class: ErrorClass::Throttled,
-                    remaining: 0,
-                },
-                Backoff,
-                true,
-                false,
-            ),
-            (
-                Apply,
-                Settled::CloudFailed {
-                    class: ErrorClass::Transient,
-                    remaining: 0,
-                },
-                Backoff,
-                true,
-                false,
-            ),
-            (
-                Apply,
-                Settled::CloudFailed {
-                    class: ErrorClass::Invalid,
-                    remaining: 0,
-                },
-                Resync,
-                true,
-                false,
-            ),
-            (
-                Apply,
-                Settled::CloudFailed {
-                    class: ErrorClass::Credentials,
-                    remaining: 0,
-                },
-                Resync,
-                true,
-                false,
-            ),
-            (
-                Apply,
-                Settled::CloudFailed {
-                    class: ErrorClass::NotFound,
-                    remaining: 0,
-                },
-                Resync,
-                true,
-                false,
-            ),
-            (Cleanup, planned(Reason::InSync, None, 0), OnChange, false, true),
-            (Cleanup, planned(Reason::Applying, None, 2), Backoff, true, false),
-            (Cleanup, planned(Reason::InvalidSpec, None, 2), Backoff, true, false),
-            (
-                Cleanup,
-                Settled::CloudFailed {
-                    class: ErrorClass::Transient,
-                    remaining: 5,
-                },
-                Backoff,
-                true,
-                false,
-            ),
-            (
-                Cleanup,
-                Settled::CloudFailed {
-                    class: ErrorClass::NotFound,
-                    remaining: 5,
-                },
-                Backoff,
-                true,
-                false,
-            ),
-            (
-                Cleanup,
-                Settled::CloudFailed {
-                    class: ErrorClass::Transient,
-                    remaining: 0,
-                },
-                OnChange,
-                false,
-                true,
-            ),
-            (
-                Cleanup,
-                Settled::CredentialsUnavailable { remaining: 4 },
-                Backoff,
-                true,
-                false,
-            ),
-            (
-                Cleanup,
+                "apply",
+                vec![Apply],
+                "the Secret cannot be read (`CredentialsInvalid`)",
                 Settled::CredentialsUnavailable { remaining: 0 },
-                OnChange,
-                false,
-                true,
             ),
-            (Cleanup, Settled::CleanupSkipped, OnChange, false, true),
-            (Apply, Settled::StaleObject, After(STALE_RETRY), false, false),
-            (Cleanup, Settled::StaleObject, After(STALE_RETRY), false, false),
-            (Apply, Settled::ObjectGone, OnChange, false, false),
-            (Cleanup, Settled::ObjectGone, OnChange, false, false),
-            (Apply, Settled::KubeFailed, Backoff, false, false),
-            (Cleanup, Settled::KubeFailed, Backoff, false, false),
+            (
+                "apply",
+                vec![Apply],
+                "cloud throttling (`Throttled`)",
+                throttled(ErrorClass::Throttled),
+            ),
+            (
+                "apply",
+                vec![Apply],
+                "cloud unavailable (`CloudUnavailable`)",
+                throttled(ErrorClass::Transient),
+            ),
+            (
+                "apply",
+                vec![Apply],
+                "cloud refused the request (`CloudRejected`)",
+                throttled(ErrorClass::Invalid),
+            ),
+            (
+                "apply",
+                vec![Apply],
+                "cloud refused the credentials (`CredentialsInvalid`)",
+                throttled(ErrorClass::Credentials),
+            ),
+            (
+                "apply",
+                vec![Apply],
+                "cloud object not found (`NotFound`)",
+                throttled(ErrorClass::NotFound),
+            ),
+            (
+                "delete",
+                vec![Cleanup],
+                "nothing recorded remains",
+                planned(Reason::InSync, None, 0),
+            ),
+            (
+                "delete",
+                vec![Cleanup],
+                "something still recorded after the writes",
+                planned(Reason::Applying, None, 2),
+            ),
+            (
+                "delete",
+                vec![Cleanup],
+                "cloud failure, something still recorded",
+                Settled::CloudFailed {
+                    class: ErrorClass::Transient,
+                    remaining: 5,
+                },
+            ),
+            (
+                "delete",
+                vec![Cleanup],
+                "cloud failure, nothing recorded",
+                Settled::CloudFailed {
+                    class: ErrorClass::Transient,
+                    remaining: 0,
+                },
+            ),
+            (
+                "delete",
+                vec![Cleanup],
+                "the Secret cannot be read, something still recorded",
+                Settled::CredentialsUnavailable { remaining: 4 },
+            ),
+            (
+                "delete",
+                vec![Cleanup],
+                "the Secret cannot be read, nothing recorded",
+                Settled::CredentialsUnavailable { remaining: 0 },
+            ),
+            (
+                "delete",
+                vec![Cleanup],
+                "`skip-cleanup: \"true\"`",
+                Settled::CleanupSkipped,
+            ),
+            (
+                "either",
+                vec![Apply, Cleanup],
+                "the object changed since it was read (HTTP 409)",
+                Settled::StaleObject,
+            ),
+            (
+                "either",
+                vec![Apply, Cleanup],
+                "the object is gone (HTTP 404)",
+                Settled::ObjectGone,
+            ),
+            (
+                "either",
+                vec![Apply, Cleanup],
+                "another Kubernetes API failure",
+                Settled::KubeFailed,
+            ),
         ];
-        for (stage, settled, requeue, warn, release) in rows {
-            let n = next_step(stage, &settled, RESYNC);
-            assert_eq!(
-                (n.requeue, n.warn, n.release_finalizer),
-                (requeue, warn, release),
-                "{stage:?} {settled:?}"
+        let readme = include_str!("../../README.md");
+        let start = readme.find("### What the operator does next").expect("README section");
+        let table: Vec<&str> = readme[start..]
+            .lines()
+            .skip_while(|l| !l.starts_with("| stage |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .collect();
+        assert_eq!(table.len(), rows.len(), "README rows: {table:#?}");
+        for ((label, stages, ended, settled), line) in rows.iter().zip(&table) {
+            let nexts: Vec<Next> = stages.iter().map(|s| next_step(*s, settled, RESYNC)).collect();
+            assert!(nexts.windows(2).all(|w| w[0] == w[1]), "{ended}: the stages differ");
+            let n = nexts[0];
+            let row = format!(
+                "| {label} | {ended} | {} | {} | {} |",
+                render_requeue(&n, settled),
+                if n.warn { "yes" } else { "no" },
+                render_finalizer(&n, settled)
             );
+            assert_eq!(*line, row.as_str());
         }
     }
 

@@ -123,7 +123,8 @@ pub fn plan(
     }
     // Recorded desktops the cloud no longer lists are forgotten; nothing can be done there.
 
-    let manages = ctx.manages();
+    // Deletion undoes the record under any policy: the operator made those writes.
+    let manages = ctx.manages() || input.deleting;
     let mut actions = Vec::new();
     if manages && !exit.is_empty() {
         actions.push(SetMaintenance {

@@ -226,6 +226,11 @@ pub struct Operator {
 impl Operator {
     /// Starts `alicloud-ops-operator run` watching `namespace`, against the emulator.
     pub fn start(namespace: &str, emulator_url: &str, lease: &str) -> Operator {
+        Self::start_with(namespace, emulator_url, lease, &[])
+    }
+
+    /// As [`Operator::start`], with more command-line arguments.
+    pub fn start_with(namespace: &str, emulator_url: &str, lease: &str, extra: &[&str]) -> Operator {
         let port = free_port();
         let log = cluster().dir.join(format!("operator-{namespace}-{port}.log"));
         let file = std::fs::File::create(&log).unwrap();
@@ -248,6 +253,7 @@ impl Operator {
                 "--concurrency",
                 "2",
             ])
+            .args(extra)
             .env("KUBECONFIG", &cluster().operator_kubeconfig)
             .env("RUST_LOG", "info,kube_client=error,alicloud_ops_operator=debug")
             .env(
