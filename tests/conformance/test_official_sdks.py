@@ -132,6 +132,19 @@ def test_appstream_ota_approval(emulator, algorithm):
     assert approved.body.code == "success"
     rotated = client.list_app_instance_group(req).body.app_instance_group_models[0].ota_info.task_id
     assert rotated != task_id
+    # ListOtaTask (every parameter in the form body) shows the approval the operator confirms.
+    tasks = client.list_ota_task(
+        asc_models.ListOtaTaskRequest(app_instance_group_id=group_id, ota_type="Fota", page_number=1, page_size=10)
+    )
+    assert isinstance(tasks.body, asc_models.ListOtaTaskResponseBody)
+    assert isinstance(tasks.body.total_count, int) and tasks.body.total_count >= 1
+    newest = tasks.body.task_list[0]
+    assert (newest.task_id, newest.ota_version, newest.task_start_time, newest.task_display_status) == (
+        task_id,
+        group.ota_info.new_ota_version,
+        start,
+        "STANDBY",
+    )
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
