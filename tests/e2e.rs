@@ -104,6 +104,31 @@ async fn secret(client: &Client, ns: &str, name: &str, key_secret: &str) {
         .unwrap();
 }
 
+/// Runs `$body` with `$K` standing for the kind named by `$kind`.
+macro_rules! with_kind {
+    ($kind:expr, $K:ident => $body:expr) => {
+        match $kind {
+            "FotaTaskPolicy" => {
+                type $K = FotaTaskPolicy;
+                $body
+            }
+            "OtaSchedule" => {
+                type $K = OtaSchedule;
+                $body
+            }
+            "DesktopMaintenanceWindow" => {
+                type $K = DesktopMaintenanceWindow;
+                $body
+            }
+            "ImageShare" => {
+                type $K = ImageShare;
+                $body
+            }
+            other => panic!("not a kind of ours: {other}"),
+        }
+    };
+}
+
 fn fault(v: Value) -> Fault {
     serde_json::from_value(v).unwrap()
 }
@@ -1175,27 +1200,25 @@ async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
     for (kind, mut body) in creations.clone() {
         body["apiVersion"] = json!("ops.alicloud.dev/v1alpha1");
         body["kind"] = json!(kind);
-        match kind {
-            "FotaTaskPolicy" => drop(create::<FotaTaskPolicy>(&client, &ns, body).await),
-            "OtaSchedule" => drop(create::<OtaSchedule>(&client, &ns, body).await),
-            "DesktopMaintenanceWindow" => drop(create::<DesktopMaintenanceWindow>(&client, &ns, body).await),
-            _ => drop(create::<ImageShare>(&client, &ns, body).await),
-        }
+        with_kind!(kind, K => drop(create::<K>(&client, &ns, body).await));
     }
 
     // The weather: lost answers on every write, 30 % unavailable, a throttling burst.
-    for action in [
-        "SetDesktopMaintenance",
-        "ModifyImageShareStatus",
-        "ApproveOtaTask",
-        "UpdateFotaTask",
-    ] {
-        emu.world()
-            .add_fault(fault(
-                json!({"action": action, "code": "ServiceUnavailable", "afterApply": true, "probability": 0.3}),
-            ))
-            .unwrap();
-    }
+    let lose_answers = || {
+        for action in [
+            "SetDesktopMaintenance",
+            "ModifyImageShareStatus",
+            "ApproveOtaTask",
+            "UpdateFotaTask",
+        ] {
+            emu.world()
+                .add_fault(fault(
+                    json!({"action": action, "code": "ServiceUnavailable", "afterApply": true, "probability": 0.3}),
+                ))
+                .unwrap();
+        }
+    };
+    lose_answers();
     emu.world()
         .add_fault(fault(
             json!({"action": "*", "code": "ServiceUnavailable", "probability": 0.3}),
@@ -1226,18 +1249,7 @@ async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
         if round == 1 {
             // The storm passes; lost answers on writes stay to the end.
             emu.world().clear_faults();
-            for action in [
-                "SetDesktopMaintenance",
-                "ModifyImageShareStatus",
-                "ApproveOtaTask",
-                "UpdateFotaTask",
-            ] {
-                emu.world()
-                    .add_fault(fault(
-                        json!({"action": action, "code": "ServiceUnavailable", "afterApply": true, "probability": 0.3}),
-                    ))
-                    .unwrap();
-            }
+            lose_answers();
         }
     }
     let op = Operator::start_with(&ns, &emu.url(), &lease, &["--leader-election", "false"]);
@@ -1304,59 +1316,13 @@ async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
     for (kind, body) in &creations {
         let name = body["metadata"]["name"].as_str().unwrap();
         let dp = DeleteParams::default();
-        match *kind {
-            "FotaTaskPolicy" => drop(
-                Api::<FotaTaskPolicy>::namespaced(client.clone(), &ns)
-                    .delete(name, &dp)
-                    .await
-                    .unwrap(),
-            ),
-            "OtaSchedule" => drop(
-                Api::<OtaSchedule>::namespaced(client.clone(), &ns)
-                    .delete(name, &dp)
-                    .await
-                    .unwrap(),
-            ),
-            "DesktopMaintenanceWindow" => drop(
-                Api::<DesktopMaintenanceWindow>::namespaced(client.clone(), &ns)
-                    .delete(name, &dp)
-                    .await
-                    .unwrap(),
-            ),
-            _ => drop(
-                Api::<ImageShare>::namespaced(client.clone(), &ns)
-                    .delete(name, &dp)
-                    .await
-                    .unwrap(),
-            ),
-        }
+        with_kind!(*kind, K => drop(Api::<K>::namespaced(client.clone(), &ns).delete(name, &dp).await.unwrap()));
     }
     eventually("every resource gone", Duration::from_secs(60), || async {
-        let lp = Default::default();
-        let left = Api::<FotaTaskPolicy>::namespaced(client.clone(), &ns)
-            .list(&lp)
-            .await
-            .ok()?
-            .items
-            .len()
-            + Api::<OtaSchedule>::namespaced(client.clone(), &ns)
-                .list(&lp)
-                .await
-                .ok()?
-                .items
-                .len()
-            + Api::<DesktopMaintenanceWindow>::namespaced(client.clone(), &ns)
-                .list(&lp)
-                .await
-                .ok()?
-                .items
-                .len()
-            + Api::<ImageShare>::namespaced(client.clone(), &ns)
-                .list(&lp)
-                .await
-                .ok()?
-                .items
-                .len();
+        let mut left = 0;
+        for kind in ["FotaTaskPolicy", "OtaSchedule", "DesktopMaintenanceWindow", "ImageShare"] {
+            left += with_kind!(kind, K => Api::<K>::namespaced(client.clone(), &ns).list(&Default::default()).await.ok()?.items.len());
+        }
         (left == 0).then_some(())
     })
     .await;

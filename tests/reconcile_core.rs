@@ -795,31 +795,13 @@ mod ota {
         };
         // Same TaskId: it never reached the cloud; approve again.
         let g = group("2.0", "ota-1");
-        let out = plan(
-            &OtaInput {
-                spec: &s,
-                group: Some(&g),
-                previous: &in_flight,
-                tasks: Some(&[]),
-                older_peers: &[],
-            },
-            &ctx("2026-11-22T10:00:00Z"),
-        );
+        let out = with_tasks(&s, &g, &in_flight, Some(&[]), &[], "2026-11-22T10:00:00Z");
         assert_eq!(out.actions.len(), 1);
         // New TaskId, and the task list shows our TaskId, version and start: it went
         // through; record it, send nothing.
         let g = group("2.0", "ota-9");
         let ours = [task("ota-1", "2.0", "2026-11-23T02:00:00Z", "STANDBY")];
-        let out = plan(
-            &OtaInput {
-                spec: &s,
-                group: Some(&g),
-                previous: &in_flight,
-                tasks: Some(&ours),
-                older_peers: &[],
-            },
-            &ctx("2026-11-22T10:00:00Z"),
-        );
+        let out = with_tasks(&s, &g, &in_flight, Some(&ours), &[], "2026-11-22T10:00:00Z");
         assert!(out.actions.is_empty());
         let approved = out.status.approved.as_ref().unwrap();
         assert_eq!(
@@ -836,6 +818,27 @@ mod ota {
             task_start_time: start.into(),
             task_display_status: state.into(),
         }
+    }
+
+    /// Plans with a task list (`None`: not read) and older peers.
+    fn with_tasks(
+        spec: &OtaScheduleSpec,
+        group: &AppInstanceGroup,
+        previous: &OtaScheduleStatus,
+        tasks: Option<&[OtaTask]>,
+        older_peers: &[String],
+        now: &str,
+    ) -> reconcile::Outcome<reconcile::ota::Approve, OtaScheduleStatus> {
+        plan(
+            &OtaInput {
+                spec,
+                group: Some(group),
+                previous,
+                tasks,
+                older_peers,
+            },
+            &ctx(now),
+        )
     }
 
     fn in_flight_v2() -> OtaScheduleStatus {
@@ -856,16 +859,7 @@ mod ota {
         let g = group("2.0", "ota-9");
         // The console approved ota-1 for another start time while our call failed.
         let theirs = [task("ota-1", "2.0", "2026-11-24T05:00:00Z", "STANDBY")];
-        let out = plan(
-            &OtaInput {
-                spec: &s,
-                group: Some(&g),
-                previous: &in_flight_v2(),
-                tasks: Some(&theirs),
-                older_peers: &[],
-            },
-            &ctx("2026-11-22T10:00:00Z"),
-        );
+        let out = with_tasks(&s, &g, &in_flight_v2(), Some(&theirs), &[], "2026-11-22T10:00:00Z");
         assert!(out.actions.is_empty(), "never approved twice");
         let a = out.status.approved.unwrap();
         assert_eq!(
@@ -873,16 +867,7 @@ mod ota {
             ("2026-11-24T05:00:00Z", Some(ApprovalSource::Elsewhere))
         );
         // No trace of the task at all: recorded as unconfirmed, still not approved again.
-        let out = plan(
-            &OtaInput {
-                spec: &s,
-                group: Some(&g),
-                previous: &in_flight_v2(),
-                tasks: Some(&[]),
-                older_peers: &[],
-            },
-            &ctx("2026-11-22T10:00:00Z"),
-        );
+        let out = with_tasks(&s, &g, &in_flight_v2(), Some(&[]), &[], "2026-11-22T10:00:00Z");
         assert!(out.actions.is_empty());
         assert_eq!(out.status.approved.unwrap().source, Some(ApprovalSource::Unconfirmed));
     }
@@ -892,29 +877,25 @@ mod ota {
         let s = spec(Some("2026-11-23T02:00:00Z"), None);
         let g = group("2.0", "ota-9");
         let theirs = [task("ota-1", "2.0", "2026-11-24T05:00:00Z", "STANDBY")];
-        let out = plan(
-            &OtaInput {
-                spec: &s,
-                group: Some(&g),
-                previous: &OtaScheduleStatus::default(),
-                tasks: Some(&theirs),
-                older_peers: &[],
-            },
-            &ctx("2026-11-22T10:00:00Z"),
+        let out = with_tasks(
+            &s,
+            &g,
+            &OtaScheduleStatus::default(),
+            Some(&theirs),
+            &[],
+            "2026-11-22T10:00:00Z",
         );
         assert!(out.actions.is_empty());
         assert_eq!(out.verdict.reason, Reason::Approved);
         // A finished task of an older version does not count.
         let old = [task("ota-0", "2.0", "2026-10-01T05:00:00Z", "FINISHED")];
-        let out = plan(
-            &OtaInput {
-                spec: &s,
-                group: Some(&g),
-                previous: &OtaScheduleStatus::default(),
-                tasks: Some(&old),
-                older_peers: &[],
-            },
-            &ctx("2026-11-22T10:00:00Z"),
+        let out = with_tasks(
+            &s,
+            &g,
+            &OtaScheduleStatus::default(),
+            Some(&old),
+            &[],
+            "2026-11-22T10:00:00Z",
         );
         assert_eq!(out.actions.len(), 1);
     }
@@ -924,15 +905,13 @@ mod ota {
         let s = spec(Some("2026-11-23T02:00:00Z"), None);
         let g = group("2.0", "ota-1");
         let older = ["team-a/first".to_string()];
-        let out = plan(
-            &OtaInput {
-                spec: &s,
-                group: Some(&g),
-                previous: &OtaScheduleStatus::default(),
-                tasks: Some(&[]),
-                older_peers: &older,
-            },
-            &ctx("2026-11-22T10:00:00Z"),
+        let out = with_tasks(
+            &s,
+            &g,
+            &OtaScheduleStatus::default(),
+            Some(&[]),
+            &older,
+            "2026-11-22T10:00:00Z",
         );
         assert!(out.actions.is_empty());
         assert_eq!(out.verdict.reason, Reason::Conflict);
@@ -953,19 +932,10 @@ mod ota {
             ..Default::default()
         };
         let at = |now: &str| {
-            plan(
-                &OtaInput {
-                    spec: &s,
-                    group: Some(&g),
-                    previous: &approved,
-                    tasks: None,
-                    older_peers: &[],
-                },
-                &ctx(now),
-            )
-            .requeue_after
-            .unwrap()
-            .as_secs()
+            with_tasks(&s, &g, &approved, None, &[], now)
+                .requeue_after
+                .unwrap()
+                .as_secs()
         };
         assert_eq!(at("2026-11-23T01:00:00Z"), 3600, "at the start time");
         assert_eq!(at("2026-11-23T02:00:05Z"), 10, "soon after it");
@@ -992,16 +962,7 @@ mod ota {
         assert_eq!(out.actions[0].start_time, "2026-11-28T19:00:00Z");
         // A later version gets its own approval.
         let g = group("3.0", "ota-2");
-        let out2 = plan(
-            &OtaInput {
-                spec: &s,
-                group: Some(&g),
-                previous: &out.status,
-                tasks: None,
-                older_peers: &[],
-            },
-            &ctx("2026-12-01T10:00:00Z"),
-        );
+        let out2 = with_tasks(&s, &g, &out.status, None, &[], "2026-12-01T10:00:00Z");
         assert_eq!(out2.actions.len(), 1);
         assert_eq!(out2.actions[0].version, "3.0");
     }

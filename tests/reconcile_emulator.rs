@@ -102,10 +102,9 @@ fn named<K: kube::Resource>(mut k: K, name: &str) -> K {
     k
 }
 
-#[tokio::test]
-async fn fota_policy_first_sync_drift_and_back() {
-    let h = Harness::new().await;
-    let mut p = named(
+/// A FotaTaskPolicy pushing every task of cn-hangzhou.
+fn push_all(name: &str) -> FotaTaskPolicy {
+    named(
         FotaTaskPolicy::new(
             "x",
             FotaTaskPolicySpec {
@@ -115,8 +114,14 @@ async fn fota_policy_first_sync_drift_and_back() {
                 common: CommonSpec::default(),
             },
         ),
-        "push",
-    );
+        name,
+    )
+}
+
+#[tokio::test]
+async fn fota_policy_first_sync_drift_and_back() {
+    let h = Harness::new().await;
+    let mut p = push_all("push");
     let now = Utc::now();
     let r = h.step(&mut p, now, Stage::Apply).await;
     assert_eq!(r.applied.len(), 2, "{:?}", r.applied);
@@ -172,22 +177,11 @@ async fn maintenance_window_enters_exits_and_leaves_foreign_ones() {
     let now = Utc::now();
     // ecd-hz10001 is already in maintenance by someone else in the default dataset.
     let ids = ["ecd-hz10001", "ecd-hz10011", "ecd-hz10012", "ecd-hz10013"];
-    let mut w = named(
-        DesktopMaintenanceWindow::new(
-            "x",
-            DesktopMaintenanceWindowSpec {
-                region_id: "cn-hangzhou".into(),
-                desktop_ids: Some(ids.iter().map(|s| DesktopId(s.to_string())).collect()),
-                selector: None,
-                window: Some(FixedWindow {
-                    start: (now - chrono::Duration::hours(1)).to_rfc3339(),
-                    end: (now + chrono::Duration::hours(1)).to_rfc3339(),
-                }),
-                recurring: None,
-                common: CommonSpec::default(),
-            },
-        ),
+    let mut w = window(
         "w",
+        &ids,
+        now - chrono::Duration::hours(1),
+        now + chrono::Duration::hours(1),
     );
     let r = h.step(&mut w, now, Stage::Apply).await;
     assert_eq!(r.applied.len(), 1);
@@ -666,18 +660,7 @@ async fn desktop_maintenance_and_fota_writes_converge_when_every_answer_is_lost(
         now - chrono::Duration::minutes(5),
         now + chrono::Duration::hours(1),
     );
-    let mut p = named(
-        FotaTaskPolicy::new(
-            "x",
-            FotaTaskPolicySpec {
-                region_id: "cn-hangzhou".into(),
-                auto_push: true,
-                task_uids: None,
-                common: CommonSpec::default(),
-            },
-        ),
-        "lost",
-    );
+    let mut p = push_all("lost");
     fault(
         &h,
         serde_json::json!({"action": "SetDesktopMaintenance", "code": "ServiceUnavailable", "afterApply": true}),

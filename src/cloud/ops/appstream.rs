@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::lenient_i64;
+use super::{Page, all_pages, lenient_i64};
 use crate::cloud::client::CloudClient;
 use crate::cloud::endpoint::Product;
 use crate::cloud::error::CloudError;
@@ -49,9 +49,7 @@ pub async fn list_app_instance_groups(
     biz_region_id: &str,
     app_instance_group_id: Option<&str>,
 ) -> Result<Vec<AppInstanceGroup>, CloudError> {
-    let mut out = Vec::new();
-    let mut page = 1i64;
-    loop {
+    all_pages(|page| async move {
         let req = RpcRequest::new(Product::AppstreamCenter, "ListAppInstanceGroup", biz_region_id)
             .query("ProductType", "CloudApp")
             .query("BizRegionId", biz_region_id)
@@ -59,15 +57,13 @@ pub async fn list_app_instance_groups(
             .query("PageNumber", page.to_string())
             .query("PageSize", "100");
         let resp: ListAppInstanceGroupResponse = client.call_typed(&req).await?;
-        let got = resp.app_instance_group_models.len() as i64;
-        out.extend(resp.app_instance_group_models);
-        let size = if resp.page_size > 0 { resp.page_size } else { 100 };
-        if got == 0 || page * size >= resp.total_count {
-            break;
-        }
-        page += 1;
-    }
-    Ok(out)
+        Ok(Page {
+            items: resp.app_instance_group_models,
+            page_size: resp.page_size,
+            total_count: resp.total_count,
+        })
+    })
+    .await
 }
 
 #[derive(Clone, Debug)]
@@ -136,22 +132,18 @@ pub async fn list_ota_tasks(
     biz_region_id: &str,
     app_instance_group_id: &str,
 ) -> Result<Vec<OtaTask>, CloudError> {
-    let mut out = Vec::new();
-    let mut page = 1i64;
-    loop {
+    all_pages(|page| async move {
         let req = RpcRequest::new(Product::AppstreamCenter, "ListOtaTask", biz_region_id)
             .body("AppInstanceGroupId", app_instance_group_id)
             .body("OtaType", "Fota")
             .body("PageNumber", page.to_string())
             .body("PageSize", "100");
         let resp: ListOtaTaskResponse = client.call_typed(&req).await?;
-        let got = resp.task_list.len() as i64;
-        out.extend(resp.task_list);
-        let size = if resp.page_size > 0 { resp.page_size } else { 100 };
-        if got == 0 || page * size >= resp.total_count {
-            break;
-        }
-        page += 1;
-    }
-    Ok(out)
+        Ok(Page {
+            items: resp.task_list,
+            page_size: resp.page_size,
+            total_count: resp.total_count,
+        })
+    })
+    .await
 }

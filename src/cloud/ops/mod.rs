@@ -5,7 +5,38 @@ pub mod ecd;
 pub mod sts;
 pub mod swas;
 
+use std::future::Future;
+
 use serde::{Deserialize, Deserializer};
+
+use crate::cloud::error::CloudError;
+
+/// One page of a `PageNumber`/`PageSize` listing.
+pub(crate) struct Page<T> {
+    pub items: Vec<T>,
+    pub page_size: i64,
+    pub total_count: i64,
+}
+
+/// Reads page after page (from 1) until every item is read, or a page comes back empty.
+pub(crate) async fn all_pages<T, F, Fut>(mut fetch: F) -> Result<Vec<T>, CloudError>
+where
+    F: FnMut(i64) -> Fut,
+    Fut: Future<Output = Result<Page<T>, CloudError>>,
+{
+    let mut out = Vec::new();
+    let mut page = 1i64;
+    loop {
+        let p = fetch(page).await?;
+        let got = p.items.len() as i64;
+        out.extend(p.items);
+        let size = if p.page_size > 0 { p.page_size } else { 100 };
+        if got == 0 || page.saturating_mul(size) >= p.total_count {
+            return Ok(out);
+        }
+        page += 1;
+    }
+}
 
 /// Accepts a count that arrives as a JSON number or as a string (SWAS documents its
 /// pagination counts as strings).

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::lenient_i64;
+use super::{Page, all_pages, lenient_i64};
 use crate::cloud::client::CloudClient;
 use crate::cloud::endpoint::Product;
 use crate::cloud::error::CloudError;
@@ -49,8 +49,7 @@ pub async fn list_custom_images(
         image_ids.chunks(100).collect()
     };
     for ids in groups {
-        let mut page = 1i64;
-        loop {
+        let pages = all_pages(|page| async move {
             let mut req = RpcRequest::new(Product::SwasOpen, "ListCustomImages", region)
                 .query("RegionId", region)
                 .query("PageSize", "100")
@@ -60,14 +59,14 @@ pub async fn list_custom_images(
                 req = req.query("ImageIds", serde_json::to_string(ids).expect("strings serialize"));
             }
             let resp: ListCustomImagesResponse = client.call_typed(&req).await?;
-            let got = resp.custom_images.len() as i64;
-            out.extend(resp.custom_images);
-            let size = if resp.page_size > 0 { resp.page_size } else { 100 };
-            if got == 0 || page * size >= resp.total_count {
-                break;
-            }
-            page += 1;
-        }
+            Ok(Page {
+                items: resp.custom_images,
+                page_size: resp.page_size,
+                total_count: resp.total_count,
+            })
+        })
+        .await?;
+        out.extend(pages);
     }
     Ok(out)
 }
