@@ -281,7 +281,7 @@ async fn ota_approval_rotates_task_id_and_completes_on_the_clock() {
         let err = approve_ota_task(&c, &req).await.unwrap_err();
         assert_eq!(err.code(), "InvalidParameter.TaskId");
         // Past the start time the upgrade is done.
-        emu.world().clock.advance(chrono::Duration::hours(2));
+        emu.world().clock.advance(chrono::Duration::hours(2)).unwrap();
         let done = list_app_instance_groups(&c, "cn-hangzhou", Some(&g.app_instance_group_id))
             .await
             .unwrap();
@@ -312,7 +312,7 @@ async fn approving_a_running_upgrade_is_ota_task_running_in_a_200_body() {
         start_time: start.to_rfc3339(),
     };
     approve_ota_task(&c, &req).await.unwrap();
-    emu.world().clock.advance(chrono::Duration::minutes(10));
+    emu.world().clock.advance(chrono::Duration::minutes(10)).unwrap();
     req.task_id = list_app_instance_groups(&c, "cn-hangzhou", Some("aig-hz0001"))
         .await
         .unwrap()[0]
@@ -458,7 +458,7 @@ async fn rrsa_credentials_from_the_emulator_are_used_and_refreshed() {
 
         // The token expires by the cloud's clock; the client refreshes once and succeeds.
         std::fs::write(&token_file, "eyJhbGciOiJSUzI1NiJ9.rotated-token.sig").unwrap();
-        emu.world().clock.advance(chrono::Duration::hours(1));
+        emu.world().clock.advance(chrono::Duration::hours(1)).unwrap();
         describe_fota_tasks(&c, "cn-hangzhou", &[]).await.unwrap();
         assert_eq!(c.credentials().fetch_count(), 2, "{v}");
         assert_ne!(c.credentials().get().await.unwrap().access_key_id, first.access_key_id);

@@ -510,7 +510,7 @@ async fn ota_schedule_restart_mid_approval_never_approves_twice() {
     assert!(group.scheduled_upgrade.is_some());
 
     // The upgrade runs at its start time; then the group is up to date.
-    emu.world().clock.advance(chrono::Duration::hours(2));
+    emu.world().clock.advance(chrono::Duration::hours(2)).unwrap();
     api.patch(
         "o",
         &PatchParams::default(),

@@ -328,3 +328,69 @@ async fn admin_api_state_requests_clock_and_faults() {
     let faults: Value = get_json(&http, &format!("{base}/_emulator/faults")).await;
     assert_eq!(faults, serde_json::json!([]));
 }
+
+#[tokio::test]
+async fn hostile_admin_requests_get_a_clear_400_and_the_emulator_keeps_working() {
+    let emu = emulator().await;
+    let http = reqwest::Client::new();
+    let base = emu.url();
+    let post = |path: &str, body: Value| {
+        let req = http.post(format!("{base}{path}")).json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, text) = post(
+        "/_emulator/clock",
+        serde_json::json!({"advanceSeconds": 9_000_000_000_000_000i64}),
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("advanceSeconds"), "{text}");
+    for _ in 0..2 {
+        let (status, text) = post(
+            "/_emulator/faults",
+            serde_json::json!({"action": "*", "latencyMs": u64::MAX}),
+        )
+        .await;
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains("latencyMs"), "{text}");
+    }
+    let mut state: Value = get_json(&http, &format!("{base}/_emulator/state")).await;
+    state["appstream"]["appInstanceGroups"][0]["UpgradeDurationSeconds"] = serde_json::json!(i64::MAX - 10);
+    let r = http
+        .put(format!("{base}/_emulator/state"))
+        .json(&state)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("UpgradeDurationSeconds"));
+
+    // A NextToken at the end of the address space is a page past the end, not a crash.
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD_NO_PAD.encode("offset:18446744073709551615");
+    let endpoints = Endpoints::with_override(parse_endpoint(&emu.url()).unwrap());
+    let wire = sign(
+        &desktops_request().query("NextToken", token),
+        &endpoints,
+        SignatureVersion::V3,
+        Some(&creds()),
+        &Attempt::fresh(),
+        "t",
+    );
+    let (status, body) = send(wire).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["Desktops"], serde_json::json!([]));
+
+    // Nothing was poisoned: the clock, the state and signed calls all still answer.
+    let (status, _) = post("/_emulator/clock", serde_json::json!({"advanceSeconds": 60})).await;
+    assert_eq!(status, 200);
+    let state: Value = get_json(&http, &format!("{base}/_emulator/state")).await;
+    assert!(state["ecd"]["cn-hangzhou"].is_object());
+    let c = client(&emu, SignatureVersion::V3);
+    alicloud_ops_operator::cloud::ops::ecd::describe_fota_tasks(&c, "cn-hangzhou", &[])
+        .await
+        .unwrap();
+}

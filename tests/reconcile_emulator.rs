@@ -419,7 +419,7 @@ async fn ota_schedule_approves_once_and_survives_a_restart() {
     assert!(r.applied.is_empty());
     assert_eq!(h.writes("ApproveOtaTask"), 1);
 
-    h.emu.world().clock.advance(chrono::Duration::hours(2));
+    h.emu.world().clock.advance(chrono::Duration::hours(2)).unwrap();
     let r = h.step(&mut o, now + chrono::Duration::hours(2), Stage::Apply).await;
     assert_eq!(r.verdict.reason, Reason::UpToDate);
     assert_eq!(r.status.current_version.as_deref(), Some("1.5.0-R-20261115.100000"));

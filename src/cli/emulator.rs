@@ -23,7 +23,11 @@ pub struct EmulatorArgs {
 pub fn load_state(path: &PathBuf) -> Result<CloudState, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("--state {}: {e}", path.display()))?;
     // YAML is a superset of JSON, so one parser reads both.
-    serde_yaml::from_str(&text).map_err(|e| format!("--state {}: {e}", path.display()))
+    let state: CloudState = serde_yaml::from_str(&text).map_err(|e| format!("--state {}: {e}", path.display()))?;
+    state
+        .validate()
+        .map_err(|e| format!("--state {}: {e}", path.display()))?;
+    Ok(state)
 }
 
 pub fn config(args: &EmulatorArgs) -> Result<EmulatorConfig, String> {

@@ -140,7 +140,7 @@ pub fn list_ota_task(state: &mut CloudState, params: &Params, now: DateTime<Utc>
                 format!("The delivery group {group_id} does not exist."),
             )
         })?;
-    let running_for = chrono::Duration::seconds(g.upgrade_duration_seconds.clamp(0, 10 * 365 * 86_400));
+    let running_for = CloudState::upgrade_duration(g);
     let tasks: Vec<Value> = g
         .ota_tasks
         .iter()
@@ -148,7 +148,11 @@ pub fn list_ota_task(state: &mut CloudState, params: &Params, now: DateTime<Utc>
         .map(|t| {
             let status = if now < t.task_start_time {
                 "STANDBY"
-            } else if now < t.task_start_time + running_for {
+            } else if t
+                .task_start_time
+                .checked_add_signed(running_for)
+                .is_some_and(|end| now < end)
+            {
                 "RUNNING"
             } else {
                 "FINISHED"

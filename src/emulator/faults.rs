@@ -39,6 +39,9 @@ pub struct Fault {
     pub after_apply: bool,
 }
 
+/// The most latency one fault may add: ten minutes.
+pub const MAX_LATENCY_MS: u64 = 600_000;
+
 impl Fault {
     pub fn validate(&self) -> Result<(), String> {
         if self.action.is_empty() {
@@ -48,6 +51,11 @@ impl Fault {
             && !(0.0..=1.0).contains(&p)
         {
             return Err(format!("probability: {p} is not between 0 and 1"));
+        }
+        if let Some(ms) = self.latency_ms
+            && ms > MAX_LATENCY_MS
+        {
+            return Err(format!("latencyMs: {ms} is more than {MAX_LATENCY_MS} (10 minutes)"));
         }
         if self.count == Some(0) {
             return Err("count: must be at least 1 (leave it out for no limit)".into());

@@ -116,7 +116,7 @@ pub fn token_page<T: Clone>(
 ) -> ApiResult<(Vec<T>, Option<String>)> {
     let size = params.int("MaxResults", 1, max, default)? as usize;
     let offset = parse_next_token(params.optional("NextToken"))?;
-    let end = (offset + size).min(items.len());
+    let end = offset.saturating_add(size).min(items.len());
     let page = items.get(offset.min(items.len())..end).unwrap_or_default().to_vec();
     let next = (end < items.len()).then(|| next_token(end));
     Ok((page, next))

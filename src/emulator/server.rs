@@ -364,7 +364,10 @@ async fn get_state(State(world): State<Arc<World>>) -> Json<CloudState> {
 }
 
 async fn put_state(State(world): State<Arc<World>>, body: Bytes) -> Response {
-    match serde_json::from_slice::<CloudState>(&body) {
+    match serde_json::from_slice::<CloudState>(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|state| state.validate().map(|()| state))
+    {
         Ok(state) => {
             world.replace_state(state);
             StatusCode::NO_CONTENT.into_response()
@@ -402,7 +405,15 @@ async fn post_clock(State(world): State<Arc<World>>, body: Bytes) -> Response {
         Err(e) => return bad_request(format!("invalid clock change: {e}")),
     };
     let now = match (change.advance_seconds, change.now) {
-        (Some(s), None) => world.clock.advance(chrono::Duration::seconds(s)),
+        (Some(s), None) => {
+            let moved = chrono::Duration::try_seconds(s)
+                .ok_or_else(|| format!("advanceSeconds: {s} is out of range"))
+                .and_then(|by| world.clock.advance(by));
+            match moved {
+                Ok(now) => now,
+                Err(e) => return bad_request(e),
+            }
+        }
         (None, Some(t)) => world.clock.set(t),
         _ => return bad_request("give exactly one of advanceSeconds or now".into()),
     };

@@ -78,13 +78,35 @@ pub struct ScheduledUpgrade {
     pub version: String,
 }
 
+/// The longest upgrade the emulator models: ten years.
+pub const MAX_UPGRADE_DURATION_SECONDS: i64 = 10 * 366 * 86_400;
+
 impl CloudState {
+    /// Refuses values the emulator cannot model, naming the field.
+    pub fn validate(&self) -> Result<(), String> {
+        for (i, g) in self.appstream.app_instance_groups.iter().enumerate() {
+            if !(0..=MAX_UPGRADE_DURATION_SECONDS).contains(&g.upgrade_duration_seconds) {
+                return Err(format!(
+                    "appstream.appInstanceGroups[{i}].UpgradeDurationSeconds: {} is not between 0 and {MAX_UPGRADE_DURATION_SECONDS}",
+                    g.upgrade_duration_seconds
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// How long an upgrade of `g` runs (bounded, whatever the state says).
+    pub fn upgrade_duration(g: &DeliveryGroup) -> chrono::Duration {
+        chrono::Duration::seconds(g.upgrade_duration_seconds.clamp(0, MAX_UPGRADE_DURATION_SECONDS))
+    }
+
     /// Applies everything the clock has made happen: scheduled OTA upgrades complete once
     /// their start time (plus duration) has passed.
     pub fn advance_to(&mut self, now: DateTime<Utc>) {
         for g in &mut self.appstream.app_instance_groups {
             let Some(up) = &g.scheduled_upgrade else { continue };
-            if now >= up.start_time + chrono::Duration::seconds(g.upgrade_duration_seconds.max(0)) {
+            let done = up.start_time.checked_add_signed(Self::upgrade_duration(g));
+            if done.is_none_or(|done| now >= done) {
                 g.group.ota_info.ota_version = up.version.clone();
                 if g.group.ota_info.new_ota_version == up.version {
                     g.group.ota_info.new_ota_version.clear();

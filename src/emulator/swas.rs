@@ -12,11 +12,34 @@ use super::state::CloudState;
 /// The documented quota of ModifyImageShareStatus: 10 calls a minute per account.
 pub const SHARE_CALLS_PER_MINUTE: usize = 10;
 
-/// ClientTokens already used, and recent calls per account for the quota.
+/// How long a ClientToken is remembered; the book holds no more than that window's tokens.
+pub const CLIENT_TOKEN_TTL: Duration = Duration::minutes(15);
+
+/// A remembered ClientToken: what it was used for, the answer, and when.
+#[derive(Debug)]
+struct TokenUse {
+    fingerprint: String,
+    request_id: String,
+    at: DateTime<Utc>,
+}
+
+/// ClientTokens used in the last [`CLIENT_TOKEN_TTL`], and recent calls per account for the quota.
 #[derive(Debug, Default)]
 pub struct ShareBook {
-    tokens: HashMap<(String, String), (String, String)>,
+    tokens: HashMap<(String, String), TokenUse>,
     calls: HashMap<String, VecDeque<DateTime<Utc>>>,
+}
+
+impl ShareBook {
+    fn forget_before(&mut self, now: DateTime<Utc>) {
+        self.tokens.retain(|_, u| u.at + CLIENT_TOKEN_TTL > now);
+        self.calls.retain(|_, calls| {
+            while calls.front().is_some_and(|t| *t + Duration::minutes(1) <= now) {
+                calls.pop_front();
+            }
+            !calls.is_empty()
+        });
+    }
 }
 
 pub fn list_custom_images(state: &mut CloudState, params: &Params) -> ApiResult<Value> {
@@ -89,12 +112,13 @@ pub fn modify_image_share_status(
         ));
     }
     let fingerprint = format!("{region}|{image_id}|{operation}");
+    book.forget_before(now);
     if let Some(t) = token
-        && let Some((seen, request_id)) = book.tokens.get(&(account.to_string(), t.to_string()))
+        && let Some(used) = book.tokens.get(&(account.to_string(), t.to_string()))
     {
-        if *seen == fingerprint {
+        if used.fingerprint == fingerprint {
             // Same token, same request: answer as before and do nothing again.
-            return Ok(json!({"RequestId": request_id}));
+            return Ok(json!({"RequestId": used.request_id}));
         }
         return Err(ApiFailure::new(
             400,
@@ -103,9 +127,6 @@ pub fn modify_image_share_status(
         ));
     }
     let calls = book.calls.entry(account.to_string()).or_default();
-    while calls.front().is_some_and(|t| *t + Duration::minutes(1) <= now) {
-        calls.pop_front();
-    }
     if calls.len() >= SHARE_CALLS_PER_MINUTE {
         return Err(ApiFailure::throttled());
     }
@@ -118,8 +139,14 @@ pub fn modify_image_share_status(
     image.in_share = operation == "Share";
     let request_id = super::new_request_id();
     if let Some(t) = token {
-        book.tokens
-            .insert((account.to_string(), t.to_string()), (fingerprint, request_id.clone()));
+        book.tokens.insert(
+            (account.to_string(), t.to_string()),
+            TokenUse {
+                fingerprint,
+                request_id: request_id.clone(),
+                at: now,
+            },
+        );
     }
     Ok(json!({"RequestId": request_id}))
 }
