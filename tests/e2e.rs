@@ -698,6 +698,41 @@ async fn invalid_resources_are_rejected_naming_the_field() {
         ),
         (
             "ImageShare",
+            json!({"regionId": "cn-hangzhou", "imageId": "m-1", "resyncInterval": "9999999999999999999s"}),
+            "spec.resyncInterval",
+        ),
+        (
+            "ImageShare",
+            json!({"regionId": "cn-hangzhou", "imageId": "m-1", "resyncInterval": "5s"}),
+            "resyncInterval must be between 10s and 24h",
+        ),
+        (
+            "ImageShare",
+            json!({"regionId": "cn-hangzhou", "imageId": "m-1", "resyncInterval": "999999999999h"}),
+            "spec.resyncInterval",
+        ),
+        (
+            "DesktopMaintenanceWindow",
+            json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a"], "recurring": {"cron": "0 1 * * *", "duration": "3000000000h"}}),
+            "spec.recurring.duration",
+        ),
+        (
+            "DesktopMaintenanceWindow",
+            json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a"], "recurring": {"cron": "0 1 * * *", "duration": "169h"}}),
+            "at most 168h",
+        ),
+        (
+            "DesktopMaintenanceWindow",
+            json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a"], "window": {"start": "2026-12-01T02:00:00+08:00", "end": "2026-12-20T01:00:00Z"}}),
+            "a window lasts at most 7 days",
+        ),
+        (
+            "DesktopMaintenanceWindow",
+            json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a"], "window": {"start": "2026-12-01T03:00:00Z", "end": "2026-12-01T10:00:00+08:00"}}),
+            "window.end must be after window.start",
+        ),
+        (
+            "ImageShare",
             json!({"regionId": "Hangzhou", "imageId": "m-1"}),
             "spec.regionId",
         ),

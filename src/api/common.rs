@@ -39,10 +39,11 @@ pub struct CommonSpec {
     /// `Manage` (default) changes the cloud to match the spec; `ObserveOnly` only reports drift.
     #[serde(default)]
     pub management_policy: ManagementPolicy,
-    /// How often the cloud is read again to find drift, e.g. `10m` or `1h30m`. Defaults to
-    /// the operator's `--resync-interval`.
+    /// How often the cloud is read again to find drift, e.g. `10m` or `1h30m`: from `10s`
+    /// to `24h`. Defaults to the operator's `--resync-interval`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(s|m|h))+$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(s|m|h))+$"), length(max = 16))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('10s') && duration(self) <= duration('24h')").message("resyncInterval must be between 10s and 24h"))]
     pub resync_interval: Option<String>,
 }
 

@@ -85,25 +85,27 @@ pub struct DesktopSelector {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[x_kube(validation = Rule::new("self.end > self.start").message("window.end must be after window.start"))]
+#[x_kube(validation = Rule::new("self.end - self.start <= duration('168h')").message("a window lasts at most 7 days (168h)"))]
 #[serde(rename_all = "camelCase")]
 pub struct FixedWindow {
     /// When maintenance starts (RFC 3339, e.g. `2026-11-28T22:00:00+08:00`).
-    #[schemars(extend("format" = "date-time"))]
+    #[schemars(extend("format" = "date-time"), length(max = 64))]
     pub start: String,
-    /// When maintenance ends (RFC 3339); after `start`.
-    #[schemars(extend("format" = "date-time"))]
+    /// When maintenance ends (RFC 3339): after `start`, and at most 7 days after it.
+    #[schemars(extend("format" = "date-time"), length(max = 64))]
     pub end: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RecurringWindow {
     /// When each window starts: a 5-field cron expression (minute hour day-of-month month
     /// day-of-week), read in `timeZone`, e.g. `0 22 * * 6` for Saturdays at 22:00.
     #[schemars(regex(pattern = r"^\S+( \S+){4}$"))]
     pub cron: String,
-    /// How long each window lasts, e.g. `4h` or `90m`.
-    #[schemars(regex(pattern = r"^([0-9]+(s|m|h))+$"))]
+    /// How long each window lasts, e.g. `4h` or `90m`: at most `168h` (7 days).
+    #[schemars(regex(pattern = r"^([0-9]+(s|m|h))+$"), length(max = 16))]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s') && duration(self) <= duration('168h')").message("recurring.duration must be longer than 0 and at most 168h (7 days)"))]
     pub duration: String,
     /// IANA time zone of `cron`, e.g. `Asia/Shanghai`. Windows follow daylight-saving
     /// changes of the zone. Default `UTC`.

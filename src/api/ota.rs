@@ -56,7 +56,7 @@ pub struct OtaScheduleSpec {
     /// Approve for this one start time (RFC 3339). A version that appears after it has
     /// passed is not approved: the resource reports `StartTimeInPast`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "date-time"))]
+    #[schemars(extend("format" = "date-time"), length(max = 64))]
     pub start_time: Option<String>,
     /// Approve every new version for the next start of this recurring window.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -137,9 +137,15 @@ impl Metrics {
         let key = (kind.to_string(), name.to_string());
         let mut due = self.due.lock().expect("due lock");
         match after {
-            Some(d) => {
-                due.insert(key, std::time::Instant::now() + d);
-            }
+            // A time too far ahead to represent is as good as never.
+            Some(d) => match std::time::Instant::now().checked_add(d) {
+                Some(at) => {
+                    due.insert(key, at);
+                }
+                None => {
+                    due.remove(&key);
+                }
+            },
             None => {
                 due.remove(&key);
             }

@@ -118,14 +118,15 @@ fn resync_for<K: ManagedKind>(obj: &K, default: Duration) -> Duration {
     obj.common()
         .resync_interval
         .as_deref()
-        .and_then(|r| duration::parse("spec.resyncInterval", r).ok())
+        .and_then(|r| duration::parse_within("spec.resyncInterval", r, duration::RESYNC_MIN, duration::RESYNC_MAX).ok())
         .unwrap_or(default)
 }
 
 /// A little jitter on periodic requeues, so resources created together do not resync together.
 fn jittered(d: Duration) -> Duration {
     let spread = d.as_secs_f64() * 0.1;
-    Duration::from_secs_f64(d.as_secs_f64() + rand::Rng::random_range(&mut rand::rng(), 0.0..=spread))
+    let extra = rand::Rng::random_range(&mut rand::rng(), 0.0..=spread);
+    d.saturating_add(Duration::try_from_secs_f64(extra).unwrap_or_default())
 }
 
 /// What a stage came to, with the words for a Warning Event.

@@ -2,8 +2,46 @@
 
 use std::time::Duration;
 
-/// Parses `<n>h`, `<n>m`, `<n>s` in any combination, e.g. `1h30m`. Zero is an error.
+/// The longest duration any field takes: 366 days. Longer values are refused, so no
+/// arithmetic on a user's duration can overflow.
+pub const MAX: Duration = Duration::from_secs(366 * 86_400);
+
+/// `spec.resyncInterval` (and `--resync-interval`): from 10 s to 24 h, as the CRD enforces.
+pub const RESYNC_MIN: Duration = Duration::from_secs(10);
+pub const RESYNC_MAX: Duration = Duration::from_secs(86_400);
+
+/// The longest maintenance window: 7 days (168 h), as the CRD enforces.
+pub const WINDOW_MAX: Duration = Duration::from_secs(7 * 86_400);
+
+/// Parses `<n>h`, `<n>m`, `<n>s` in any combination, e.g. `1h30m`, between `min` and `max`.
+pub fn parse_within(field: &str, value: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let d = parse(field, value)?;
+    if d < min || d > max {
+        return Err(format!(
+            "{field}: {value:?} must be between {} and {}",
+            human(min),
+            human(max)
+        ));
+    }
+    Ok(d)
+}
+
+/// `90s`, `10m`, `24h`: the shortest way to write a whole number of seconds.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Parses `<n>h`, `<n>m`, `<n>s` in any combination, e.g. `1h30m`. Zero and anything
+/// longer than [`MAX`] are errors.
 pub fn parse(field: &str, value: &str) -> Result<Duration, String> {
+    let too_long = || format!("{field}: {value:?} is too long; at most {}", human(MAX));
     let mut total = 0u64;
     let mut digits = String::new();
     for c in value.chars() {
@@ -21,10 +59,15 @@ pub fn parse(field: &str, value: &str) -> Result<Duration, String> {
                 ));
             }
         };
-        let n: u64 = digits
-            .parse()
-            .map_err(|_| format!("{field}: {value:?} needs a number before {c:?}"))?;
-        total = total.saturating_add(n.saturating_mul(unit));
+        if digits.is_empty() {
+            return Err(format!("{field}: {value:?} needs a number before {c:?}"));
+        }
+        let n: u64 = digits.parse().map_err(|_| too_long())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|secs| total.checked_add(secs))
+            .filter(|t| *t <= MAX.as_secs())
+            .ok_or_else(too_long)?;
         digits.clear();
     }
     if !digits.is_empty() {
@@ -55,5 +98,23 @@ mod tests {
         assert!(parse("d", "10").unwrap_err().contains("without a unit"));
         assert!(parse("d", "1d").unwrap_err().contains("unknown unit"));
         assert!(parse("d", "h").unwrap_err().contains("needs a number"));
+    }
+
+    #[test]
+    fn huge_values_are_refused_not_wrapped() {
+        for v in [
+            "9999999999999999999s",
+            "3000000000h",
+            "99999999999999999999999h",
+            "8785h",
+        ] {
+            let e = parse("spec.resyncInterval", v).unwrap_err();
+            assert!(e.contains("too long"), "{v}: {e}");
+        }
+        assert_eq!(parse("d", "8784h").unwrap(), MAX);
+        let e = parse_within("spec.resyncInterval", "5s", RESYNC_MIN, RESYNC_MAX).unwrap_err();
+        assert_eq!(e, "spec.resyncInterval: \"5s\" must be between 10s and 24h");
+        assert!(parse_within("x", "25h", RESYNC_MIN, RESYNC_MAX).is_err());
+        assert_eq!(parse_within("x", "24h", RESYNC_MIN, RESYNC_MAX).unwrap(), RESYNC_MAX);
     }
 }

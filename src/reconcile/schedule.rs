@@ -70,6 +70,16 @@ pub enum Schedule {
     },
 }
 
+/// `t + d`, or the last representable time.
+fn plus(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    t.checked_add_signed(d).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `t - d`, or the first representable time.
+fn minus(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    t.checked_sub_signed(d).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
 /// Overlapping or touching recurring windows are merged; this bounds the merge.
 const MAX_MERGED: usize = 1000;
 
@@ -84,12 +94,20 @@ impl Schedule {
         if end <= start {
             return Err(format!("{field}.end must be after {field}.start"));
         }
+        if (end - start).to_std().is_ok_and(|d| d > super::duration::WINDOW_MAX) {
+            return Err(format!("{field}: a window lasts at most 7 days (168h)"));
+        }
         Ok(Schedule::Fixed(Window { start, end }))
     }
 
     pub fn recurring(field: &str, cron: &str, duration: &str, time_zone: &str) -> Result<Self, String> {
         let starts = CronInZone::parse(field, cron, time_zone)?;
-        let d = super::duration::parse(&format!("{field}.duration"), duration)?;
+        let d = super::duration::parse_within(
+            &format!("{field}.duration"),
+            duration,
+            std::time::Duration::from_secs(1),
+            super::duration::WINDOW_MAX,
+        )?;
         let duration = Duration::from_std(d).map_err(|_| format!("{field}.duration: {duration:?} is too long"))?;
         if starts.next_after(Utc::now()).is_none() {
             return Err(format!("{field}.cron: {cron:?} never matches"));
@@ -118,7 +136,7 @@ impl Schedule {
                 }
             }
             Schedule::Recurring { starts, duration } => {
-                let Some(first) = starts.next_after(now - *duration) else {
+                let Some(first) = starts.next_after(minus(now, *duration)) else {
                     return WindowState::default();
                 };
                 if first > now {
@@ -126,23 +144,23 @@ impl Schedule {
                         current: None,
                         next: Some(Window {
                             start: first,
-                            end: first + *duration,
+                            end: plus(first, *duration),
                         }),
                     };
                 }
-                let mut end = first + *duration;
+                let mut end = plus(first, *duration);
                 let mut last = first;
                 let mut next = None;
                 for _ in 0..MAX_MERGED {
                     match starts.next_after(last) {
                         Some(n) if n <= end => {
-                            end = end.max(n + *duration);
+                            end = end.max(plus(n, *duration));
                             last = n;
                         }
                         Some(n) => {
                             next = Some(Window {
                                 start: n,
-                                end: n + *duration,
+                                end: plus(n, *duration),
                             });
                             break;
                         }
