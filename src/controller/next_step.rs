@@ -34,6 +34,8 @@ pub enum Settled {
     ObjectGone,
     /// Any other Kubernetes API failure.
     KubeFailed,
+    /// The reconcile panicked (reason `ReconcilePanicked`).
+    Panicked,
 }
 
 /// When to reconcile the object again.
@@ -82,6 +84,7 @@ pub fn next_step(stage: Stage, settled: &Settled, resync: Duration) -> Next {
         (_, Settled::StaleObject) => next(After(STALE_RETRY), false, false, false),
         (_, Settled::ObjectGone) => next(OnChange, false, false, true),
         (_, Settled::KubeFailed) => next(Backoff, false, false, false),
+        (_, Settled::Panicked) => next(Backoff, true, false, false),
 
         (Stage::Apply, Settled::Suspended) => next(OnChange, false, false, true),
         (Stage::Apply, Settled::CredentialsUnavailable { .. }) => next(Resync, true, false, true),
@@ -312,6 +315,12 @@ mod tests {
                 vec![Apply, Cleanup],
                 "another Kubernetes API failure",
                 Settled::KubeFailed,
+            ),
+            (
+                "either",
+                vec![Apply, Cleanup],
+                "the reconcile panicked (`ReconcilePanicked`)",
+                Settled::Panicked,
             ),
         ];
         let readme = include_str!("../../README.md");

@@ -161,6 +161,7 @@ impl Report {
             Settled::CredentialsUnavailable { .. } => Some("Credentials"),
             Settled::StaleObject => Some("Conflict"),
             Settled::KubeFailed => Some("Kubernetes"),
+            Settled::Panicked => Some("ReconcilePanicked"),
             _ => None,
         }
     }
@@ -175,15 +176,27 @@ fn summarize(items: &[String]) -> String {
 }
 
 async fn apply<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: Stage) -> Result<Action, Error> {
-    let ctx = &kctx.shared;
-    let key = object_key(obj.as_ref());
-    let resync = resync_for(obj.as_ref(), ctx.config.resync);
+    let resync = resync_for(obj.as_ref(), kctx.shared.config.resync);
     let report = run_stage(obj.clone(), kctx, stage).await;
+    finish(obj.as_ref(), kctx, stage, report, resync).await
+}
+
+/// Carries out what [`next_step`] decides for a report: the Warning Event, the error
+/// metric, the backoff, the requeue, and whether the finalizer may go.
+async fn finish<K: ManagedKind>(
+    obj: &K,
+    kctx: &KindContext<K>,
+    stage: Stage,
+    report: Report,
+    resync: Duration,
+) -> Result<Action, Error> {
+    let ctx = &kctx.shared;
+    let key = object_key(obj);
     let next = next_step(stage, &report.settled, resync);
     if next.warn {
         publish(
             ctx,
-            obj.as_ref(),
+            obj,
             EventType::Warning,
             &report.reason,
             if stage == Stage::Cleanup { "Delete" } else { "Reconcile" },
@@ -414,6 +427,53 @@ async fn run_stage<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: St
     )
 }
 
+/// Runs `work`, turning a panic into its message.
+async fn guarded<F: std::future::Future>(work: F) -> Result<F::Output, String> {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .map_err(|payload| {
+            payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into())
+        })
+}
+
+/// A reconcile panicked: say so on the object (Warning Event, `ReconcilePanicked` in
+/// status) and back off that object alone; the process and every other object go on.
+async fn report_panic<K: ManagedKind>(obj: &K, kctx: &KindContext<K>, stage: Stage, panic: String) -> Action {
+    let ctx = &kctx.shared;
+    let key = object_key(obj);
+    tracing::error!(panic = %panic, "reconcile panicked");
+    let message = format!("the reconcile panicked: {panic}; backing off this object");
+    let v = Verdict::not_ready(Reason::ReconcilePanicked, message.clone());
+    let plan_ctx = PlanContext {
+        now: chrono::Utc::now(),
+        generation: obj.meta().generation.unwrap_or_default(),
+        policy: obj.common().management_policy,
+        resync: ctx.config.resync,
+    };
+    let sink = KubeStatus::new(
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default()),
+        obj,
+    );
+    let previous = obj.status().cloned().unwrap_or_default();
+    if let Err(e) = settle(obj, previous, &v, false, &plan_ctx, &sink).await {
+        warn!(error = %e, "cannot record the panic in status");
+    }
+    ctx.metrics.record_object(K::KIND, &key, false, v.reason.as_str());
+    let report = Report::new(Settled::Panicked, v.reason.as_str(), message);
+    finish(obj, kctx, stage, report, ctx.config.resync)
+        .await
+        .unwrap_or_else(|e| match e {
+            Error::CleanupPending { retry_in, .. } => Action::requeue(retry_in),
+            _ => Action::requeue(ctx.next_backoff(&key)),
+        })
+}
+
 fn uses_finalizer<K: ManagedKind>(obj: &K) -> bool {
     obj.needs_finalizer() || obj.finalizers().iter().any(|f| f == FINALIZER)
 }
@@ -427,33 +487,44 @@ async fn reconcile<K: ManagedKind>(obj: Arc<K>, kctx: Arc<KindContext<K>>) -> Re
         let key = object_key(obj.as_ref());
         ctx.metrics.started(K::KIND, &key);
         ctx.metrics.in_flight.get_or_create(&kind).inc();
-        let result = if uses_finalizer(obj.as_ref()) {
-            let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-            finalizer(&api, FINALIZER, obj.clone(), |event| async {
-                match event {
-                    FinalizerEvent::Apply(o) => apply(o, &kctx, Stage::Apply).await,
-                    FinalizerEvent::Cleanup(o) => apply(o, &kctx, Stage::Cleanup).await,
-                }
-            })
-            .await
-            .map_err(|e| match e {
-                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
-                    e
-                }
-                kube::runtime::finalizer::Error::AddFinalizer(source) => Error::Kube {
-                    context: "adding the finalizer",
-                    source,
-                },
-                kube::runtime::finalizer::Error::RemoveFinalizer(source) => Error::Kube {
-                    context: "removing the finalizer",
-                    source,
-                },
-                other => Error::Finalizer(other.to_string()),
-            })
-        } else if obj.meta().deletion_timestamp.is_some() {
-            Ok(Action::await_change())
+        let stage = if obj.meta().deletion_timestamp.is_some() {
+            Stage::Cleanup
         } else {
-            apply(obj.clone(), &kctx, Stage::Apply).await
+            Stage::Apply
+        };
+        let work = async {
+            if uses_finalizer(obj.as_ref()) {
+                let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+                finalizer(&api, FINALIZER, obj.clone(), |event| async {
+                    match event {
+                        FinalizerEvent::Apply(o) => apply(o, &kctx, Stage::Apply).await,
+                        FinalizerEvent::Cleanup(o) => apply(o, &kctx, Stage::Cleanup).await,
+                    }
+                })
+                .await
+                .map_err(|e| match e {
+                    kube::runtime::finalizer::Error::ApplyFailed(e)
+                    | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+                    kube::runtime::finalizer::Error::AddFinalizer(source) => Error::Kube {
+                        context: "adding the finalizer",
+                        source,
+                    },
+                    kube::runtime::finalizer::Error::RemoveFinalizer(source) => Error::Kube {
+                        context: "removing the finalizer",
+                        source,
+                    },
+                    other => Error::Finalizer(other.to_string()),
+                })
+            } else if obj.meta().deletion_timestamp.is_some() {
+                Ok(Action::await_change())
+            } else {
+                apply(obj.clone(), &kctx, Stage::Apply).await
+            }
+        };
+        // A panic in one reconcile stays with that object: reported, and backed off.
+        let result = match guarded(work).await {
+            Ok(r) => r,
+            Err(panic) => Ok(report_panic(obj.as_ref(), &kctx, stage, panic).await),
         };
         ctx.metrics.in_flight.get_or_create(&kind).dec();
         ctx.metrics.observe_reconcile(K::KIND, started.elapsed());
@@ -566,4 +637,18 @@ pub async fn run<K: ManagedKind>(
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::guarded;
+
+    #[tokio::test]
+    async fn a_panic_becomes_its_message() {
+        assert_eq!(guarded(async { 7 }).await, Ok(7));
+        let r: Result<(), String> = guarded(async { panic!("boom {}", 42) }).await;
+        assert_eq!(r, Err("boom 42".to_string()));
+        let r: Result<(), String> = guarded(async { std::panic::panic_any(3u8) }).await;
+        assert_eq!(r, Err("a panic without a message".to_string()));
+    }
 }

@@ -51,6 +51,8 @@ pub enum Reason {
     UpgradeRunning,
     /// OtaSchedule: the one-off start time passed before the version appeared.
     StartTimeInPast,
+    /// The reconcile panicked (a bug); the object is retried with backoff.
+    ReconcilePanicked,
 }
 
 impl Reason {
@@ -75,6 +77,7 @@ impl Reason {
             Reason::Approved => "Approved",
             Reason::UpgradeRunning => "UpgradeRunning",
             Reason::StartTimeInPast => "StartTimeInPast",
+            Reason::ReconcilePanicked => "ReconcilePanicked",
         }
     }
 
