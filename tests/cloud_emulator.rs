@@ -514,3 +514,114 @@ async fn unknown_region_and_bad_paging_name_the_parameter() {
     assert_eq!(err.code(), "MissingParameter");
     assert!(err.to_string().contains("\"UserStatus\""), "{err}");
 }
+
+/// No error that leaves the cloud layer carries a secret, an STS token or the server's
+/// string-to-sign, under either signing method: not a refused signature (whose message
+/// is published with the string-to-sign), not a transport failure (whose text would name
+/// the URL, which carries the token under V2), and not `Debug` of a request.
+#[tokio::test]
+async fn errors_and_debug_output_never_carry_secrets_or_tokens() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    for v in BOTH {
+        let emu = emulator().await;
+        // Real STS credentials from the emulator (RRSA), so signed calls get past the token check.
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, "eyJhbGciOiJSUzI1NiJ9.Leaky-Oidc-Token-77.sig").unwrap();
+        let rrsa = CredentialSource::Rrsa(RrsaConfig {
+            role_arn: "acs:ram::1234567890:role/ops-operator".into(),
+            oidc_provider_arn: "acs:ram::1234567890:oidc-provider/ack-rrsa".into(),
+            token_file,
+            session_name: "test-session".into(),
+            duration_seconds: 900,
+        });
+        let c = client_with(&emu, v, rrsa);
+        describe_fota_tasks(&c, "cn-hangzhou", &[]).await.unwrap();
+        let creds = c.credentials().get().await.unwrap();
+        let token = creds.security_token.as_ref().unwrap().expose().to_string();
+        let secret = creds.access_key_secret.expose().to_string();
+        // The real cloud's V2 refusal quotes its string-to-sign, token and all.
+        let enc = alicloud_ops_operator::cloud::canonical::percent_encode;
+        emu.world()
+            .add_fault(fault(serde_json::json!({"action": "DescribeFotaTasks", "code": "SignatureDoesNotMatch", "message": format!(
+                "Specified signature is not matched with our calculation. server string to sign is:GET&%2F&SecurityToken%3D{}",
+                enc(&enc(&token))
+            )})))
+            .unwrap();
+        emu.world()
+            .add_fault(fault(
+                serde_json::json!({"action": "DescribeDesktops", "code": "InvalidParameter", "message": format!(
+                    "The request echoed SecurityToken={token} and {secret}."
+                )}),
+            ))
+            .unwrap();
+        let refused = describe_fota_tasks(&c, "cn-hangzhou", &[]).await.unwrap_err();
+        assert_eq!(refused.code(), "SignatureDoesNotMatch");
+        let echoed = describe_desktops(&c, "cn-hangzhou", &DesktopFilter::default())
+            .await
+            .unwrap_err();
+        let static_token = || CredentialSource::Static {
+            credentials: Credentials::new("id", secret.clone(), Some(token.clone()), None),
+            origin: "test".into(),
+        };
+        let mut s = settings(&emu, v);
+        s.transport.endpoints = alicloud_ops_operator::cloud::endpoint::Endpoints::with_override(
+            alicloud_ops_operator::cloud::endpoint::parse_endpoint(&format!("http://{closed}")).unwrap(),
+        );
+        s.retry.max_attempts = 1;
+        let unreachable =
+            alicloud_ops_operator::cloud::CloudClient::build(s, static_token(), Default::default()).unwrap();
+        let lost = describe_fota_tasks(&unreachable, "cn-hangzhou", &[]).await.unwrap_err();
+        assert_eq!(lost.class(), ErrorClass::Transient, "{lost}");
+        for text in [
+            refused.to_string(),
+            format!("{refused:?}"),
+            refused.summary(),
+            echoed.to_string(),
+            lost.to_string(),
+            format!("{lost:?}"),
+        ] {
+            assert!(!text.contains(&token), "{v}: the STS token leaked: {text}");
+            assert!(!text.contains(&secret), "{v}: the secret leaked: {text}");
+            assert!(
+                !text.contains("string to sign is:GET"),
+                "{v}: the string-to-sign leaked: {text}"
+            );
+        }
+        assert!(echoed.to_string().contains("[REDACTED]"), "{echoed}");
+        let token = token.as_str();
+        let secret = secret.as_str();
+        let req = alicloud_ops_operator::cloud::request::RpcRequest::new(
+            alicloud_ops_operator::cloud::endpoint::Product::Sts,
+            "AssumeRoleWithOIDC",
+            "cn-hangzhou",
+        )
+        .body("OIDCToken", "Leaky-Oidc-Token-77")
+        .query("SecurityToken", token);
+        let shown = format!("{req:?}");
+        assert!(
+            !shown.contains("Leaky-Oidc-Token-77") && !shown.contains(token),
+            "{shown}"
+        );
+        let endpoints = alicloud_ops_operator::cloud::endpoint::Endpoints::with_override(
+            alicloud_ops_operator::cloud::endpoint::parse_endpoint(&emu.url()).unwrap(),
+        );
+        let creds = Credentials::new("id", secret, Some(token.to_string()), None);
+        let wire = alicloud_ops_operator::cloud::request::sign(
+            &req,
+            &endpoints,
+            v,
+            Some(&creds),
+            &alicloud_ops_operator::cloud::request::Attempt::fresh(),
+            "t",
+        );
+        let shown = format!("{wire:?}");
+        assert!(
+            !shown.contains(token) && !shown.contains("Leaky-Oidc-Token-77"),
+            "{v}: {shown}"
+        );
+    }
+}

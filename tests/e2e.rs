@@ -1393,3 +1393,122 @@ async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
         started.elapsed().as_secs_f64()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_never_leak_under_v2_with_sts_tokens_and_rrsa() {
+    let client = admin().await;
+    let ns = namespace(&client, "leak2").await;
+    let emu = emulator().await;
+    let (secret_marker, sts_marker, oidc_marker) = ("Leak-Secret-91ab", "Leak-Sts-Token-4c2d", "Leak-Oidc-Token-e5f6");
+    let s: Secret = serde_json::from_value(json!({"metadata": {"name": "sts"},
+        "stringData": {"accessKeyId": alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_ID,
+                       "accessKeySecret": secret_marker, "securityToken": sts_marker}}))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &s)
+        .await
+        .unwrap();
+    let token_file = cluster().dir.join(format!("oidc-token-{ns}"));
+    std::fs::write(&token_file, format!("eyJhbGciOiJSUzI1NiJ9.{oidc_marker}.sig")).unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let closed = format!("http://{closed}");
+    // V2 puts the STS token in the query string; swas-open points at a closed port, so its
+    // calls fail in transport, where an error would name the whole URL.
+    let op = Operator::start_full(
+        &ns,
+        &emu.url(),
+        &format!("lease-{ns}"),
+        &["--signature-version", "v2", "--endpoint-swas-open", &closed],
+        &[
+            ("ALIBABA_CLOUD_ACCESS_KEY_ID", ""),
+            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", ""),
+            ("ALIBABA_CLOUD_ROLE_ARN", "acs:ram::1234567890:role/ops-operator"),
+            (
+                "ALIBABA_CLOUD_OIDC_PROVIDER_ARN",
+                "acs:ram::1234567890:oidc-provider/ack-rrsa",
+            ),
+            ("ALIBABA_CLOUD_OIDC_TOKEN_FILE", token_file.to_str().unwrap()),
+        ],
+    );
+    let image = |name: &str, creds: Option<&str>| {
+        let mut spec = json!({"regionId": "cn-hangzhou", "imageId": "m-hz0001"});
+        if let Some(c) = creds {
+            spec["credentialsRef"] = json!({"name": c});
+        }
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "ImageShare", "metadata": {"name": name}, "spec": spec})
+    };
+    create::<ImageShare>(&client, &ns, image("sts-unreachable", Some("sts"))).await;
+    create::<ImageShare>(&client, &ns, image("rrsa-unreachable", None)).await;
+    create::<FotaTaskPolicy>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "FotaTaskPolicy", "metadata": {"name": "rrsa"},
+               "spec": {"regionId": "cn-hangzhou", "autoPush": true}}),
+    )
+    .await;
+    create::<DesktopMaintenanceWindow>(
+        &client,
+        &ns,
+        dmw("sts-refused", &["ecd-hz10071"], chrono::Duration::hours(1), Some("sts")),
+    )
+    .await;
+    wait_reason::<FotaTaskPolicy>(&client, &ns, "rrsa", "InSync").await;
+    wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "sts-refused", "CredentialsInvalid").await;
+    wait_reason::<ImageShare>(&client, &ns, "sts-unreachable", "CloudUnavailable").await;
+    let status = wait_reason::<ImageShare>(&client, &ns, "rrsa-unreachable", "CloudUnavailable").await;
+    assert!(status.to_string().contains("ListCustomImages"), "{status}");
+    let mut seen = vec![op.logs()];
+    seen.push(
+        serde_json::to_string(
+            &Api::<Event>::namespaced(client.clone(), &ns)
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items,
+        )
+        .unwrap(),
+    );
+    seen.push(
+        serde_json::to_string(
+            &Api::<ImageShare>::namespaced(client.clone(), &ns)
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items,
+        )
+        .unwrap(),
+    );
+    seen.push(
+        serde_json::to_string(
+            &Api::<FotaTaskPolicy>::namespaced(client.clone(), &ns)
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items,
+        )
+        .unwrap(),
+    );
+    seen.push(
+        serde_json::to_string(
+            &Api::<DesktopMaintenanceWindow>::namespaced(client.clone(), &ns)
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items,
+        )
+        .unwrap(),
+    );
+    let all = seen.join("\n");
+    assert!(all.contains("Warning"), "the failures were reported");
+    for marker in [secret_marker, sts_marker, oidc_marker] {
+        assert!(!all.contains(marker), "{marker} leaked");
+    }
+    // The STS tokens the emulator issued to the RRSA exchange never appear either.
+    assert!(
+        !all.contains("SecurityToken=CAIS") && !all.contains("CAIS"),
+        "an issued STS token leaked"
+    );
+}

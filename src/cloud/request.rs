@@ -13,9 +13,31 @@ use super::signer::{
 
 pub const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 
+/// Parameters and headers whose values are never shown: credentials and what proves them.
+const SENSITIVE: &[&str] = &[
+    "SecurityToken",
+    "OIDCToken",
+    "AccessKeySecret",
+    "Signature",
+    "x-acs-security-token",
+    "authorization",
+];
+
+fn shown<'a>(name: &str, value: &'a str) -> &'a str {
+    if SENSITIVE.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+        "[REDACTED]"
+    } else {
+        value
+    }
+}
+
+fn shown_pairs<'a, I: IntoIterator<Item = (&'a str, &'a str)>>(pairs: I) -> Vec<(&'a str, &'a str)> {
+    pairs.into_iter().map(|(k, v)| (k, shown(k, v))).collect()
+}
+
 /// One RPC call: product, action and parameters, each in the query or the form body
 /// exactly where the official SDK puts it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RpcRequest {
     pub product: Product,
     pub action: &'static str,
@@ -27,6 +49,22 @@ pub struct RpcRequest {
     /// Whether sending the request twice is harmless. A non-idempotent request is only
     /// sent again when the server certainly did not act on it.
     pub idempotent: bool,
+}
+
+impl std::fmt::Debug for RpcRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn pairs(v: &[(String, String)]) -> Vec<(&str, &str)> {
+            shown_pairs(v.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        }
+        f.debug_struct("RpcRequest")
+            .field("product", &self.product)
+            .field("action", &self.action)
+            .field("region", &self.region)
+            .field("query", &pairs(&self.query))
+            .field("body", &pairs(&self.body))
+            .field("idempotent", &self.idempotent)
+            .finish()
+    }
 }
 
 impl RpcRequest {
@@ -70,11 +108,35 @@ impl RpcRequest {
 }
 
 /// A signed request ready for the wire.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WireRequest {
     pub url: Url,
     pub headers: Vec<(String, String)>,
     pub body: Option<String>,
+}
+
+impl std::fmt::Debug for WireRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let query: Vec<(String, String)> = self.url.query_pairs().into_owned().collect();
+        let body: Option<Vec<(String, String)>> = self
+            .body
+            .as_ref()
+            .map(|b| form_urlencoded::parse(b.as_bytes()).into_owned().collect());
+        let owned = |v: &[(String, String)]| {
+            v.iter()
+                .map(|(k, v)| (k.clone(), shown(k, v).to_string()))
+                .collect::<Vec<_>>()
+        };
+        f.debug_struct("WireRequest")
+            .field(
+                "url",
+                &format_args!("{}://{}{}", self.url.scheme(), self.url.authority(), self.url.path()),
+            )
+            .field("query", &owned(&query))
+            .field("headers", &owned(&self.headers))
+            .field("body", &body.as_deref().map(owned))
+            .finish()
+    }
 }
 
 /// Per-attempt values: every attempt gets a fresh nonce and timestamp.

@@ -88,7 +88,10 @@ impl Transport {
             builder = builder.body(body);
         }
         let started = Instant::now();
-        let result = self.read(req.action, &endpoint, builder).await;
+        let result = self
+            .read(req.action, &endpoint, builder)
+            .await
+            .map_err(|e| redact_error(e, creds));
         let code = match &result {
             Ok(_) => "success",
             Err(e) => e.code(),
@@ -109,7 +112,8 @@ impl Transport {
             } else {
                 TransportFailure::Other
             },
-            message: e.to_string(),
+            // The URL carries the STS token under V2 signing: never show it.
+            message: e.without_url().to_string(),
         };
         let resp = builder.send().await.map_err(transport_error)?;
         let status = resp.status().as_u16();
@@ -128,6 +132,62 @@ impl Transport {
             message: format!("HTTP {status} with a body that is not JSON: {}", truncate(&text, 200)),
         })
     }
+}
+
+/// What the cloud says back may quote the request: the V2 `SignatureDoesNotMatch` message
+/// carries the server's string-to-sign, with the STS token in it. Cut the string-to-sign,
+/// and blank out any credential value, plain or percent-encoded, before the error leaves
+/// the cloud layer.
+fn redact_error(err: CloudError, creds: Option<&Credentials>) -> CloudError {
+    let clean = |text: String| redact(&text, creds);
+    match err {
+        CloudError::Api(mut e) => {
+            e.message = clean(std::mem::take(&mut e.message));
+            CloudError::Api(e)
+        }
+        CloudError::Transport {
+            action,
+            endpoint,
+            failure,
+            message,
+        } => CloudError::Transport {
+            action,
+            endpoint,
+            failure,
+            message: clean(message),
+        },
+        CloudError::Decode { action, message } => CloudError::Decode {
+            action,
+            message: clean(message),
+        },
+        other => other,
+    }
+}
+
+/// The marker after which Alibaba Cloud quotes the server's string-to-sign.
+const STRING_TO_SIGN: &str = "string to sign is:";
+
+pub fn redact(text: &str, creds: Option<&Credentials>) -> String {
+    let mut out = match text.find(STRING_TO_SIGN) {
+        Some(i) => format!("{}{STRING_TO_SIGN} [redacted]", &text[..i]),
+        None => text.to_string(),
+    };
+    if let Some(c) = creds {
+        let mut values = vec![c.access_key_secret.expose().to_string()];
+        if let Some(t) = &c.security_token {
+            values.push(t.expose().to_string());
+        }
+        for v in values.into_iter().filter(|v| v.len() >= 4) {
+            for form in [
+                v.clone(),
+                super::canonical::percent_encode(&v),
+                super::canonical::percent_encode(&super::canonical::percent_encode(&v)),
+            ] {
+                out = out.replace(&form, "[REDACTED]");
+            }
+        }
+    }
+    out
 }
 
 fn field<'a>(json: Option<&'a Value>, names: &[&str]) -> Option<&'a str> {

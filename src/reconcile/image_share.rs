@@ -41,7 +41,7 @@ fn write(
     op: ShareOperation,
     status: &mut ImageShareStatus,
 ) -> (ModifyShare, ImageShareStatus) {
-    let sequence = input.previous.share_operations + 1;
+    let sequence = input.previous.share_operations.saturating_add(1);
     let action = ModifyShare {
         operation: op,
         client_token: client_token(input.uid, ctx.generation, op, sequence),

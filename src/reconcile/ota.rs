@@ -111,7 +111,7 @@ fn start_for(spec: &OtaScheduleSpec, now: DateTime<Utc>) -> Result<Result<DateTi
         .as_ref()
         .ok_or("spec: set exactly one of startTime or window")?;
     let cron = CronInZone::parse("spec.window", &w.cron, &w.time_zone)?;
-    cron.next_after(now + MIN_LEAD)
+    cron.next_after(now.checked_add_signed(MIN_LEAD).unwrap_or(DateTime::<Utc>::MAX_UTC))
         .map(Ok)
         .ok_or_else(|| format!("spec.window.cron: {:?} never matches", w.cron))
 }

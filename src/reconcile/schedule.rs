@@ -29,6 +29,9 @@ impl CronInZone {
 
     /// The first start strictly after `t`.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        // Local time a day either side must exist, or the conversion below cannot be made.
+        let day = chrono::Duration::days(1);
+        t.checked_sub_signed(day)?.checked_add_signed(day + day)?;
         self.cron
             .find_next_occurrence(&t.with_timezone(&self.tz), false)
             .ok()

@@ -231,40 +231,60 @@ impl Operator {
 
     /// As [`Operator::start`], with more command-line arguments.
     pub fn start_with(namespace: &str, emulator_url: &str, lease: &str, extra: &[&str]) -> Operator {
+        Self::start_full(namespace, emulator_url, lease, extra, &[])
+    }
+
+    /// As [`Operator::start_with`], with environment variables set (or, with an empty
+    /// value, removed) on top of the default access key.
+    pub fn start_full(
+        namespace: &str,
+        emulator_url: &str,
+        lease: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Operator {
         let port = free_port();
         let log = cluster().dir.join(format!("operator-{namespace}-{port}.log"));
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_alicloud-ops-operator"))
-            .args([
-                "run",
-                "--namespace",
-                namespace,
-                "--metrics-addr",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .args(["--lease-namespace", OPERATOR_NS, "--lease-name", lease])
-            .args([
-                "--endpoint",
-                emulator_url,
-                "--resync-interval",
-                "3s",
-                "--snapshot-ttl",
-                "1s",
-                "--concurrency",
-                "2",
-            ])
-            .args(extra)
-            .env("KUBECONFIG", &cluster().operator_kubeconfig)
-            .env("RUST_LOG", "info,kube_client=error,alicloud_ops_operator=debug")
-            .env(
-                "ALIBABA_CLOUD_ACCESS_KEY_ID",
-                alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_ID,
-            )
-            .env(
-                "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
-                alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_SECRET,
-            )
-            .env_remove("ALICLOUD_OPS_ENDPOINT")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_alicloud-ops-operator"));
+        cmd.args([
+            "run",
+            "--namespace",
+            namespace,
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--lease-namespace", OPERATOR_NS, "--lease-name", lease])
+        .args([
+            "--endpoint",
+            emulator_url,
+            "--resync-interval",
+            "3s",
+            "--snapshot-ttl",
+            "1s",
+            "--concurrency",
+            "2",
+        ])
+        .args(extra)
+        .env("KUBECONFIG", &cluster().operator_kubeconfig)
+        .env("RUST_LOG", "info,kube_client=error,alicloud_ops_operator=debug")
+        .env(
+            "ALIBABA_CLOUD_ACCESS_KEY_ID",
+            alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_ID,
+        )
+        .env(
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+            alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_SECRET,
+        )
+        .env_remove("ALICLOUD_OPS_ENDPOINT");
+        for (k, v) in env {
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
