@@ -625,3 +625,104 @@ async fn errors_and_debug_output_never_carry_secrets_or_tokens() {
         );
     }
 }
+
+/// A tenant who names another tenant's AccessKeyId with a wrong secret spends a quota of
+/// their own, never the other tenant's: buckets are keyed by the credential set.
+#[tokio::test]
+async fn a_wrong_secret_for_a_known_key_cannot_spend_that_keys_quota() {
+    let emu = emulator().await;
+    let mut s = settings(&emu, SignatureVersion::V3);
+    s.limits = alicloud_ops_operator::cloud::ratelimit::RateLimitConfig::default();
+    s.retry.max_attempts = 1;
+    let owner = alicloud_ops_operator::cloud::CloudClient::build(s, default_key(), Default::default()).unwrap();
+    let intruder = owner.with_credentials(CredentialSource::Static {
+        credentials: Credentials::new(
+            alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_ID,
+            "garbage",
+            None,
+            None,
+        ),
+        origin: "intruder".into(),
+    });
+    // Ten share calls fill a window of ten a minute, if the window were the owner's.
+    for i in 0..10 {
+        let e = modify_image_share_status(
+            &intruder,
+            "cn-hangzhou",
+            "m-hz0003",
+            ShareOperation::Share,
+            &format!("t-{i}"),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), "SignatureDoesNotMatch");
+    }
+    // The owner's call goes out at once (a shared window would hold it for a minute).
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        modify_image_share_status(&owner, "cn-hangzhou", "m-hz0003", ShareOperation::Share, "owner-1"),
+    )
+    .await
+    .expect("the owner's quota is untouched")
+    .unwrap();
+}
+
+/// A server on loopback that answers every request with `response` and counts requests.
+async fn canned_server(response: Vec<u8>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let response = response.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn.write_all(&response).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    (url, hits)
+}
+
+fn client_for_url(
+    emu: &alicloud_ops_operator::emulator::Emulator,
+    url: &str,
+) -> alicloud_ops_operator::cloud::CloudClient {
+    let mut s = settings(emu, SignatureVersion::V2);
+    s.transport.endpoints = alicloud_ops_operator::cloud::endpoint::Endpoints::with_override(
+        alicloud_ops_operator::cloud::endpoint::parse_endpoint(url).unwrap(),
+    );
+    s.retry.max_attempts = 1;
+    alicloud_ops_operator::cloud::CloudClient::build(s, default_key(), Default::default()).unwrap()
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed_and_answers_are_bounded() {
+    let emu = emulator().await;
+    let (elsewhere, hits) = canned_server(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".to_vec()).await;
+    let redirect = format!("HTTP/1.1 302 Found\r\nLocation: {elsewhere}/\r\nContent-Length: 0\r\n\r\n");
+    let (redirector, _) = canned_server(redirect.into_bytes()).await;
+    let err = describe_fota_tasks(&client_for_url(&emu, &redirector), "cn-hangzhou", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "followed a redirect: {err}"
+    );
+
+    let size = alicloud_ops_operator::cloud::transport::MAX_RESPONSE_BYTES + 1;
+    let mut huge =
+        format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {size}\r\n\r\n").into_bytes();
+    huge.extend(std::iter::repeat_n(b' ', size));
+    let (big, _) = canned_server(huge).await;
+    let err = describe_fota_tasks(&client_for_url(&emu, &big), "cn-hangzhou", &[])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("larger than"), "{err}");
+}

@@ -31,6 +31,10 @@ pub struct CloudArgs {
     /// (which ACK's RRSA webhook injects, e.g. sts-vpc.cn-hangzhou.aliyuncs.com) is used.
     #[arg(long, env = "ALICLOUD_OPS_ENDPOINT_STS", global = true)]
     pub endpoint_sts: Option<String>,
+    /// Allow an `http://` endpoint that is not on this machine. Credentials and STS tokens
+    /// would cross the network in the clear (the signature protects integrity, not secrecy).
+    #[arg(long, env = "ALICLOUD_OPS_ALLOW_INSECURE_ENDPOINT", global = true)]
+    pub allow_insecure_endpoint: bool,
     /// Region of the STS endpoint (sts.<region>.aliyuncs.com); empty means sts.aliyuncs.com.
     #[arg(long, env = "ALIBABA_CLOUD_STS_REGION", default_value = "", global = true)]
     pub sts_region: String,
@@ -51,8 +55,23 @@ pub struct CloudArgs {
     pub request_timeout_secs: u64,
 }
 
+/// A host on this machine: `localhost`, 127.0.0.0/8 or `::1`.
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 impl CloudArgs {
     pub fn endpoints(&self) -> Result<Endpoints, String> {
+        self.endpoints_with_env(&|k| std::env::var(k).ok())
+    }
+
+    /// As [`CloudArgs::endpoints`], reading `ALIBABA_CLOUD_STS_ENDPOINT` through `env`.
+    pub fn endpoints_with_env(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Endpoints, String> {
         let mut e = Endpoints {
             sts_region: self.sts_region.clone(),
             ..Default::default()
@@ -73,6 +92,26 @@ impl CloudArgs {
             if let Some(u) = value {
                 e.per_product
                     .insert(product, parse_endpoint(u).map_err(|m| format!("{flag}: {m}"))?);
+            }
+        }
+        // ACK's RRSA webhook injects the STS endpoint (a VPC one, where egress is VPC-only).
+        if self.endpoint_sts.is_none()
+            && self.endpoint.is_none()
+            && let Some(u) = env("ALIBABA_CLOUD_STS_ENDPOINT").filter(|u| !u.trim().is_empty())
+        {
+            e.per_product.insert(
+                Product::Sts,
+                parse_endpoint(u.trim()).map_err(|m| format!("ALIBABA_CLOUD_STS_ENDPOINT: {m}"))?,
+            );
+        }
+        if !self.allow_insecure_endpoint {
+            for url in e.all.iter().chain(e.per_product.values()) {
+                if url.scheme() == "http" && !is_loopback(url) {
+                    return Err(format!(
+                        "endpoint {url}: http:// would send credentials and STS tokens in the clear to \
+                         another machine; use https://, or --allow-insecure-endpoint to accept that"
+                    ));
+                }
             }
         }
         Ok(e)
@@ -105,5 +144,68 @@ impl CloudArgs {
     pub fn client(&self, metrics: Arc<CloudMetrics>) -> Result<CloudClient, String> {
         let source = CredentialSource::from_chain(None, &|k| std::env::var(k).ok());
         CloudClient::build(self.settings()?, source, metrics).map_err(|e: CloudError| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        cloud: CloudArgs,
+    }
+
+    fn args(extra: &[&str]) -> CloudArgs {
+        let mut argv = vec!["t"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).unwrap().cloud
+    }
+
+    #[test]
+    fn http_to_another_machine_is_refused_unless_allowed() {
+        let no_env = |_: &str| None;
+        let err = args(&["--endpoint", "http://10.0.0.8:9180"])
+            .endpoints_with_env(&no_env)
+            .unwrap_err();
+        assert!(
+            err.contains("--allow-insecure-endpoint") && err.contains("10.0.0.8"),
+            "{err}"
+        );
+        let err = args(&["--endpoint-ecd", "http://emulator.default.svc:9180"])
+            .endpoints_with_env(&no_env)
+            .unwrap_err();
+        assert!(err.contains("emulator.default.svc"), "{err}");
+        for ok in [
+            "http://127.0.0.1:9180",
+            "http://localhost:9180",
+            "http://[::1]:9180",
+            "https://ecd.example.com",
+        ] {
+            args(&["--endpoint", ok]).endpoints_with_env(&no_env).unwrap();
+        }
+        args(&["--endpoint", "http://10.0.0.8:9180", "--allow-insecure-endpoint"])
+            .endpoints_with_env(&no_env)
+            .unwrap();
+    }
+
+    #[test]
+    fn the_sts_endpoint_that_ack_injects_is_used() {
+        let env = |k: &str| (k == "ALIBABA_CLOUD_STS_ENDPOINT").then(|| "sts-vpc.cn-hangzhou.aliyuncs.com".to_string());
+        let e = args(&[]).endpoints_with_env(&env).unwrap();
+        assert_eq!(
+            e.base_url(Product::Sts, "cn-hangzhou").as_str(),
+            "https://sts-vpc.cn-hangzhou.aliyuncs.com/"
+        );
+        // The flag wins over the environment.
+        let e = args(&["--endpoint-sts", "https://sts.example.com"])
+            .endpoints_with_env(&env)
+            .unwrap();
+        assert_eq!(
+            e.base_url(Product::Sts, "cn-hangzhou").as_str(),
+            "https://sts.example.com/"
+        );
     }
 }

@@ -15,7 +15,7 @@ use super::cloud_args::CloudArgs;
 use crate::api::{self, DesktopMaintenanceWindow, FotaTaskPolicy, ImageShare, OtaSchedule};
 use crate::cloud::metrics::CloudMetrics;
 use crate::cloud::{CloudClient, CredentialSource, Credentials};
-use crate::controller::kind::{KindEnv, ManagedKind, Stage, account_key};
+use crate::controller::kind::{KindEnv, ManagedKind, Stage};
 use crate::controller::runner;
 use crate::controller::snapshot::SnapshotCache;
 use crate::reconcile::PlanContext;
@@ -192,7 +192,7 @@ impl Planner {
         let (id, secret) = (key("accessKeyId")?, key("accessKeySecret")?);
         let origin = format!("Secret {namespace}/{} from the input", r.name);
         let creds = Credentials::new(id.clone(), secret.clone(), keys.get("securityToken").cloned(), None);
-        let account = account_key(&creds);
+        let account = creds.account_key();
         let client = self.default_client.with_credentials(CredentialSource::Static {
             credentials: creds,
             origin: origin.clone(),

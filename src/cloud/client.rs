@@ -106,7 +106,7 @@ impl CloudClient {
         loop {
             let creds = self.credentials.get().await?;
             self.limiter
-                .acquire(&creds.access_key_id, req.product, &req.region, req.action)
+                .acquire(&creds.account_key(), req.product, &req.region, req.action)
                 .await;
             let err = match self.transport.send_once(req, Some(&creds)).await {
                 Ok(v) => return Ok(v),

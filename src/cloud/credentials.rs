@@ -51,6 +51,15 @@ impl Credentials {
         }
     }
 
+    /// The credential set as a key: the AccessKeyId plus a digest of the secret. Two sets
+    /// with the same id and another secret never share a snapshot or a rate-limit bucket,
+    /// so naming another tenant's AccessKeyId with a wrong secret reaches neither.
+    pub fn account_key(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(self.access_key_secret.expose().as_bytes());
+        format!("{}#{}", self.access_key_id, hex::encode(&digest[..8]))
+    }
+
     fn needs_refresh(&self, now: DateTime<Utc>) -> bool {
         self.expiration
             .is_some_and(|exp| exp - chrono::Duration::from_std(REFRESH_MARGIN).expect("small") <= now)

@@ -1,7 +1,8 @@
 //! Client-side rate limits, so the operator stays inside the cloud's quotas instead of
 //! discovering them through `Throttling` errors.
 //!
-//! - A token bucket per (AccessKeyId, product, region), with configurable QPS and burst.
+//! - A token bucket per (credential set, product, region), with configurable QPS and burst;
+//!   the set is the AccessKeyId plus a digest of its secret (`Credentials::account_key`).
 //! - Per-account windows for actions with a documented quota, such as ModifyImageShareStatus
 //!   ("10 times per minute per account"). A window is exact: never more than `count` calls
 //!   in any `window`, which a bucket cannot promise.
@@ -23,7 +24,7 @@ pub struct ActionQuota {
 
 #[derive(Clone, Debug)]
 pub struct RateLimitConfig {
-    /// Requests per second per (AccessKeyId, product, region); 0 turns the bucket off.
+    /// Requests per second per (credential set, product, region); 0 turns the bucket off.
     pub qps: f64,
     pub burst: u32,
     pub action_quotas: Vec<ActionQuota>,
@@ -65,22 +66,22 @@ impl RateLimiter {
 
     /// Waits until a call may be sent. Slots are reserved in arrival order, so waiting
     /// callers are served first come, first served.
-    pub async fn acquire(&self, access_key_id: &str, product: Product, region: &str, action: &'static str) {
-        let wait = self.reserve(access_key_id, product, region, action).await;
+    pub async fn acquire(&self, account: &str, product: Product, region: &str, action: &'static str) {
+        let wait = self.reserve(account, product, region, action).await;
         if !wait.is_zero() {
             tracing::debug!(%product, action, wait_ms = wait.as_millis() as u64, "client-side rate limit");
             tokio::time::sleep(wait).await;
         }
     }
 
-    async fn reserve(&self, access_key_id: &str, product: Product, region: &str, action: &'static str) -> Duration {
+    async fn reserve(&self, account: &str, product: Product, region: &str, action: &'static str) -> Duration {
         let now = Instant::now();
         let mut wait = Duration::ZERO;
         if self.config.qps > 0.0 {
             let mut buckets = self.buckets.lock().await;
             let burst = f64::from(self.config.burst.max(1));
             let bucket = buckets
-                .entry((access_key_id.to_string(), product, region.to_string()))
+                .entry((account.to_string(), product, region.to_string()))
                 .or_insert(Bucket {
                     tokens: burst,
                     updated: now,
@@ -95,7 +96,7 @@ impl RateLimiter {
         }
         if let Some(quota) = self.config.action_quotas.iter().find(|q| q.action == action) {
             let mut windows = self.windows.lock().await;
-            let slots = windows.entry((access_key_id.to_string(), quota.action)).or_default();
+            let slots = windows.entry((account.to_string(), quota.action)).or_default();
             let earliest = now + wait;
             while slots.front().is_some_and(|t| *t + quota.window <= earliest) {
                 slots.pop_front();

@@ -47,6 +47,8 @@ pub struct Transport {
 impl Transport {
     pub fn new(config: TransportConfig, metrics: Arc<CloudMetrics>) -> Result<Self, CloudError> {
         let http = reqwest::Client::builder()
+            // A redirect would resend signed parameters (and the V2 token) to another host.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -122,7 +124,10 @@ impl Transport {
                 .iter()
                 .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
         );
-        let text = resp.text().await.map_err(transport_error)?;
+        let text = read_bounded(resp, action).await.map_err(|e| match e {
+            BodyError::Transport(e) => transport_error(e),
+            BodyError::TooLarge(e) => e,
+        })?;
         let json: Option<Value> = serde_json::from_str(&text).ok();
         if status >= 400 {
             return Err(api_error(action, status, json.as_ref(), &text, retry_after));
@@ -188,6 +193,35 @@ pub fn redact(text: &str, creds: Option<&Credentials>) -> String {
         }
     }
     out
+}
+
+/// The largest answer read: far above any page of the four APIs (100 items), far below
+/// what would hurt the operator's memory.
+pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+
+enum BodyError {
+    Transport(reqwest::Error),
+    TooLarge(CloudError),
+}
+
+async fn read_bounded(mut resp: reqwest::Response, action: &str) -> Result<String, BodyError> {
+    let too_large = || {
+        BodyError::TooLarge(CloudError::Decode {
+            action: action.to_string(),
+            message: format!("the response is larger than {MAX_RESPONSE_BYTES} bytes"),
+        })
+    };
+    if resp.content_length().is_some_and(|n| n > MAX_RESPONSE_BYTES as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 fn field<'a>(json: Option<&'a Value>, names: &[&str]) -> Option<&'a str> {

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::runtime::events::Recorder;
 
-use super::kind::{KindEnv, account_key};
+use super::kind::KindEnv;
 use super::metrics::Metrics;
 use super::snapshot::SnapshotCache;
 use crate::api::common::CredentialsRef;
@@ -119,7 +119,7 @@ impl Context {
         let key_secret =
             value("accessKeySecret").ok_or_else(|| CredentialsError::MissingKey(full.clone(), "accessKeySecret"))?;
         let creds = Credentials::new(id, key_secret, value("securityToken"), None);
-        let account = account_key(&creds);
+        let account = creds.account_key();
         let origin = format!("Secret {full}");
         let cloud = self.cloud.with_credentials(CredentialSource::Static {
             credentials: creds,

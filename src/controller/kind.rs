@@ -15,7 +15,7 @@ use crate::cloud::{CloudClient, CloudError};
 use crate::reconcile::{Outcome, PlanContext, Verdict};
 
 /// The cloud side of one reconcile: a client with the resource's credentials, a key for
-/// the credential set (see [`account_key`]), and the shared snapshots.
+/// the credential set (see [`crate::cloud::Credentials::account_key`]), and the shared snapshots.
 #[derive(Clone)]
 pub struct KindEnv {
     pub cloud: CloudClient,
@@ -217,12 +217,4 @@ pub fn older_peers<K: kube::Resource>(this: &K, peers: &[Arc<K>], same_target: i
         .collect();
     older.sort();
     older
-}
-
-/// Snapshots are shared per credential set: the AccessKeyId plus a digest of the secret, so
-/// a wrong secret for a known id never reads another's cached answer. Kept in memory only.
-pub fn account_key(creds: &crate::cloud::Credentials) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(creds.access_key_secret.expose().as_bytes());
-    format!("{}#{}", creds.access_key_id, hex::encode(&digest[..8]))
 }
