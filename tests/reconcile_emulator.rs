@@ -374,6 +374,40 @@ async fn many_resources_share_one_list_per_region() {
     );
 }
 
+/// `reconcile-requested-at` reads fresh for that resource alone: the shared list stays.
+#[tokio::test]
+async fn a_requested_fresh_read_does_not_drop_the_shared_list() {
+    let h = Harness::with_snapshot_ttl(Duration::from_secs(60)).await;
+    let image = |i: u32| {
+        named(
+            ImageShare::new(
+                "x",
+                ImageShareSpec {
+                    region_id: "cn-hangzhou".into(),
+                    image_id: format!("m-hz{i:04}"),
+                    shared: i <= 2,
+                    deletion_policy: DeletionPolicy::Retain,
+                    common: CommonSpec::default(),
+                },
+            ),
+            &format!("img{i}"),
+        )
+    };
+    let ctx = PlanContext {
+        now: Utc::now(),
+        generation: 1,
+        policy: ManagementPolicy::Manage,
+        resync: Duration::from_secs(600),
+    };
+    let lists = || h.emu.world().counters().count("ListCustomImages");
+    for (i, fresh, want) in [(1, false, 1), (2, false, 1), (1, true, 2), (2, false, 2), (3, false, 2)] {
+        reconcile_once(&image(i), &h.env, &[], &ctx, Stage::Apply, fresh, &h.sink)
+            .await
+            .unwrap();
+        assert_eq!(lists(), want, "after img{i} (fresh: {fresh})");
+    }
+}
+
 #[tokio::test]
 async fn ota_schedule_approves_once_and_survives_a_restart() {
     let h = Harness::new().await;

@@ -41,8 +41,9 @@ impl KindEnv {
         self.peer_accounts.get(&full_name(peer)) == Some(&self.account)
     }
 
-    /// The shared list `list` of `region` for these credentials, fetched once per TTL;
-    /// `fresh` drops the cached one first.
+    /// The shared list `list` of `region` for these credentials, fetched once per TTL.
+    /// `fresh` reads the cloud now for this caller alone: the shared list stays for the
+    /// others (a requested reconcile of one resource costs one list, not one per resource).
     pub async fn snapshot<T, F, Fut>(
         &self,
         list: &'static str,
@@ -55,11 +56,10 @@ impl KindEnv {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, CloudError>>,
     {
-        let key = self.key(list, region);
         if fresh {
-            self.snapshots.invalidate(&key);
+            return fetch().await.map(Arc::new);
         }
-        self.snapshots.get(key, fetch).await
+        self.snapshots.get(self.key(list, region), fetch).await
     }
 
     /// Forgets the shared list after a write whose effect is unknown (it failed).
