@@ -1512,3 +1512,39 @@ async fn secrets_never_leak_under_v2_with_sts_tokens_and_rrsa() {
         "an issued STS token leaked"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_listed_namespaces_may_use_the_operators_own_credentials() {
+    let client = admin().await;
+    let ns = namespace(&client, "tenant").await;
+    let emu = emulator().await;
+    secret(
+        &client,
+        &ns,
+        "own",
+        alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_SECRET,
+    )
+    .await;
+    let _op = Operator::start_with(
+        &ns,
+        &emu.url(),
+        &format!("lease-{ns}"),
+        &["--default-credentials-namespaces", "platform-team,ops"],
+    );
+    let share = |name: &str, creds: Option<&str>| {
+        let mut spec = json!({"regionId": "cn-hangzhou", "imageId": "m-hz0001"});
+        if let Some(c) = creds {
+            spec["credentialsRef"] = json!({"name": c});
+        }
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "ImageShare", "metadata": {"name": name}, "spec": spec})
+    };
+    create::<ImageShare>(&client, &ns, share("borrowed", None)).await;
+    create::<ImageShare>(&client, &ns, share("own", Some("own"))).await;
+    let status = wait_reason::<ImageShare>(&client, &ns, "borrowed", "CredentialsInvalid").await;
+    let message = status.to_string();
+    assert!(
+        message.contains("--default-credentials-namespaces") && message.contains(&ns),
+        "{message}"
+    );
+    wait_reason::<ImageShare>(&client, &ns, "own", "InSync").await;
+}

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::cloud_args::CloudArgs;
 use crate::api::{DesktopMaintenanceWindow, FotaTaskPolicy, ImageShare, OtaSchedule};
 use crate::cloud::metrics::CloudMetrics;
-use crate::controller::context::{Context, RunConfig};
+use crate::controller::context::{Context, DefaultCredentials, RunConfig};
 use crate::controller::http::{Readiness, serve};
 use crate::controller::metrics::Metrics;
 use crate::controller::reconciler;
@@ -24,6 +24,12 @@ pub struct RunArgs {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "ALICLOUD_OPS_NAMESPACE")]
     pub namespace: Option<String>,
+    /// Namespaces whose resources may act with the operator's own credentials (RRSA, the
+    /// ECS role, the environment) when they name no `credentialsRef`: a comma-separated
+    /// list, or `*` for every namespace. Empty (the default): none may; every resource
+    /// must name a Secret of its own namespace.
+    #[arg(long, env = "ALICLOUD_OPS_DEFAULT_CREDENTIALS_NAMESPACES", value_delimiter = ',', num_args = 0..)]
+    pub default_credentials_namespaces: Vec<String>,
     /// Reconciles running at once, per kind.
     #[arg(long, env = "ALICLOUD_OPS_CONCURRENCY", default_value_t = 4)]
     pub concurrency: u16,
@@ -150,6 +156,7 @@ pub async fn run(args: &RunArgs) -> Result<(), String> {
             resync,
             concurrency: args.concurrency,
             namespace: args.namespace.clone(),
+            default_credentials: DefaultCredentials::from_list(&args.default_credentials_namespaces),
             error_backoff_base: Duration::from_secs(1),
             error_backoff_max: Duration::from_secs(300),
         },

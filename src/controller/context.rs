@@ -23,12 +23,50 @@ pub const SKIP_CLEANUP: &str = "ops.alicloud.dev/skip-cleanup";
 /// Any new value forces a reconcile with fresh cloud reads.
 pub const RECONCILE_REQUESTED_AT: &str = "ops.alicloud.dev/reconcile-requested-at";
 
+/// Which namespaces may use the operator's own credentials.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum DefaultCredentials {
+    /// None: every resource names a Secret (the default).
+    #[default]
+    Nowhere,
+    Everywhere,
+    In(std::collections::BTreeSet<String>),
+}
+
+impl DefaultCredentials {
+    /// From `--default-credentials-namespaces`: names, or `*` for all.
+    pub fn from_list(names: &[String]) -> Self {
+        let names: std::collections::BTreeSet<String> = names
+            .iter()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.contains("*") {
+            DefaultCredentials::Everywhere
+        } else if names.is_empty() {
+            DefaultCredentials::Nowhere
+        } else {
+            DefaultCredentials::In(names)
+        }
+    }
+
+    pub fn allows(&self, namespace: &str) -> bool {
+        match self {
+            DefaultCredentials::Nowhere => false,
+            DefaultCredentials::Everywhere => true,
+            DefaultCredentials::In(names) => names.contains(namespace),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct RunConfig {
     pub resync: Duration,
     pub concurrency: u16,
     /// Watch one namespace, or all when `None`.
     pub namespace: Option<String>,
+    /// Where a resource without `credentialsRef` may use the operator's own credentials.
+    pub default_credentials: DefaultCredentials,
     pub error_backoff_base: Duration,
     pub error_backoff_max: Duration,
 }
@@ -61,6 +99,12 @@ pub enum CredentialsError {
     Missing(String),
     #[error("Secret {0} has no {1} key")]
     MissingKey(String, &'static str),
+    #[error(
+        "spec.credentialsRef is not set, and resources in namespace {0} may not use the operator's own \
+         credentials (the operator's --default-credentials-namespaces does not list it); name a Secret of \
+         this namespace in spec.credentialsRef"
+    )]
+    DefaultNotAllowed(String),
     #[error("cannot read Secret {0}: {1}")]
     Read(String, #[source] kube::Error),
 }
@@ -94,6 +138,9 @@ impl Context {
         credentials_ref: Option<&CredentialsRef>,
     ) -> Result<(KindEnv, String), CredentialsError> {
         let Some(r) = credentials_ref else {
+            if !self.config.default_credentials.allows(namespace) {
+                return Err(CredentialsError::DefaultNotAllowed(namespace.to_string()));
+            }
             let env = KindEnv::new(self.cloud.clone(), "default".into(), self.snapshots.clone());
             return Ok((env, "the operator's credentials".into()));
         };
@@ -173,5 +220,20 @@ impl Context {
         }
         seen.insert(key.to_string(), v.to_string());
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DefaultCredentials;
+
+    #[test]
+    fn default_credentials_are_an_explicit_choice() {
+        let list = |v: &[&str]| DefaultCredentials::from_list(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert!(!list(&[]).allows("team-a"), "nobody by default");
+        assert!(!list(&[" ", ""]).allows("team-a"));
+        assert!(list(&["*"]).allows("team-a"));
+        let some = list(&["ops", " platform "]);
+        assert!(some.allows("ops") && some.allows("platform") && !some.allows("team-a"));
     }
 }

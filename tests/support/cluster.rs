@@ -277,6 +277,11 @@ impl Operator {
             alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_SECRET,
         )
         .env_remove("ALICLOUD_OPS_ENDPOINT");
+        // Tests use the operator's own (emulator) credentials in their namespace unless
+        // they say otherwise.
+        if !extra.contains(&"--default-credentials-namespaces") {
+            cmd.args(["--default-credentials-namespaces", namespace]);
+        }
         for (k, v) in env {
             if v.is_empty() {
                 cmd.env_remove(k);
