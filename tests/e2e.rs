@@ -94,7 +94,7 @@ where
 
 async fn secret(client: &Client, ns: &str, name: &str, key_secret: &str) {
     let s: Secret = serde_json::from_value(json!({
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": {"ops.alicloud.dev/credentials": "true"}},
         "stringData": {"accessKeyId": alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_ID, "accessKeySecret": key_secret}
     }))
     .unwrap();
@@ -1547,4 +1547,39 @@ async fn only_listed_namespaces_may_use_the_operators_own_credentials() {
         "{message}"
     );
     wait_reason::<ImageShare>(&client, &ns, "own", "InSync").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_credentials_secret_re_reconciles_at_once() {
+    let client = admin().await;
+    let ns = namespace(&client, "rotate").await;
+    let emu = emulator().await;
+    secret(&client, &ns, "cloud", "not-the-secret").await;
+    let _op = Operator::start(&ns, &emu.url(), &format!("lease-{ns}"));
+    // A resync of an hour: only the Secret watch can bring the resource back soon.
+    create::<ImageShare>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "ImageShare", "metadata": {"name": "s"},
+               "spec": {"regionId": "cn-hangzhou", "imageId": "m-hz0001", "resyncInterval": "1h",
+                        "credentialsRef": {"name": "cloud"}}}),
+    )
+    .await;
+    wait_reason::<ImageShare>(&client, &ns, "s", "CredentialsInvalid").await;
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .patch(
+            "cloud",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"stringData": {"accessKeySecret": alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_SECRET}}),
+            ),
+        )
+        .await
+        .unwrap();
+    eventually("InSync soon after the rotation", Duration::from_secs(20), || async {
+        ready::<ImageShare>(&client, &ns, "s")
+            .await
+            .filter(|(_, r, _)| r == "InSync")
+    })
+    .await;
 }

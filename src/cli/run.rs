@@ -202,12 +202,30 @@ pub async fn run(args: &RunArgs) -> Result<(), String> {
             tracing::info!("caches synced: ready");
         })
     };
+    let (secret_tx, _) = tokio::sync::broadcast::channel(1024);
+    let secret_watch = tokio::spawn(reconciler::watch_credentials_secrets(ctx.clone(), secret_tx.clone()));
     tokio::join!(
-        reconciler::run::<FotaTaskPolicy>(ctx.clone(), stopped(halt_rx.clone()), ready_tx.clone()),
-        reconciler::run::<DesktopMaintenanceWindow>(ctx.clone(), stopped(halt_rx.clone()), ready_tx.clone()),
-        reconciler::run::<ImageShare>(ctx.clone(), stopped(halt_rx.clone()), ready_tx.clone()),
-        reconciler::run::<OtaSchedule>(ctx.clone(), stopped(halt_rx.clone()), ready_tx),
+        reconciler::run::<FotaTaskPolicy>(
+            ctx.clone(),
+            stopped(halt_rx.clone()),
+            ready_tx.clone(),
+            secret_tx.subscribe()
+        ),
+        reconciler::run::<DesktopMaintenanceWindow>(
+            ctx.clone(),
+            stopped(halt_rx.clone()),
+            ready_tx.clone(),
+            secret_tx.subscribe()
+        ),
+        reconciler::run::<ImageShare>(
+            ctx.clone(),
+            stopped(halt_rx.clone()),
+            ready_tx.clone(),
+            secret_tx.subscribe()
+        ),
+        reconciler::run::<OtaSchedule>(ctx.clone(), stopped(halt_rx.clone()), ready_tx, secret_tx.subscribe()),
     );
+    secret_watch.abort();
     readiness_task.abort();
     // Dropping the receiver makes the lease task release the Lease.
     drop(leadership);

@@ -19,4 +19,5 @@ pub use client::CloudClient;
 pub use credentials::{CredentialSource, Credentials};
 pub use endpoint::{Endpoints, Product};
 pub use error::{CloudError, ErrorClass};
+pub use secret::SecretString;
 pub use signer::SignatureVersion;

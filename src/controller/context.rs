@@ -20,6 +20,12 @@ pub const FIELD_MANAGER: &str = "alicloud-ops-operator";
 pub const FINALIZER: &str = "ops.alicloud.dev/cleanup";
 /// `"true"` lets a resource go without its cloud cleanup.
 pub const SKIP_CLEANUP: &str = "ops.alicloud.dev/skip-cleanup";
+/// The label that marks a Secret as cloud credentials. Such Secrets are watched (metadata
+/// only), so a rotated key re-reconciles the resources that name it at once; others are
+/// read again within [`SECRET_CACHE_TTL`] and seen at the next resync.
+pub const CREDENTIALS_LABEL: &str = "ops.alicloud.dev/credentials";
+/// How long a Secret read by name answers again (a labelled Secret's change ends it early).
+pub const SECRET_CACHE_TTL: Duration = Duration::from_secs(10);
 /// Any new value forces a reconcile with fresh cloud reads.
 pub const RECONCILE_REQUESTED_AT: &str = "ops.alicloud.dev/reconcile-requested-at";
 
@@ -85,6 +91,17 @@ pub struct Context {
     requested: Mutex<HashMap<String, String>>,
     /// Account keys by (namespace, Secret name), with when they were read.
     accounts: Mutex<HashMap<CredentialsKey, (String, std::time::Instant)>>,
+    /// The credential values of Secrets read by name, with when they were read. Only the
+    /// three keys the operator uses are kept, as redacting strings.
+    secrets: Mutex<HashMap<(String, String), (SecretKeys, std::time::Instant)>>,
+}
+
+/// The values the operator takes from a credentials Secret.
+#[derive(Clone)]
+struct SecretKeys {
+    access_key_id: Option<String>,
+    access_key_secret: Option<crate::cloud::SecretString>,
+    security_token: Option<crate::cloud::SecretString>,
 }
 
 /// (namespace, Secret name), `None` for the operator's own credentials.
@@ -128,6 +145,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             requested: Mutex::new(HashMap::new()),
             accounts: Mutex::new(HashMap::new()),
+            secrets: Mutex::new(HashMap::new()),
         }
     }
 
@@ -145,27 +163,19 @@ impl Context {
             return Ok((env, "the operator's credentials".into()));
         };
         let full = format!("{namespace}/{}", r.name);
-        let secret = Api::<Secret>::namespaced(self.client.clone(), namespace)
-            .get_opt(&r.name)
-            .await
-            .map_err(|e| CredentialsError::Read(full.clone(), e))?
-            .ok_or_else(|| CredentialsError::Missing(full.clone()))?;
-        let value = |key: &'static str| -> Option<String> {
-            let from_data = secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .map(|b| String::from_utf8_lossy(&b.0).into_owned());
-            let from_string = secret.string_data.as_ref().and_then(|d| d.get(key)).cloned();
-            from_data
-                .or(from_string)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
+        let keys = self.secret_keys(namespace, &r.name, &full).await?;
+        let id = keys
+            .access_key_id
+            .ok_or_else(|| CredentialsError::MissingKey(full.clone(), "accessKeyId"))?;
+        let key_secret = keys
+            .access_key_secret
+            .ok_or_else(|| CredentialsError::MissingKey(full.clone(), "accessKeySecret"))?;
+        let creds = Credentials {
+            access_key_id: id,
+            access_key_secret: key_secret,
+            security_token: keys.security_token,
+            expiration: None,
         };
-        let id = value("accessKeyId").ok_or_else(|| CredentialsError::MissingKey(full.clone(), "accessKeyId"))?;
-        let key_secret =
-            value("accessKeySecret").ok_or_else(|| CredentialsError::MissingKey(full.clone(), "accessKeySecret"))?;
-        let creds = Credentials::new(id, key_secret, value("securityToken"), None);
         let account = creds.account_key();
         let origin = format!("Secret {full}");
         let cloud = self.cloud.with_credentials(CredentialSource::Static {
@@ -173,6 +183,53 @@ impl Context {
             origin: origin.clone(),
         });
         Ok((KindEnv::new(cloud, account, self.snapshots.clone()), origin))
+    }
+
+    /// The credential values of a Secret, read by name (never listed), cached briefly.
+    async fn secret_keys(&self, namespace: &str, name: &str, full: &str) -> Result<SecretKeys, CredentialsError> {
+        let key = (namespace.to_string(), name.to_string());
+        if let Some((keys, at)) = self.secrets.lock().expect("secrets lock").get(&key)
+            && at.elapsed() < SECRET_CACHE_TTL
+        {
+            return Ok(keys.clone());
+        }
+        let secret = Api::<Secret>::namespaced(self.client.clone(), namespace)
+            .get_opt(name)
+            .await
+            .map_err(|e| CredentialsError::Read(full.to_string(), e))?
+            .ok_or_else(|| CredentialsError::Missing(full.to_string()))?;
+        let value = |k: &str| -> Option<String> {
+            let from_data = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(k))
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned());
+            let from_string = secret.string_data.as_ref().and_then(|d| d.get(k)).cloned();
+            from_data
+                .or(from_string)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let keys = SecretKeys {
+            access_key_id: value("accessKeyId"),
+            access_key_secret: value("accessKeySecret").map(crate::cloud::SecretString::new),
+            security_token: value("securityToken").map(crate::cloud::SecretString::new),
+        };
+        self.secrets
+            .lock()
+            .expect("secrets lock")
+            .insert(key, (keys.clone(), std::time::Instant::now()));
+        Ok(keys)
+    }
+
+    /// A watched Secret changed or went away: read it again next time.
+    pub fn forget_secret(&self, namespace: &str, name: &str) {
+        let key = (namespace.to_string(), name.to_string());
+        self.secrets.lock().expect("secrets lock").remove(&key);
+        self.accounts
+            .lock()
+            .expect("accounts lock")
+            .remove(&(key.0, Some(key.1)));
     }
 
     /// The account key a resource's credentials resolve to (`None`: they cannot be read).

@@ -11,12 +11,12 @@ use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::watcher::{self, watcher};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, info_span, warn};
 
-use super::context::{Context, FIELD_MANAGER, FINALIZER, RECONCILE_REQUESTED_AT, SKIP_CLEANUP};
+use super::context::{CREDENTIALS_LABEL, Context, FIELD_MANAGER, FINALIZER, RECONCILE_REQUESTED_AT, SKIP_CLEANUP};
 use super::kind::{ManagedKind, Stage};
 use super::next_step::{Requeue, Settled, next_step};
 use super::runner::{Reconciled, StatusSink, reconcile_once, settle};
@@ -566,16 +566,52 @@ fn error_policy<K: ManagedKind>(obj: Arc<K>, err: &Error, kctx: Arc<KindContext<
     Action::requeue(delay)
 }
 
+/// A credentials Secret that changed (or went away): `(namespace, name)`.
+pub type SecretChange = (String, String);
+
+/// The one shared watch of credentials Secrets: metadata only, only Secrets labelled
+/// [`CREDENTIALS_LABEL`]`=true` (a metadata watch of every Secret would still carry the
+/// values that `kubectl apply` copies into an annotation). Each change drops the cached
+/// values and is passed on to every kind's controller.
+pub async fn watch_credentials_secrets(shared: Arc<Context>, changes: tokio::sync::broadcast::Sender<SecretChange>) {
+    use kube::core::PartialObjectMeta;
+    use kube::runtime::WatchStreamExt;
+    let api: Api<PartialObjectMeta<Secret>> = match &shared.config.namespace {
+        Some(ns) => Api::namespaced(shared.client.clone(), ns),
+        None => Api::all(shared.client.clone()),
+    };
+    let config = watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}=true"));
+    watcher(api, config)
+        .default_backoff()
+        .for_each(|event| {
+            let shared = shared.clone();
+            let changes = changes.clone();
+            async move {
+                match event {
+                    Ok(watcher::Event::Apply(m) | watcher::Event::Delete(m)) => {
+                        let (ns, name) = (m.namespace().unwrap_or_default(), m.name_any());
+                        shared.forget_secret(&ns, &name);
+                        let _ = changes.send((ns, name));
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "watching credentials Secrets"),
+                }
+            }
+        })
+        .await;
+}
+
 /// Runs the controller of one kind until `shutdown` resolves; in-flight reconciles finish.
 pub async fn run<K: ManagedKind>(
     shared: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
     ready: tokio::sync::mpsc::Sender<&'static str>,
+    secret_changes: tokio::sync::broadcast::Receiver<SecretChange>,
 ) {
     let client = shared.client.clone();
-    let (api, secrets): (Api<K>, Api<Secret>) = match &shared.config.namespace {
-        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
+    let api: Api<K> = match &shared.config.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     };
     // Lists come from the apiserver's quorum read, never its watch cache: a list older than
     // what was already observed could undo a recorded intent. (Writes carry a precondition
@@ -583,24 +619,30 @@ pub async fn run<K: ManagedKind>(
     let controller = Controller::new(api, watcher::Config::default());
     let store = controller.store();
     let mapper_store = store.clone();
+    // Rotating a key re-reconciles every resource that names the Secret.
+    let affected = futures::stream::unfold(secret_changes, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(change) => return Some((change, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .flat_map(move |(ns, name): SecretChange| {
+        let refs: Vec<ObjectRef<K>> = mapper_store
+            .state()
+            .into_iter()
+            .filter(|o| {
+                o.namespace().as_deref() == Some(ns.as_str())
+                    && o.common().credentials_ref.as_ref().is_some_and(|r| r.name == name)
+            })
+            .map(|o| ObjectRef::from_obj(o.as_ref()))
+            .collect();
+        futures::stream::iter(refs)
+    });
     let controller = controller
-        .watches(
-            secrets,
-            watcher::Config::default().any_semantic(),
-            move |secret: Secret| {
-                // Rotating a key re-reconciles every resource that names the Secret.
-                let ns = secret.namespace();
-                let name = secret.name_any();
-                mapper_store
-                    .state()
-                    .into_iter()
-                    .filter(|o| {
-                        o.namespace() == ns && o.common().credentials_ref.as_ref().is_some_and(|r| r.name == name)
-                    })
-                    .map(|o| ObjectRef::from_obj(o.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .reconcile_on(affected)
         .with_config(ControllerConfig::default().concurrency(shared.config.concurrency))
         .graceful_shutdown_on(shutdown);
     let kctx = Arc::new(KindContext {
