@@ -1,7 +1,7 @@
 # The README's two commands: `make demo` and `make test`.
 SHELL := /bin/bash
 export KUBE_HARNESS_BIN := $(CURDIR)/target/kube-harness
-export EMULATOR_BIN := $(CURDIR)/target/debug/alicloud-ops-operator
+export EMULATOR_BIN := $(CURDIR)/target/debug/alicloud-cloud-emulator
 # Unit, emulator and end-to-end tests (benches run with `make bench`, in release mode).
 CARGO_TEST_FLAGS ?= --lib --bins --tests
 
@@ -28,11 +28,11 @@ clippy:
 	cargo clippy --all-targets -- -D warnings
 
 cargo-tests:
-	cargo build --bin alicloud-ops-operator
+	cargo build --bins
 	cargo test $(CARGO_TEST_FLAGS)
 
 conformance:
-	cargo build --bin alicloud-ops-operator
+	cargo build --bin alicloud-cloud-emulator
 	target/venv/bin/python -m pytest -q tests/conformance
 
 bench:

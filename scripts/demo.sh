@@ -18,8 +18,9 @@ trap cleanup EXIT INT TERM
 ./scripts/check-prereqs.sh
 ./scripts/build-harness.sh
 ./scripts/setup-python.sh
-cargo build --bin alicloud-ops-operator
+cargo build --bin alicloud-ops-operator --bin alicloud-cloud-emulator
 bin="$root/target/debug/alicloud-ops-operator"
+emulator_bin="$root/target/debug/alicloud-cloud-emulator"
 kubectl="$root/target/venv/bin/kubectl"
 emulator_port=${DEMO_EMULATOR_PORT:-9180}
 metrics_port=${DEMO_METRICS_PORT:-8080}
@@ -32,7 +33,7 @@ for _ in $(seq 1 180); do [ -f "$demo/cluster/kubeconfig" ] && break; sleep 1; d
 export KUBECONFIG="$demo/cluster/kubeconfig"
 
 echo "== starting the Alibaba Cloud emulator on 127.0.0.1:$emulator_port ..."
-"$bin" emulator --listen "127.0.0.1:$emulator_port" > "$demo/emulator.log" 2>&1 &
+"$emulator_bin" --listen "127.0.0.1:$emulator_port" > "$demo/emulator.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$emulator_port/_emulator/healthz" >/dev/null && break; sleep 0.2; done
 

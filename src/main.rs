@@ -2,7 +2,8 @@ use clap::{Parser, Subcommand};
 
 use alicloud_ops_operator::cli;
 
-/// Kubernetes operator for Alibaba Cloud end-user-computing maintenance, and its local cloud emulator.
+/// Kubernetes operator for Alibaba Cloud end-user-computing maintenance. (The local cloud
+/// emulator is a binary of its own: `alicloud-cloud-emulator`.)
 #[derive(Parser, Debug)]
 #[command(name = "alicloud-ops-operator", version, about)]
 struct Cli {
@@ -17,8 +18,6 @@ struct Cli {
 enum Command {
     /// Send one signed request with the resolved credentials and print the JSON answer.
     Call(cli::call::CallArgs),
-    /// Run the local Alibaba Cloud emulator.
-    Emulator(cli::emulator::EmulatorArgs),
     /// Print the CustomResourceDefinitions (or write them with --out-dir).
     Crd(cli::crd::CrdArgs),
     /// Show what the operator would do for these manifests, reading the cloud and writing nothing.
@@ -79,13 +78,6 @@ async fn main() {
             }
         },
         Command::Crd(args) => match cli::crd::run(args) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("error: {e}");
-                1
-            }
-        },
-        Command::Emulator(args) => match cli::emulator::run(args).await {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("error: {e}");

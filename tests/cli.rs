@@ -1,4 +1,4 @@
-//! The binary's `call` and `emulator` commands, as people run them.
+//! The operator's `call` command and the `alicloud-cloud-emulator` binary, as people run them.
 
 mod support;
 
@@ -13,6 +13,35 @@ fn bin() -> Command {
     c.env_remove("ALICLOUD_OPS_ENDPOINT")
         .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN");
     c
+}
+
+fn emulator_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_alicloud-cloud-emulator"))
+}
+
+/// The operator's binary carries neither the emulator nor its default access key.
+#[test]
+fn the_operator_binary_holds_no_emulator() {
+    let out = bin().arg("emulator").output().unwrap();
+    assert!(!out.status.success(), "no emulator subcommand");
+    // grep -a reads the binary as text; it is quick where a debug-built scan is not.
+    let contains = |needle: &str| {
+        let status = Command::new("grep")
+            .args(["-a", "-q", "-F", needle, env!("CARGO_BIN_EXE_alicloud-ops-operator")])
+            .status()
+            .unwrap();
+        assert!(status.code().is_some_and(|c| c <= 1), "grep failed");
+        status.success()
+    };
+    assert!(contains("reconcile-requested-at"), "the search itself works");
+    assert!(
+        !contains(DEFAULT_ACCESS_KEY_SECRET),
+        "the emulator's default secret is in the operator binary"
+    );
+    assert!(
+        !contains("/_emulator/faults"),
+        "the emulator's admin API is in the operator binary"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -95,9 +124,8 @@ fn emulator_loads_a_yaml_state_file_and_its_own_keys() {
         "ecd:\n  eu-central-1:\n    globalAutoUpdate: false\n    fotaTasks:\n      - {TaskUid: aot-eu1, AppVersion: '9', Status: Pending}\n    desktops: []\n",
     )
     .unwrap();
-    let mut child = bin()
+    let mut child = emulator_bin()
         .args([
-            "emulator",
             "--listen",
             "127.0.0.1:0",
             "--state",
@@ -134,8 +162,8 @@ fn emulator_loads_a_yaml_state_file_and_its_own_keys() {
 
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "ecs: {}\n").unwrap();
-    let out = bin()
-        .args(["emulator", "--listen", "127.0.0.1:0", "--state", bad.to_str().unwrap()])
+    let out = emulator_bin()
+        .args(["--listen", "127.0.0.1:0", "--state", bad.to_str().unwrap()])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

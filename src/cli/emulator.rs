@@ -1,4 +1,4 @@
-//! `alicloud-ops-operator emulator`: run the local cloud.
+//! `alicloud-cloud-emulator`: run the local cloud.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -65,7 +65,7 @@ pub async fn run(args: &EmulatorArgs) -> Result<(), String> {
     let emu = Emulator::start(cfg)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let mut banner = format!("alicloud-ops-operator emulator listening on {}\n", emu.url());
+    let mut banner = format!("alicloud-cloud-emulator listening on {}\n", emu.url());
     if default_key {
         banner.push_str(&format!(
             "  default access key: ALIBABA_CLOUD_ACCESS_KEY_ID={DEFAULT_ACCESS_KEY_ID}\n"

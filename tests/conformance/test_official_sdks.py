@@ -1,7 +1,7 @@
 """Drives the emulator with the official Alibaba Cloud Python SDKs, unchanged, under both
 signing methods, and checks that every answer parses into the SDK's own models.
 
-The emulator binary comes from EMULATOR_BIN (default: target/debug/alicloud-ops-operator).
+The emulator binary comes from EMULATOR_BIN (default: target/debug/alicloud-cloud-emulator).
 """
 
 import datetime
@@ -26,9 +26,9 @@ KEY_SECRET = "emulator-secret-do-not-use-in-production"
 
 @pytest.fixture(scope="module")
 def emulator():
-    binary = os.environ.get("EMULATOR_BIN", str(ROOT / "target" / "debug" / "alicloud-ops-operator"))
+    binary = os.environ.get("EMULATOR_BIN", str(ROOT / "target" / "debug" / "alicloud-cloud-emulator"))
     proc = subprocess.Popen(
-        [binary, "emulator", "--listen", "127.0.0.1:0"],
+        [binary, "--listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
