@@ -47,7 +47,7 @@ ALIBABA_CLOUD_ACCESS_KEY_ID=LTAI5tEmulatorDefault \
 ALIBABA_CLOUD_ACCESS_KEY_SECRET=emulator-secret-do-not-use-in-production \
 RUST_LOG=info,kube_client=error \
   "$bin" run --endpoint "http://127.0.0.1:$emulator_port" --metrics-addr "127.0.0.1:$metrics_port" \
-  --leader-election=false --default-credentials-namespaces default > "$demo/operator.log" 2>&1 &
+  --leader-election=false --default-credentials-namespaces default --metrics-auth none > "$demo/operator.log" 2>&1 &
 pids+=($!)
 
 kinds=fotataskpolicies,desktopmaintenancewindows,imageshares,otaschedules

@@ -1583,3 +1583,72 @@ async fn a_rotated_credentials_secret_re_reconciles_at_once() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_answer_only_tokens_allowed_to_read_them() {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    let client = admin().await;
+    let ns = namespace(&client, "metrics").await;
+    let emu = emulator().await;
+    let op = Operator::start_with(
+        &ns,
+        &emu.url(),
+        &format!("lease-{ns}"),
+        &["--metrics-auth", "kubernetes"],
+    );
+    let sas = Api::<ServiceAccount>::namespaced(client.clone(), &ns);
+    for name in ["reader", "nobody"] {
+        let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        sas.create(&PostParams::default(), &sa).await.unwrap();
+    }
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": format!("metrics-reader-{ns}")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "alicloud-ops-operator-metrics-reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": ns}]
+    }))
+    .unwrap();
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let token_of = |name: &'static str| {
+        let sas = sas.clone();
+        async move {
+            let req = TokenRequest {
+                spec: Some(TokenRequestSpec {
+                    expiration_seconds: Some(600),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            sas.create_token_request(name, &PostParams::default(), &req)
+                .await
+                .unwrap()
+                .status
+                .unwrap()
+                .token
+                .unwrap()
+        }
+    };
+    let (reader, nobody) = (token_of("reader").await, token_of("nobody").await);
+    let http = reqwest::Client::new();
+    let status = |token: Option<String>| {
+        let mut req = http.get(&op.metrics);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move { req.send().await.map(|r| r.status().as_u16()).unwrap_or(0) }
+    };
+    eventually("the metrics server is up", WAIT, || async {
+        (status(None).await != 0).then_some(())
+    })
+    .await;
+    assert_eq!(status(None).await, 401, "no token");
+    assert_eq!(status(Some("not-a-token".into())).await, 401, "an unknown token");
+    assert_eq!(status(Some(nobody)).await, 403, "a token RBAC does not allow");
+    assert_eq!(status(Some(reader.clone())).await, 200, "the metrics reader");
+    let probe = reqwest::get(op.metrics.replace("/metrics", "/healthz")).await.unwrap();
+    assert_eq!(probe.status(), 200, "probes stay open");
+}

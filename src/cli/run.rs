@@ -13,7 +13,7 @@ use super::cloud_args::CloudArgs;
 use crate::api::{DesktopMaintenanceWindow, FotaTaskPolicy, ImageShare, OtaSchedule};
 use crate::cloud::metrics::CloudMetrics;
 use crate::controller::context::{Context, DefaultCredentials, RunConfig};
-use crate::controller::http::{Readiness, serve};
+use crate::controller::http::{MetricsAuth, Readiness, serve};
 use crate::controller::metrics::Metrics;
 use crate::controller::reconciler;
 use crate::controller::snapshot::SnapshotCache;
@@ -40,6 +40,11 @@ pub struct RunArgs {
     /// How long one cloud list answers every resource of a kind, account and region.
     #[arg(long, env = "ALICLOUD_OPS_SNAPSHOT_TTL", default_value = "5s")]
     pub snapshot_ttl: String,
+    /// Who may read /metrics: `kubernetes` (a bearer token that Kubernetes authenticates and
+    /// authorises for `get /metrics`, by TokenReview and SubjectAccessReview) or `none`.
+    /// /healthz and /readyz are always open, for the kubelet's probes.
+    #[arg(long, env = "ALICLOUD_OPS_METRICS_AUTH", default_value = "kubernetes", value_parser = ["kubernetes", "none"])]
+    pub metrics_auth: String,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "ALICLOUD_OPS_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -87,7 +92,11 @@ pub async fn run(args: &RunArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot reach Kubernetes: {e}"))?;
     let readiness = Arc::new(Readiness::default());
-    let bound = serve(args.metrics_addr, metrics.clone(), readiness.clone())
+    let auth = match args.metrics_auth.as_str() {
+        "none" => MetricsAuth::None,
+        _ => MetricsAuth::Kubernetes(client.clone()),
+    };
+    let bound = serve(args.metrics_addr, metrics.clone(), readiness.clone(), auth)
         .await
         .map_err(|e| format!("--metrics-addr {}: {e}", args.metrics_addr))?;
     tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");

@@ -99,6 +99,13 @@ pub async fn client_for(path: &Path) -> Client {
     Client::try_from(config).unwrap()
 }
 
+/// The admin's bearer token, from the harness's kubeconfig.
+pub fn admin_token() -> String {
+    let text = std::fs::read_to_string(&cluster().kubeconfig).unwrap();
+    let kc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    kc["users"][0]["user"]["token"].as_str().unwrap().to_string()
+}
+
 /// A new admin client (one per test: each test has its own runtime).
 pub async fn admin() -> Client {
     client_for(&cluster().kubeconfig).await
@@ -306,8 +313,13 @@ impl Operator {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// `/metrics`, with the admin's token (allowed everything).
     pub async fn scrape(&self) -> String {
-        match reqwest::get(&self.metrics).await {
+        let request = reqwest::Client::new()
+            .get(&self.metrics)
+            .bearer_auth(admin_token())
+            .send();
+        match request.await {
             Ok(r) => r.text().await.unwrap_or_default(),
             Err(_) => String::new(),
         }
