@@ -1652,3 +1652,81 @@ async fn metrics_answer_only_tokens_allowed_to_read_them() {
     let probe = reqwest::get(op.metrics.replace("/metrics", "/healthz")).await.unwrap();
     assert_eq!(probe.status(), 200, "probes stay open");
 }
+
+/// The overlays apply to a real apiserver with kubectl, and the namespaced install (a Role,
+/// not the ClusterRole) is all the operator needs to serve its namespace, finalizers and
+/// leader election included: the operator runs as that ServiceAccount, impersonated.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_overlays_apply_and_the_namespaced_install_is_enough() {
+    let client = admin().await;
+    let ns = namespace(&client, "nsmode").await;
+    let emu = emulator().await;
+    let applied = kubectl_run(&["apply", "-k", "deploy/overlays/networkpolicy"]);
+    assert!(
+        applied.contains("networkpolicy.networking.k8s.io/alicloud-ops-operator"),
+        "{applied}"
+    );
+    assert!(
+        applied.contains("poddisruptionbudget.policy/alicloud-ops-operator"),
+        "{applied}"
+    );
+
+    let dir = repo(&format!("target/e2e-kustomize/{ns}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: {ns}\nresources:\n  - ../../../deploy/overlays/namespaced\n"
+        ),
+    )
+    .unwrap();
+    let applied = kubectl_run(&["apply", "-k", dir.to_str().unwrap()]);
+    assert!(
+        applied.contains("role.rbac.authorization.k8s.io/alicloud-ops-operator-namespaced"),
+        "{applied}"
+    );
+    assert!(
+        !applied.contains("clusterrolebinding.rbac.authorization.k8s.io/alicloud-ops-operator "),
+        "{applied}"
+    );
+    let kubeconfig = dir.join("kubeconfig");
+    let admin_config = std::fs::read_to_string(&cluster().kubeconfig).unwrap();
+    std::fs::write(
+        &kubeconfig,
+        admin_config.replace(
+            "    token: ",
+            &format!("    as: system:serviceaccount:{ns}:alicloud-ops-operator\n    token: "),
+        ),
+    )
+    .unwrap();
+    secret(
+        &client,
+        &ns,
+        "cloud",
+        alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_SECRET,
+    )
+    .await;
+    let op = Operator::start_full(
+        &ns,
+        &emu.url(),
+        "alicloud-ops-operator",
+        &["--lease-namespace", &ns],
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    );
+    create::<ImageShare>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "ImageShare", "metadata": {"name": "s"},
+               "spec": {"regionId": "cn-hangzhou", "imageId": "m-hz0003", "deletionPolicy": "UnShare",
+                        "credentialsRef": {"name": "cloud"}}}),
+    )
+    .await;
+    wait_reason::<ImageShare>(&client, &ns, "s", "InSync").await;
+    Api::<ImageShare>::namespaced(client.clone(), &ns)
+        .delete("s", &DeleteParams::default())
+        .await
+        .unwrap();
+    gone::<ImageShare>(&client, &ns, "s", WAIT).await;
+    let logs = op.logs();
+    assert!(!logs.contains("forbidden"), "a permission was missing:\n{logs}");
+}

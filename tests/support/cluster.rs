@@ -29,7 +29,7 @@ pub struct ClusterInfo {
 
 static CLUSTER: OnceLock<ClusterInfo> = OnceLock::new();
 
-fn repo(path: &str) -> PathBuf {
+pub fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
@@ -82,7 +82,7 @@ pub fn cluster() -> &'static ClusterInfo {
         std::thread::spawn(move || {
             tokio::runtime::Runtime::new().unwrap().block_on(async {
                 let client = client_for(&kubeconfig).await;
-                install(&client).await;
+                install(&client, &kubeconfig).await;
             })
         })
         .join()
@@ -154,15 +154,46 @@ pub async fn apply_file(client: &Client, path: &Path, namespace: Option<&str>) {
     }
 }
 
-async fn install(client: &Client) {
-    for f in [
-        "fotataskpolicy",
-        "desktopmaintenancewindow",
-        "imageshare",
-        "otaschedule",
-    ] {
-        apply_file(client, &repo(&format!("crds/{f}.yaml")), None).await;
-    }
+/// kubectl, as `make test` installs it (scripts/setup-python.sh), or `$KUBECTL`.
+pub fn kubectl() -> String {
+    std::env::var("KUBECTL").unwrap_or_else(|_| repo("target/venv/bin/kubectl").display().to_string())
+}
+
+/// `kubectl <args>` against the harness as its admin; panics with kubectl's words on failure.
+pub fn kubectl_run(args: &[&str]) -> String {
+    let bin = kubectl();
+    let out = Command::new(&bin)
+        .args(args)
+        .env("KUBECONFIG", &cluster().kubeconfig)
+        .current_dir(repo("."))
+        .output()
+        .unwrap_or_else(|e| panic!("{bin}: {e}; run `make test` (scripts/setup-python.sh installs kubectl)"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Installs what `kubectl apply -k deploy/` installs (the CRDs, the operator's identity and
+/// exactly its RBAC, the Deployment, Service and PodDisruptionBudget), with kubectl itself,
+/// then waits for the CRDs.
+async fn install(client: &Client, kubeconfig: &Path) {
+    let bin = kubectl();
+    let out = Command::new(&bin)
+        .args(["apply", "-k", "deploy/"])
+        .env("KUBECONFIG", kubeconfig)
+        .current_dir(repo("."))
+        .output()
+        .unwrap_or_else(|e| panic!("{bin}: {e}; run `make test` (scripts/setup-python.sh installs kubectl)"));
+    assert!(
+        out.status.success(),
+        "kubectl apply -k deploy/: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for name in [
         "fotataskpolicies",
@@ -179,10 +210,6 @@ async fn install(client: &Client) {
         .expect("CRD established in time")
         .unwrap();
     }
-    // The operator's identity and permissions, exactly as deploy/ ships them.
-    apply_file(client, &repo("deploy/base/namespace.yaml"), None).await;
-    apply_file(client, &repo("deploy/base/serviceaccount.yaml"), Some(OPERATOR_NS)).await;
-    apply_file(client, &repo("deploy/base/rbac.yaml"), Some(OPERATOR_NS)).await;
 }
 
 /// A fresh namespace for one test.
@@ -261,7 +288,7 @@ impl Operator {
             "--metrics-addr",
             &format!("127.0.0.1:{port}"),
         ])
-        .args(["--lease-namespace", OPERATOR_NS, "--lease-name", lease])
+        .args(["--lease-name", lease])
         .args([
             "--endpoint",
             emulator_url,
@@ -284,6 +311,9 @@ impl Operator {
             alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_SECRET,
         )
         .env_remove("ALICLOUD_OPS_ENDPOINT");
+        if !extra.contains(&"--lease-namespace") {
+            cmd.args(["--lease-namespace", OPERATOR_NS]);
+        }
         // Tests use the operator's own (emulator) credentials in their namespace unless
         // they say otherwise.
         if !extra.contains(&"--default-credentials-namespaces") {
