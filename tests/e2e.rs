@@ -1730,3 +1730,91 @@ async fn the_overlays_apply_and_the_namespaced_install_is_enough() {
     let logs = op.logs();
     assert!(!logs.contains("forbidden"), "a permission was missing:\n{logs}");
 }
+
+/// From the apiserver's own audit log: the operator's ServiceAccount lists and watches
+/// Secrets only through the credentials label, and reads them only by name; and it never
+/// uses a verb on a resource beyond the ones its ClusterRole exists for.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_log_shows_least_privilege_in_use() {
+    let client = admin().await;
+    let ns = namespace(&client, "audit").await;
+    let emu = emulator().await;
+    secret(
+        &client,
+        &ns,
+        "cloud",
+        alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_SECRET,
+    )
+    .await;
+    let op = Operator::start(&ns, &emu.url(), &format!("lease-{ns}"));
+    create::<ImageShare>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "ImageShare", "metadata": {"name": "s"},
+               "spec": {"regionId": "cn-hangzhou", "imageId": "m-hz0001", "credentialsRef": {"name": "cloud"}}}),
+    )
+    .await;
+    wait_reason::<ImageShare>(&client, &ns, "s", "InSync").await;
+    let _ = op.scrape().await;
+    drop(op);
+    let sa = "system:serviceaccount:alicloud-ops-system:alicloud-ops-operator";
+    let log = std::fs::read_to_string(cluster().dir.join("audit.log")).unwrap();
+    let mut used = std::collections::BTreeSet::new();
+    let mut secret_requests = 0;
+    for line in log.lines() {
+        let Ok(e) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if e["impersonatedUser"]["username"] != sa {
+            continue;
+        }
+        let resource = e["objectRef"]["resource"].as_str().unwrap_or("");
+        let sub = e["objectRef"]["subresource"].as_str().unwrap_or("");
+        let verb = e["verb"].as_str().unwrap_or("").to_string();
+        let uri = e["requestURI"].as_str().unwrap_or("");
+        if resource == "secrets" {
+            secret_requests += 1;
+            match verb.as_str() {
+                "get" => assert!(
+                    e["objectRef"]["name"].is_string(),
+                    "a Secret read without a name: {uri}"
+                ),
+                "list" | "watch" => assert!(
+                    uri.contains("labelSelector=ops.alicloud.dev%2Fcredentials%3Dtrue"),
+                    "Secrets listed without the credentials label: {uri}"
+                ),
+                other => panic!("verb {other} on Secrets: {uri}"),
+            }
+        }
+        let what = if sub.is_empty() {
+            resource.to_string()
+        } else {
+            format!("{resource}/{sub}")
+        };
+        if !what.is_empty() {
+            used.insert(format!("{what} {verb}"));
+        }
+    }
+    assert!(secret_requests > 0, "the operator's Secret traffic is in the audit log");
+    println!("the operator used: {used:?}");
+    let allowed = [
+        "fotataskpolicies",
+        "desktopmaintenancewindows",
+        "imageshares",
+        "otaschedules",
+    ];
+    for u in &used {
+        let (what, verb) = u.split_once(' ').unwrap();
+        let base = what.split('/').next().unwrap();
+        let ok = match base {
+            _ if allowed.contains(&base) && what.ends_with("/status") => matches!(verb, "get" | "patch"),
+            _ if allowed.contains(&base) => matches!(verb, "get" | "list" | "watch" | "patch"),
+            "secrets" => matches!(verb, "get" | "list" | "watch"),
+            "events" => matches!(verb, "create" | "patch"),
+            "leases" => matches!(verb, "get" | "list" | "watch" | "create" | "update" | "patch"),
+            "tokenreviews" | "subjectaccessreviews" => verb == "create",
+            _ => false,
+        };
+        assert!(ok, "the operator used {u}, beyond what it is meant to: {used:?}");
+    }
+}

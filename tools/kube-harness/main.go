@@ -2,7 +2,8 @@
 // process, on loopback ports, for the operator's end-to-end tests.
 //
 // It writes <dir>/kubeconfig (admin token, system:masters) once the apiserver
-// answers /readyz, and exits when it receives SIGTERM or SIGINT.
+// answers /readyz, and exits when it receives SIGTERM or SIGINT. Every request's
+// metadata goes to the audit log <dir>/audit.log.
 package main
 
 import (
@@ -143,6 +144,13 @@ func run(dir string) error {
 		return err
 	}
 
+	// Every request's metadata goes to <dir>/audit.log, so tests can check which verbs and
+	// selectors the operator really uses.
+	auditPolicy := filepath.Join(dir, "audit-policy.yaml")
+	if err := os.WriteFile(auditPolicy, []byte("apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  - level: Metadata\n"), 0o600); err != nil {
+		return err
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
@@ -154,6 +162,8 @@ func run(dir string) error {
 		fmt.Sprintf("--secure-port=%d", apiPort),
 		"--cert-dir=" + filepath.Join(dir, "pki"),
 		"--token-auth-file=" + tokens,
+		"--audit-policy-file=" + auditPolicy,
+		"--audit-log-path=" + filepath.Join(dir, "audit.log"),
 		"--authorization-mode=RBAC",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file=" + saKey,
