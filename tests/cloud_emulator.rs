@@ -726,3 +726,85 @@ async fn redirects_are_not_followed_and_answers_are_bounded() {
         .unwrap_err();
     assert!(err.to_string().contains("larger than"), "{err}");
 }
+
+#[tokio::test]
+async fn an_error_code_inside_http_200_is_an_error_for_every_action() {
+    let emu = emulator().await;
+    let c = client(&emu, SignatureVersion::V3);
+    emu.world()
+        .add_fault(fault(
+            serde_json::json!({"action": "DescribeFotaTasks", "code": "InternalError", "status": 200}),
+        ))
+        .unwrap();
+    let err = describe_fota_tasks(&c, "cn-hangzhou", &[]).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.class()),
+        ("InternalError", ErrorClass::Transient),
+        "{err}"
+    );
+    emu.world()
+        .add_fault(fault(
+            serde_json::json!({"action": "ListCustomImages", "code": "Forbidden.RAM", "status": 200}),
+        ))
+        .unwrap();
+    let err = list_custom_images(&c, "cn-hangzhou", &[]).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Credentials, "{err}");
+}
+
+/// Codes the classifier does not know fall back on the HTTP status: a 4xx is terminal and
+/// sent once, a 5xx is retried.
+#[tokio::test]
+async fn unknown_codes_are_classified_by_http_status() {
+    let emu = emulator().await;
+    let c = client(&emu, SignatureVersion::V3);
+    let attempts = |action: &str| emu.world().request_log().iter().filter(|r| r.action == action).count();
+    emu.world()
+        .add_fault(fault(
+            serde_json::json!({"action": "DescribeFotaTasks", "code": "Weird.Refusal", "status": 418}),
+        ))
+        .unwrap();
+    let err = describe_fota_tasks(&c, "cn-hangzhou", &[]).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Invalid, "{err}");
+    assert_eq!(attempts("DescribeFotaTasks"), 1, "a 4xx is not retried");
+    emu.world()
+        .add_fault(fault(
+            serde_json::json!({"action": "DescribeDesktops", "code": "Weird.Outage", "status": 502}),
+        ))
+        .unwrap();
+    let err = describe_desktops(&c, "cn-hangzhou", &DesktopFilter::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Transient, "{err}");
+    assert_eq!(
+        attempts("DescribeDesktops"),
+        4,
+        "a 5xx is retried up to the policy's attempts"
+    );
+}
+
+/// An answer that cannot be decoded is read twice, then terminal, naming the action and
+/// what could not be read.
+#[tokio::test]
+async fn an_undecodable_answer_is_terminal_after_a_second_read() {
+    let emu = emulator().await;
+    let body = r#"{"RequestId":"r","FotaTasks":"not-a-list"}"#;
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (url, hits) = canned_server(answer.into_bytes()).await;
+    let err = describe_fota_tasks(&client_for_url(&emu, &url), "cn-hangzhou", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Invalid, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("DescribeFotaTasks") && text.contains("invalid type"),
+        "{text}"
+    );
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "read twice, then given up"
+    );
+}

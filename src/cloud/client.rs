@@ -13,6 +13,7 @@ use super::metrics::CloudMetrics;
 use super::ratelimit::{RateLimitConfig, RateLimiter};
 use super::request::RpcRequest;
 use super::retry::RetryPolicy;
+use super::transport::check_body_code;
 use super::transport::{Transport, TransportConfig};
 
 /// Everything that shapes a client, apart from its credentials.
@@ -87,12 +88,27 @@ impl CloudClient {
     }
 
     /// Calls and decodes the response into `T`.
+    /// As [`CloudClient::call`], decoded into `T`. An answer that cannot be decoded is read
+    /// once more (an idempotent call only: a garbled answer may be a proxy's hiccup), then
+    /// it is a `Decode` error, which is terminal: retrying will not change the cloud's shape.
     pub async fn call_typed<T: DeserializeOwned>(&self, req: &RpcRequest) -> Result<T, CloudError> {
-        let json = self.call(req).await?;
-        serde_json::from_value(json).map_err(|e| CloudError::Decode {
-            action: req.action.to_string(),
-            message: e.to_string(),
-        })
+        let mut tries = if req.idempotent { 2 } else { 1 };
+        loop {
+            let json = self.call(req).await?;
+            match serde_json::from_value(json) {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    tries -= 1;
+                    if tries == 0 {
+                        return Err(CloudError::Decode {
+                            action: req.action.to_string(),
+                            message: e.to_string(),
+                        });
+                    }
+                    tracing::debug!(action = req.action, error = %e, "cannot decode the answer; reading it again");
+                }
+            }
+        }
     }
 
     /// Sends `req`, retrying throttled and transient failures with jittered exponential
@@ -108,7 +124,13 @@ impl CloudClient {
             self.limiter
                 .acquire(&creds.account_key(), req.product, &req.region, req.action)
                 .await;
-            let err = match self.transport.send_once(req, Some(&creds)).await {
+            // Some answers carry an error `Code` inside an HTTP 200: it is an error all the same.
+            let err = match self
+                .transport
+                .send_once(req, Some(&creds))
+                .await
+                .and_then(|v| check_body_code(req.action, &v).map(|()| v))
+            {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };

@@ -121,7 +121,8 @@ impl CloudError {
         match self {
             CloudError::Api(e) => classify(&e.code, e.status),
             CloudError::Transport { .. } => ErrorClass::Transient,
-            CloudError::Decode { .. } => ErrorClass::Transient,
+            // Read twice already (`call_typed`): the answer's shape is not what we know.
+            CloudError::Decode { .. } => ErrorClass::Invalid,
             CloudError::Credentials(_) => ErrorClass::Credentials,
             CloudError::InvalidRequest(_) => ErrorClass::Invalid,
         }

@@ -253,12 +253,13 @@ fn truncate(s: &str, max: usize) -> String {
     }
 }
 
-/// Checks the `Code` that some actions put inside an HTTP 200 body: anything but
-/// `success` is an error (ApproveOtaTask answers `OtaTask.Running` this way).
+/// Checks the `Code` an HTTP 200 body may carry: anything but success is an error
+/// (ApproveOtaTask answers `OtaTask.Running` this way). Every answer is checked.
 pub fn check_body_code(action: &str, json: &Value) -> Result<(), CloudError> {
     match field(Some(json), &["Code", "code"]) {
         None => Ok(()),
-        Some(code) if code.eq_ignore_ascii_case("success") => Ok(()),
+        // `success` is documented; `200` and `OK` are what other Alibaba APIs answer.
+        Some(code) if ["success", "200", "ok"].iter().any(|c| code.eq_ignore_ascii_case(c)) => Ok(()),
         Some(code) => Err(CloudError::api(
             action,
             200,

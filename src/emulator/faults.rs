@@ -68,8 +68,11 @@ impl Fault {
         }
         if let Some(s) = self.status
             && !(400..=599).contains(&s)
+            && s != 200
         {
-            return Err(format!("status: {s} is not an HTTP error status (400-599)"));
+            return Err(format!(
+                "status: {s} is not an HTTP error status (400-599), nor 200 (an error Code inside a success answer)"
+            ));
         }
         Ok(())
     }
