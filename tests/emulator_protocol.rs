@@ -394,3 +394,55 @@ async fn hostile_admin_requests_get_a_clear_400_and_the_emulator_keeps_working()
         .await
         .unwrap();
 }
+
+/// What the official clients send is accepted: the Python SDK's `Share=True`, and the
+/// comma-separated `ImageIds` its documentation allows, beside the JSON array.
+#[tokio::test]
+async fn list_custom_images_takes_what_the_official_clients_send() {
+    let emu = emulator().await;
+    let endpoints = Endpoints::with_override(parse_endpoint(&emu.url()).unwrap());
+    let images = |share: &str, ids: &str| {
+        RpcRequest::new(Product::SwasOpen, "ListCustomImages", "cn-hangzhou")
+            .query("RegionId", "cn-hangzhou")
+            .query("Share", share.to_string())
+            .query("ImageIds", ids.to_string())
+    };
+    // As documented: `False` leaves shared images out; otherwise every image is listed.
+    for (share, ids, want) in [
+        ("True", "m-hz0001,m-hz0003", vec!["m-hz0001", "m-hz0003"]),
+        ("true", r#"["m-hz0001","m-hz0003"]"#, vec!["m-hz0001", "m-hz0003"]),
+        ("False", "m-hz0001, m-hz0003", vec!["m-hz0003"]),
+    ] {
+        let wire = sign(
+            &images(share, ids),
+            &endpoints,
+            SignatureVersion::V3,
+            Some(&creds()),
+            &Attempt::fresh(),
+            "t",
+        );
+        let (status, body) = send(wire).await;
+        assert_eq!(status, 200, "{share} {ids}: {body}");
+        let got: Vec<&str> = body["CustomImages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["ImageId"].as_str().unwrap())
+            .collect();
+        assert_eq!(got, want, "{share} {ids}");
+    }
+    let wire = sign(
+        &images("yes", "m-hz0001"),
+        &endpoints,
+        SignatureVersion::V3,
+        Some(&creds()),
+        &Attempt::fresh(),
+        "t",
+    );
+    let (status, body) = send(wire).await;
+    assert_eq!(
+        (status, body["Code"].as_str()),
+        (400, Some("InvalidParameter.Share")),
+        "{body}"
+    );
+}

@@ -47,8 +47,17 @@ pub fn list_custom_images(state: &mut CloudState, params: &Params) -> ApiResult<
     let ids: Option<Vec<String>> = match params.optional("ImageIds") {
         None => None,
         Some(raw) => {
-            let ids: Vec<String> = serde_json::from_str(raw)
-                .map_err(|_| ApiFailure::invalid("ImageIds", "must be a JSON array of strings, e.g. [\"m-xxx\"]"))?;
+            // The API reference shows a JSON array; the SDK documentation also allows a
+            // comma-separated list.
+            let ids: Vec<String> = if raw.trim_start().starts_with('[') {
+                serde_json::from_str(raw)
+                    .map_err(|_| ApiFailure::invalid("ImageIds", "must be a JSON array of strings, e.g. [\"m-xxx\"]"))?
+            } else {
+                raw.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            };
             if ids.len() > 100 {
                 return Err(ApiFailure::invalid("ImageIds", "at most 100 image ids are allowed"));
             }
@@ -57,10 +66,10 @@ pub fn list_custom_images(state: &mut CloudState, params: &Params) -> ApiResult<
     };
     let share = match params.optional("Share") {
         None => None,
-        Some(v) => Some(
-            v.parse::<bool>()
-                .map_err(|_| ApiFailure::invalid("Share", "must be true or false"))?,
-        ),
+        // The Python SDK sends str(True), "True".
+        Some(v) if v.eq_ignore_ascii_case("true") => Some(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Some(false),
+        Some(_) => return Err(ApiFailure::invalid("Share", "must be true or false")),
     };
     let page_number = params.int("PageNumber", 1, i64::from(i32::MAX), 1)?;
     let page_size = params.int("PageSize", 1, 100, 10)?;
