@@ -149,3 +149,25 @@ fn cloud_args_exist_for_plan() {
     let c: &CloudArgs = &w.plan.cloud;
     assert_eq!(c.cloud_qps, 5.0);
 }
+
+/// A spec the operator would mark `InvalidSpec` (here an unknown time zone, which admission
+/// cannot catch) is an error in the plan, naming the field, and the plan exits 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spec_the_operator_would_call_invalid_is_an_error_in_the_plan() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: ops.alicloud.dev/v1alpha1\nkind: DesktopMaintenanceWindow\nmetadata: {name: typo, namespace: default}\n\
+         spec:\n  regionId: cn-hangzhou\n  desktopIds: [ecd-hz10001]\n  recurring: {cron: \"0 22 * * 6\", duration: 4h, timeZone: Asia/Shangai}\n",
+    )
+    .unwrap();
+    let out = binary(&emu.url(), &["-f", path.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("InvalidSpec") && stdout.contains("spec.recurring.timeZone"),
+        "{stdout}"
+    );
+}

@@ -254,7 +254,11 @@ impl Planner {
         }
         match runner::plan(&obj, &env, &peers, &ctx, Stage::Apply, false).await {
             Ok(outcome) => {
-                planned.result = if !outcome.actions.is_empty() {
+                // A terminal reason in the operator is an error in the plan: it waits for a
+                // change of the manifest, so the pull request should not merge as it is.
+                planned.result = if outcome.verdict.reason.is_terminal() {
+                    "Error"
+                } else if !outcome.actions.is_empty() {
                     "Changes"
                 } else if outcome.has_drift() {
                     "Drift"
