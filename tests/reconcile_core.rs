@@ -104,6 +104,41 @@ mod fota {
         assert_eq!(out.status.matched_tasks, 3);
     }
 
+    /// A `Status` that is neither Running nor Pending (the metadata's example is `valid`):
+    /// `UserStatus` decides when the answer has it; otherwise the write is sent at most once
+    /// per resync, and the value is reported.
+    #[test]
+    fn an_unknown_status_is_written_at_most_once_per_resync() {
+        let s = spec(true, None);
+        let tasks = [task("aot-1", "valid")];
+        let mut ctx0 = ctx("2026-11-22T10:00:00Z");
+        ctx0.generation = 1;
+        let first = plan(&input(&s, &tasks, &[], &Default::default()), &ctx0);
+        assert_eq!(first.actions.len(), 1);
+        let mut prev = first.status.clone();
+        prev.common.observed_generation = Some(1);
+        let mut soon = ctx("2026-11-22T10:00:10Z");
+        soon.generation = 1;
+        let again = plan(&input(&s, &tasks, &[], &prev), &soon);
+        assert!(again.actions.is_empty(), "not every look: {:?}", again.actions);
+        assert!(again.verdict.message.contains("\"valid\""), "{}", again.verdict.message);
+        assert_eq!(again.status.tasks[0].status, "valid", "the value is reported");
+        let mut later = ctx("2026-11-22T10:10:01Z");
+        later.generation = 1;
+        assert_eq!(
+            plan(&input(&s, &tasks, &[], &prev), &later).actions.len(),
+            1,
+            "once per resync"
+        );
+
+        // With UserStatus in the answer, that decides.
+        let mut with_user_status = task("aot-1", "valid");
+        with_user_status.user_status = "Running".into();
+        let out = plan(&input(&s, &[with_user_status], &[], &Default::default()), &ctx0);
+        assert!(out.actions.is_empty());
+        assert_eq!(out.verdict.reason, Reason::InSync);
+    }
+
     #[test]
     fn in_sync_means_no_writes() {
         let s = spec(false, Some(&["aot-2"]));

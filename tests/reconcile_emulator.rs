@@ -802,3 +802,20 @@ async fn deletion_waits_while_recorded_desktops_cannot_be_exited() {
     assert!(r.recorded.is_empty());
     assert!(in_maintenance(&h, &ids).is_empty());
 }
+
+/// The cloud answering a FOTA `Status` the API documents as an example only (`valid`):
+/// one write, and the policy settles once the answer says Running.
+#[tokio::test]
+async fn a_fota_status_neither_running_nor_pending_costs_one_write() {
+    let h = Harness::new().await;
+    h.emu
+        .world()
+        .update_state(|s| s.ecd.get_mut("cn-hangzhou").unwrap().fota_tasks[1].status = "valid".into());
+    let mut p = push_all("odd");
+    let now = Utc::now();
+    let r = h.step(&mut p, now, Stage::Apply).await;
+    assert!(r.applied.iter().any(|a| a.contains("aot-hz0002")), "{:?}", r.applied);
+    let r = h.step(&mut p, now, Stage::Apply).await;
+    assert_eq!(r.verdict.reason, Reason::InSync, "{}", r.verdict.message);
+    assert_eq!(h.writes("UpdateFotaTask"), 2, "aot-hz0002 and aot-hz0003, once each");
+}

@@ -68,6 +68,7 @@ pub fn plan(input: &FotaInput<'_>, ctx: &PlanContext) -> Outcome<UpdateTask, Fot
     let mut conflicts = Vec::new();
     let mut held = Vec::new();
     let mut drift = Vec::new();
+    let mut unknown = Vec::new();
     let mut tasks = Vec::new();
     for t in &matched {
         let previous = input.previous.tasks.iter().find(|p| p.task_uid == t.task_uid);
@@ -88,7 +89,8 @@ pub fn plan(input: &FotaInput<'_>, ctx: &PlanContext) -> Outcome<UpdateTask, Fot
             tasks.push(observed);
             continue;
         }
-        if t.status != desired {
+        let state = t.push_state();
+        if state != Some(desired) {
             let written_at: Option<DateTime<Utc>> = previous
                 .and_then(|p| p.written.as_ref())
                 .filter(|w| w.user_status == desired)
@@ -96,7 +98,12 @@ pub fn plan(input: &FotaInput<'_>, ctx: &PlanContext) -> Outcome<UpdateTask, Fot
             let recently_written = same_generation
                 && written_at
                     .is_some_and(|at| ctx.now - at < chrono::Duration::from_std(ctx.resync).unwrap_or_default());
-            if desired == "Pending" && t.status == "Running" && recently_written {
+            if state.is_none() && recently_written {
+                // The answer does not say Running or Pending: written once, then left until
+                // the resync, rather than written at every look.
+                unknown.push(format!("{} ({:?})", t.task_uid, t.status));
+                observed.written = previous.and_then(|p| p.written.clone());
+            } else if desired == "Pending" && state == Some("Running") && recently_written {
                 // We switched it off and it stayed on: the global switch holds it. Try again
                 // at resync, not before.
                 held.push(t.task_uid.clone());
@@ -154,6 +161,15 @@ pub fn plan(input: &FotaInput<'_>, ctx: &PlanContext) -> Outcome<UpdateTask, Fot
         Verdict::not_ready(
             Reason::DriftDetected,
             format!("UserStatus should be {desired} on: {}", drift.join(", ")),
+        )
+    } else if !unknown.is_empty() {
+        Verdict::not_ready(
+            Reason::Applying,
+            format!(
+                "UserStatus {desired} was sent, but the cloud reports neither Running nor Pending for: {}; \
+                 it is sent again at most once per resync",
+                unknown.join(", ")
+            ),
         )
     } else {
         Verdict::ready(

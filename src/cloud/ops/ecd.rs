@@ -20,11 +20,24 @@ pub struct FotaTask {
     /// Whether the task is pushed automatically: `Running` or `Pending`. The docs' example
     /// shows `valid`, so callers treat anything else as unknown.
     pub status: String,
+    /// The push state under the name UpdateFotaTask writes, when the answer carries it.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub user_status: String,
     pub publish_time: String,
     pub release_note: String,
     pub size: i64,
     pub pending_desktop_count: i64,
     pub pending_custom_image_count: i64,
+}
+
+impl FotaTask {
+    /// `Running` or `Pending`, from `Status` or else `UserStatus`; `None` when neither says
+    /// (the API metadata's example of `Status` is `valid`).
+    pub fn push_state(&self) -> Option<&str> {
+        [self.status.as_str(), self.user_status.as_str()]
+            .into_iter()
+            .find(|s| matches!(*s, "Running" | "Pending"))
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
