@@ -104,6 +104,23 @@ async fn secret(client: &Client, ns: &str, name: &str, key_secret: &str) {
         .unwrap();
 }
 
+/// Every object of a kind in `ns`, as JSON text (for grepping for leaks).
+async fn listed_json<K>(client: &Client, ns: &str) -> String
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let items = Api::<K>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    serde_json::to_string(&items).unwrap()
+}
+
 /// Runs `$body` with `$K` standing for the kind named by `$kind`.
 macro_rules! with_kind {
     ($kind:expr, $K:ident => $body:expr) => {
@@ -1460,47 +1477,10 @@ async fn secrets_never_leak_under_v2_with_sts_tokens_and_rrsa() {
     wait_reason::<ImageShare>(&client, &ns, "sts-unreachable", "CloudUnavailable").await;
     let status = wait_reason::<ImageShare>(&client, &ns, "rrsa-unreachable", "CloudUnavailable").await;
     assert!(status.to_string().contains("ListCustomImages"), "{status}");
-    let mut seen = vec![op.logs()];
-    seen.push(
-        serde_json::to_string(
-            &Api::<Event>::namespaced(client.clone(), &ns)
-                .list(&Default::default())
-                .await
-                .unwrap()
-                .items,
-        )
-        .unwrap(),
-    );
-    seen.push(
-        serde_json::to_string(
-            &Api::<ImageShare>::namespaced(client.clone(), &ns)
-                .list(&Default::default())
-                .await
-                .unwrap()
-                .items,
-        )
-        .unwrap(),
-    );
-    seen.push(
-        serde_json::to_string(
-            &Api::<FotaTaskPolicy>::namespaced(client.clone(), &ns)
-                .list(&Default::default())
-                .await
-                .unwrap()
-                .items,
-        )
-        .unwrap(),
-    );
-    seen.push(
-        serde_json::to_string(
-            &Api::<DesktopMaintenanceWindow>::namespaced(client.clone(), &ns)
-                .list(&Default::default())
-                .await
-                .unwrap()
-                .items,
-        )
-        .unwrap(),
-    );
+    let mut seen = vec![op.logs(), listed_json::<Event>(&client, &ns).await];
+    for kind in ["ImageShare", "FotaTaskPolicy", "DesktopMaintenanceWindow"] {
+        seen.push(with_kind!(kind, K => listed_json::<K>(&client, &ns).await));
+    }
     let all = seen.join("\n");
     assert!(all.contains("Warning"), "the failures were reported");
     for marker in [secret_marker, sts_marker, oidc_marker] {
