@@ -173,6 +173,10 @@ pub fn sign(
     if body.is_some() {
         headers.push(("content-type".to_string(), FORM_CONTENT_TYPE.to_string()));
     }
+    // An anonymous call (AssumeRoleWithOIDC) goes the RPC way under either method, as
+    // Alibaba's credential clients send it: Action, Version, Format, Timestamp and a nonce in
+    // the query. Without Format=JSON the answer would be XML.
+    let version = if creds.is_none() { SignatureVersion::V2 } else { version };
     match version {
         SignatureVersion::V2 => {
             let ts = timestamp(attempt.now);
@@ -182,6 +186,9 @@ pub fn sign(
                 ("Format", "JSON"),
                 ("Timestamp", &ts),
             ];
+            if creds.is_none() {
+                common.push(("SignatureNonce", attempt.nonce.as_str()));
+            }
             if let Some(c) = creds {
                 common.extend([
                     ("SignatureMethod", "HMAC-SHA1"),

@@ -329,6 +329,27 @@ async fn handle_inner(
     let product = product.ok_or_else(|| not_found_action(action, version))?;
     let now = world.clock.now();
     let caller = if product == Product::Sts && action == "AssumeRoleWithOIDC" && req.is_unsigned() {
+        // Alibaba's credential clients send this call the RPC way; refuse the shape they
+        // never send, so a client that drifts from it fails here first.
+        for name in ["Action", "Version", "Timestamp"] {
+            if !req.query.iter().any(|(k, _)| k == name) {
+                return Err(ApiFailure::new(
+                    400,
+                    "MissingParameter",
+                    format!("{name} is mandatory in the query string of the anonymous AssumeRoleWithOIDC."),
+                ));
+            }
+        }
+        if !req
+            .query
+            .iter()
+            .any(|(k, v)| k == "Format" && v.eq_ignore_ascii_case("JSON"))
+        {
+            return Err(ApiFailure::invalid(
+                "Format",
+                "only Format=JSON in the query is emulated (without it the cloud answers XML)",
+            ));
+        }
         Caller::Anonymous
     } else {
         let keys = world.keys.lock().expect("keys lock");
