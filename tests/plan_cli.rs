@@ -171,3 +171,41 @@ async fn a_spec_the_operator_would_call_invalid_is_an_error_in_the_plan() {
         "{stdout}"
     );
 }
+
+/// Two FotaTaskPolicies in one plan that disagree about a task: one wins, as in the
+/// operator (by age there; by name here, since neither exists yet, and the plan says so).
+#[tokio::test(flavor = "multi_thread")]
+async fn two_policies_that_disagree_yield_one_winner_in_the_plan() {
+    // One run would pass by luck if the winner were picked at random; three agree.
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("two.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: ops.alicloud.dev/v1alpha1\nkind: FotaTaskPolicy\nmetadata: {name: a-push, namespace: default}\n\
+         spec: {regionId: cn-hangzhou, autoPush: true}\n---\n\
+         apiVersion: ops.alicloud.dev/v1alpha1\nkind: FotaTaskPolicy\nmetadata: {name: b-hold, namespace: default}\n\
+         spec: {regionId: cn-hangzhou, autoPush: false}\n",
+    )
+    .unwrap();
+    for _ in 0..3 {
+        let out = binary(&emu.url(), &["-f", path.to_str().unwrap(), "-o", "json"]);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let reason = |name: &str| {
+            let r = report["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["name"] == name)
+                .unwrap();
+            (
+                r["reason"].as_str().unwrap().to_string(),
+                r["message"].as_str().unwrap().to_string(),
+            )
+        };
+        let (a, b) = (reason("a-push"), reason("b-hold"));
+        assert_ne!(a.0, "Conflict", "{a:?}");
+        assert_eq!(b.0, "Conflict", "{b:?}");
+        assert!(b.1.contains("decides by namespace/name"), "{}", b.1);
+    }
+}

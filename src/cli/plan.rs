@@ -268,6 +268,14 @@ impl Planner {
                 .into();
                 planned.reason = outcome.verdict.reason.as_str().into();
                 planned.message = outcome.verdict.message.clone();
+                if outcome.verdict.reason == crate::reconcile::Reason::Conflict
+                    && obj.meta().creation_timestamp.is_none()
+                {
+                    planned.message.push_str(
+                        " (not in the cluster yet, so creation times are unknown: the plan decides by \
+                         namespace/name; the operator decides by age)",
+                    );
+                }
                 planned.actions = outcome.actions.iter().map(K::describe).collect();
             }
             Err(e) => {

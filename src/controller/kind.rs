@@ -187,12 +187,14 @@ pub trait ManagedKind:
     }
 }
 
-/// When the object was created (older resources win conflicts); now, if unknown.
+/// When the object was created (older resources win conflicts). Unknown (a manifest that
+/// `plan` reads, not yet in the cluster) counts as the earliest instant, the same for all,
+/// so the name decides, the same way every time.
 pub fn created_at(meta: &kube::api::ObjectMeta) -> chrono::DateTime<chrono::Utc> {
     meta.creation_timestamp
         .as_ref()
         .and_then(|t| chrono::DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0) as u32))
-        .unwrap_or_else(chrono::Utc::now)
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
 }
 
 /// `namespace/name`, for messages and tie-breaks.
