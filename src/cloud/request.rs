@@ -340,13 +340,34 @@ mod tests {
         assert!(auth.1.contains("SignedHeaders=content-type;host;x-acs-action;"));
     }
 
+    /// Unsigned, and laid out the RPC way under either method, as Alibaba's credential
+    /// clients send AssumeRoleWithOIDC.
     #[test]
-    fn anonymous_requests_carry_no_signature() {
+    fn anonymous_requests_carry_no_signature_and_go_the_rpc_way() {
         let req = RpcRequest::new(Product::Sts, "AssumeRoleWithOIDC", "").body("RoleArn", "acs:ram::1:role/x");
         for v in [SignatureVersion::V2, SignatureVersion::V3] {
             let wire = sign(&req, &Endpoints::default(), v, None, &attempt(), "ua");
-            assert!(!wire.url.query().unwrap_or("").contains("Signature"));
+            let query: Vec<(String, String)> = wire.url.query_pairs().into_owned().collect();
+            let names: Vec<&str> = query.iter().map(|(k, _)| k.as_str()).collect();
+            assert!(
+                !names.contains(&"Signature") && !names.contains(&"AccessKeyId"),
+                "{v}: {names:?}"
+            );
             assert!(!wire.headers.iter().any(|(k, _)| k == "authorization"));
+            for (name, value) in [
+                ("Action", "AssumeRoleWithOIDC"),
+                ("Version", "2015-04-01"),
+                ("Format", "JSON"),
+            ] {
+                assert!(
+                    query.iter().any(|(k, v)| k == name && v == value),
+                    "{v}: {name} in {query:?}"
+                );
+            }
+            assert!(
+                names.contains(&"Timestamp") && names.contains(&"SignatureNonce"),
+                "{v}: {names:?}"
+            );
         }
     }
 }
