@@ -10,11 +10,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::discovery::ApiResource;
 use kube::runtime::wait::{await_condition, conditions};
-use kube::{Client, Config, ResourceExt};
+use kube::{Client, Config};
 
 pub const OPERATOR_NS: &str = "alicloud-ops-system";
 pub const OPERATOR_SA: &str = "system:serviceaccount:alicloud-ops-system:alicloud-ops-operator";
@@ -109,49 +108,6 @@ pub fn admin_token() -> String {
 /// A new admin client (one per test: each test has its own runtime).
 pub async fn admin() -> Client {
     client_for(&cluster().kubeconfig).await
-}
-
-/// Applies every document of a YAML file with server-side apply.
-pub async fn apply_file(client: &Client, path: &Path, namespace: Option<&str>) {
-    let text = std::fs::read_to_string(path).unwrap();
-    for de in serde_yaml::Deserializer::from_str(&text) {
-        let value = <serde_yaml::Value as serde::Deserialize>::deserialize(de).unwrap();
-        if value.is_null() {
-            continue;
-        }
-        let mut obj: DynamicObject = serde_yaml::from_value(value).unwrap();
-        let types = obj.types.clone().unwrap();
-        let (group, version) = types.api_version.rsplit_once('/').unwrap_or(("", &types.api_version));
-        let plural = match types.kind.as_str() {
-            "ClusterRole" => "clusterroles",
-            "ClusterRoleBinding" => "clusterrolebindings",
-            "Role" => "roles",
-            "RoleBinding" => "rolebindings",
-            "Namespace" => "namespaces",
-            "ServiceAccount" => "serviceaccounts",
-            "CustomResourceDefinition" => "customresourcedefinitions",
-            other => panic!("apply_file: unexpected kind {other}"),
-        };
-        let ar = ApiResource {
-            group: group.into(),
-            version: version.into(),
-            api_version: types.api_version.clone(),
-            kind: types.kind.clone(),
-            plural: plural.into(),
-        };
-        let namespaced = matches!(types.kind.as_str(), "Role" | "RoleBinding" | "ServiceAccount");
-        let ns = namespace.map(str::to_string).or(obj.namespace());
-        let api: Api<DynamicObject> = if namespaced {
-            let ns = ns.clone().expect("namespaced object needs a namespace");
-            obj.metadata.namespace = Some(ns.clone());
-            Api::namespaced_with(client.clone(), &ns, &ar)
-        } else {
-            Api::all_with(client.clone(), &ar)
-        };
-        api.patch(&obj.name_any(), &PatchParams::apply("e2e").force(), &Patch::Apply(&obj))
-            .await
-            .unwrap();
-    }
 }
 
 /// kubectl, as `make test` installs it (scripts/setup-python.sh), or `$KUBECTL`.
