@@ -57,10 +57,10 @@ async fn main() {
         },
         Command::Plan(args) => match cli::plan::run(args).await {
             Ok(report) => {
-                if args.output == "json" {
-                    println!("{}", serde_json::to_string_pretty(&report).expect("JSON prints"));
-                } else {
-                    print!("{}", cli::plan::render_table(&report));
+                match args.output.as_str() {
+                    "json" => println!("{}", serde_json::to_string_pretty(&report).expect("JSON prints")),
+                    "markdown" => print!("{}", cli::plan::render_markdown(&report)),
+                    _ => print!("{}", cli::plan::render_table(&report)),
                 }
                 report.exit_code()
             }

@@ -209,3 +209,29 @@ async fn two_policies_that_disagree_yield_one_winner_in_the_plan() {
         assert!(b.1.contains("decides by namespace/name"), "{}", b.1);
     }
 }
+
+/// `-o markdown`: a table GitHub renders, the same text for the same input (so a PR
+/// comment diffs cleanly), with cells that cannot break the table.
+#[tokio::test(flavor = "multi_thread")]
+async fn markdown_output_is_a_stable_table_for_pull_requests() {
+    let emu = emulator().await;
+    let run_md = || binary(&emu.url(), &["-f", "examples/", "-o", "markdown"]);
+    let (first, second) = (run_md(), run_md());
+    assert_eq!(first.status.code(), Some(2), "changes pending");
+    let text = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert_eq!(text, String::from_utf8_lossy(&second.stdout), "stable output");
+    assert!(text.starts_with("### alicloud-ops-operator plan\n"), "{text}");
+    assert!(
+        text.contains("| resource | result | reason | what the operator would do |\n|---|---|---|---|\n"),
+        "{text}"
+    );
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| resource"))
+        .collect();
+    assert_eq!(rows.len(), 7, "one row per example resource:\n{text}");
+    for row in &rows {
+        assert_eq!(row.matches(" | ").count(), 3, "four cells, no stray separators: {row}");
+    }
+    assert!(text.contains("`ApproveOtaTask"), "{text}");
+}

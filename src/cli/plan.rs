@@ -25,8 +25,9 @@ pub struct PlanArgs {
     /// Manifest files or directories (YAML or JSON, multi-document), as given to kubectl apply.
     #[arg(short = 'f', long = "filename", required = true)]
     pub files: Vec<PathBuf>,
-    /// Output format.
-    #[arg(short = 'o', long, default_value = "table", value_parser = ["table", "json"])]
+    /// Output format: `table` (text), `json`, or `markdown` (a table GitHub and GitLab
+    /// render, for a pull-request comment).
+    #[arg(short = 'o', long, default_value = "table", value_parser = ["table", "json", "markdown"])]
     pub output: String,
     #[command(flatten)]
     pub cloud: CloudArgs,
@@ -370,6 +371,58 @@ pub async fn run(args: &PlanArgs) -> Result<PlanReport, String> {
         }
     }
     Ok(report)
+}
+
+/// A cell of a Markdown table: no line breaks, no column separators.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace(['\r', '\n'], " ")
+}
+
+/// The plan as Markdown for a pull-request comment: stable (input order, no timestamps or
+/// request ids), so the comment diffs cleanly when the manifests change.
+pub fn render_markdown(report: &PlanReport) -> String {
+    let count = |what: &str| report.resources.iter().filter(|r| r.result == what).count();
+    let mut out = format!(
+        "### alicloud-ops-operator plan\n\n**{} in sync, {} with changes, {} drifted (ObserveOnly), {} suspended, {} errors**\n\n",
+        count("InSync"),
+        count("Changes"),
+        count("Drift"),
+        count("Suspended"),
+        count("Error") + report.errors.len()
+    );
+    if !report.resources.is_empty() {
+        out.push_str("| resource | result | reason | what the operator would do |\n|---|---|---|---|\n");
+        for r in &report.resources {
+            let actions = if r.actions.is_empty() {
+                cell(&r.message)
+            } else {
+                r.actions
+                    .iter()
+                    .map(|a| format!("`{}`", cell(a)))
+                    .collect::<Vec<_>>()
+                    .join("<br>")
+            };
+            out.push_str(&format!(
+                "| {} `{}/{}` | {} | {} | {} |\n",
+                r.kind,
+                cell(&r.namespace),
+                cell(&r.name),
+                r.result,
+                r.reason,
+                actions
+            ));
+        }
+    }
+    for e in &report.errors {
+        out.push_str(&format!("\n- error: {}", cell(e)));
+    }
+    for s in &report.skipped {
+        out.push_str(&format!("\n- note: {}", cell(s)));
+    }
+    if !report.errors.is_empty() || !report.skipped.is_empty() {
+        out.push('\n');
+    }
+    out
 }
 
 pub fn render_table(report: &PlanReport) -> String {
