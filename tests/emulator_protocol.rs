@@ -27,6 +27,20 @@ async fn send(wire: alicloud_ops_operator::cloud::request::WireRequest) -> (u16,
     (resp.status().as_u16(), resp.json().await.unwrap())
 }
 
+/// `req`, V3-signed with the default key, sent to the emulator: (HTTP status, JSON body).
+async fn send_v3(emu: &alicloud_ops_operator::emulator::Emulator, req: &RpcRequest) -> (u16, Value) {
+    let endpoints = Endpoints::with_override(parse_endpoint(&emu.url()).unwrap());
+    send(sign(
+        req,
+        &endpoints,
+        SignatureVersion::V3,
+        Some(&creds()),
+        &Attempt::fresh(),
+        "t",
+    ))
+    .await
+}
+
 fn desktops_request() -> RpcRequest {
     RpcRequest::new(Product::Ecd, "DescribeDesktops", "cn-shanghai").query("RegionId", "cn-shanghai")
 }
@@ -371,16 +385,7 @@ async fn hostile_admin_requests_get_a_clear_400_and_the_emulator_keeps_working()
     // A NextToken at the end of the address space is a page past the end, not a crash.
     use base64::Engine;
     let token = base64::engine::general_purpose::STANDARD_NO_PAD.encode("offset:18446744073709551615");
-    let endpoints = Endpoints::with_override(parse_endpoint(&emu.url()).unwrap());
-    let wire = sign(
-        &desktops_request().query("NextToken", token),
-        &endpoints,
-        SignatureVersion::V3,
-        Some(&creds()),
-        &Attempt::fresh(),
-        "t",
-    );
-    let (status, body) = send(wire).await;
+    let (status, body) = send_v3(&emu, &desktops_request().query("NextToken", token)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["Desktops"], serde_json::json!([]));
 
@@ -400,7 +405,6 @@ async fn hostile_admin_requests_get_a_clear_400_and_the_emulator_keeps_working()
 #[tokio::test]
 async fn list_custom_images_takes_what_the_official_clients_send() {
     let emu = emulator().await;
-    let endpoints = Endpoints::with_override(parse_endpoint(&emu.url()).unwrap());
     let images = |share: &str, ids: &str| {
         RpcRequest::new(Product::SwasOpen, "ListCustomImages", "cn-hangzhou")
             .query("RegionId", "cn-hangzhou")
@@ -413,15 +417,7 @@ async fn list_custom_images_takes_what_the_official_clients_send() {
         ("true", r#"["m-hz0001","m-hz0003"]"#, vec!["m-hz0001", "m-hz0003"]),
         ("False", "m-hz0001, m-hz0003", vec!["m-hz0003"]),
     ] {
-        let wire = sign(
-            &images(share, ids),
-            &endpoints,
-            SignatureVersion::V3,
-            Some(&creds()),
-            &Attempt::fresh(),
-            "t",
-        );
-        let (status, body) = send(wire).await;
+        let (status, body) = send_v3(&emu, &images(share, ids)).await;
         assert_eq!(status, 200, "{share} {ids}: {body}");
         let got: Vec<&str> = body["CustomImages"]
             .as_array()
@@ -431,15 +427,7 @@ async fn list_custom_images_takes_what_the_official_clients_send() {
             .collect();
         assert_eq!(got, want, "{share} {ids}");
     }
-    let wire = sign(
-        &images("yes", "m-hz0001"),
-        &endpoints,
-        SignatureVersion::V3,
-        Some(&creds()),
-        &Attempt::fresh(),
-        "t",
-    );
-    let (status, body) = send(wire).await;
+    let (status, body) = send_v3(&emu, &images("yes", "m-hz0001")).await;
     assert_eq!(
         (status, body["Code"].as_str()),
         (400, Some("InvalidParameter.Share")),

@@ -70,10 +70,8 @@ impl Harness {
     /// One reconcile at `now`; the status is kept on the object as the apiserver would.
     async fn step<K: HasStatus>(&self, obj: &mut K, now: DateTime<Utc>, stage: Stage) -> Reconciled<K> {
         let ctx = PlanContext {
-            now,
-            generation: 1,
             policy: obj.common().management_policy,
-            resync: Duration::from_secs(600),
+            ..manage_ctx(now)
         };
         let r = reconcile_once(obj, &self.env, &[], &ctx, stage, false, &self.sink)
             .await
@@ -100,6 +98,33 @@ fn named<K: kube::Resource>(mut k: K, name: &str) -> K {
     k.meta_mut().namespace = Some("default".into());
     k.meta_mut().uid = Some(format!("uid-{name}"));
     k
+}
+
+/// The context every step here plans in: generation 1, Manage, a 10-minute resync.
+fn manage_ctx(now: DateTime<Utc>) -> PlanContext {
+    PlanContext {
+        now,
+        generation: 1,
+        policy: ManagementPolicy::Manage,
+        resync: Duration::from_secs(600),
+    }
+}
+
+/// ImageShare `img<i>` of `m-hz<i>`, whose spec matches the default dataset (1 and 2 shared).
+fn in_sync_image(i: u32) -> ImageShare {
+    named(
+        ImageShare::new(
+            "x",
+            ImageShareSpec {
+                region_id: "cn-hangzhou".into(),
+                image_id: format!("m-hz{i:04}"),
+                shared: i <= 2,
+                deletion_policy: DeletionPolicy::Retain,
+                common: CommonSpec::default(),
+            },
+        ),
+        &format!("img{i}"),
+    )
 }
 
 /// A FotaTaskPolicy pushing every task of cn-hangzhou.
@@ -343,25 +368,8 @@ async fn many_resources_share_one_list_per_region() {
     };
     let now = Utc::now();
     for i in 1..=6 {
-        let s = named(
-            ImageShare::new(
-                "x",
-                ImageShareSpec {
-                    region_id: "cn-hangzhou".into(),
-                    image_id: format!("m-hz{i:04}"),
-                    shared: i <= 2,
-                    deletion_policy: DeletionPolicy::Retain,
-                    common: CommonSpec::default(),
-                },
-            ),
-            &format!("img{i}"),
-        );
-        let ctx = PlanContext {
-            now,
-            generation: 1,
-            policy: ManagementPolicy::Manage,
-            resync: Duration::from_secs(600),
-        };
+        let s = in_sync_image(i);
+        let ctx = manage_ctx(now);
         let r = reconcile_once(&s, &env, &[], &ctx, Stage::Apply, false, &h.sink)
             .await
             .unwrap();
@@ -378,30 +386,10 @@ async fn many_resources_share_one_list_per_region() {
 #[tokio::test]
 async fn a_requested_fresh_read_does_not_drop_the_shared_list() {
     let h = Harness::with_snapshot_ttl(Duration::from_secs(60)).await;
-    let image = |i: u32| {
-        named(
-            ImageShare::new(
-                "x",
-                ImageShareSpec {
-                    region_id: "cn-hangzhou".into(),
-                    image_id: format!("m-hz{i:04}"),
-                    shared: i <= 2,
-                    deletion_policy: DeletionPolicy::Retain,
-                    common: CommonSpec::default(),
-                },
-            ),
-            &format!("img{i}"),
-        )
-    };
-    let ctx = PlanContext {
-        now: Utc::now(),
-        generation: 1,
-        policy: ManagementPolicy::Manage,
-        resync: Duration::from_secs(600),
-    };
+    let ctx = manage_ctx(Utc::now());
     let lists = || h.emu.world().counters().count("ListCustomImages");
     for (i, fresh, want) in [(1, false, 1), (2, false, 1), (1, true, 2), (2, false, 2), (3, false, 2)] {
-        reconcile_once(&image(i), &h.env, &[], &ctx, Stage::Apply, fresh, &h.sink)
+        reconcile_once(&in_sync_image(i), &h.env, &[], &ctx, Stage::Apply, fresh, &h.sink)
             .await
             .unwrap();
         assert_eq!(lists(), want, "after img{i} (fresh: {fresh})");

@@ -134,7 +134,7 @@ impl World {
         self.log.lock().expect("log lock").iter().cloned().collect()
     }
 
-    fn record(&self, action: &str, params: &Params, handled: &Handled, code: &str) {
+    fn record(&self, action: &str, params: &Params, info: &CallInfo, code: &str) {
         let seq = {
             let mut c = self.counters.lock().expect("counters lock");
             c.total += 1;
@@ -159,9 +159,9 @@ impl World {
             seq,
             action: action.to_string(),
             params,
-            access_key_id: handled.access_key_id.clone(),
+            access_key_id: info.access_key_id.clone(),
             code: code.to_string(),
-            answer_lost: handled.answer_lost,
+            answer_lost: info.answer_lost,
         });
     }
 
@@ -263,8 +263,9 @@ async fn rpc(
     let (action, version) = req.action_and_version();
     let action = action.unwrap_or_default().to_string();
     let product = Product::from_version(version.unwrap_or_default());
-    let handled = handle(&world, &req, &action, version, product).await;
-    let code = match &handled.result {
+    let mut info = CallInfo::default();
+    let result = handle(&world, &req, &action, version, product, &mut info).await;
+    let code = match &result {
         Ok(v) => v
             .get("Code")
             .and_then(Value::as_str)
@@ -276,11 +277,11 @@ async fn rpc(
     world.record(
         if action.is_empty() { "(none)" } else { &action },
         &params,
-        &handled,
+        &info,
         &code,
     );
     let product_name = product.map(|p| p.code()).unwrap_or("unknown");
-    match handled.result {
+    match result {
         Ok(mut body) => {
             if body.get("RequestId").is_none() {
                 body["RequestId"] = json!(request_id);
@@ -291,8 +292,9 @@ async fn rpc(
     }
 }
 
-struct Handled {
-    result: ApiResult<Value>,
+/// What a call's handling learnt besides its answer, for the request log.
+#[derive(Default)]
+struct CallInfo {
     /// Applied, and then answered with an injected error or too late.
     answer_lost: bool,
     access_key_id: String,
@@ -304,23 +306,7 @@ async fn handle(
     action: &str,
     version: Option<&str>,
     product: Option<Product>,
-) -> Handled {
-    let mut handled = Handled {
-        result: Ok(Value::Null),
-        answer_lost: false,
-        access_key_id: String::new(),
-    };
-    handled.result = handle_inner(world, req, action, version, product, &mut handled).await;
-    handled
-}
-
-async fn handle_inner(
-    world: &World,
-    req: &SignedRequest<'_>,
-    action: &str,
-    version: Option<&str>,
-    product: Option<Product>,
-    handled: &mut Handled,
+    info: &mut CallInfo,
 ) -> ApiResult<Value> {
     if action.is_empty() {
         return Err(ApiFailure::missing("Action"));
@@ -356,11 +342,11 @@ async fn handle_inner(
         let mut nonces = world.nonces.lock().expect("nonces lock");
         verify(req, &keys, &mut nonces, now)?
     };
-    handled.access_key_id = caller.access_key_id().to_string();
+    info.access_key_id = caller.access_key_id().to_string();
     let outcome = world.faults.lock().expect("faults lock").apply(action);
     if outcome.after_apply {
         let applied = world.dispatch(product, action, &caller, req.params, now)?;
-        handled.answer_lost = true;
+        info.answer_lost = true;
         tokio::time::sleep(outcome.latency).await;
         return match outcome.error {
             Some(err) => Err(err),
