@@ -1427,12 +1427,16 @@ async fn secrets_never_leak_under_v2_with_sts_tokens_and_rrsa() {
         .unwrap();
     let token_file = cluster().dir.join(format!("oidc-token-{ns}"));
     std::fs::write(&token_file, format!("eyJhbGciOiJSUzI1NiJ9.{oidc_marker}.sig")).unwrap();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let closed = format!("http://{closed}");
-    // V2 puts the STS token in the query string; swas-open points at a closed port, so its
+    // A port that stays ours (a freed one could be taken by another test's server) and
+    // hangs up on every connection: each call fails in transport.
+    let hang_up = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = format!("http://{}", hang_up.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in hang_up.incoming() {
+            drop(conn);
+        }
+    });
+    // V2 puts the STS token in the query string; swas-open points at that port, so its
     // calls fail in transport, where an error would name the whole URL.
     let op = Operator::start_full(
         &ns,
@@ -1474,8 +1478,27 @@ async fn secrets_never_leak_under_v2_with_sts_tokens_and_rrsa() {
     .await;
     wait_reason::<FotaTaskPolicy>(&client, &ns, "rrsa", "InSync").await;
     wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "sts-refused", "CredentialsInvalid").await;
-    wait_reason::<ImageShare>(&client, &ns, "sts-unreachable", "CloudUnavailable").await;
-    let status = wait_reason::<ImageShare>(&client, &ns, "rrsa-unreachable", "CloudUnavailable").await;
+    // Each failing reconcile spends the client's whole retry budget (up to 30 s) first; on a
+    // loaded machine two of them can take longer than the usual wait.
+    let unavailable = |name: &'static str| {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move {
+            eventually(
+                &format!("{name} CloudUnavailable"),
+                Duration::from_secs(180),
+                || async {
+                    ready::<ImageShare>(&client, &ns, name)
+                        .await
+                        .filter(|(_, r, _)| r == "CloudUnavailable")
+                        .map(|(_, _, s)| s)
+                },
+            )
+            .await
+        }
+    };
+    unavailable("sts-unreachable").await;
+    let status = unavailable("rrsa-unreachable").await;
     assert!(status.to_string().contains("ListCustomImages"), "{status}");
     let mut seen = vec![op.logs(), listed_json::<Event>(&client, &ns).await];
     for kind in ["ImageShare", "FotaTaskPolicy", "DesktopMaintenanceWindow"] {
