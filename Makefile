@@ -5,7 +5,7 @@ export EMULATOR_BIN := $(CURDIR)/target/debug/alicloud-cloud-emulator
 # Unit, emulator and end-to-end tests (benches run with `make bench`, in release mode).
 CARGO_TEST_FLAGS ?= --lib --bins --tests
 
-.PHONY: test prereqs tools fmt clippy cargo-tests conformance harness python bench demo
+.PHONY: test prereqs tools fmt clippy cargo-tests conformance harness python bench bench-cluster demo
 
 test: prereqs tools fmt clippy cargo-tests conformance
 	@echo "make test: all checks passed"
@@ -38,6 +38,13 @@ conformance:
 bench:
 	cargo bench --bench emulator_throughput
 	cargo bench --bench reconcile_scale
+
+# The release operator at scale on the real apiserver harness (minutes; BENCH_N and the
+# other knobs are in benches/cluster.rs), then a plot of Ready over time.
+bench-cluster: harness python
+	target/venv/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/requirements-bench.txt
+	cargo bench --bench cluster
+	target/venv/bin/python scripts/plot-bench.py target/bench-cluster/ready.csv docs/bench-cluster.png
 
 demo:
 	@./scripts/demo.sh

@@ -1821,3 +1821,114 @@ async fn the_audit_log_shows_least_privilege_in_use() {
         assert!(ok, "the operator used {u}, beyond what it is meant to: {used:?}");
     }
 }
+
+/// A write that waits for the cloud's quota waits outside the workers: with one worker and
+/// one account's ModifyImageShareStatus quota (10 a minute) used up, another account's
+/// resource is shared before the first account's 11th call, the waiting ones say when they
+/// will be written, and the cloud never has to answer `Throttling`.
+#[tokio::test(flavor = "multi_thread")]
+async fn quota_bound_writes_hold_no_worker_and_accounts_progress_independently() {
+    use alicloud_ops_operator::emulator::{
+        CloudState, DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, Emulator, EmulatorConfig,
+    };
+    const B_ID: &str = "LTAI5tTeamBAccessKey01";
+    const B_SECRET: &str = "team-b-secret-value-0000000000";
+    let client = admin().await;
+    let ns = namespace(&client, "quota").await;
+    let mut state = CloudState::default_dataset();
+    let images = &mut state.swas.get_mut("cn-hangzhou").unwrap().custom_images;
+    let template = images[0].clone();
+    for i in 0..14 {
+        images.push(alicloud_ops_operator::cloud::ops::swas::CustomImage {
+            image_id: format!("m-quota{i:02}"),
+            name: format!("quota-{i}"),
+            in_share: false,
+            ..template.clone()
+        });
+    }
+    let emu = Emulator::start(EmulatorConfig {
+        access_keys: vec![
+            (DEFAULT_ACCESS_KEY_ID.into(), DEFAULT_ACCESS_KEY_SECRET.into()),
+            (B_ID.into(), B_SECRET.into()),
+        ],
+        state,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    secret(&client, &ns, "team-a", DEFAULT_ACCESS_KEY_SECRET).await;
+    let b: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "team-b", "labels": {"ops.alicloud.dev/credentials": "true"}},
+        "stringData": {"accessKeyId": B_ID, "accessKeySecret": B_SECRET}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &b)
+        .await
+        .unwrap();
+    let _op = Operator::start_with(&ns, &emu.url(), &format!("lease-{ns}"), &["--concurrency", "1"]);
+    let share = |name: String, image: String, creds: &str| {
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "ImageShare", "metadata": {"name": name},
+               "spec": {"regionId": "cn-hangzhou", "imageId": image, "shared": true, "resyncInterval": "10m",
+                        "credentialsRef": {"name": creds}}})
+    };
+    for i in 0..13 {
+        create::<ImageShare>(
+            &client,
+            &ns,
+            share(format!("a-{i:02}"), format!("m-quota{i:02}"), "team-a"),
+        )
+        .await;
+    }
+    let shares_by = |key: &str| {
+        emu.world()
+            .request_log()
+            .iter()
+            .filter(|r| r.action == "ModifyImageShareStatus" && r.access_key_id == key)
+            .count()
+    };
+    eventually("account A's quota used up", WAIT, || async {
+        (shares_by(DEFAULT_ACCESS_KEY_ID) == 10).then_some(())
+    })
+    .await;
+    create::<ImageShare>(&client, &ns, share("b".into(), "m-quota13".into(), "team-b")).await;
+    wait_reason::<ImageShare>(&client, &ns, "b", "InSync").await;
+    assert_eq!(
+        shares_by(DEFAULT_ACCESS_KEY_ID),
+        10,
+        "account B's share waited behind account A's quota"
+    );
+    assert_eq!(shares_by(B_ID), 1);
+    // The rest of A's resources wait their turn, and say when it comes.
+    let mut waiting = Vec::new();
+    for i in 0..13 {
+        if let Some((_, reason, status)) = ready::<ImageShare>(&client, &ns, &format!("a-{i:02}")).await
+            && reason == "Throttled"
+        {
+            waiting.push(status);
+        }
+    }
+    assert_eq!(waiting.len(), 3, "{waiting:#?}");
+    let message = waiting[0]["conditions"].to_string();
+    assert!(
+        message.contains("10 calls per 60 s") && message.contains("sent at about"),
+        "{message}"
+    );
+    // A's waiting resources are written at their turn, within the quota.
+    for i in 0..13 {
+        eventually(&format!("a-{i:02} shared"), Duration::from_secs(150), || async {
+            ready::<ImageShare>(&client, &ns, &format!("a-{i:02}"))
+                .await
+                .filter(|(_, r, _)| r == "InSync")
+        })
+        .await;
+    }
+    let throttled: Vec<_> = emu
+        .world()
+        .request_log()
+        .into_iter()
+        .filter(|r| r.code.starts_with("Throttling"))
+        .collect();
+    assert!(throttled.is_empty(), "the cloud had to throttle: {throttled:?}");
+    assert_eq!(shares_by(DEFAULT_ACCESS_KEY_ID), 13);
+}

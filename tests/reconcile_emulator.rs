@@ -50,10 +50,10 @@ struct Harness {
 impl Harness {
     async fn new() -> Self {
         // No caching between steps: each reconcile reads what the cloud says now.
-        Self::with_snapshot_ttl(Duration::ZERO).await
+        Self::with_snapshot_max_age(Duration::ZERO).await
     }
 
-    async fn with_snapshot_ttl(ttl: Duration) -> Self {
+    async fn with_snapshot_max_age(ttl: Duration) -> Self {
         let emu = emulator().await;
         let env = KindEnv::new(
             client(&emu, SignatureVersion::V3),
@@ -385,7 +385,7 @@ async fn many_resources_share_one_list_per_region() {
 /// `reconcile-requested-at` reads fresh for that resource alone: the shared list stays.
 #[tokio::test]
 async fn a_requested_fresh_read_does_not_drop_the_shared_list() {
-    let h = Harness::with_snapshot_ttl(Duration::from_secs(60)).await;
+    let h = Harness::with_snapshot_max_age(Duration::from_secs(60)).await;
     let ctx = manage_ctx(Utc::now());
     let lists = || h.emu.world().counters().count("ListCustomImages");
     for (i, fresh, want) in [(1, false, 1), (2, false, 1), (1, true, 2), (2, false, 2), (3, false, 2)] {
@@ -727,7 +727,7 @@ async fn desktop_maintenance_and_fota_writes_converge_when_every_answer_is_lost(
 #[tokio::test]
 async fn an_unknown_id_in_an_exit_batch_does_not_abandon_the_others() {
     // A shared list a minute old, as the operator's snapshots can be.
-    let h = Harness::with_snapshot_ttl(Duration::from_secs(60)).await;
+    let h = Harness::with_snapshot_max_age(Duration::from_secs(60)).await;
     let now = Utc::now();
     let ids = ["ecd-hz20011", "ecd-hz20012", "ecd-hz20013"];
     let mut w = window(

@@ -31,15 +31,17 @@ pub struct RunArgs {
     #[arg(long, env = "ALICLOUD_OPS_DEFAULT_CREDENTIALS_NAMESPACES", value_delimiter = ',', num_args = 0..)]
     pub default_credentials_namespaces: Vec<String>,
     /// Reconciles running at once, per kind.
-    #[arg(long, env = "ALICLOUD_OPS_CONCURRENCY", default_value_t = 4)]
+    #[arg(long, env = "ALICLOUD_OPS_CONCURRENCY", default_value_t = crate::controller::context::DEFAULT_CONCURRENCY)]
     pub concurrency: u16,
     /// How often each resource is compared with the cloud when nothing else happens
     /// (a resource's spec.resyncInterval wins).
     #[arg(long, env = "ALICLOUD_OPS_RESYNC_INTERVAL", default_value = "10m")]
     pub resync_interval: String,
-    /// How long one cloud list answers every resource of a kind, account and region.
-    #[arg(long, env = "ALICLOUD_OPS_SNAPSHOT_TTL", default_value = "5s")]
-    pub snapshot_ttl: String,
+    /// The oldest a shared cloud list (one per kind, account and region) may be when a
+    /// resource is reconciled. Default: each resource's resync interval, so a steady resync
+    /// costs one list per interval. Lower it for fresher reads at the cost of more lists.
+    #[arg(long, alias = "snapshot-ttl", env = "ALICLOUD_OPS_SNAPSHOT_MAX_AGE")]
+    pub snapshot_max_age: Option<String>,
     /// Who may read /metrics: `kubernetes` (a bearer token that Kubernetes authenticates and
     /// authorises for `get /metrics`, by TokenReview and SubjectAccessReview) or `none`.
     /// /healthz and /readyz are always open, for the kubelet's probes.
@@ -80,7 +82,10 @@ async fn shutdown_signal() {
 
 pub async fn run(args: &RunArgs) -> Result<(), String> {
     let resync = duration::parse("--resync-interval", &args.resync_interval)?;
-    let snapshot_ttl = duration::parse("--snapshot-ttl", &args.snapshot_ttl)?;
+    let snapshot_cap = match &args.snapshot_max_age {
+        Some(d) => duration::parse("--snapshot-max-age", d)?,
+        None => Duration::MAX,
+    };
     if args.concurrency == 0 {
         return Err("--concurrency: must be at least 1".into());
     }
@@ -155,10 +160,14 @@ pub async fn run(args: &RunArgs) -> Result<(), String> {
         controller: "alicloud-ops-operator".into(),
         instance: Some(identity.clone()),
     };
+    let snapshots = Arc::new(SnapshotCache::new(snapshot_cap));
+    snapshots
+        .metrics
+        .register(&mut metrics.registry.lock().expect("registry lock"));
     let ctx = Arc::new(Context::new(
         client.clone(),
         cloud,
-        Arc::new(SnapshotCache::new(snapshot_ttl)),
+        snapshots,
         metrics,
         Recorder::new(client, reporter),
         RunConfig {

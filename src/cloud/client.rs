@@ -1,13 +1,16 @@
 //! The client the operator uses: credentials, client-side limits and retries around
 //! the transport.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::credentials::{CredentialProvider, CredentialSource};
+use super::endpoint::Product;
 use super::error::CloudError;
 use super::metrics::CloudMetrics;
 use super::ratelimit::{RateLimitConfig, RateLimiter};
@@ -24,6 +27,37 @@ pub struct ClientSettings {
     pub retry: RetryPolicy,
 }
 
+/// What the calls made inside [`measure`] cost: attempts sent, and time spent waiting for
+/// the client-side limits.
+#[derive(Debug, Default)]
+struct CallCost {
+    calls: AtomicU64,
+    limiter_wait_us: AtomicU64,
+}
+
+/// The cost of a piece of work, as [`measure`] counted it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cost {
+    pub calls: u64,
+    pub limiter_wait: Duration,
+}
+
+tokio::task_local! {
+    static COST: Arc<CallCost>;
+}
+
+/// Runs `work`, counting the cloud calls it makes (every attempt) and the time they waited
+/// for the client-side limits.
+pub async fn measure<F: Future>(work: F) -> (F::Output, Cost) {
+    let cost = Arc::new(CallCost::default());
+    let out = COST.scope(cost.clone(), work).await;
+    let summary = Cost {
+        calls: cost.calls.load(Ordering::Relaxed),
+        limiter_wait: Duration::from_micros(cost.limiter_wait_us.load(Ordering::Relaxed)),
+    };
+    (out, summary)
+}
+
 /// A cloud client for one credential set. Clones share the HTTP pool, the rate limiter
 /// and the metrics; [`CloudClient::with_credentials`] makes one for another account.
 #[derive(Clone, Debug)]
@@ -32,12 +66,9 @@ pub struct CloudClient {
     credentials: Arc<CredentialProvider>,
     limiter: Arc<RateLimiter>,
     retry: RetryPolicy,
-}
-
-impl std::fmt::Debug for RateLimiter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RateLimiter")
-    }
+    /// Who the calls are for (the operator names the resource): such calls never wait long
+    /// for the client-side limits; see [`crate::cloud::ratelimit`].
+    holder: Option<Arc<str>>,
 }
 
 impl CloudClient {
@@ -53,6 +84,7 @@ impl CloudClient {
             credentials,
             limiter,
             retry,
+            holder: None,
         }
     }
 
@@ -77,6 +109,34 @@ impl CloudClient {
             credentials: Arc::new(CredentialProvider::new(source, self.transport.clone())),
             ..self.clone()
         }
+    }
+
+    /// The same client, acting for `holder`: a call the limits cannot send at once fails
+    /// with [`CloudError::Deferred`] instead of waiting, and the holder keeps its turn.
+    pub fn for_holder(&self, holder: &str) -> Self {
+        CloudClient {
+            holder: Some(Arc::from(holder)),
+            ..self.clone()
+        }
+    }
+
+    /// The same client, acting for nobody in particular (a list shared by many readers
+    /// waits for the limits in place).
+    pub fn shared(&self) -> Self {
+        CloudClient {
+            holder: None,
+            ..self.clone()
+        }
+    }
+
+    /// Whether this client's holder may send `action` now; when it may, a quota slot is
+    /// kept for it. A client without a holder is always admitted (it waits in the call).
+    pub async fn admit(&self, product: Product, region: &str, action: &'static str) -> Result<(), CloudError> {
+        let Some(holder) = &self.holder else { return Ok(()) };
+        let creds = self.credentials.get().await?;
+        self.limiter
+            .admit(holder, &creds.account_key(), product, region, action)
+            .map_err(CloudError::Deferred)
     }
 
     pub fn credentials(&self) -> &Arc<CredentialProvider> {
@@ -121,16 +181,24 @@ impl CloudClient {
         let mut refreshed = false;
         loop {
             let creds = self.credentials.get().await?;
-            self.limiter
-                .acquire(&creds.account_key(), req.product, &req.region, req.action)
-                .await;
-            // Some answers carry an error `Code` inside an HTTP 200: it is an error all the same.
-            let err = match self
-                .transport
-                .send_once(req, Some(&creds))
+            let account = creds.account_key();
+            let queued = Instant::now();
+            let ticket = self
+                .limiter
+                .acquire(self.holder.as_deref(), &account, req.product, &req.region, req.action)
                 .await
-                .and_then(|v| check_body_code(req.action, &v).map(|()| v))
-            {
+                .map_err(CloudError::Deferred)?;
+            let _ = COST.try_with(|c| {
+                c.calls.fetch_add(1, Ordering::Relaxed);
+                c.limiter_wait_us
+                    .fetch_add(queued.elapsed().as_micros() as u64, Ordering::Relaxed);
+            });
+            // Some answers carry an error `Code` inside an HTTP 200: it is an error all the same.
+            let answer = self.transport.send_once(req, Some(&creds)).await;
+            if let Some(ticket) = ticket {
+                self.limiter.answered(&account, ticket);
+            }
+            let err = match answer.and_then(|v| check_body_code(req.action, &v).map(|()| v)) {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };

@@ -86,7 +86,7 @@ pub enum TransportFailure {
     Other,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum CloudError {
     #[error("{}: {} (HTTP {}): {} [RequestId {}]", .0.action, .0.code, .0.status, .0.message, .0.request_id)]
     Api(Box<ApiError>),
@@ -103,6 +103,9 @@ pub enum CloudError {
     Credentials(String),
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// Not sent: the client-side limits have no room for it now (see `ratelimit`).
+    #[error("{}", .0.reason)]
+    Deferred(super::ratelimit::Deferral),
 }
 
 impl CloudError {
@@ -125,6 +128,7 @@ impl CloudError {
             CloudError::Decode { .. } => ErrorClass::Invalid,
             CloudError::Credentials(_) => ErrorClass::Credentials,
             CloudError::InvalidRequest(_) => ErrorClass::Invalid,
+            CloudError::Deferred(_) => ErrorClass::Throttled,
         }
     }
 
@@ -136,6 +140,7 @@ impl CloudError {
             CloudError::Decode { .. } => "DecodeError",
             CloudError::Credentials(_) => "InvalidCredentials",
             CloudError::InvalidRequest(_) => "InvalidRequest",
+            CloudError::Deferred(_) => "Deferred",
         }
     }
 
@@ -161,7 +166,15 @@ impl CloudError {
                 format!("{action}: {failure:?} error talking to {endpoint}")
             }
             CloudError::Decode { action, .. } => format!("{action}: the response could not be decoded"),
-            CloudError::Credentials(_) | CloudError::InvalidRequest(_) => self.to_string(),
+            CloudError::Credentials(_) | CloudError::InvalidRequest(_) | CloudError::Deferred(_) => self.to_string(),
+        }
+    }
+
+    /// When a call that the client-side limits held back may be tried again.
+    pub fn deferred_for(&self) -> Option<Duration> {
+        match self {
+            CloudError::Deferred(d) => Some(d.retry_after),
+            _ => None,
         }
     }
 
@@ -188,7 +201,7 @@ impl CloudError {
                 matches!(self.class(), ErrorClass::Throttled | ErrorClass::Credentials)
                     || self.code() == "SignatureNonceUsed"
             }
-            CloudError::Credentials(_) | CloudError::InvalidRequest(_) => true,
+            CloudError::Credentials(_) | CloudError::InvalidRequest(_) | CloudError::Deferred(_) => true,
             CloudError::Decode { .. } => false,
         }
     }

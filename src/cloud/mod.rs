@@ -15,7 +15,7 @@ pub mod secret;
 pub mod signer;
 pub mod transport;
 
-pub use client::CloudClient;
+pub use client::{CloudClient, Cost, measure};
 pub use credentials::{CredentialSource, Credentials};
 pub use endpoint::{Endpoints, Product};
 pub use error::{CloudError, ErrorClass};

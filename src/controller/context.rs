@@ -29,6 +29,9 @@ pub const SECRET_CACHE_TTL: Duration = Duration::from_secs(10);
 /// Any new value forces a reconcile with fresh cloud reads.
 pub const RECONCILE_REQUESTED_AT: &str = "ops.alicloud.dev/reconcile-requested-at";
 
+/// Reconciles running at once per kind, unless `--concurrency` says otherwise.
+pub const DEFAULT_CONCURRENCY: u16 = 4;
+
 /// Which namespaces may use the operator's own credentials.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum DefaultCredentials {

@@ -3,6 +3,7 @@
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use kube::core::NamespaceResourceScope;
 use serde::Serialize;
@@ -11,7 +12,7 @@ use serde::de::DeserializeOwned;
 use super::snapshot::{SnapshotCache, SnapshotKey};
 use crate::api::ResourceStatus;
 use crate::api::common::{CommonSpec, CredentialsRef};
-use crate::cloud::{CloudClient, CloudError};
+use crate::cloud::{CloudClient, CloudError, Product};
 use crate::reconcile::{Outcome, PlanContext, Verdict};
 
 /// The cloud side of one reconcile: a client with the resource's credentials, a key for
@@ -24,6 +25,9 @@ pub struct KindEnv {
     /// The account keys of the peers (by `namespace/name`), for kinds whose conflicts are
     /// decided by cloud account; filled only for those (see [`ManagedKind::PEERS_BY_ACCOUNT`]).
     pub peer_accounts: Arc<std::collections::BTreeMap<String, String>>,
+    /// The oldest shared list this reconcile accepts: the resource's resync interval, so a
+    /// steady resync costs one list per interval (the cache may cap it lower).
+    pub max_age: Duration,
 }
 
 impl KindEnv {
@@ -33,6 +37,7 @@ impl KindEnv {
             account,
             snapshots,
             peer_accounts: Arc::default(),
+            max_age: Duration::MAX,
         }
     }
 
@@ -41,7 +46,8 @@ impl KindEnv {
         self.peer_accounts.get(&full_name(peer)) == Some(&self.account)
     }
 
-    /// The shared list `list` of `region` for these credentials, fetched once per TTL.
+    /// The shared list `list` of `region` for these credentials, no older than
+    /// [`KindEnv::max_age`]. `fetch` gets a client that lists on behalf of every reader.
     /// `fresh` reads the cloud now for this caller alone: the shared list stays for the
     /// others (a requested reconcile of one resource costs one list, not one per resource).
     pub async fn snapshot<T, F, Fut>(
@@ -53,13 +59,16 @@ impl KindEnv {
     ) -> Result<Arc<T>, CloudError>
     where
         T: Send + Sync + 'static,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, CloudError>>,
+        F: FnOnce(CloudClient) -> Fut,
+        Fut: Future<Output = Result<T, CloudError>> + Send + 'static,
     {
+        let cloud = self.cloud.shared();
         if fresh {
-            return fetch().await.map(Arc::new);
+            return fetch(cloud).await.map(Arc::new);
         }
-        self.snapshots.get(self.key(list, region), fetch).await
+        self.snapshots
+            .get(self.key(list, region), self.max_age, || fetch(cloud))
+            .await
     }
 
     /// Forgets the shared list after a write whose effect is unknown (it failed).
@@ -72,7 +81,7 @@ impl KindEnv {
         &self,
         list: &'static str,
         region: &str,
-        f: impl FnOnce(&mut T),
+        f: impl Fn(&mut T) + Send + 'static,
     ) {
         self.snapshots.update(&self.key(list, region), f);
     }
@@ -129,6 +138,9 @@ pub trait ManagedKind:
     type Action: Clone + Debug + Send + Sync + 'static;
 
     const KIND: &'static str;
+    /// The one cloud call that carries out this kind's actions: admission to the
+    /// client-side limits is asked for it before anything is recorded or sent.
+    const WRITE: (Product, &'static str);
     /// Read the cloud again, bypassing snapshots, right before writing (OtaSchedule: the
     /// TaskId changes after every approval).
     const FRESH_READ_BEFORE_WRITE: bool = false;
@@ -142,6 +154,10 @@ pub trait ManagedKind:
 
     /// Whether deleting this resource has cloud work to do, so it needs a finalizer.
     fn needs_finalizer(&self) -> bool;
+
+    /// Whether [`ManagedKind::plan`] reads its peers (the other resources of the kind).
+    /// Kinds that do not are given none, instead of a copy of the whole cache each time.
+    const READS_PEERS: bool = true;
 
     /// Conflicts with peers are decided by cloud account, so the controller resolves each
     /// peer's credentials to an account key before planning (FotaTaskPolicy).

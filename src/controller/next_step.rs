@@ -118,6 +118,15 @@ pub fn next_step(stage: Stage, settled: &Settled, resync: Duration) -> Next {
         (Stage::Apply, Settled::CleanupSkipped) => next(OnChange, false, false, true),
 
         (Stage::Cleanup, Settled::CleanupSkipped) => next(OnChange, false, true, true),
+        // An undo waiting for its turn under the cloud's quota comes back at that turn.
+        (
+            Stage::Cleanup,
+            Settled::Planned {
+                reason: Reason::Throttled,
+                requeue_after: Some(d),
+                remaining: 1..,
+            },
+        ) => next(After(*d), false, false, false),
         (Stage::Cleanup, Settled::Suspended) => next(Backoff, true, false, false),
         (Stage::Cleanup, Settled::Planned { remaining: 0, .. })
         | (Stage::Cleanup, Settled::CloudFailed { remaining: 0, .. })
@@ -186,6 +195,12 @@ mod tests {
                 vec![Apply],
                 "ready, the next window boundary after the resync",
                 planned(Reason::Active, Some(7200), 0),
+            ),
+            (
+                "apply",
+                vec![Apply],
+                "a write waits for its turn under the cloud's quota (`Throttled`), due in 42 s",
+                planned(Reason::Throttled, Some(42), 0),
             ),
             (
                 "apply",
@@ -261,6 +276,12 @@ mod tests {
                 vec![Cleanup],
                 "something still recorded after the writes",
                 planned(Reason::Applying, None, 2),
+            ),
+            (
+                "delete",
+                vec![Cleanup],
+                "an undo waits for its turn under the cloud's quota (`Throttled`), due in 42 s",
+                planned(Reason::Throttled, Some(42), 1),
             ),
             (
                 "delete",

@@ -325,8 +325,10 @@ async fn run_stage<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: St
         }
     };
     tracing::debug!(credentials = %origin, draining, "resolved credentials");
+    env.max_age = plan_ctx.resync;
+    env.cloud = env.cloud.for_holder(&key);
     let fresh = ctx.newly_requested(&key, obj.annotations().get(RECONCILE_REQUESTED_AT).map(String::as_str));
-    let peers: Vec<Arc<K>> = kctx.store.state();
+    let peers: Vec<Arc<K>> = if K::READS_PEERS { kctx.store.state() } else { Vec::new() };
     if K::PEERS_BY_ACCOUNT {
         let mut accounts = std::collections::BTreeMap::new();
         for p in peers

@@ -27,6 +27,13 @@ pub async fn plan<K: ManagedKind>(
     Ok(outcome)
 }
 
+/// Asks the client-side limits whether this resource's write may go now (see
+/// [`crate::cloud::ratelimit`]); asking again is harmless and gives the same answer.
+async fn admission<K: ManagedKind>(obj: &K, env: &KindEnv) -> Result<(), CloudError> {
+    let (product, action) = K::WRITE;
+    env.cloud.admit(product, obj.region(), action).await
+}
+
 /// The Ready verdict for a failed cloud call.
 pub fn error_verdict(err: &CloudError) -> Verdict {
     let reason = match err.class() {
@@ -80,15 +87,36 @@ pub async fn reconcile_once<K: ManagedKind, S: StatusSink<K>>(
 ) -> Result<Reconciled<K>, kube::Error> {
     let previous = obj.status().cloned().unwrap_or_default();
     let mut applied = Vec::new();
-    let (status, verdict, requeue_after, error, drift) = match plan(obj, env, peers, ctx, stage, fresh).await {
-        Err(e) => (
+    let mut synced = true;
+    let planned = plan(obj, env, peers, ctx, stage, fresh).await;
+    let refused = match &planned {
+        Ok(outcome) if !outcome.actions.is_empty() => admission(obj, env).await.err(),
+        _ => None,
+    };
+    let (status, verdict, requeue_after, error, drift) = match (planned, refused) {
+        (Err(e), _) => (
             previous.clone(),
             K::interpret_error(&e).unwrap_or_else(|| error_verdict(&e)),
             None,
             Some(e),
             false,
         ),
-        Ok(outcome) => {
+        (Ok(outcome), Some(e)) => {
+            // The client-side limits have no room now: nothing is recorded or sent, the
+            // resource keeps its turn, and comes back when it is due. No worker waits.
+            synced = false;
+            match e.deferred_for() {
+                Some(wait) => (
+                    previous.clone(),
+                    Verdict::not_ready(Reason::Throttled, e.summary()),
+                    Some(wait),
+                    None,
+                    outcome.has_drift(),
+                ),
+                None => (previous.clone(), error_verdict(&e), None, Some(e), outcome.has_drift()),
+            }
+        }
+        (Ok(outcome), None) => {
             let drift = outcome.has_drift();
             let intent = match (&outcome.intent, outcome.actions.is_empty()) {
                 (Some(i), _) => Some(i.clone()),
@@ -113,15 +141,21 @@ pub async fn reconcile_once<K: ManagedKind, S: StatusSink<K>>(
                 Some(e) => {
                     let recorded = intent.unwrap_or_else(|| previous.clone());
                     let fallback = K::status_after_failure(recorded, &e);
-                    match K::interpret_error(&e) {
-                        Some(v) => (fallback, v, None, None, drift),
-                        None => (fallback, error_verdict(&e), None, Some(e), drift),
+                    match (K::interpret_error(&e), e.deferred_for()) {
+                        (Some(v), _) => (fallback, v, None, None, drift),
+                        // Held back before it was sent (a later batch of a write that took
+                        // longer than its admission): come back when the limits have room.
+                        (None, Some(wait)) => {
+                            synced = false;
+                            (fallback, error_verdict(&e), Some(wait), None, drift)
+                        }
+                        (None, None) => (fallback, error_verdict(&e), None, Some(e), drift),
                     }
                 }
             }
         }
     };
-    let status = settle(obj, status, &verdict, error.is_none(), ctx, sink).await?;
+    let status = settle(obj, status, &verdict, synced && error.is_none(), ctx, sink).await?;
     Ok(Reconciled {
         recorded: obj.recorded(&status),
         status,

@@ -1,6 +1,16 @@
-//! Short-lived, shared cloud reads: resources of one kind, account and region share one
-//! paged list per TTL instead of one describe call each. Concurrent readers of the same
-//! key wait for one fetch; failures are not cached.
+//! Shared cloud reads: resources of one kind, account and region share one paged list
+//! instead of one describe call each.
+//!
+//! - A list's age counts from when it completed, not from when it started: a list that
+//!   takes longer than a reader's limit still serves that reader.
+//! - At most one list per key is in flight. It runs as its own task, so a reader that gives
+//!   up (a cancelled reconcile) neither stops nor restarts it; later readers join it.
+//! - Each reader says how old a list it accepts (the controller passes the resource's
+//!   resync interval), so a steady resync of N resources costs one list per interval, and a
+//!   reader never waits for a list while the one it has is young enough.
+//! - The operator's own writes are applied to the list (also to one in flight, when it
+//!   lands), so N writes do not cost N lists. Failures are not cached.
+//! - Each list's cost (calls, time, time waiting for the client-side limits) is exported.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -8,11 +18,17 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::OnceCell;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 
-use crate::cloud::CloudError;
+use crate::cloud::{CloudError, measure};
 
-/// What a snapshot is of: the list call, the account (AccessKeyId) and the region.
+/// What a snapshot is of: the list call, the account (credential set) and the region.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SnapshotKey {
     pub list: &'static str,
@@ -20,69 +36,225 @@ pub struct SnapshotKey {
     pub region: String,
 }
 
-type Shared = Arc<dyn Any + Send + Sync>;
+type Value = Arc<dyn Any + Send + Sync>;
+type Update = Box<dyn FnMut(&mut dyn Any) + Send>;
+type Landing = Shared<BoxFuture<'static, Result<Value, CloudError>>>;
 
+struct InFlight {
+    id: u64,
+    landing: Landing,
+    /// Writes made while the list runs, applied to its result.
+    updates: Vec<Update>,
+    /// A write with an unknown effect happened meanwhile: the result is stale on arrival.
+    invalidated: bool,
+}
+
+#[derive(Default)]
 struct Entry {
-    created: Instant,
-    cell: Arc<OnceCell<Shared>>,
+    /// The newest list and when it completed.
+    value: Option<(Value, Instant)>,
+    stale: bool,
+    in_flight: Option<InFlight>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListLabel {
+    pub list: String,
+}
+
+/// The cost of shared lists, by list call.
+#[derive(Clone)]
+pub struct SnapshotMetrics {
+    pub lists: Family<ListLabel, Counter>,
+    pub calls: Family<ListLabel, Counter>,
+    pub limiter_wait: Family<ListLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
+    pub duration: Family<ListLabel, Histogram, fn() -> Histogram>,
+}
+
+fn list_histogram() -> Histogram {
+    // 10 ms .. ~80 s
+    Histogram::new(exponential_buckets(0.01, 2.0, 14))
+}
+
+impl Default for SnapshotMetrics {
+    fn default() -> Self {
+        SnapshotMetrics {
+            lists: Family::default(),
+            calls: Family::default(),
+            limiter_wait: Family::default(),
+            duration: Family::new_with_constructor(list_histogram),
+        }
+    }
+}
+
+impl SnapshotMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "snapshot_lists",
+            "Shared cloud lists completed or failed, by list call",
+            self.lists.clone(),
+        );
+        registry.register(
+            "snapshot_list_calls",
+            "Cloud calls (pages, every attempt) made by shared lists, by list call",
+            self.calls.clone(),
+        );
+        registry.register(
+            "snapshot_list_ratelimit_wait_seconds",
+            "Time shared lists waited for the client-side rate limits, by list call",
+            self.limiter_wait.clone(),
+        );
+        registry.register(
+            "snapshot_list_duration_seconds",
+            "How long a shared list took from start to completion, by list call",
+            self.duration.clone(),
+        );
+    }
+
+    /// Lists completed or failed so far, for one list call.
+    pub fn lists_of(&self, list: &str) -> u64 {
+        self.lists.get_or_create(&ListLabel { list: list.into() }).get()
+    }
 }
 
 pub struct SnapshotCache {
-    ttl: Duration,
-    entries: Mutex<HashMap<SnapshotKey, Entry>>,
+    /// The oldest a list may be for any reader, whatever the reader accepts.
+    cap: Duration,
+    entries: Arc<Mutex<HashMap<SnapshotKey, Entry>>>,
+    next_id: std::sync::atomic::AtomicU64,
+    pub metrics: SnapshotMetrics,
+}
+
+fn typed<T: Send + Sync + 'static>(v: Value) -> Arc<T> {
+    v.downcast::<T>().expect("one type per snapshot key")
 }
 
 impl SnapshotCache {
-    pub fn new(ttl: Duration) -> Self {
+    /// A cache whose lists serve readers for at most `cap` after they complete.
+    pub fn new(cap: Duration) -> Self {
         SnapshotCache {
-            ttl,
-            entries: Mutex::new(HashMap::new()),
+            cap,
+            entries: Arc::default(),
+            next_id: Default::default(),
+            metrics: SnapshotMetrics::default(),
         }
     }
 
-    /// The cached list for `key`, or the result of `fetch` shared with every concurrent caller.
-    pub async fn get<T, F, Fut>(&self, key: SnapshotKey, fetch: F) -> Result<Arc<T>, CloudError>
+    /// The list for `key` if it completed less than `max_age` ago (and less than the cap);
+    /// otherwise the list in flight, or a new one started with `fetch`.
+    pub async fn get<T, F, Fut>(&self, key: SnapshotKey, max_age: Duration, fetch: F) -> Result<Arc<T>, CloudError>
     where
         T: Send + Sync + 'static,
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, CloudError>>,
+        Fut: Future<Output = Result<T, CloudError>> + Send + 'static,
     {
-        let cell = {
+        let limit = max_age.min(self.cap);
+        let landing = {
             let mut entries = self.entries.lock().expect("snapshot lock");
-            let fresh = entries.get(&key).is_some_and(|e| e.created.elapsed() < self.ttl);
-            if !fresh {
-                entries.insert(
-                    key.clone(),
-                    Entry {
-                        created: Instant::now(),
-                        cell: Arc::new(OnceCell::new()),
-                    },
-                );
+            let entry = entries.entry(key.clone()).or_default();
+            if let Some((value, completed)) = &entry.value
+                && !entry.stale
+                && completed.elapsed() < limit
+            {
+                return Ok(typed(value.clone()));
             }
-            entries[&key].cell.clone()
+            match &entry.in_flight {
+                Some(f) => f.landing.clone(),
+                None => {
+                    let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let landing = self.start(key, id, fetch());
+                    entry.in_flight = Some(InFlight {
+                        id,
+                        landing: landing.clone(),
+                        updates: Vec::new(),
+                        invalidated: false,
+                    });
+                    landing
+                }
+            }
         };
-        let value = cell
-            .get_or_try_init(|| async { fetch().await.map(|v| Arc::new(v) as Shared) })
-            .await?;
-        Ok(value.clone().downcast::<T>().expect("one type per snapshot key"))
+        landing.await.map(typed)
     }
 
-    /// Applies a write's known effect to the cached list, if there is one, so the next
-    /// reader within the TTL sees it without listing again.
-    pub fn update<T: Clone + Send + Sync + 'static>(&self, key: &SnapshotKey, f: impl FnOnce(&mut T)) {
+    /// Runs one list as its own task and lands its result in the entry.
+    fn start<T, Fut>(&self, key: SnapshotKey, id: u64, fetch: Fut) -> Landing
+    where
+        T: Send + Sync + 'static,
+        Fut: Future<Output = Result<T, CloudError>> + Send + 'static,
+    {
+        let entries = self.entries.clone();
+        let metrics = self.metrics.clone();
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            let (result, cost) = measure(std::panic::AssertUnwindSafe(fetch).catch_unwind()).await;
+            let label = ListLabel {
+                list: key.list.to_string(),
+            };
+            metrics.lists.get_or_create(&label).inc();
+            metrics.calls.get_or_create(&label).inc_by(cost.calls);
+            metrics
+                .limiter_wait
+                .get_or_create(&label)
+                .inc_by(cost.limiter_wait.as_secs_f64());
+            metrics
+                .duration
+                .get_or_create(&label)
+                .observe(started.elapsed().as_secs_f64());
+            let result =
+                result.unwrap_or_else(|_| Err(CloudError::InvalidRequest(format!("listing {} panicked", key.list))));
+            let mut entries = entries.lock().expect("snapshot lock");
+            let entry = entries.entry(key).or_default();
+            let Some(flight) = entry.in_flight.take_if(|f| f.id == id) else {
+                return result.map(|v| Arc::new(v) as Value);
+            };
+            let mut value = result?;
+            for mut update in flight.updates {
+                update(&mut value);
+            }
+            let value: Value = Arc::new(value);
+            entry.value = Some((value.clone(), Instant::now()));
+            entry.stale = flight.invalidated;
+            Ok(value)
+        });
+        async move {
+            task.await
+                .unwrap_or_else(|e| Err(CloudError::InvalidRequest(format!("a shared list stopped: {e}"))))
+        }
+        .boxed()
+        .shared()
+    }
+
+    /// Applies a write's known effect to the list, and to the list in flight when it lands,
+    /// so the next reader sees it without listing again.
+    pub fn update<T: Clone + Send + Sync + 'static>(&self, key: &SnapshotKey, f: impl Fn(&mut T) + Send + 'static) {
         let mut entries = self.entries.lock().expect("snapshot lock");
         let Some(entry) = entries.get_mut(key) else { return };
-        let Some(current) = entry.cell.get().and_then(|v| v.clone().downcast::<T>().ok()) else {
-            return;
-        };
-        let mut next = (*current).clone();
-        f(&mut next);
-        entry.cell = Arc::new(OnceCell::new_with(Some(Arc::new(next) as Shared)));
+        if let Some((value, _)) = &mut entry.value
+            && let Ok(current) = value.clone().downcast::<T>()
+        {
+            let mut next = (*current).clone();
+            f(&mut next);
+            *value = Arc::new(next);
+        }
+        if let Some(flight) = &mut entry.in_flight {
+            flight.updates.push(Box::new(move |any: &mut dyn Any| {
+                if let Some(v) = any.downcast_mut::<T>() {
+                    f(v);
+                }
+            }));
+        }
     }
 
-    /// Forgets `key`, after a write whose effect is unknown.
+    /// After a write whose effect is unknown: the next reader lists again (a list in flight
+    /// may have read before the write, so its result is stale too).
     pub fn invalidate(&self, key: &SnapshotKey) {
-        self.entries.lock().expect("snapshot lock").remove(key);
+        let mut entries = self.entries.lock().expect("snapshot lock");
+        if let Some(entry) = entries.get_mut(key) {
+            entry.stale = true;
+            if let Some(flight) = &mut entry.in_flight {
+                flight.invalidated = true;
+            }
+        }
     }
 }
 
@@ -99,20 +271,38 @@ mod tests {
         }
     }
 
+    const LONG: Duration = Duration::from_secs(3600);
+
+    fn counted<T: Send + 'static>(
+        calls: &Arc<AtomicU32>,
+        took: Duration,
+        value: T,
+    ) -> impl FnOnce() -> BoxFuture<'static, Result<T, CloudError>> {
+        let calls = calls.clone();
+        move || {
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(took).await;
+                Ok(value)
+            }
+            .boxed()
+        }
+    }
+
     #[tokio::test]
     async fn concurrent_readers_share_one_fetch_and_invalidate_refetches() {
-        let cache = Arc::new(SnapshotCache::new(Duration::from_secs(60)));
+        let cache = Arc::new(SnapshotCache::new(LONG));
         let calls = Arc::new(AtomicU32::new(0));
         let mut tasks = Vec::new();
         for _ in 0..20 {
             let (cache, calls) = (cache.clone(), calls.clone());
             tasks.push(tokio::spawn(async move {
                 cache
-                    .get(key("r"), || async {
-                        calls.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        Ok::<_, CloudError>(vec![1, 2, 3])
-                    })
+                    .get(
+                        key("r"),
+                        LONG,
+                        counted(&calls, Duration::from_millis(20), vec![1, 2, 3]),
+                    )
                     .await
                     .unwrap()
             }));
@@ -121,34 +311,117 @@ mod tests {
             assert_eq!(*t.await.unwrap(), vec![1, 2, 3]);
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.metrics.lists_of("DescribeDesktops"), 1);
         cache.invalidate(&key("r"));
-        cache
-            .get(key("r"), || async {
-                calls.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, CloudError>(vec![4])
-            })
+        let v = cache
+            .get(key("r"), LONG, counted(&calls, Duration::ZERO, vec![4]))
             .await
             .unwrap();
+        assert_eq!(*v, vec![4]);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    /// A list slower than every reader's limit is still fetched once: readers that come
+    /// while it runs join it, its age counts from when it completed, and a reader that gives
+    /// up does not restart it.
+    #[tokio::test]
+    async fn a_slow_list_longer_than_the_limit_is_fetched_once() {
+        let cache = Arc::new(SnapshotCache::new(LONG));
+        let calls = Arc::new(AtomicU32::new(0));
+        let limit = Duration::from_millis(100);
+        let slow = Duration::from_millis(400);
+        // The first reader gives up after 50 ms.
+        let first = {
+            let (cache, calls) = (cache.clone(), calls.clone());
+            tokio::spawn(async move { cache.get(key("r"), limit, counted(&calls, slow, 7u32)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        first.abort();
+        let mut readers = Vec::new();
+        for _ in 0..8 {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            let (cache, calls) = (cache.clone(), calls.clone());
+            readers.push(tokio::spawn(async move {
+                cache.get(key("r"), limit, counted(&calls, slow, 8u32)).await.unwrap()
+            }));
+        }
+        for r in readers {
+            assert_eq!(*r.await.unwrap(), 7);
+        }
+        // Just completed: young enough for the limit, though it started 400 ms ago.
+        let v = cache.get(key("r"), limit, counted(&calls, slow, 9u32)).await.unwrap();
+        assert_eq!(*v, 7);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_reader_with_a_shorter_limit_refreshes_for_everyone() {
+        let cache = SnapshotCache::new(LONG);
+        let calls = Arc::new(AtomicU32::new(0));
+        cache
+            .get(key("r"), LONG, counted(&calls, Duration::ZERO, 1))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // Young enough for a resync of an hour; too old for one of 10 ms.
+        assert_eq!(
+            *cache
+                .get(key("r"), LONG, counted(&calls, Duration::ZERO, 2))
+                .await
+                .unwrap(),
+            1
+        );
+        let short = Duration::from_millis(10);
+        assert_eq!(
+            *cache
+                .get(key("r"), short, counted(&calls, Duration::ZERO, 3))
+                .await
+                .unwrap(),
+            3
+        );
+        assert_eq!(
+            *cache
+                .get(key("r"), LONG, counted(&calls, Duration::ZERO, 4))
+                .await
+                .unwrap(),
+            3
+        );
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
-    async fn updates_write_through_without_a_new_fetch() {
-        let cache = SnapshotCache::new(Duration::from_secs(60));
+    async fn writes_apply_to_the_list_and_to_one_in_flight() {
+        let cache = Arc::new(SnapshotCache::new(LONG));
+        let calls = Arc::new(AtomicU32::new(0));
         cache
-            .get(key("r"), || async { Ok::<_, CloudError>(vec![1, 2]) })
+            .get(key("r"), LONG, counted(&calls, Duration::ZERO, vec![1, 2]))
             .await
             .unwrap();
         cache.update::<Vec<i32>>(&key("r"), |v| v.push(3));
         let v = cache
-            .get(key("r"), || async { Ok::<Vec<i32>, CloudError>(vec![]) })
+            .get(key("r"), LONG, counted(&calls, Duration::ZERO, Vec::<i32>::new()))
             .await
             .unwrap();
         assert_eq!(*v, vec![1, 2, 3]);
+        // A write made while a list runs is applied to what the list brings back.
+        cache.invalidate(&key("r"));
+        let reader = {
+            let (cache, calls) = (cache.clone(), calls.clone());
+            tokio::spawn(async move {
+                cache
+                    .get(key("r"), LONG, counted(&calls, Duration::from_millis(100), vec![5]))
+                    .await
+                    .unwrap()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        cache.update::<Vec<i32>>(&key("r"), |v| v.push(6));
+        assert_eq!(*reader.await.unwrap(), vec![5, 6]);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
         // Nothing cached: nothing to update, and the next read fetches.
         cache.update::<Vec<i32>>(&key("other"), |v| v.push(9));
         let v = cache
-            .get(key("other"), || async { Ok::<_, CloudError>(vec![7]) })
+            .get(key("other"), LONG, counted(&calls, Duration::ZERO, vec![7]))
             .await
             .unwrap();
         assert_eq!(*v, vec![7]);
@@ -156,24 +429,32 @@ mod tests {
 
     #[tokio::test]
     async fn failures_are_not_cached() {
-        let cache = SnapshotCache::new(Duration::from_secs(60));
+        let cache = SnapshotCache::new(LONG);
         let err = cache
-            .get::<Vec<i32>, _, _>(key("r"), || async { Err(CloudError::InvalidRequest("boom".into())) })
+            .get::<Vec<i32>, _, _>(key("r"), LONG, || async {
+                Err(CloudError::InvalidRequest("boom".into()))
+            })
             .await;
         assert!(err.is_err());
         let ok = cache
-            .get(key("r"), || async { Ok::<_, CloudError>(vec![7]) })
+            .get(key("r"), LONG, || async { Ok::<_, CloudError>(vec![7]) })
             .await
             .unwrap();
         assert_eq!(*ok, vec![7]);
     }
 
     #[tokio::test]
-    async fn entries_expire_after_the_ttl() {
+    async fn the_cap_bounds_every_reader() {
         let cache = SnapshotCache::new(Duration::from_millis(1));
-        cache.get(key("r"), || async { Ok::<_, CloudError>(1) }).await.unwrap();
+        cache
+            .get(key("r"), LONG, || async { Ok::<_, CloudError>(1) })
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let v = cache.get(key("r"), || async { Ok::<_, CloudError>(2) }).await.unwrap();
+        let v = cache
+            .get(key("r"), LONG, || async { Ok::<_, CloudError>(2) })
+            .await
+            .unwrap();
         assert_eq!(*v, 2);
     }
 }

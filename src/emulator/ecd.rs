@@ -79,7 +79,6 @@ pub fn describe_desktops(state: &mut CloudState, params: &Params) -> ApiResult<V
         .filter(|d| ids.is_empty() || ids.contains(&d.desktop_id))
         .filter(|d| office_site.as_ref().is_none_or(|o| &d.office_site_id == o))
         .filter(|d| status.as_ref().is_none_or(|s| &d.desktop_status == s))
-        .cloned()
         .collect();
     let total = desktops.len();
     let (page, next) = token_page(&desktops, params, 10, 100)?;
@@ -103,10 +102,14 @@ pub fn set_desktop_maintenance(state: &mut CloudState, params: &Params) -> ApiRe
         return Err(ApiFailure::missing("DesktopIds.1"));
     }
     let r = region(state, params)?;
-    let unknown: Vec<&String> = ids
+    let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let existing: std::collections::HashSet<&str> = r
+        .desktops
         .iter()
-        .filter(|id| !r.desktops.iter().any(|d| &d.desktop_id == *id))
+        .map(|d| d.desktop_id.as_str())
+        .filter(|id| wanted.contains(id))
         .collect();
+    let unknown: Vec<&String> = ids.iter().filter(|id| !existing.contains(id.as_str())).collect();
     if !unknown.is_empty() {
         let list = unknown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
         return Err(ApiFailure::new(
@@ -115,7 +118,8 @@ pub fn set_desktop_maintenance(state: &mut CloudState, params: &Params) -> ApiRe
             format!("The specified desktops do not exist: {list}"),
         ));
     }
-    for d in r.desktops.iter_mut().filter(|d| ids.contains(&d.desktop_id)) {
+    let wanted: std::collections::HashSet<String> = ids.iter().cloned().collect();
+    for d in r.desktops.iter_mut().filter(|d| wanted.contains(&d.desktop_id)) {
         d.management_flags
             .retain(|f| f != "NoFlag" && f != "UnderMaintenance" && f != "EnterMaintenance");
         if mode == "ENTER" {

@@ -81,10 +81,10 @@ pub fn list_custom_images(state: &mut CloudState, params: &Params) -> ApiResult<
         .iter()
         .filter(|i| ids.as_ref().is_none_or(|ids| ids.contains(&i.image_id)))
         .filter(|i| share != Some(false) || !i.in_share)
-        .cloned()
         .collect();
+    // Only the page is serialized; nothing else is copied.
     let start = ((page_number - 1) * page_size) as usize;
-    let page: Vec<_> = images.iter().skip(start).take(page_size as usize).cloned().collect();
+    let page: Vec<_> = images.iter().skip(start).take(page_size as usize).collect();
     // The API documents these counts as strings.
     Ok(json!({
         "CustomImages": page,

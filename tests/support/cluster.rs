@@ -244,17 +244,7 @@ impl Operator {
             "--metrics-addr",
             &format!("127.0.0.1:{port}"),
         ])
-        .args(["--lease-name", lease])
-        .args([
-            "--endpoint",
-            emulator_url,
-            "--resync-interval",
-            "3s",
-            "--snapshot-ttl",
-            "1s",
-            "--concurrency",
-            "2",
-        ])
+        .args(["--lease-name", lease, "--endpoint", emulator_url])
         .args(extra)
         .env("KUBECONFIG", &cluster().operator_kubeconfig)
         .env("RUST_LOG", "info,kube_client=error,alicloud_ops_operator=debug")
@@ -267,8 +257,16 @@ impl Operator {
             alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_SECRET,
         )
         .env_remove("ALICLOUD_OPS_ENDPOINT");
-        if !extra.contains(&"--lease-namespace") {
-            cmd.args(["--lease-namespace", OPERATOR_NS]);
+        // Defaults for tests, unless the test gives its own.
+        for (flag, value) in [
+            ("--resync-interval", "3s"),
+            ("--snapshot-max-age", "1s"),
+            ("--concurrency", "2"),
+            ("--lease-namespace", OPERATOR_NS),
+        ] {
+            if !extra.contains(&flag) {
+                cmd.args([flag, value]);
+            }
         }
         // Tests use the operator's own (emulator) credentials in their namespace unless
         // they say otherwise.
@@ -327,6 +325,11 @@ impl Operator {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGKILL: a crash, with no cleanup.

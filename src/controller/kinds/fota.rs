@@ -1,3 +1,4 @@
+use crate::cloud::Product;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -23,6 +24,7 @@ impl ManagedKind for FotaTaskPolicy {
     type Status = FotaTaskPolicyStatus;
     type Action = UpdateTask;
     const KIND: &'static str = "FotaTaskPolicy";
+    const WRITE: (Product, &'static str) = (Product::Ecd, "UpdateFotaTask");
 
     crate::kind_accessors!(FotaTaskPolicyStatus, region_id);
     fn needs_finalizer(&self) -> bool {
@@ -54,8 +56,9 @@ impl ManagedKind for FotaTaskPolicy {
         }
         let region = self.spec.region_id.clone();
         let tasks = env
-            .snapshot(LIST, &region, fresh, || {
-                ecd::describe_fota_tasks(&env.cloud, &region, &[])
+            .snapshot(LIST, &region, fresh, |cloud| {
+                let region = region.clone();
+                async move { ecd::describe_fota_tasks(&cloud, &region, &[]).await }
             })
             .await?;
         let peers: Vec<Peer> = peers

@@ -1,3 +1,4 @@
+use crate::cloud::Product;
 use std::sync::Arc;
 
 use crate::api::image_share::{DeletionPolicy, ImageShare, ImageShareStatus};
@@ -13,6 +14,8 @@ impl ManagedKind for ImageShare {
     type Status = ImageShareStatus;
     type Action = ModifyShare;
     const KIND: &'static str = "ImageShare";
+    const WRITE: (Product, &'static str) = (Product::SwasOpen, "ModifyImageShareStatus");
+    const READS_PEERS: bool = false;
 
     crate::kind_accessors!(ImageShareStatus, region_id);
     fn needs_finalizer(&self) -> bool {
@@ -29,8 +32,9 @@ impl ManagedKind for ImageShare {
     ) -> Result<Outcome<ModifyShare, ImageShareStatus>, CloudError> {
         let region = self.spec.region_id.clone();
         let images = env
-            .snapshot(LIST, &region, fresh, || {
-                swas::list_custom_images(&env.cloud, &region, &[])
+            .snapshot(LIST, &region, fresh, |cloud| {
+                let region = region.clone();
+                async move { swas::list_custom_images(&cloud, &region, &[]).await }
             })
             .await?;
         let previous = self.status.clone().unwrap_or_default();
@@ -57,11 +61,19 @@ impl ManagedKind for ImageShare {
         )
         .await;
         match &r {
-            Ok(()) => env.write_through(LIST, &self.spec.region_id, |images: &mut Vec<swas::CustomImage>| {
-                if let Some(i) = images.iter_mut().find(|i| i.image_id == self.spec.image_id) {
-                    i.in_share = action.operation == swas::ShareOperation::Share;
-                }
-            }),
+            Ok(()) => {
+                let image_id = self.spec.image_id.clone();
+                let in_share = action.operation == swas::ShareOperation::Share;
+                env.write_through(
+                    LIST,
+                    &self.spec.region_id,
+                    move |images: &mut Vec<swas::CustomImage>| {
+                        if let Some(i) = images.iter_mut().find(|i| i.image_id == image_id) {
+                            i.in_share = in_share;
+                        }
+                    },
+                )
+            }
             Err(_) => env.invalidate(LIST, &self.spec.region_id),
         }
         r

@@ -1,4 +1,5 @@
-use std::collections::BTreeSet;
+use crate::cloud::Product;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -47,22 +48,24 @@ async fn set_maintenance_of_known(
     if err.class() != ErrorClass::NotFound {
         return Err((done, err));
     }
+    let sent: HashSet<&String> = done.iter().collect();
     let rest: Vec<String> = action
         .desktop_ids
         .iter()
-        .filter(|id| !done.contains(id))
+        .filter(|id| !sent.contains(id))
         .cloned()
         .collect();
     let filter = DesktopFilter {
         desktop_ids: rest.clone(),
         office_site_id: None,
     };
+    let wanted: HashSet<&String> = rest.iter().collect();
     let known: Vec<String> = ecd::describe_desktops(&env.cloud, region, &filter)
         .await
         .map_err(|e| (done.clone(), e))?
         .into_iter()
         .map(|d| d.desktop_id)
-        .filter(|id| rest.contains(id))
+        .filter(|id| wanted.contains(id))
         .collect();
     if known.len() == rest.len() {
         // Every id still exists: the refusal was about something else.
@@ -77,6 +80,7 @@ impl ManagedKind for DesktopMaintenanceWindow {
     type Status = DesktopMaintenanceWindowStatus;
     type Action = SetMaintenance;
     const KIND: &'static str = "DesktopMaintenanceWindow";
+    const WRITE: (Product, &'static str) = (Product::Ecd, "SetDesktopMaintenance");
 
     crate::kind_accessors!(DesktopMaintenanceWindowStatus, region_id);
     fn needs_finalizer(&self) -> bool {
@@ -94,11 +98,15 @@ impl ManagedKind for DesktopMaintenanceWindow {
         let region = self.spec.region_id.clone();
         let everything = DesktopFilter::default();
         let all = env
-            .snapshot(LIST, &region, fresh, || {
-                ecd::describe_desktops(&env.cloud, &region, &everything)
+            .snapshot(LIST, &region, fresh, |cloud| {
+                let region = region.clone();
+                async move { ecd::describe_desktops(&cloud, &region, &everything).await }
             })
             .await?;
-        let listed = crate::reconcile::maintenance::listed_ids(&self.spec);
+        // Sets, not lists: a region may hold 10,000 desktops and a window 1,000 ids.
+        let listed: HashSet<String> = crate::reconcile::maintenance::listed_ids(&self.spec)
+            .into_iter()
+            .collect();
         let site = self.spec.selector.as_ref().map(|s| s.office_site_id.as_str());
         let targeted = |d: &Desktop| match site {
             Some(site) => d.office_site_id == site,
@@ -106,9 +114,10 @@ impl ManagedKind for DesktopMaintenanceWindow {
         };
         let desktops: Vec<Desktop> = all.iter().filter(|d| targeted(d)).cloned().collect();
         let previous = self.status.clone().unwrap_or_default();
+        let recorded: HashSet<&String> = previous.desktops_in_maintenance.iter().collect();
         let elsewhere: Vec<Desktop> = all
             .iter()
-            .filter(|d| !targeted(d) && previous.desktops_in_maintenance.contains(&d.desktop_id))
+            .filter(|d| !targeted(d) && recorded.contains(&d.desktop_id))
             .cloned()
             .collect();
         let held_by_others = held_by_others(self, peers, ctx.now);
@@ -129,16 +138,19 @@ impl ManagedKind for DesktopMaintenanceWindow {
         let region = &self.spec.region_id;
         let r = set_maintenance_of_known(env, region, action).await;
         match &r {
-            Ok(()) => env.write_through(LIST, region, |desktops: &mut Vec<Desktop>| {
-                let ids: std::collections::HashSet<&String> = action.desktop_ids.iter().collect();
-                for d in desktops.iter_mut().filter(|d| ids.contains(&d.desktop_id)) {
-                    d.management_flags
-                        .retain(|f| !matches!(f.as_str(), "NoFlag" | "UnderMaintenance" | "EnterMaintenance"));
-                    if action.mode == ecd::MaintenanceMode::Enter {
-                        d.management_flags.push("UnderMaintenance".into());
-                    }
-                    if d.management_flags.is_empty() {
-                        d.management_flags.push("NoFlag".into());
+            Ok(()) => env.write_through(LIST, region, {
+                let ids: HashSet<String> = action.desktop_ids.iter().cloned().collect();
+                let mode = action.mode;
+                move |desktops: &mut Vec<Desktop>| {
+                    for d in desktops.iter_mut().filter(|d| ids.contains(&d.desktop_id)) {
+                        d.management_flags
+                            .retain(|f| !matches!(f.as_str(), "NoFlag" | "UnderMaintenance" | "EnterMaintenance"));
+                        if mode == ecd::MaintenanceMode::Enter {
+                            d.management_flags.push("UnderMaintenance".into());
+                        }
+                        if d.management_flags.is_empty() {
+                            d.management_flags.push("NoFlag".into());
+                        }
                     }
                 }
             }),

@@ -1,3 +1,4 @@
+use crate::cloud::Product;
 use std::sync::Arc;
 
 use crate::api::ota::{OtaSchedule, OtaScheduleStatus};
@@ -13,6 +14,7 @@ impl ManagedKind for OtaSchedule {
     type Status = OtaScheduleStatus;
     type Action = Approve;
     const KIND: &'static str = "OtaSchedule";
+    const WRITE: (Product, &'static str) = (Product::AppstreamCenter, "ApproveOtaTask");
     const FRESH_READ_BEFORE_WRITE: bool = true;
 
     crate::kind_accessors!(OtaScheduleStatus, biz_region_id);
@@ -40,8 +42,9 @@ impl ManagedKind for OtaSchedule {
         }
         let region = self.spec.biz_region_id.clone();
         let groups = env
-            .snapshot(LIST, &region, fresh, || {
-                appstream::list_app_instance_groups(&env.cloud, &region, None)
+            .snapshot(LIST, &region, fresh, |cloud| {
+                let region = region.clone();
+                async move { appstream::list_app_instance_groups(&cloud, &region, None).await }
             })
             .await?;
         let group = groups

@@ -1,0 +1,686 @@
+//! `make bench-cluster`: the release operator on the real kube-apiserver harness, against
+//! the emulator, at scale. Prints, in one run:
+//!
+//! - the raw apiserver rate of server-side-apply status patches, with the operator's client
+//!   library (kube-rs) and concurrency, on objects of the same kind;
+//! - the operator's cold start to all Ready, and its rate as a ratio to the raw rate;
+//! - list pages and writes per steady resync; the operator's peak RSS;
+//! - spec edit to Ready at the new generation, p50 and p99;
+//! - the quota-bound case: N ImageShares of which some need a Share (10 a minute per
+//!   account), against the same N without them;
+//! - 100 DesktopMaintenanceWindows over 10,000 desktops that open together;
+//! - FotaTaskPolicies and OtaSchedules across many regions and delivery groups.
+//!
+//! Environment: BENCH_N (10000), BENCH_CONCURRENCY (the operator's default),
+//! BENCH_RESYNC_SECONDS (30), BENCH_QUOTA_N (2000), BENCH_QUOTA_WRITES (100),
+//! BENCH_QUOTA_SECONDS (130), BENCH_CASES (`scale,quota,windows,fota,ota`), BENCH_OUT
+//! (`target/bench-cluster`: CSV of Ready over time, for `scripts/plot-bench.py`).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use alicloud_ops_operator::api::{DesktopMaintenanceWindow, FotaTaskPolicy, ImageShare, OtaSchedule};
+use alicloud_ops_operator::cloud::ops::appstream::{AppInstanceGroup, OtaInfo};
+use alicloud_ops_operator::cloud::ops::ecd::{Desktop, FotaTask};
+use alicloud_ops_operator::cloud::ops::swas::CustomImage;
+use alicloud_ops_operator::controller::context::DEFAULT_CONCURRENCY;
+use alicloud_ops_operator::emulator::state::{DeliveryGroup, EcdRegion, SwasRegion};
+use alicloud_ops_operator::emulator::{CloudState, Emulator, EmulatorConfig};
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use support::cluster::*;
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+const API_VERSION: &str = "ops.alicloud.dev/v1alpha1";
+
+trait Kind:
+    Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + serde::Serialize
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+impl<K> Kind for K where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Creates `bodies` with `concurrency` requests in flight; returns the seconds it took.
+async fn create_all<K: Kind>(client: &Client, ns: &str, bodies: Vec<Value>, concurrency: usize) -> f64 {
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let started = Instant::now();
+    futures::stream::iter(bodies)
+        .map(|b| {
+            let api = api.clone();
+            async move {
+                let obj: K = serde_json::from_value(b).unwrap();
+                api.create(&PostParams::default(), &obj).await.unwrap();
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await;
+    started.elapsed().as_secs_f64()
+}
+
+/// Server-side-apply status patches of every object in `ns`, `concurrency` at a time, with
+/// kube-rs as the operator uses it: the apiserver's own rate for this work.
+async fn raw_status_rate<K: Kind>(client: &Client, ns: &str, names: &[String], concurrency: usize) -> f64 {
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let started = Instant::now();
+    futures::stream::iter(names.iter().cloned())
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                let patch = json!({
+                    "apiVersion": K::api_version(&()),
+                    "kind": K::kind(&()),
+                    "status": {"conditions": [{"type": "Ready", "status": "False", "reason": "Raw", "message": name,
+                        "lastTransitionTime": "2026-11-23T00:00:00Z", "observedGeneration": 1}], "observedGeneration": 1},
+                });
+                api.patch_status(&name, &PatchParams::apply("bench-raw").force(), &Patch::Apply(&patch))
+                    .await
+                    .unwrap();
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await;
+    names.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+/// What a watch of one namespace saw: when each object was first Ready at each generation.
+#[derive(Default)]
+struct Readiness {
+    /// name -> (generation, reason) last seen with Ready at the current generation.
+    current: HashMap<String, (i64, String)>,
+    /// (seconds since the tracker started, objects Ready with `want`) after each change.
+    timeline: Vec<(f64, usize)>,
+    ready: usize,
+}
+
+struct Tracker {
+    state: Arc<Mutex<Readiness>>,
+    changed: Arc<tokio::sync::Notify>,
+    started: Instant,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Tracker {
+    /// Watches `ns`; an object counts once its Ready condition, at its generation, has a
+    /// reason in `want`.
+    fn start<K: Kind>(client: &Client, ns: &str, want: &'static [&'static str]) -> Tracker {
+        let api: Api<K> = Api::namespaced(client.clone(), ns);
+        let state = Arc::new(Mutex::new(Readiness::default()));
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let started = Instant::now();
+        let (s, c) = (state.clone(), changed.clone());
+        let task = tokio::spawn(async move {
+            let stream = watcher(api, watcher::Config::default()).default_backoff();
+            futures::pin_mut!(stream);
+            while let Ok(Some(event)) = stream.try_next().await {
+                let objs = match event {
+                    watcher::Event::Apply(o) | watcher::Event::InitApply(o) => vec![o],
+                    _ => continue,
+                };
+                let mut st = s.lock().unwrap();
+                for o in objs {
+                    let v = serde_json::to_value(&o).unwrap();
+                    let generation = v["metadata"]["generation"].as_i64().unwrap_or(0);
+                    let ready = v["status"]["conditions"]
+                        .as_array()
+                        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                        .filter(|c| c["observedGeneration"].as_i64() == Some(generation))
+                        .and_then(|c| c["reason"].as_str())
+                        .map(str::to_string);
+                    let name = o.name_any();
+                    let was = st.current.get(&name).is_some_and(|(_, r)| want.contains(&r.as_str()));
+                    match ready {
+                        Some(reason) => {
+                            st.current.insert(name, (generation, reason));
+                        }
+                        None => {
+                            st.current.remove(&name);
+                        }
+                    }
+                    let now = st
+                        .current
+                        .get(&o.name_any())
+                        .is_some_and(|(_, r)| want.contains(&r.as_str()));
+                    match (was, now) {
+                        (false, true) => st.ready += 1,
+                        (true, false) => st.ready -= 1,
+                        _ => {}
+                    }
+                    let point = (started.elapsed().as_secs_f64(), st.ready);
+                    st.timeline.push(point);
+                }
+                c.notify_waiters();
+            }
+        });
+        Tracker {
+            state,
+            changed,
+            started,
+            task,
+        }
+    }
+
+    fn ready(&self) -> usize {
+        self.state.lock().unwrap().ready
+    }
+
+    /// Waits until `check` holds; the seconds since the tracker started.
+    async fn until(&self, what: &str, timeout: Duration, check: impl Fn(&Readiness) -> bool) -> f64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            if check(&self.state.lock().unwrap()) {
+                return self.started.elapsed().as_secs_f64();
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}: {} ready", self.ready());
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
+        }
+    }
+
+    /// When the first object became ready (seconds since the tracker started).
+    fn first_ready(&self) -> f64 {
+        let st = self.state.lock().unwrap();
+        st.timeline.iter().find(|(_, n)| *n > 0).map(|(t, _)| *t).unwrap_or(0.0)
+    }
+
+    fn write_csv(&self, path: &std::path::Path, label: &str) {
+        let st = self.state.lock().unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        for (t, n) in &st.timeline {
+            writeln!(f, "{label},{t:.3},{n}").unwrap();
+        }
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+struct Settings {
+    concurrency: usize,
+    resync: u64,
+    out: std::path::PathBuf,
+}
+
+impl Settings {
+    fn operator(&self, ns: &str, emu: &Emulator) -> Operator {
+        let concurrency = self.concurrency.to_string();
+        let resync = format!("{}s", self.resync);
+        // No cap on snapshot age: lists live for the resync interval, as in production.
+        let args = [
+            "--resync-interval",
+            resync.as_str(),
+            "--concurrency",
+            concurrency.as_str(),
+            "--snapshot-max-age",
+            "24h",
+        ];
+        Operator::start_full(
+            ns,
+            &emu.url(),
+            &format!("lease-{ns}"),
+            &args,
+            &[("RUST_LOG", "warn,alicloud_ops_operator=info")],
+        )
+    }
+}
+
+fn image_share(name: &str, region: &str, image: &str) -> Value {
+    json!({"apiVersion": API_VERSION, "kind": "ImageShare", "metadata": {"name": name},
+           "spec": {"regionId": region, "imageId": image, "shared": true}})
+}
+
+fn images(region: &str, n: usize, unshared: usize) -> SwasRegion {
+    SwasRegion {
+        custom_images: (0..n)
+            .map(|i| CustomImage {
+                image_id: format!("m-{region}-{i:05}"),
+                name: format!("image-{i}"),
+                status: "1".into(),
+                in_share: i >= unshared,
+                region_id: region.into(),
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+/// N ImageShares in sync with N images: raw rate, cold start, resync, RSS, edits.
+async fn scale(client: &Client, emu: &Emulator, n: usize, s: &Settings) {
+    let region = "ap-southeast-1";
+    emu.world()
+        .update_state(|st| st.swas.insert(region.into(), images(region, n, 0)));
+    let raw_ns = namespace(client, "raw").await;
+    let ns = namespace(client, "scale").await;
+    let names: Vec<String> = (0..n).map(|i| format!("share-{i:05}")).collect();
+    let bodies = |names: &[String]| -> Vec<Value> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| image_share(name, region, &format!("m-{region}-{i:05}")))
+            .collect()
+    };
+    let created = create_all::<ImageShare>(client, &raw_ns, bodies(&names), 32).await;
+    create_all::<ImageShare>(client, &ns, bodies(&names), 32).await;
+    let concurrency = s.concurrency;
+    let raw = raw_status_rate::<ImageShare>(client, &raw_ns, &names, concurrency).await;
+    println!("ImageShare x {n}, {n} images in the region");
+    println!("  create: {:.0}/s (32 in flight)", n as f64 / created);
+    println!("  raw apiserver status-patch rate (kube-rs, SSA, {concurrency} in flight): {raw:.0}/s");
+
+    let tracker = Tracker::start::<ImageShare>(client, &ns, &["InSync"]);
+    tracker
+        .until("the tracker's initial list", Duration::from_secs(60), |_| true)
+        .await;
+    emu.world().reset_counters();
+    let started = Instant::now();
+    let op = s.operator(&ns, emu);
+    let pid = op.pid().unwrap();
+    let offset = tracker.started.elapsed().as_secs_f64() - started.elapsed().as_secs_f64();
+    let all = tracker
+        .until("all Ready", Duration::from_secs(600), |st| st.ready == n)
+        .await
+        - offset;
+    let first = tracker.first_ready() - offset;
+    let pages = emu.world().counters().count("ListCustomImages");
+    let rate = n as f64 / (all - first);
+    println!("  cold start: all Ready {all:.1} s after the process started (first at {first:.1} s)");
+    println!(
+        "  convergence: {rate:.0}/s from first to last Ready = {:.0} % of the raw rate",
+        100.0 * rate / raw
+    );
+    println!("  lists at cold start: {pages} ListCustomImages pages");
+    tracker.write_csv(&s.out.join("ready.csv"), "ImageShare cold start");
+
+    // One steady resync interval: what it costs.
+    emu.world().reset_counters();
+    let writes_before = tracker.state.lock().unwrap().timeline.len();
+    tokio::time::sleep(Duration::from_secs_f64(s.resync as f64 * 1.15 + 2.0)).await;
+    let c = emu.world().counters();
+    let status_changes = tracker.state.lock().unwrap().timeline.len() - writes_before;
+    println!(
+        "  one resync ({} s): {} ListCustomImages pages (ceil(N/100) = {}), {} cloud writes, {} status changes",
+        s.resync,
+        c.count("ListCustomImages"),
+        n.div_ceil(100),
+        c.count("ModifyImageShareStatus"),
+        status_changes
+    );
+
+    // Spec edits, one at a time: edit to Ready at the new generation.
+    let api: Api<ImageShare> = Api::namespaced(client.clone(), &ns);
+    let mut latencies = Vec::new();
+    for name in names.iter().step_by((n / 200).max(1)).take(200) {
+        let edited = Instant::now();
+        let obj = api
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"resyncInterval": "31m"}})),
+            )
+            .await
+            .unwrap();
+        let generation = obj.metadata.generation.unwrap();
+        tracker
+            .until("the edit Ready", Duration::from_secs(60), |st| {
+                st.current
+                    .get(name)
+                    .is_some_and(|(g, r)| *g == generation && r == "InSync")
+            })
+            .await;
+        latencies.push(edited.elapsed().as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "  edit to Ready ({} edits, one at a time): p50 {:.0} ms, p99 {:.0} ms",
+        latencies.len(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+    println!("  operator peak RSS: {:.0} MiB", peak_rss_mib(pid));
+    drop(op);
+}
+
+/// The same N ImageShares twice: all in sync, and with some needing a Share under the
+/// quota of 10 a minute. The in-sync ones should not notice the others.
+async fn quota(client: &Client, emu: &Emulator, n: usize, writes: usize, seconds: u64, s: &Settings) {
+    println!("ImageShare x {n}, {writes} of which need a Share (10 calls a minute per account)");
+    let mut in_sync_times = Vec::new();
+    for (label, unshared) in [("alone", 0usize), ("with quota-bound writes", writes)] {
+        let region = if unshared == 0 { "ap-south-1" } else { "ap-northeast-2" };
+        emu.world()
+            .update_state(|st| st.swas.insert(region.into(), images(region, n, unshared)));
+        let ns = namespace(client, "quota").await;
+        // The in-sync ones: every image but the first `unshared`.
+        let bodies: Vec<Value> = (unshared..n)
+            .chain(0..unshared)
+            .map(|i| image_share(&format!("share-{i:05}"), region, &format!("m-{region}-{i:05}")))
+            .collect();
+        create_all::<ImageShare>(client, &ns, bodies, 32).await;
+        let tracker = Tracker::start::<ImageShare>(client, &ns, &["InSync"]);
+        tracker
+            .until("the tracker's initial list", Duration::from_secs(60), |_| true)
+            .await;
+        emu.world().reset_counters();
+        let started = Instant::now();
+        let op = s.operator(&ns, emu);
+        let offset = tracker.started.elapsed().as_secs_f64() - started.elapsed().as_secs_f64();
+        let in_sync = n - unshared;
+        let t = tracker
+            .until("the in-sync ones Ready", Duration::from_secs(600), |st| {
+                (unshared..n).all(|i| {
+                    st.current
+                        .get(&format!("share-{i:05}"))
+                        .is_some_and(|(_, r)| r == "InSync")
+                })
+            })
+            .await
+            - offset;
+        in_sync_times.push(t);
+        println!("  {label}: the {in_sync} in sync all Ready {t:.1} s after the process started");
+        if unshared > 0 {
+            let mut per_minute = Vec::new();
+            let mut last = 0;
+            let deadline = started + Duration::from_secs(seconds);
+            let mut next = started + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                tokio::time::sleep_until(next.min(deadline).into()).await;
+                let c = emu.world().counters();
+                let shares = c.count("ModifyImageShareStatus") as usize;
+                per_minute.push(shares - last);
+                last = shares;
+                next += Duration::from_secs(60);
+            }
+            let throttled: u64 = emu
+                .world()
+                .counters()
+                .actions
+                .values()
+                .flat_map(|codes| codes.iter())
+                .filter(|(code, _)| code.starts_with("Throttling"))
+                .map(|(_, n)| *n)
+                .sum();
+            println!(
+                "  Shares sent per minute since the start: {per_minute:?}; Throttling answers from the cloud: {throttled}"
+            );
+        }
+        drop(op);
+        drop(tracker);
+    }
+    println!(
+        "  the in-sync ones with quota-bound writes present took {:.0} % of the time they take alone",
+        100.0 * in_sync_times[1] / in_sync_times[0]
+    );
+}
+
+/// 100 windows over 10,000 desktops (100 per office site) that open together.
+async fn windows(client: &Client, emu: &Emulator, s: &Settings) {
+    let region = "ap-northeast-1";
+    let (sites, per_site) = (100usize, 100usize);
+    emu.world().update_state(|st| {
+        st.ecd.insert(
+            region.into(),
+            EcdRegion {
+                desktops: (0..sites * per_site)
+                    .map(|i| Desktop {
+                        desktop_id: format!("ecd-jp{i:05}"),
+                        desktop_name: format!("desk-{i}"),
+                        desktop_status: "Running".into(),
+                        office_site_id: format!("{region}+dir-{:04}", i / per_site),
+                        management_flags: vec!["NoFlag".into()],
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+        )
+    });
+    let ns = namespace(client, "windows").await;
+    let opens = chrono::Utc::now() + chrono::Duration::seconds(40);
+    let closes = opens + chrono::Duration::minutes(30);
+    let bodies: Vec<Value> = (0..sites)
+        .map(|site| {
+            json!({"apiVersion": API_VERSION, "kind": "DesktopMaintenanceWindow", "metadata": {"name": format!("site-{site:03}")},
+                   "spec": {"regionId": region, "selector": {"officeSiteId": format!("{region}+dir-{site:04}")},
+                            "window": {"start": opens.to_rfc3339(), "end": closes.to_rfc3339()}}})
+        })
+        .collect();
+    create_all::<DesktopMaintenanceWindow>(client, &ns, bodies, 32).await;
+    let tracker = Tracker::start::<DesktopMaintenanceWindow>(client, &ns, &["Active"]);
+    emu.world().reset_counters();
+    let op = s.operator(&ns, emu);
+    let wait = (opens - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait).await;
+    let opened = Instant::now();
+    tracker
+        .until("every window Active", Duration::from_secs(600), |st| st.ready == sites)
+        .await;
+    let all_active = opened.elapsed().as_secs_f64();
+    let in_maintenance = emu.world().state().ecd[region]
+        .desktops
+        .iter()
+        .filter(|d| d.in_maintenance())
+        .count();
+    let c = emu.world().counters();
+    println!(
+        "DesktopMaintenanceWindow x {sites}, {} desktops in the region, all opening at once",
+        sites * per_site
+    );
+    println!(
+        "  all {sites} Active {all_active:.1} s after the start; {in_maintenance} desktops in maintenance; {} DescribeDesktops pages, {} SetDesktopMaintenance calls",
+        c.count("DescribeDesktops"),
+        c.count("SetDesktopMaintenance")
+    );
+    tracker.write_csv(&s.out.join("ready.csv"), "DesktopMaintenanceWindow opening");
+    drop(op);
+}
+
+/// One FotaTaskPolicy per region, each pushing its region's pending tasks.
+async fn fota(client: &Client, emu: &Emulator, s: &Settings) {
+    let (regions, tasks) = (50usize, 20usize);
+    emu.world().update_state(|st| {
+        for r in 0..regions {
+            st.ecd.insert(
+                format!("bench-{r:02}"),
+                EcdRegion {
+                    fota_tasks: (0..tasks)
+                        .map(|t| FotaTask {
+                            task_uid: format!("aot-b{r:02}{t:03}"),
+                            app_version: "2.0".into(),
+                            status: "Pending".into(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                },
+            );
+        }
+    });
+    let ns = namespace(client, "fota").await;
+    let bodies: Vec<Value> = (0..regions)
+        .map(|r| {
+            json!({"apiVersion": API_VERSION, "kind": "FotaTaskPolicy", "metadata": {"name": format!("region-{r:02}")},
+                   "spec": {"regionId": format!("bench-{r:02}"), "autoPush": true}})
+        })
+        .collect();
+    create_all::<FotaTaskPolicy>(client, &ns, bodies, 32).await;
+    let tracker = Tracker::start::<FotaTaskPolicy>(client, &ns, &["InSync"]);
+    emu.world().reset_counters();
+    let started = Instant::now();
+    let op = s.operator(&ns, emu);
+    tracker
+        .until("every policy InSync", Duration::from_secs(600), |st| {
+            st.ready == regions
+        })
+        .await;
+    let c = emu.world().counters();
+    println!(
+        "FotaTaskPolicy x {regions} regions, {tasks} pending tasks each: all InSync {:.1} s after the process started; {} UpdateFotaTask calls, {} DescribeFotaTasks pages",
+        started.elapsed().as_secs_f64(),
+        c.count("UpdateFotaTask"),
+        c.count("DescribeFotaTasks")
+    );
+    drop(op);
+}
+
+/// One OtaSchedule per delivery group, each approving its group's new version.
+async fn ota(client: &Client, emu: &Emulator, s: &Settings) {
+    let groups = 200usize;
+    let region = "ap-southeast-5";
+    emu.world().update_state(|st| {
+        for g in 0..groups {
+            st.appstream.app_instance_groups.push(DeliveryGroup {
+                biz_region_id: region.into(),
+                group: AppInstanceGroup {
+                    app_instance_group_id: format!("aig-b{g:04}"),
+                    app_instance_group_name: format!("bench-{g}"),
+                    region_id: region.into(),
+                    status: "PUBLISHED".into(),
+                    resource_status: "AVAILABLE".into(),
+                    ota_info: OtaInfo {
+                        ota_version: "1.0".into(),
+                        new_ota_version: "1.1".into(),
+                        task_id: format!("ota-b{g:04}-1"),
+                    },
+                },
+                ..Default::default()
+            });
+        }
+    });
+    let ns = namespace(client, "ota").await;
+    let bodies: Vec<Value> = (0..groups)
+        .map(|g| {
+            json!({"apiVersion": API_VERSION, "kind": "OtaSchedule", "metadata": {"name": format!("group-{g:04}")},
+                   "spec": {"bizRegionId": region, "appInstanceGroupId": format!("aig-b{g:04}"),
+                            "window": {"cron": "0 3 * * 0", "timeZone": "Asia/Shanghai"}}})
+        })
+        .collect();
+    create_all::<OtaSchedule>(client, &ns, bodies, 32).await;
+    let tracker = Tracker::start::<OtaSchedule>(client, &ns, &["Approved", "Scheduled", "InSync"]);
+    emu.world().reset_counters();
+    let started = Instant::now();
+    let op = s.operator(&ns, emu);
+    tracker
+        .until("every schedule approved", Duration::from_secs(600), |st| {
+            st.ready == groups
+        })
+        .await;
+    let c = emu.world().counters();
+    println!(
+        "OtaSchedule x {groups} delivery groups with a new version: all approved {:.1} s after the process started; {} ApproveOtaTask calls, {} ListAppInstanceGroup pages",
+        started.elapsed().as_secs_f64(),
+        c.count("ApproveOtaTask"),
+        c.count("ListAppInstanceGroup")
+    );
+    drop(op);
+}
+
+fn main() {
+    let n: usize = env("BENCH_N", 10_000);
+    let cases: String = env("BENCH_CASES", "scale,quota,windows,fota,ota".to_string());
+    let settings = Settings {
+        concurrency: env("BENCH_CONCURRENCY", DEFAULT_CONCURRENCY.into()),
+        resync: env("BENCH_RESYNC_SECONDS", 30),
+        out: std::path::PathBuf::from(env("BENCH_OUT", repo("target/bench-cluster").display().to_string())),
+    };
+    std::fs::create_dir_all(&settings.out).unwrap();
+    let _ = std::fs::remove_file(settings.out.join("ready.csv"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let client = admin().await;
+        let mut state = CloudState::default_dataset();
+        state.swas.clear();
+        let emu = Emulator::start(EmulatorConfig {
+            state,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        println!(
+            "bench-cluster: release operator (concurrency {}), real kube-apiserver harness, emulator in the bench process; {} cores",
+            settings.concurrency,
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        );
+        for case in cases.split(',') {
+            match case.trim() {
+                "scale" => scale(&client, &emu, n, &settings).await,
+                "quota" => {
+                    quota(
+                        &client,
+                        &emu,
+                        env("BENCH_QUOTA_N", 2000),
+                        env("BENCH_QUOTA_WRITES", 100),
+                        env("BENCH_QUOTA_SECONDS", 130),
+                        &settings,
+                    )
+                    .await
+                }
+                "windows" => windows(&client, &emu, &settings).await,
+                "fota" => fota(&client, &emu, &settings).await,
+                "ota" => ota(&client, &emu, &settings).await,
+                "" => {}
+                other => panic!("BENCH_CASES: unknown case {other:?}"),
+            }
+        }
+        println!("Ready over time: {}", settings.out.join("ready.csv").display());
+    });
+}
