@@ -287,11 +287,16 @@ fn image_share(name: &str, region: &str, image: &str) -> Value {
            "spec": {"regionId": region, "imageId": image, "shared": true}})
 }
 
+/// Image ids allow letters and digits only after `m-`.
+fn image_id(region: &str, i: usize) -> String {
+    format!("m-{}{i:05}", region.replace('-', ""))
+}
+
 fn images(region: &str, n: usize, unshared: usize) -> SwasRegion {
     SwasRegion {
         custom_images: (0..n)
             .map(|i| CustomImage {
-                image_id: format!("m-{region}-{i:05}"),
+                image_id: image_id(region, i),
                 name: format!("image-{i}"),
                 status: "1".into(),
                 in_share: i >= unshared,
@@ -314,7 +319,7 @@ async fn scale(client: &Client, emu: &Emulator, n: usize, s: &Settings) {
         names
             .iter()
             .enumerate()
-            .map(|(i, name)| image_share(name, region, &format!("m-{region}-{i:05}")))
+            .map(|(i, name)| image_share(name, region, &image_id(region, i)))
             .collect()
     };
     let created = create_all::<ImageShare>(client, &raw_ns, bodies(&names), 32).await;
@@ -411,7 +416,7 @@ async fn quota(client: &Client, emu: &Emulator, n: usize, writes: usize, seconds
         // The in-sync ones: every image but the first `unshared`.
         let bodies: Vec<Value> = (unshared..n)
             .chain(0..unshared)
-            .map(|i| image_share(&format!("share-{i:05}"), region, &format!("m-{region}-{i:05}")))
+            .map(|i| image_share(&format!("share-{i:05}"), region, &image_id(region, i)))
             .collect();
         create_all::<ImageShare>(client, &ns, bodies, 32).await;
         let tracker = Tracker::start::<ImageShare>(client, &ns, &["InSync"]);
@@ -537,7 +542,7 @@ async fn fota(client: &Client, emu: &Emulator, s: &Settings) {
     emu.world().update_state(|st| {
         for r in 0..regions {
             st.ecd.insert(
-                format!("bench-{r:02}"),
+                format!("xx-bench{r:02}"),
                 EcdRegion {
                     fota_tasks: (0..tasks)
                         .map(|t| FotaTask {
@@ -556,7 +561,7 @@ async fn fota(client: &Client, emu: &Emulator, s: &Settings) {
     let bodies: Vec<Value> = (0..regions)
         .map(|r| {
             json!({"apiVersion": API_VERSION, "kind": "FotaTaskPolicy", "metadata": {"name": format!("region-{r:02}")},
-                   "spec": {"regionId": format!("bench-{r:02}"), "autoPush": true}})
+                   "spec": {"regionId": format!("xx-bench{r:02}"), "autoPush": true}})
         })
         .collect();
     create_all::<FotaTaskPolicy>(client, &ns, bodies, 32).await;

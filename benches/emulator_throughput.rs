@@ -1,8 +1,9 @@
 //! Signed requests per second the emulator verifies and answers on this machine.
 //!
 //! `cargo bench --bench emulator_throughput` (env: BENCH_SECONDS, BENCH_CONCURRENCY,
-//! BENCH_SIGNATURE=v2|v3). Client and server share the machine, so the figure is a floor
-//! for the server alone.
+//! BENCH_SIGNATURE=v2|v3, BENCH_OBJECTS: images and desktops in the listed regions, default
+//! 10,000 each, read a page of 100 at a time). Client and server share the machine, so the
+//! figure is a floor for the server alone.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,8 +31,29 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let objects: usize = env("BENCH_OBJECTS", 10_000);
     rt.block_on(async move {
-        let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+        let mut state = alicloud_ops_operator::emulator::CloudState::default_dataset();
+        let template_image = state.swas["cn-shanghai"].custom_images[0].clone();
+        state.swas.get_mut("cn-shanghai").unwrap().custom_images = (0..objects)
+            .map(|i| alicloud_ops_operator::cloud::ops::swas::CustomImage {
+                image_id: format!("m-bench{i:05}"),
+                ..template_image.clone()
+            })
+            .collect();
+        let template_desktop = state.ecd["cn-hangzhou"].desktops[0].clone();
+        state.ecd.get_mut("cn-hangzhou").unwrap().desktops = (0..objects)
+            .map(|i| alicloud_ops_operator::cloud::ops::ecd::Desktop {
+                desktop_id: format!("ecd-bench{i:05}"),
+                ..template_desktop.clone()
+            })
+            .collect();
+        let emu = Emulator::start(EmulatorConfig {
+            state,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
         let transport = Arc::new(
             Transport::new(
                 TransportConfig {
@@ -53,14 +75,21 @@ fn main() {
             let (transport, creds, ok, failed) = (transport.clone(), creds.clone(), ok.clone(), failed.clone());
             tasks.push(tokio::spawn(async move {
                 // A mix of the reads the operator makes, on small pages.
-                let req = match i % 3 {
+                // A mix of the reads the operator makes: pages of 100 from the big lists.
+                let page = (i % 50 + 1).to_string();
+                let req = match i % 4 {
                     0 => RpcRequest::new(Product::Ecd, "DescribeFotaTasks", "cn-hangzhou")
                         .query("RegionId", "cn-hangzhou"),
                     1 => RpcRequest::new(Product::AppstreamCenter, "ListAppInstanceGroup", "cn-hangzhou")
                         .query("ProductType", "CloudApp")
                         .query("BizRegionId", "cn-shanghai"),
+                    2 => RpcRequest::new(Product::Ecd, "DescribeDesktops", "cn-hangzhou")
+                        .query("RegionId", "cn-hangzhou")
+                        .query("MaxResults", "100"),
                     _ => RpcRequest::new(Product::SwasOpen, "ListCustomImages", "cn-shanghai")
-                        .query("RegionId", "cn-shanghai"),
+                        .query("RegionId", "cn-shanghai")
+                        .query("PageSize", "100")
+                        .query("PageNumber", &page),
                 };
                 while Instant::now() < deadline {
                     match transport.send_once(&req, Some(&creds)).await {
@@ -78,7 +107,7 @@ fn main() {
         let failed = failed.load(Ordering::Relaxed);
         let counted = emu.world().counters().total;
         println!(
-            "emulator throughput ({version} signatures, {concurrency} concurrent clients, {elapsed:.1}s, {} cores)",
+            "emulator throughput ({version} signatures, {concurrency} concurrent clients, {elapsed:.1}s, {} cores, {objects} images and {objects} desktops, pages of 100)",
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         );
         println!("  signed requests answered: {ok} ok, {failed} failed, {counted} counted by the emulator");

@@ -123,7 +123,8 @@ mod fota {
         assert!(again.actions.is_empty(), "not every look: {:?}", again.actions);
         assert!(again.verdict.message.contains("\"valid\""), "{}", again.verdict.message);
         assert_eq!(again.status.tasks[0].status, "valid", "the value is reported");
-        let mut later = ctx("2026-11-22T10:10:01Z");
+        // A resync of 10 minutes, its jitter (1 minute) and a second later.
+        let mut later = ctx("2026-11-22T10:11:02Z");
         later.generation = 1;
         assert_eq!(
             plan(&input(&s, &tasks, &[], &prev), &later).actions.len(),
@@ -191,8 +192,8 @@ mod fota {
         assert_eq!(out.verdict.reason, Reason::GlobalAutoUpdateEnabled);
         assert!(!out.verdict.reason.is_terminal());
         assert_eq!(out.requeue_after, None, "waits for the resync");
-        // A resync later it tries once more.
-        let out = plan(&input(&s, &tasks, &[], &prev), &ctx("2026-11-22T10:10:01Z"));
+        // A resync (with its jitter) later it tries once more.
+        let out = plan(&input(&s, &tasks, &[], &prev), &ctx("2026-11-22T10:11:02Z"));
         assert_eq!(out.actions.len(), 1);
     }
 

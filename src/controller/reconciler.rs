@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
@@ -124,7 +125,7 @@ fn resync_for<K: ManagedKind>(obj: &K, default: Duration) -> Duration {
 
 /// A little jitter on periodic requeues, so resources created together do not resync together.
 fn jittered(d: Duration) -> Duration {
-    let spread = d.as_secs_f64() * 0.1;
+    let spread = d.as_secs_f64() * duration::RESYNC_JITTER;
     let extra = rand::Rng::random_range(&mut rand::rng(), 0.0..=spread);
     d.saturating_add(Duration::try_from_secs_f64(extra).unwrap_or_default())
 }
@@ -568,6 +569,21 @@ fn error_policy<K: ManagedKind>(obj: Arc<K>, err: &Error, kctx: Arc<KindContext<
     Action::requeue(delay)
 }
 
+/// What a change must touch to bring a resource back before its requeue: the spec (the
+/// generation, which deletion also bumps), annotations (`reconcile-requested-at`,
+/// `skip-cleanup`) and finalizers. The operator's own status writes are not among them, so
+/// each write does not cost a second reconcile; requeues and resyncs come on their own.
+fn what_the_operator_acts_on<K: ManagedKind>(obj: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = obj.meta();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut h);
+    meta.annotations.hash(&mut h);
+    meta.finalizers.hash(&mut h);
+    meta.deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
+}
+
 /// A credentials Secret that changed (or went away): `(namespace, name)`.
 pub type SecretChange = (String, String);
 
@@ -577,7 +593,6 @@ pub type SecretChange = (String, String);
 /// values and is passed on to every kind's controller.
 pub async fn watch_credentials_secrets(shared: Arc<Context>, changes: tokio::sync::broadcast::Sender<SecretChange>) {
     use kube::core::PartialObjectMeta;
-    use kube::runtime::WatchStreamExt;
     let api: Api<PartialObjectMeta<Secret>> = match &shared.config.namespace {
         Some(ns) => Api::namespaced(shared.client.clone(), ns),
         None => Api::all(shared.client.clone()),
@@ -618,8 +633,16 @@ pub async fn run<K: ManagedKind>(
     // Lists come from the apiserver's quorum read, never its watch cache: a list older than
     // what was already observed could undo a recorded intent. (Writes carry a precondition
     // as well; this keeps conflicts rare.)
-    let controller = Controller::new(api, watcher::Config::default());
-    let store = controller.store();
+    let (store, writer) = kube::runtime::reflector::store();
+    let changes = watcher(api, watcher::Config::default())
+        .default_backoff()
+        // The cache keeps no managedFields: nothing reads them, and they are most of an
+        // object's size (10,000 resources).
+        .modify(|o: &mut K| o.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(what_the_operator_acts_on::<K>, Default::default());
+    let controller = Controller::for_stream(changes, store.clone());
     let mapper_store = store.clone();
     // Rotating a key re-reconciles every resource that names the Secret.
     let affected = futures::stream::unfold(secret_changes, |mut rx| async move {

@@ -10,6 +10,15 @@ pub const MAX: Duration = Duration::from_secs(366 * 86_400);
 pub const RESYNC_MIN: Duration = Duration::from_secs(10);
 pub const RESYNC_MAX: Duration = Duration::from_secs(86_400);
 
+/// Periodic requeues come up to this fraction of the resync late (jitter), so resources
+/// created together do not resync together.
+pub const RESYNC_JITTER: f64 = 0.1;
+
+/// The latest a resync requeued now comes back: the interval plus its full jitter.
+pub fn latest_resync(resync: Duration) -> Duration {
+    resync.saturating_add(resync.mul_f64(RESYNC_JITTER))
+}
+
 /// The longest maintenance window: 7 days (168 h), as the CRD enforces.
 pub const WINDOW_MAX: Duration = Duration::from_secs(7 * 86_400);
 

@@ -95,9 +95,13 @@ pub fn plan(input: &FotaInput<'_>, ctx: &PlanContext) -> Outcome<UpdateTask, Fot
                 .and_then(|p| p.written.as_ref())
                 .filter(|w| w.user_status == desired)
                 .and_then(|w| w.at.parse().ok());
+            // "Recently" must cover the look that follows a write, which comes at the
+            // resync at the latest: with its jitter, and a second for the reconcile itself.
+            let look_after_write =
+                super::duration::latest_resync(ctx.resync).saturating_add(std::time::Duration::from_secs(1));
             let recently_written = same_generation
                 && written_at
-                    .is_some_and(|at| ctx.now - at < chrono::Duration::from_std(ctx.resync).unwrap_or_default());
+                    .is_some_and(|at| ctx.now - at < chrono::Duration::from_std(look_after_write).unwrap_or_default());
             if state.is_none() && recently_written {
                 // The answer does not say Running or Pending: written once, then left until
                 // the resync, rather than written at every look.
