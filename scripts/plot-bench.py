@@ -27,7 +27,7 @@ def main(src, out):
         ys = [n for _, n in points]
         ax.step(xs, ys, where="post")
         ax.set_title(label)
-        ax.set_xlabel("seconds since the first status change")
+        ax.set_xlabel("seconds since the watch started (the operator starts right after)")
         ax.set_ylabel("resources Ready")
         ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -30,7 +30,7 @@ pub const SECRET_CACHE_TTL: Duration = Duration::from_secs(10);
 pub const RECONCILE_REQUESTED_AT: &str = "ops.alicloud.dev/reconcile-requested-at";
 
 /// Reconciles running at once per kind, unless `--concurrency` says otherwise.
-pub const DEFAULT_CONCURRENCY: u16 = 4;
+pub const DEFAULT_CONCURRENCY: u16 = 8;
 
 /// Which namespaces may use the operator's own credentials.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
