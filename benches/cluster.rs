@@ -564,24 +564,40 @@ async fn fota(client: &Client, emu: &Emulator, s: &Settings) {
                    "spec": {"regionId": format!("xx-bench{r:02}"), "autoPush": true}})
         })
         .collect();
-    create_all::<FotaTaskPolicy>(client, &ns, bodies, 32).await;
-    let tracker = Tracker::start::<FotaTaskPolicy>(client, &ns, &["InSync"]);
-    emu.world().reset_counters();
-    let started = Instant::now();
-    let op = s.operator(&ns, emu);
-    tracker
-        .until("every policy InSync", Duration::from_secs(600), |st| {
-            st.ready == regions
-        })
-        .await;
+    let seconds = cold_start::<FotaTaskPolicy>(client, emu, s, &ns, bodies, &["InSync"]).await;
     let c = emu.world().counters();
     println!(
-        "FotaTaskPolicy x {regions} regions, {tasks} pending tasks each: all InSync {:.1} s after the process started; {} UpdateFotaTask calls, {} DescribeFotaTasks pages",
-        started.elapsed().as_secs_f64(),
+        "FotaTaskPolicy x {regions} regions, {tasks} pending tasks each: all InSync {seconds:.1} s after the process started; {} UpdateFotaTask calls, {} DescribeFotaTasks pages",
         c.count("UpdateFotaTask"),
         c.count("DescribeFotaTasks")
     );
-    drop(op);
+}
+
+/// Creates `bodies` in `ns`, starts the operator, and waits until every one is Ready with
+/// a reason in `want`; the seconds since the process started. The emulator's counters
+/// start from zero with the operator.
+async fn cold_start<K: Kind>(
+    client: &Client,
+    emu: &Emulator,
+    s: &Settings,
+    ns: &str,
+    bodies: Vec<Value>,
+    want: &'static [&'static str],
+) -> f64 {
+    let count = bodies.len();
+    create_all::<K>(client, ns, bodies, 32).await;
+    let tracker = Tracker::start::<K>(client, ns, want);
+    emu.world().reset_counters();
+    let started = Instant::now();
+    let _op = s.operator(ns, emu);
+    tracker
+        .until(
+            &format!("every {} Ready", K::kind(&())),
+            Duration::from_secs(600),
+            |st| st.ready == count,
+        )
+        .await;
+    started.elapsed().as_secs_f64()
 }
 
 /// One OtaSchedule per delivery group, each approving its group's new version.
@@ -616,24 +632,13 @@ async fn ota(client: &Client, emu: &Emulator, s: &Settings) {
                             "window": {"cron": "0 3 * * 0", "timeZone": "Asia/Shanghai"}}})
         })
         .collect();
-    create_all::<OtaSchedule>(client, &ns, bodies, 32).await;
-    let tracker = Tracker::start::<OtaSchedule>(client, &ns, &["Approved", "Scheduled", "InSync"]);
-    emu.world().reset_counters();
-    let started = Instant::now();
-    let op = s.operator(&ns, emu);
-    tracker
-        .until("every schedule approved", Duration::from_secs(600), |st| {
-            st.ready == groups
-        })
-        .await;
+    let seconds = cold_start::<OtaSchedule>(client, emu, s, &ns, bodies, &["Approved", "Scheduled", "InSync"]).await;
     let c = emu.world().counters();
     println!(
-        "OtaSchedule x {groups} delivery groups with a new version: all approved {:.1} s after the process started; {} ApproveOtaTask calls, {} ListAppInstanceGroup pages",
-        started.elapsed().as_secs_f64(),
+        "OtaSchedule x {groups} delivery groups with a new version: all approved {seconds:.1} s after the process started; {} ApproveOtaTask calls, {} ListAppInstanceGroup pages",
         c.count("ApproveOtaTask"),
         c.count("ListAppInstanceGroup")
     );
-    drop(op);
 }
 
 fn main() {
