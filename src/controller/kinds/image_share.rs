@@ -1,4 +1,5 @@
 use crate::cloud::Product;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::api::image_share::{DeletionPolicy, ImageShare, ImageShareStatus};
@@ -9,6 +10,14 @@ use crate::reconcile::image_share::{ImageShareInput, ModifyShare, cleanup, plan}
 use crate::reconcile::{Outcome, PlanContext};
 
 const LIST: &str = "ListCustomImages";
+
+/// A region's images by id: every resource of the region looks its own up (10,000 resources
+/// over 10,000 images would otherwise cost 10^8 comparisons per round).
+type Images = HashMap<String, swas::CustomImage>;
+
+fn by_id(images: Vec<swas::CustomImage>) -> Images {
+    images.into_iter().map(|i| (i.image_id.clone(), i)).collect()
+}
 
 impl ManagedKind for ImageShare {
     type Status = ImageShareStatus;
@@ -34,7 +43,7 @@ impl ManagedKind for ImageShare {
         let images = env
             .snapshot(LIST, &region, fresh, |cloud| {
                 let region = region.clone();
-                async move { swas::list_custom_images(&cloud, &region, &[]).await }
+                async move { swas::list_custom_images(&cloud, &region, &[]).await.map(by_id) }
             })
             .await?;
         let previous = self.status.clone().unwrap_or_default();
@@ -42,7 +51,7 @@ impl ManagedKind for ImageShare {
         let input = ImageShareInput {
             spec: &self.spec,
             uid: &uid,
-            image: images.iter().find(|i| i.image_id == self.spec.image_id),
+            image: images.get(&self.spec.image_id),
             previous: &previous,
         };
         Ok(match stage {
@@ -64,15 +73,11 @@ impl ManagedKind for ImageShare {
             Ok(()) => {
                 let image_id = self.spec.image_id.clone();
                 let in_share = action.operation == swas::ShareOperation::Share;
-                env.write_through(
-                    LIST,
-                    &self.spec.region_id,
-                    move |images: &mut Vec<swas::CustomImage>| {
-                        if let Some(i) = images.iter_mut().find(|i| i.image_id == image_id) {
-                            i.in_share = in_share;
-                        }
-                    },
-                )
+                env.write_through(LIST, &self.spec.region_id, move |images: &mut Images| {
+                    if let Some(i) = images.get_mut(&image_id) {
+                        i.in_share = in_share;
+                    }
+                })
             }
             Err(_) => env.invalidate(LIST, &self.spec.region_id),
         }
