@@ -2,8 +2,9 @@
 //!
 //! `cargo bench --bench emulator_throughput` (env: BENCH_SECONDS, BENCH_CONCURRENCY,
 //! BENCH_SIGNATURE=v2|v3, BENCH_OBJECTS: images and desktops in the listed regions, default
-//! 10,000 each, read a page of 100 at a time). Client and server share the machine, so the
-//! figure is a floor for the server alone.
+//! 10,000 each; BENCH_PAGE_SIZE: items per page, default the APIs' own default of 10; the
+//! operator reads pages of 100). Client and server share the machine, so the figure is a
+//! floor for the server alone.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +33,7 @@ fn main() {
         .build()
         .unwrap();
     let objects: usize = env("BENCH_OBJECTS", 10_000);
+    let page_size: usize = env("BENCH_PAGE_SIZE", 10);
     rt.block_on(async move {
         let mut state = alicloud_ops_operator::emulator::CloudState::default_dataset();
         let template_image = state.swas["cn-shanghai"].custom_images[0].clone();
@@ -85,10 +87,10 @@ fn main() {
                         .query("BizRegionId", "cn-shanghai"),
                     2 => RpcRequest::new(Product::Ecd, "DescribeDesktops", "cn-hangzhou")
                         .query("RegionId", "cn-hangzhou")
-                        .query("MaxResults", "100"),
+                        .query("MaxResults", page_size.to_string()),
                     _ => RpcRequest::new(Product::SwasOpen, "ListCustomImages", "cn-shanghai")
                         .query("RegionId", "cn-shanghai")
-                        .query("PageSize", "100")
+                        .query("PageSize", page_size.to_string())
                         .query("PageNumber", &page),
                 };
                 while Instant::now() < deadline {
@@ -107,7 +109,7 @@ fn main() {
         let failed = failed.load(Ordering::Relaxed);
         let counted = emu.world().counters().total;
         println!(
-            "emulator throughput ({version} signatures, {concurrency} concurrent clients, {elapsed:.1}s, {} cores, {objects} images and {objects} desktops, pages of 100)",
+            "emulator throughput ({version} signatures, {concurrency} concurrent clients, {elapsed:.1}s, {} cores, {objects} images and {objects} desktops, pages of {page_size})",
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         );
         println!("  signed requests answered: {ok} ok, {failed} failed, {counted} counted by the emulator");

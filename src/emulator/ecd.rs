@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use super::error::{ApiFailure, ApiResult};
 use super::params::{Params, token_page};
 use super::state::{CloudState, EcdRegion};
-use crate::cloud::ops::ecd::MAX_DESKTOP_IDS_PER_CALL;
+use crate::cloud::ops::ecd::{Desktop, MAX_DESKTOP_IDS_PER_CALL};
 
 fn region<'a>(state: &'a mut CloudState, params: &Params) -> ApiResult<&'a mut EcdRegion> {
     let id = params.required("RegionId")?;
@@ -73,15 +73,22 @@ pub fn describe_desktops(state: &mut CloudState, params: &Params) -> ApiResult<V
     let office_site = params.optional("OfficeSiteId").map(str::to_string);
     let status = params.optional("DesktopStatus").map(str::to_string);
     let r = region(state, params)?;
-    let desktops: Vec<_> = r
-        .desktops
-        .iter()
-        .filter(|d| ids.is_empty() || ids.contains(&d.desktop_id))
-        .filter(|d| office_site.as_ref().is_none_or(|o| &d.office_site_id == o))
-        .filter(|d| status.as_ref().is_none_or(|s| &d.desktop_status == s))
-        .collect();
-    let total = desktops.len();
-    let (page, next) = token_page(&desktops, params, 10, 100)?;
+    let unfiltered = ids.is_empty() && office_site.is_none() && status.is_none();
+    // Unfiltered (how the operator lists): the page is cut from the region's list as it is.
+    let (page, next, total): (Vec<Desktop>, _, _) = if unfiltered {
+        let (page, next) = token_page(&r.desktops, params, 10, 100)?;
+        (page, next, r.desktops.len())
+    } else {
+        let desktops: Vec<&Desktop> = r
+            .desktops
+            .iter()
+            .filter(|d| ids.is_empty() || ids.contains(&d.desktop_id))
+            .filter(|d| office_site.as_ref().is_none_or(|o| &d.office_site_id == o))
+            .filter(|d| status.as_ref().is_none_or(|s| &d.desktop_status == s))
+            .collect();
+        let (page, next) = token_page(&desktops, params, 10, 100)?;
+        (page.into_iter().cloned().collect(), next, desktops.len())
+    };
     let mut body = json!({"Desktops": page, "TotalCount": total});
     if let Some(n) = next {
         body["NextToken"] = json!(n);

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::error::{ApiFailure, ApiResult};
 use super::params::Params;
 use super::state::CloudState;
+use crate::cloud::ops::swas::CustomImage;
 
 /// The documented quota of ModifyImageShareStatus: 10 calls a minute per account.
 pub const SHARE_CALLS_PER_MINUTE: usize = 10;
@@ -73,22 +74,31 @@ pub fn list_custom_images(state: &mut CloudState, params: &Params) -> ApiResult<
     };
     let page_number = params.int("PageNumber", 1, i64::from(i32::MAX), 1)?;
     let page_size = params.int("PageSize", 1, 100, 10)?;
-    let images: Vec<_> = state
+    let all = state
         .swas
         .get(region)
         .map(|r| r.custom_images.as_slice())
-        .unwrap_or_default()
-        .iter()
-        .filter(|i| ids.as_ref().is_none_or(|ids| ids.contains(&i.image_id)))
-        .filter(|i| share != Some(false) || !i.in_share)
-        .collect();
-    // Only the page is serialized; nothing else is copied.
+        .unwrap_or_default();
+    let matching = |i: &&CustomImage| {
+        ids.as_ref().is_none_or(|ids| ids.contains(&i.image_id)) && (share != Some(false) || !i.in_share)
+    };
+    // Only the page is serialized; nothing else is copied, and the total is counted in place.
     let start = ((page_number - 1) * page_size) as usize;
-    let page: Vec<_> = images.iter().skip(start).take(page_size as usize).collect();
+    let page: Vec<&CustomImage> = all
+        .iter()
+        .filter(matching)
+        .skip(start)
+        .take(page_size as usize)
+        .collect();
+    let total = if ids.is_none() && share != Some(false) {
+        all.len()
+    } else {
+        all.iter().filter(matching).count()
+    };
     // The API documents these counts as strings.
     Ok(json!({
         "CustomImages": page,
-        "TotalCount": images.len().to_string(),
+        "TotalCount": total.to_string(),
         "PageNumber": page_number.to_string(),
         "PageSize": page_size.to_string(),
     }))
