@@ -41,10 +41,13 @@ impl ManagedKind for OtaSchedule {
             });
         }
         let region = self.spec.biz_region_id.clone();
+        // A fresh read (before each approval) is for this resource alone: one group, one
+        // page, instead of the region's whole list.
+        let only = fresh.then(|| self.spec.app_instance_group_id.clone());
         let groups = env
             .snapshot(LIST, &region, fresh, |cloud| {
                 let region = region.clone();
-                async move { appstream::list_app_instance_groups(&cloud, &region, None).await }
+                async move { appstream::list_app_instance_groups(&cloud, &region, only.as_deref()).await }
             })
             .await?;
         let group = groups
