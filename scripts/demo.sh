@@ -33,7 +33,10 @@ for _ in $(seq 1 180); do [ -f "$demo/cluster/kubeconfig" ] && break; sleep 1; d
 export KUBECONFIG="$demo/cluster/kubeconfig"
 
 echo "== starting the Alibaba Cloud emulator on 127.0.0.1:$emulator_port ..."
-"$emulator_bin" --listen "127.0.0.1:$emulator_port" > "$demo/emulator.log" 2>&1 &
+# A few seconds of settling, as the real cloud takes: a share shows after 5 s, and desktops
+# show EnterMaintenance for 3 s before UnderMaintenance.
+"$emulator_bin" --listen "127.0.0.1:$emulator_port" \
+  --settle ModifyImageShareStatus=5 --settle SetDesktopMaintenance=3 > "$demo/emulator.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$emulator_port/_emulator/healthz" >/dev/null && break; sleep 0.2; done
 

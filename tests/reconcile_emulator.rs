@@ -807,3 +807,64 @@ async fn a_fota_status_neither_running_nor_pending_costs_one_write() {
     assert_eq!(r.verdict.reason, Reason::InSync, "{}", r.verdict.message);
     assert_eq!(h.writes("UpdateFotaTask"), 2, "aot-hz0002 and aot-hz0003, once each");
 }
+
+/// A share can take a while to show in the cloud (the emulator's settle delay). The operator
+/// waits for the one it sent instead of sending another with a new ClientToken (another of
+/// the account's 10 calls a minute), and sends again only once the grace has passed.
+#[tokio::test]
+async fn a_share_that_has_not_shown_yet_is_waited_for_not_sent_again() {
+    use alicloud_ops_operator::reconcile::image_share::SETTLE_GRACE;
+    let h = Harness::new().await;
+    h.emu.world().update_state(|s| {
+        s.settle_seconds.insert("ModifyImageShareStatus".into(), 30);
+    });
+    let t0 = h.emu.world().clock.now();
+    let mut img = in_sync_image(3);
+    img.spec.shared = true;
+    let r = h.step(&mut img, t0, Stage::Apply).await;
+    assert_eq!(r.verdict.reason, Reason::Applying);
+    assert_eq!(h.writes("ModifyImageShareStatus"), 1);
+    // The cloud does not show it yet: wait, do not send again.
+    h.emu.world().clock.advance(chrono::Duration::seconds(15)).unwrap();
+    let r = h.step(&mut img, t0 + chrono::Duration::seconds(15), Stage::Apply).await;
+    assert_eq!(r.verdict.reason, Reason::Applying);
+    assert!(
+        r.verdict.message.contains("waiting for the cloud"),
+        "{}",
+        r.verdict.message
+    );
+    assert_eq!(
+        h.writes("ModifyImageShareStatus"),
+        1,
+        "a second Share was sent while the first settled"
+    );
+    // It shows.
+    h.emu.world().clock.advance(chrono::Duration::seconds(16)).unwrap();
+    let r = h.step(&mut img, t0 + chrono::Duration::seconds(31), Stage::Apply).await;
+    assert_eq!(r.verdict.reason, Reason::InSync);
+    assert_eq!(h.writes("ModifyImageShareStatus"), 1);
+
+    // One that never shows is sent again after the grace, with a new ClientToken.
+    h.emu.world().update_state(|s| {
+        s.settle_seconds.insert("ModifyImageShareStatus".into(), 3600);
+    });
+    let mut other = in_sync_image(4);
+    other.spec.shared = true;
+    h.step(&mut other, t0, Stage::Apply).await;
+    h.step(
+        &mut other,
+        t0 + SETTLE_GRACE - chrono::Duration::seconds(1),
+        Stage::Apply,
+    )
+    .await;
+    assert_eq!(h.writes("ModifyImageShareStatus"), 2);
+    h.step(
+        &mut other,
+        t0 + SETTLE_GRACE + chrono::Duration::seconds(1),
+        Stage::Apply,
+    )
+    .await;
+    let sent = log_of(&h, "ModifyImageShareStatus");
+    assert_eq!(sent.len(), 3);
+    assert_ne!(sent[1].params.get("ClientToken"), sent[2].params.get("ClientToken"));
+}

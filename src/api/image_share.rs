@@ -91,4 +91,21 @@ pub struct ImageShareStatus {
     /// ClientToken, so a retried call never acts twice and a drift repair gets a new one.
     #[serde(default)]
     pub share_operations: i32,
+    /// The last ModifyImageShareStatus the operator sent. A share can take a while to show
+    /// in the cloud; until it does (for a few minutes at most) the operator waits for it
+    /// instead of sending another call with a new ClientToken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_write: Option<ShareWrite>,
+}
+
+/// A ModifyImageShareStatus call the operator sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShareWrite {
+    /// `Share` or `UnShare`.
+    pub operation: String,
+    /// When it was sent (RFC 3339).
+    pub at: String,
+    /// The generation of the spec it was sent for.
+    pub generation: i64,
 }

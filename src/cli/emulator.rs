@@ -18,6 +18,10 @@ pub struct EmulatorArgs {
     /// Accept this key pair, as ID:SECRET (repeatable). Without it, the default pair is accepted.
     #[arg(long = "access-key", value_name = "ID:SECRET")]
     pub access_keys: Vec<String>,
+    /// Make an action's writes take this long to show, as ACTION=SECONDS (repeatable;
+    /// `ModifyImageShareStatus`, `SetDesktopMaintenance`), over the dataset's `settleSeconds`.
+    #[arg(long = "settle", value_name = "ACTION=SECONDS")]
+    pub settle: Vec<String>,
 }
 
 pub fn load_state(path: &PathBuf) -> Result<CloudState, String> {
@@ -48,10 +52,18 @@ pub fn config(args: &EmulatorArgs) -> Result<EmulatorConfig, String> {
     if access_keys.is_empty() {
         access_keys.push((DEFAULT_ACCESS_KEY_ID.into(), DEFAULT_ACCESS_KEY_SECRET.into()));
     }
-    let state = match &args.state {
+    let mut state = match &args.state {
         Some(p) => load_state(p)?,
         None => CloudState::default_dataset(),
     };
+    for raw in &args.settle {
+        let (action, seconds) = raw
+            .split_once('=')
+            .and_then(|(a, s)| Some((a.trim(), s.trim().parse::<u32>().ok()?)))
+            .ok_or_else(|| format!("--settle {raw:?}: expected ACTION=SECONDS, e.g. ModifyImageShareStatus=5"))?;
+        state.settle_seconds.insert(action.to_string(), seconds);
+    }
+    state.validate().map_err(|e| format!("--settle: {e}"))?;
     Ok(EmulatorConfig {
         listen: args.listen,
         access_keys,
@@ -87,4 +99,29 @@ pub async fn run(args: &EmulatorArgs) -> Result<(), String> {
         _ = tokio::signal::ctrl_c() => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(settle: &[&str]) -> EmulatorArgs {
+        EmulatorArgs {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            state: None,
+            access_keys: vec![],
+            settle: settle.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn settle_delays_are_read_and_checked() {
+        let cfg = config(&args(&["ModifyImageShareStatus=5", "SetDesktopMaintenance = 3"])).unwrap();
+        assert_eq!(cfg.state.settle_seconds["ModifyImageShareStatus"], 5);
+        assert_eq!(cfg.state.settle_seconds["SetDesktopMaintenance"], 3);
+        let err = config(&args(&["ModifyImageShareStatus"])).unwrap_err();
+        assert!(err.contains("expected ACTION=SECONDS"), "{err}");
+        let err = config(&args(&["ApproveOtaTask=5"])).unwrap_err();
+        assert!(err.contains("settleSeconds.ApproveOtaTask"), "{err}");
+    }
 }

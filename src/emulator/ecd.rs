@@ -1,10 +1,11 @@
 //! ecd 2020-09-30: DescribeFotaTasks, UpdateFotaTask, DescribeDesktops, SetDesktopMaintenance.
 
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::error::{ApiFailure, ApiResult};
 use super::params::{Params, token_page};
-use super::state::{CloudState, EcdRegion};
+use super::state::{CloudState, EcdRegion, Effect, Settling};
 use crate::cloud::ops::ecd::{Desktop, MAX_DESKTOP_IDS_PER_CALL};
 
 fn region<'a>(state: &'a mut CloudState, params: &Params) -> ApiResult<&'a mut EcdRegion> {
@@ -96,7 +97,7 @@ pub fn describe_desktops(state: &mut CloudState, params: &Params) -> ApiResult<V
     Ok(body)
 }
 
-pub fn set_desktop_maintenance(state: &mut CloudState, params: &Params) -> ApiResult<Value> {
+pub fn set_desktop_maintenance(state: &mut CloudState, params: &Params, now: DateTime<Utc>) -> ApiResult<Value> {
     let mode = params.required("Mode")?.to_ascii_uppercase();
     if mode != "ENTER" && mode != "EXIT" {
         return Err(ApiFailure::invalid(
@@ -125,16 +126,32 @@ pub fn set_desktop_maintenance(state: &mut CloudState, params: &Params) -> ApiRe
             format!("The specified desktops do not exist: {list}"),
         ));
     }
-    let wanted: std::collections::HashSet<String> = ids.iter().cloned().collect();
-    for d in r.desktops.iter_mut().filter(|d| wanted.contains(&d.desktop_id)) {
-        d.management_flags
-            .retain(|f| f != "NoFlag" && f != "UnderMaintenance" && f != "EnterMaintenance");
-        if mode == "ENTER" {
-            d.management_flags.push("UnderMaintenance".into());
+    let effect = Effect::Maintenance {
+        region: params.required("RegionId")?.to_string(),
+        desktop_ids: ids,
+        enter: mode == "ENTER",
+    };
+    match state.settles_at("SetDesktopMaintenance", now) {
+        Some(at) => {
+            // Until it settles, a desktop that enters shows the transitional flag.
+            if let Effect::Maintenance {
+                region,
+                desktop_ids,
+                enter: true,
+            } = &effect
+                && let Some(r) = state.ecd.get_mut(region)
+            {
+                let wanted: std::collections::HashSet<&String> = desktop_ids.iter().collect();
+                for d in r.desktops.iter_mut().filter(|d| wanted.contains(&d.desktop_id)) {
+                    d.management_flags.retain(|f| f != "NoFlag");
+                    if !d.in_maintenance() {
+                        d.management_flags.push("EnterMaintenance".into());
+                    }
+                }
+            }
+            state.settling.push(Settling { at, effect });
         }
-        if d.management_flags.is_empty() {
-            d.management_flags.push("NoFlag".into());
-        }
+        None => state.apply(&effect),
     }
     Ok(json!({}))
 }

@@ -185,11 +185,13 @@ impl World {
     ) -> ApiResult<Value> {
         let mut state = self.state.lock().expect("state lock");
         let state = &mut *state;
+        // Reads see what has settled by now; writes queue behind what has not.
+        state.advance_to(now);
         match (product, action) {
             (Product::Ecd, "DescribeFotaTasks") => ecd::describe_fota_tasks(state, params),
             (Product::Ecd, "UpdateFotaTask") => ecd::update_fota_task(state, params),
             (Product::Ecd, "DescribeDesktops") => ecd::describe_desktops(state, params),
-            (Product::Ecd, "SetDesktopMaintenance") => ecd::set_desktop_maintenance(state, params),
+            (Product::Ecd, "SetDesktopMaintenance") => ecd::set_desktop_maintenance(state, params, now),
             (Product::SwasOpen, "ListCustomImages") => swas::list_custom_images(state, params),
             (Product::SwasOpen, "ModifyImageShareStatus") => {
                 let mut book = self.shares.lock().expect("shares lock");

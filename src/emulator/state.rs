@@ -19,6 +19,43 @@ pub struct CloudState {
     pub swas: BTreeMap<String, SwasRegion>,
     /// App Streaming delivery groups (each names its own `BizRegionId`).
     pub appstream: AppstreamState,
+    /// How long a write takes to show, in seconds, by action: `ModifyImageShareStatus` (a
+    /// share to ECS) and `SetDesktopMaintenance`. Until then reads show the state before it,
+    /// except that a desktop entering maintenance shows the transitional `EnterMaintenance`.
+    /// Empty: every write shows at once.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub settle_seconds: BTreeMap<String, u32>,
+    /// Writes that have not shown yet, with when they will.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub settling: Vec<Settling>,
+}
+
+/// The actions whose effect may take time to show.
+pub const SETTLING_ACTIONS: &[&str] = &["ModifyImageShareStatus", "SetDesktopMaintenance"];
+/// The longest settle delay the emulator models: an hour.
+pub const MAX_SETTLE_SECONDS: u32 = 3600;
+
+/// A write that shows at `at`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Settling {
+    pub at: DateTime<Utc>,
+    pub effect: Effect,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Effect {
+    ImageShare {
+        region: String,
+        image_id: String,
+        in_share: bool,
+    },
+    Maintenance {
+        region: String,
+        desktop_ids: Vec<String>,
+        enter: bool,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -84,6 +121,19 @@ pub const MAX_UPGRADE_DURATION_SECONDS: i64 = 10 * 366 * 86_400;
 impl CloudState {
     /// Refuses values the emulator cannot model, naming the field.
     pub fn validate(&self) -> Result<(), String> {
+        for (action, seconds) in &self.settle_seconds {
+            if !SETTLING_ACTIONS.contains(&action.as_str()) {
+                return Err(format!(
+                    "settleSeconds.{action}: not an action whose effect can settle (one of {})",
+                    SETTLING_ACTIONS.join(", ")
+                ));
+            }
+            if *seconds > MAX_SETTLE_SECONDS {
+                return Err(format!(
+                    "settleSeconds.{action}: {seconds} is more than {MAX_SETTLE_SECONDS}"
+                ));
+            }
+        }
         for (i, g) in self.appstream.app_instance_groups.iter().enumerate() {
             if !(0..=MAX_UPGRADE_DURATION_SECONDS).contains(&g.upgrade_duration_seconds) {
                 return Err(format!(
@@ -100,9 +150,66 @@ impl CloudState {
         chrono::Duration::seconds(g.upgrade_duration_seconds.clamp(0, MAX_UPGRADE_DURATION_SECONDS))
     }
 
-    /// Applies everything the clock has made happen: scheduled OTA upgrades complete once
-    /// their start time (plus duration) has passed.
+    /// When a write of `action` made at `now` shows, if not at once.
+    pub fn settles_at(&self, action: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let seconds = self
+            .settle_seconds
+            .get(action)
+            .copied()
+            .unwrap_or(0)
+            .min(MAX_SETTLE_SECONDS);
+        (seconds > 0).then(|| now + chrono::Duration::seconds(i64::from(seconds)))
+    }
+
+    /// Makes a write's effect true now.
+    pub fn apply(&mut self, effect: &Effect) {
+        match effect {
+            Effect::ImageShare {
+                region,
+                image_id,
+                in_share,
+            } => {
+                if let Some(i) = self
+                    .swas
+                    .get_mut(region)
+                    .and_then(|r| r.custom_images.iter_mut().find(|i| &i.image_id == image_id))
+                {
+                    i.in_share = *in_share;
+                }
+            }
+            Effect::Maintenance {
+                region,
+                desktop_ids,
+                enter,
+            } => {
+                let ids: std::collections::HashSet<&String> = desktop_ids.iter().collect();
+                let Some(r) = self.ecd.get_mut(region) else { return };
+                for d in r.desktops.iter_mut().filter(|d| ids.contains(&d.desktop_id)) {
+                    d.management_flags
+                        .retain(|f| f != "NoFlag" && f != "UnderMaintenance" && f != "EnterMaintenance");
+                    if *enter {
+                        d.management_flags.push("UnderMaintenance".into());
+                    }
+                    if d.management_flags.is_empty() {
+                        d.management_flags.push("NoFlag".into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies everything the clock has made happen: writes settle, and scheduled OTA
+    /// upgrades complete once their start time (plus duration) has passed.
     pub fn advance_to(&mut self, now: DateTime<Utc>) {
+        if self.settling.iter().any(|s| s.at <= now) {
+            let (due, later): (Vec<Settling>, Vec<Settling>) = std::mem::take(&mut self.settling)
+                .into_iter()
+                .partition(|s| s.at <= now);
+            self.settling = later;
+            for s in due {
+                self.apply(&s.effect);
+            }
+        }
         for g in &mut self.appstream.app_instance_groups {
             let Some(up) = &g.scheduled_upgrade else { continue };
             let done = up.start_time.checked_add_signed(Self::upgrade_duration(g));
@@ -254,6 +361,41 @@ mod tests {
         assert!(json["appstream"]["appInstanceGroups"][0]["OtaInfo"]["TaskId"].is_string());
         let back: CloudState = serde_json::from_value(json).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn writes_show_once_they_settle_and_settle_delays_are_checked() {
+        let mut s = CloudState::default_dataset();
+        let t0 = Utc::now();
+        s.settle_seconds.insert("ModifyImageShareStatus".into(), 30);
+        let at = s.settles_at("ModifyImageShareStatus", t0).unwrap();
+        assert_eq!(s.settles_at("SetDesktopMaintenance", t0), None);
+        let image = s.swas["cn-hangzhou"].custom_images[5].clone();
+        assert!(!image.in_share);
+        s.settling.push(Settling {
+            at,
+            effect: Effect::ImageShare {
+                region: "cn-hangzhou".into(),
+                image_id: image.image_id.clone(),
+                in_share: true,
+            },
+        });
+        s.advance_to(t0 + chrono::Duration::seconds(29));
+        assert!(!s.swas["cn-hangzhou"].custom_images[5].in_share, "not yet");
+        s.advance_to(t0 + chrono::Duration::seconds(30));
+        assert!(s.swas["cn-hangzhou"].custom_images[5].in_share);
+        assert!(s.settling.is_empty());
+        assert!(s.validate().is_ok());
+        s.settle_seconds.insert("UpdateFotaTask".into(), 5);
+        assert!(s.validate().unwrap_err().contains("settleSeconds.UpdateFotaTask"));
+        s.settle_seconds.remove("UpdateFotaTask");
+        s.settle_seconds
+            .insert("SetDesktopMaintenance".into(), MAX_SETTLE_SECONDS + 1);
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .contains("settleSeconds.SetDesktopMaintenance")
+        );
     }
 
     #[test]

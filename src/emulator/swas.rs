@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::error::{ApiFailure, ApiResult};
 use super::params::Params;
-use super::state::CloudState;
+use super::state::{CloudState, Effect, Settling};
 use crate::cloud::ops::swas::CustomImage;
 
 /// The documented quota of ModifyImageShareStatus: 10 calls a minute per account.
@@ -150,12 +150,27 @@ pub fn modify_image_share_status(
         return Err(ApiFailure::throttled());
     }
     calls.push_back(now);
-    let image = state
+    let known = state
         .swas
-        .get_mut(&region)
-        .and_then(|r| r.custom_images.iter_mut().find(|i| i.image_id == image_id))
-        .ok_or_else(|| ApiFailure::new(404, "InvalidImageId.NotFound", "The specified ImageId does not exist."))?;
-    image.in_share = operation == "Share";
+        .get(&region)
+        .is_some_and(|r| r.custom_images.iter().any(|i| i.image_id == image_id));
+    if !known {
+        return Err(ApiFailure::new(
+            404,
+            "InvalidImageId.NotFound",
+            "The specified ImageId does not exist.",
+        ));
+    }
+    let effect = Effect::ImageShare {
+        region: region.clone(),
+        image_id: image_id.clone(),
+        in_share: operation == "Share",
+    };
+    // Accepted now; it shows now, or once it settles.
+    match state.settles_at("ModifyImageShareStatus", now) {
+        Some(at) => state.settling.push(Settling { at, effect }),
+        None => state.apply(&effect),
+    }
     let request_id = super::new_request_id();
     if let Some(t) = token {
         book.tokens.insert(

@@ -2,8 +2,10 @@
 
 use sha2::{Digest, Sha256};
 
-use super::{Outcome, PlanContext, Reason, VERIFY_AFTER, Verdict};
-use crate::api::image_share::{DeletionPolicy, ImageShareSpec, ImageShareStatus};
+use chrono::{DateTime, Utc};
+
+use super::{Outcome, PlanContext, Reason, VERIFY_AFTER, Verdict, rfc3339};
+use crate::api::image_share::{DeletionPolicy, ImageShareSpec, ImageShareStatus, ShareWrite};
 use crate::cloud::ops::swas::{CustomImage, ShareOperation};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +31,37 @@ pub fn client_token(uid: &str, generation: i64, op: ShareOperation, sequence: i3
     format!("ishare-{}", &hex::encode(digest)[..48])
 }
 
+/// How long a sent Share or UnShare may take to show in the cloud before it is sent again
+/// (with a new ClientToken, and another of the 10 calls a minute the account has).
+pub const SETTLE_GRACE: chrono::Duration = chrono::Duration::minutes(5);
+
+/// The same operation, for the same generation, sent less than [`SETTLE_GRACE`] ago: the
+/// cloud may still be applying it.
+fn still_settling(previous: &ImageShareStatus, op: ShareOperation, ctx: &PlanContext) -> Option<String> {
+    let w = previous.last_write.as_ref()?;
+    let at: DateTime<Utc> = w.at.parse().ok()?;
+    let settling = w.operation == op.as_str() && w.generation == ctx.generation && ctx.now - at < SETTLE_GRACE;
+    settling.then(|| {
+        format!(
+            "{} sent at {}; waiting for the cloud to show it (it is sent again if it has not by {})",
+            op.as_str(),
+            w.at,
+            rfc3339(at + SETTLE_GRACE)
+        )
+    })
+}
+
+/// Waits for a write that may still be settling, instead of sending it again.
+fn wait_for(status: ImageShareStatus, message: String) -> Outcome<ModifyShare, ImageShareStatus> {
+    Outcome {
+        actions: vec![],
+        intent: None,
+        status,
+        verdict: Verdict::not_ready(Reason::Applying, message),
+        requeue_after: Some(VERIFY_AFTER),
+    }
+}
+
 fn observe(status: &mut ImageShareStatus, image: &CustomImage) {
     status.in_share = Some(image.in_share);
     status.image_name = Some(image.name.clone());
@@ -51,6 +84,13 @@ fn write(
     let mut intent = input.previous.clone();
     intent.share_operations = sequence;
     status.share_operations = sequence;
+    let sent = Some(ShareWrite {
+        operation: op.as_str().to_string(),
+        at: rfc3339(ctx.now),
+        generation: ctx.generation,
+    });
+    intent.last_write = sent.clone();
+    status.last_write = sent;
     status.in_share = Some(op == ShareOperation::Share);
     (action, intent)
 }
@@ -108,6 +148,9 @@ pub fn plan(input: &ImageShareInput<'_>, ctx: &PlanContext) -> Outcome<ModifySha
             requeue_after: None,
         };
     }
+    if let Some(message) = still_settling(input.previous, op, ctx) {
+        return wait_for(status, message);
+    }
     let (action, intent) = write(input, ctx, op, &mut status);
     Outcome {
         actions: vec![action],
@@ -135,6 +178,9 @@ pub fn cleanup(input: &ImageShareInput<'_>, ctx: &PlanContext) -> Outcome<Modify
     }
     match input.image {
         Some(image) if input.spec.deletion_policy == DeletionPolicy::UnShare && image.in_share => {
+            if let Some(message) = still_settling(input.previous, ShareOperation::UnShare, ctx) {
+                return wait_for(status, message);
+            }
             let (action, intent) = write(input, ctx, ShareOperation::UnShare, &mut status);
             Outcome {
                 actions: vec![action],
