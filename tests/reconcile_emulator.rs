@@ -320,6 +320,7 @@ async fn image_share_sync_drift_with_fresh_token_and_cleanup() {
     h.emu
         .world()
         .update_state(|st| st.swas.get_mut("cn-hangzhou").unwrap().custom_images[2].in_share = false);
+    // The cloud showed the share, so this is drift: repaired at once.
     let r = h.step(&mut s, now, Stage::Apply).await;
     assert_eq!(r.applied.len(), 1);
     assert_ne!(

@@ -62,12 +62,29 @@ impl KindEnv {
         F: FnOnce(CloudClient) -> Fut,
         Fut: Future<Output = Result<T, CloudError>> + Send + 'static,
     {
+        self.snapshot_listed(list, region, fresh, fetch).await.map(|(v, _)| v)
+    }
+
+    /// As [`KindEnv::snapshot`], with the time the list completed.
+    pub async fn snapshot_listed<T, F, Fut>(
+        &self,
+        list: &'static str,
+        region: &str,
+        fresh: bool,
+        fetch: F,
+    ) -> Result<(Arc<T>, chrono::DateTime<chrono::Utc>), CloudError>
+    where
+        T: Send + Sync + 'static,
+        F: FnOnce(CloudClient) -> Fut,
+        Fut: Future<Output = Result<T, CloudError>> + Send + 'static,
+    {
         let cloud = self.cloud.shared();
         if fresh {
-            return fetch(cloud).await.map(Arc::new);
+            let value = fetch(cloud).await?;
+            return Ok((Arc::new(value), chrono::Utc::now()));
         }
         self.snapshots
-            .get(self.key(list, region), self.max_age, || fetch(cloud))
+            .get_listed(self.key(list, region), self.max_age, || fetch(cloud))
             .await
     }
 

@@ -38,7 +38,9 @@ pub struct SnapshotKey {
 
 type Value = Arc<dyn Any + Send + Sync>;
 type Update = Box<dyn FnMut(&mut dyn Any) + Send>;
-type Landing = Shared<BoxFuture<'static, Result<Value, CloudError>>>;
+/// A list and the wall-clock time it completed.
+type Listed = (Value, chrono::DateTime<chrono::Utc>);
+type Landing = Shared<BoxFuture<'static, Result<Listed, CloudError>>>;
 
 struct InFlight {
     id: u64,
@@ -51,8 +53,8 @@ struct InFlight {
 
 #[derive(Default)]
 struct Entry {
-    /// The newest list and when it completed.
-    value: Option<(Value, Instant)>,
+    /// The newest list, when it completed (for its age), and the wall-clock time of that.
+    value: Option<(Value, Instant, chrono::DateTime<chrono::Utc>)>,
     stale: bool,
     in_flight: Option<InFlight>,
 }
@@ -148,15 +150,31 @@ impl SnapshotCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, CloudError>> + Send + 'static,
     {
+        self.get_listed(key, max_age, fetch).await.map(|(v, _)| v)
+    }
+
+    /// As [`SnapshotCache::get`], with when the list completed: a reader that wrote since
+    /// can tell whether the list could show its write.
+    pub async fn get_listed<T, F, Fut>(
+        &self,
+        key: SnapshotKey,
+        max_age: Duration,
+        fetch: F,
+    ) -> Result<(Arc<T>, chrono::DateTime<chrono::Utc>), CloudError>
+    where
+        T: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, CloudError>> + Send + 'static,
+    {
         let limit = max_age.min(self.cap);
         let landing = {
             let mut entries = self.entries.lock().expect("snapshot lock");
             let entry = entries.entry(key.clone()).or_default();
-            if let Some((value, completed)) = &entry.value
+            if let Some((value, completed, listed_at)) = &entry.value
                 && !entry.stale
                 && completed.elapsed() < limit
             {
-                return Ok(typed(value.clone()));
+                return Ok((typed(value.clone()), *listed_at));
             }
             match &entry.in_flight {
                 Some(f) => f.landing.clone(),
@@ -173,7 +191,7 @@ impl SnapshotCache {
                 }
             }
         };
-        landing.await.map(typed)
+        landing.await.map(|(v, at)| (typed(v), at))
     }
 
     /// Runs one list as its own task and lands its result in the entry.
@@ -204,17 +222,18 @@ impl SnapshotCache {
                 result.unwrap_or_else(|_| Err(CloudError::InvalidRequest(format!("listing {} panicked", key.list))));
             let mut entries = entries.lock().expect("snapshot lock");
             let entry = entries.entry(key).or_default();
+            let listed_at = chrono::Utc::now();
             let Some(flight) = entry.in_flight.take_if(|f| f.id == id) else {
-                return result.map(|v| Arc::new(v) as Value);
+                return result.map(|v| (Arc::new(v) as Value, listed_at));
             };
             let mut value = result?;
             for mut update in flight.updates {
                 update(&mut value);
             }
             let value: Value = Arc::new(value);
-            entry.value = Some((value.clone(), Instant::now()));
+            entry.value = Some((value.clone(), Instant::now(), listed_at));
             entry.stale = flight.invalidated;
-            Ok(value)
+            Ok((value, listed_at))
         });
         async move {
             task.await
@@ -229,7 +248,7 @@ impl SnapshotCache {
     pub fn update<T: Clone + Send + Sync + 'static>(&self, key: &SnapshotKey, f: impl Fn(&mut T) + Send + 'static) {
         let mut entries = self.entries.lock().expect("snapshot lock");
         let Some(entry) = entries.get_mut(key) else { return };
-        if let Some((value, _)) = &mut entry.value
+        if let Some((value, ..)) = &mut entry.value
             && let Ok(current) = value.clone().downcast::<T>()
         {
             let mut next = (*current).clone();

@@ -20,6 +20,9 @@ pub struct ImageShareInput<'a> {
     pub uid: &'a str,
     /// The image, if the cloud lists it.
     pub image: Option<&'a CustomImage>,
+    /// When the list `image` comes from completed: a list from before the operator's last
+    /// write cannot show it.
+    pub listed_at: DateTime<Utc>,
     pub previous: &'a ImageShareStatus,
 }
 
@@ -35,20 +38,66 @@ pub fn client_token(uid: &str, generation: i64, op: ShareOperation, sequence: i3
 /// (with a new ClientToken, and another of the 10 calls a minute the account has).
 pub const SETTLE_GRACE: chrono::Duration = chrono::Duration::minutes(5);
 
-/// The same operation, for the same generation, sent less than [`SETTLE_GRACE`] ago: the
-/// cloud may still be applying it.
-fn still_settling(previous: &ImageShareStatus, op: ShareOperation, ctx: &PlanContext) -> Option<String> {
-    let w = previous.last_write.as_ref()?;
-    let at: DateTime<Utc> = w.at.parse().ok()?;
-    let settling = w.operation == op.as_str() && w.generation == ctx.generation && ctx.now - at < SETTLE_GRACE;
-    settling.then(|| {
-        format!(
-            "{} sent at {}; waiting for the cloud to show it (it is sent again if it has not by {})",
-            op.as_str(),
-            w.at,
-            rfc3339(at + SETTLE_GRACE)
-        )
-    })
+/// What the operator's last write (for this generation) means for what the list shows.
+enum LastWrite {
+    /// None, or one the cloud has shown, or one older than [`SETTLE_GRACE`]: the list is
+    /// what it is.
+    Nothing,
+    /// The list completed before the write, so it cannot show it: the write stands for it.
+    NotListedYet { in_share: bool },
+    /// A later list shows it: from now on a difference is drift.
+    Shown,
+    /// A later list does not show it yet, within the grace: the cloud may still be applying it.
+    Settling { message: String },
+}
+
+fn last_write(input: &ImageShareInput<'_>, image: &CustomImage, ctx: &PlanContext) -> LastWrite {
+    let Some(w) = input
+        .previous
+        .last_write
+        .as_ref()
+        .filter(|w| w.generation == ctx.generation)
+    else {
+        return LastWrite::Nothing;
+    };
+    let Ok(at) = w.at.parse::<DateTime<Utc>>() else {
+        return LastWrite::Nothing;
+    };
+    let in_share = w.operation == ShareOperation::Share.as_str();
+    if input.listed_at < at {
+        LastWrite::NotListedYet { in_share }
+    } else if image.in_share == in_share {
+        LastWrite::Shown
+    } else if ctx.now - at < SETTLE_GRACE {
+        LastWrite::Settling {
+            message: format!(
+                "{} sent at {}; waiting for the cloud to show it (it is sent again if it has not by {})",
+                w.operation,
+                w.at,
+                rfc3339(at + SETTLE_GRACE)
+            ),
+        }
+    } else {
+        LastWrite::Nothing
+    }
+}
+
+/// The image as this look should take it, and a wait if the last write may still be settling.
+fn with_last_write(
+    input: &ImageShareInput<'_>,
+    image: &CustomImage,
+    ctx: &PlanContext,
+    status: &mut ImageShareStatus,
+) -> (CustomImage, Option<String>) {
+    let mut image = image.clone();
+    let mut settling = None;
+    match last_write(input, &image, ctx) {
+        LastWrite::Nothing => {}
+        LastWrite::NotListedYet { in_share } => image.in_share = in_share,
+        LastWrite::Shown => status.last_write = None,
+        LastWrite::Settling { message } => settling = Some(message),
+    }
+    (image, settling)
 }
 
 /// Waits for a write that may still be settling, instead of sending it again.
@@ -114,6 +163,8 @@ pub fn plan(input: &ImageShareInput<'_>, ctx: &PlanContext) -> Outcome<ModifySha
             requeue_after: None,
         };
     };
+    let (seen, settling) = with_last_write(input, image, ctx, &mut status);
+    let image = &seen;
     observe(&mut status, image);
     if image.in_share == spec.shared {
         let state = if spec.shared {
@@ -148,7 +199,8 @@ pub fn plan(input: &ImageShareInput<'_>, ctx: &PlanContext) -> Outcome<ModifySha
             requeue_after: None,
         };
     }
-    if let Some(message) = still_settling(input.previous, op, ctx) {
+    // Same generation, so the write that may be settling is this same operation.
+    if let Some(message) = settling {
         return wait_for(status, message);
     }
     let (action, intent) = write(input, ctx, op, &mut status);
@@ -171,16 +223,25 @@ pub fn cleanup(input: &ImageShareInput<'_>, ctx: &PlanContext) -> Outcome<Modify
         verdict: Verdict::ready(Reason::InSync, "nothing to clean up"),
         requeue_after: None,
     };
-    // What the cloud shows now is what is left to undo: a gone image has nothing.
-    match input.image {
-        Some(image) => observe(&mut status, image),
-        None => status.in_share = None,
-    }
-    match input.image {
-        Some(image) if input.spec.deletion_policy == DeletionPolicy::UnShare && image.in_share => {
-            if let Some(message) = still_settling(input.previous, ShareOperation::UnShare, ctx) {
+    // What the cloud shows now is what is left to undo: a gone image has nothing. A write
+    // of ours that may still be settling is waited for first: a Share that lands after the
+    // release would leave the image shared.
+    let seen = match input.image {
+        Some(image) => {
+            let (seen, settling) = with_last_write(input, image, ctx, &mut status);
+            observe(&mut status, &seen);
+            if let Some(message) = settling {
                 return wait_for(status, message);
             }
+            Some(seen)
+        }
+        None => {
+            status.in_share = None;
+            None
+        }
+    };
+    match seen {
+        Some(image) if input.spec.deletion_policy == DeletionPolicy::UnShare && image.in_share => {
             let (action, intent) = write(input, ctx, ShareOperation::UnShare, &mut status);
             Outcome {
                 actions: vec![action],

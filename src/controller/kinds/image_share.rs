@@ -40,8 +40,8 @@ impl ManagedKind for ImageShare {
         fresh: bool,
     ) -> Result<Outcome<ModifyShare, ImageShareStatus>, CloudError> {
         let region = self.spec.region_id.clone();
-        let images = env
-            .snapshot(LIST, &region, fresh, |cloud| {
+        let (images, listed_at) = env
+            .snapshot_listed(LIST, &region, fresh, |cloud| {
                 let region = region.clone();
                 async move { swas::list_custom_images(&cloud, &region, &[]).await.map(by_id) }
             })
@@ -52,6 +52,7 @@ impl ManagedKind for ImageShare {
             spec: &self.spec,
             uid: &uid,
             image: images.get(&self.spec.image_id),
+            listed_at,
             previous: &previous,
         };
         Ok(match stage {
