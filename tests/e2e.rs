@@ -1987,3 +1987,48 @@ async fn the_operators_own_status_writes_do_not_reconcile_again() {
     patch_spec::<ImageShare>(&client, &ns, "s", json!({"resyncInterval": "2h"})).await;
     settled(3.0, "a spec edit").await;
 }
+
+/// Each kind of write has its own Event reason. kube-runtime's Recorder merges Events of
+/// one reason and action into a series and keeps the first note, so an UnShare after a Share
+/// must not be counted into the Share's series under the Share's note.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reversing_edit_gets_an_event_of_its_own() {
+    let client = admin().await;
+    let ns = namespace(&client, "events").await;
+    let emu = emulator().await;
+    let _op = Operator::start(&ns, &emu.url(), &format!("lease-{ns}"));
+    create::<ImageShare>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "ImageShare", "metadata": {"name": "s"},
+               "spec": {"regionId": "cn-hangzhou", "imageId": "m-hz0003", "shared": true}}),
+    )
+    .await;
+    wait_reason::<ImageShare>(&client, &ns, "s", "InSync").await;
+    patch_spec::<ImageShare>(&client, &ns, "s", json!({"shared": false})).await;
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let of = |reason: &'static str| {
+        let events = events.clone();
+        async move {
+            eventually(&format!("a {reason} Event on s"), WAIT, || async {
+                let list = events.list(&Default::default()).await.ok()?;
+                list.items.into_iter().find(|e| {
+                    e.reason.as_deref() == Some(reason)
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("s")
+                })
+            })
+            .await
+        }
+    };
+    let shared = of("Shared").await;
+    let unshared = of("Unshared").await;
+    assert!(
+        shared.note.as_deref().unwrap_or("").contains("Operation=Share "),
+        "{shared:?}"
+    );
+    assert!(
+        unshared.note.as_deref().unwrap_or("").contains("Operation=UnShare "),
+        "{unshared:?}"
+    );
+    assert_eq!(unshared.series, None, "a write of its own, not a repeat of the share");
+}

@@ -196,6 +196,9 @@ pub trait ManagedKind:
     /// One line for people: Events, logs and `plan` output.
     fn describe(action: &Self::Action) -> String;
 
+    /// The reason of the Event that reports `action` (see [`super::events`]).
+    fn event_reason(action: &Self::Action) -> &'static str;
+
     /// Some cloud answers mean "nothing to do" rather than failure (OtaTask.Running).
     fn interpret_error(_err: &CloudError) -> Option<Verdict> {
         None

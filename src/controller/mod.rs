@@ -1,6 +1,7 @@
 //! The Kubernetes glue: controllers, status, finalizers, events, metrics.
 
 pub mod context;
+pub mod events;
 pub mod http;
 pub mod kind;
 pub mod kinds;

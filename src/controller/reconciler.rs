@@ -18,6 +18,7 @@ use serde_json::json;
 use tracing::{Instrument, info_span, warn};
 
 use super::context::{CREDENTIALS_LABEL, Context, FIELD_MANAGER, FINALIZER, RECONCILE_REQUESTED_AT, SKIP_CLEANUP};
+use super::events;
 use super::kind::{ManagedKind, Stage};
 use super::next_step::{Requeue, Settled, next_step};
 use super::runner::{Reconciled, StatusSink, reconcile_once, settle};
@@ -264,7 +265,7 @@ async fn run_stage<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: St
             ctx,
             obj.as_ref(),
             EventType::Normal,
-            "CleanupSkipped",
+            events::CLEANUP_SKIPPED,
             "Delete",
             message.clone(),
         )
@@ -349,16 +350,8 @@ async fn run_stage<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: St
         Err(e) => return Report::kube(e),
     };
 
-    for applied in &r.applied {
-        publish(
-            ctx,
-            obj.as_ref(),
-            EventType::Normal,
-            "CloudWrite",
-            "Apply",
-            applied.clone(),
-        )
-        .await;
+    for (reason, note) in &r.events {
+        publish(ctx, obj.as_ref(), EventType::Normal, reason, "Apply", note.clone()).await;
     }
     if r.drift {
         ctx.metrics
@@ -393,7 +386,7 @@ async fn run_stage<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: St
             ctx,
             obj.as_ref(),
             EventType::Normal,
-            "CredentialsChanged",
+            events::CREDENTIALS_CHANGED,
             "Apply",
             "credentialsRef changed: what the old credentials did is undone with them first".into(),
         )

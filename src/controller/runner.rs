@@ -61,8 +61,10 @@ pub struct Reconciled<K: ManagedKind> {
     pub verdict: Verdict,
     /// When to come back, if sooner than the resync.
     pub requeue_after: Option<std::time::Duration>,
-    /// Writes sent, for Events and logs.
+    /// Writes sent, for logs and `plan`.
     pub applied: Vec<String>,
+    /// The Event (reason, note) of each write sent.
+    pub events: Vec<(&'static str, String)>,
     /// The cloud failure that stopped the reconcile, if any.
     pub error: Option<CloudError>,
     /// Whether the plan found drift.
@@ -87,6 +89,7 @@ pub async fn reconcile_once<K: ManagedKind, S: StatusSink<K>>(
 ) -> Result<Reconciled<K>, kube::Error> {
     let previous = obj.status().cloned().unwrap_or_default();
     let mut applied = Vec::new();
+    let mut events = Vec::new();
     let mut synced = true;
     let planned = plan(obj, env, peers, ctx, stage, fresh).await;
     let refused = match &planned {
@@ -129,7 +132,10 @@ pub async fn reconcile_once<K: ManagedKind, S: StatusSink<K>>(
             let mut failure = None;
             for action in &outcome.actions {
                 match obj.execute(env, action).await {
-                    Ok(()) => applied.push(K::describe(action)),
+                    Ok(()) => {
+                        applied.push(K::describe(action));
+                        events.push((K::event_reason(action), K::describe(action)));
+                    }
                     Err(e) => {
                         failure = Some(e);
                         break;
@@ -162,6 +168,7 @@ pub async fn reconcile_once<K: ManagedKind, S: StatusSink<K>>(
         verdict,
         requeue_after,
         applied,
+        events,
         error,
         drift,
     })

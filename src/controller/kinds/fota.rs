@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use crate::api::fota::{FotaTaskPolicy, FotaTaskPolicyStatus};
 use crate::cloud::CloudError;
 use crate::cloud::ops::ecd;
+use crate::controller::events;
 use crate::controller::kind::{self, KindEnv, ManagedKind, Stage, created_at};
 use crate::reconcile::fota::{FotaInput, Peer, UpdateTask, plan};
 use crate::reconcile::{Outcome, PlanContext, Reason, Verdict};
@@ -101,6 +102,14 @@ impl ManagedKind for FotaTaskPolicy {
         // successful call, and the next read must show that. Task lists are short.
         env.invalidate(LIST, region);
         result
+    }
+
+    fn event_reason(action: &UpdateTask) -> &'static str {
+        if action.user_status == "Running" {
+            events::AUTO_PUSH_SET
+        } else {
+            events::AUTO_PUSH_CLEARED
+        }
     }
 
     fn describe(action: &UpdateTask) -> String {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::api::image_share::{DeletionPolicy, ImageShare, ImageShareStatus};
 use crate::cloud::CloudError;
 use crate::cloud::ops::swas;
+use crate::controller::events;
 use crate::controller::kind::{KindEnv, ManagedKind, Stage};
 use crate::reconcile::image_share::{ImageShareInput, ModifyShare, cleanup, plan};
 use crate::reconcile::{Outcome, PlanContext};
@@ -91,6 +92,13 @@ impl ManagedKind for ImageShare {
             vec![format!("image {} shared to ECS", self.spec.image_id)]
         } else {
             vec![]
+        }
+    }
+
+    fn event_reason(action: &ModifyShare) -> &'static str {
+        match action.operation {
+            swas::ShareOperation::Share => events::SHARED,
+            swas::ShareOperation::UnShare => events::UNSHARED,
         }
     }
 

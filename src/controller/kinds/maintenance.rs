@@ -8,6 +8,7 @@ use crate::api::common::CredentialsRef;
 use crate::api::maintenance::{DesktopMaintenanceWindow, DesktopMaintenanceWindowStatus};
 use crate::cloud::ops::ecd::{self, Desktop, DesktopFilter};
 use crate::cloud::{CloudError, ErrorClass};
+use crate::controller::events;
 use crate::controller::kind::{KindEnv, ManagedKind, Stage};
 use crate::reconcile::maintenance::{MaintenanceInput, SetMaintenance, plan};
 use crate::reconcile::{Outcome, PlanContext};
@@ -165,6 +166,13 @@ impl ManagedKind for DesktopMaintenanceWindow {
 
     fn recorded_with(status: &DesktopMaintenanceWindowStatus) -> Option<Option<CredentialsRef>> {
         status.entered_with.as_ref().map(|w| w.credentials_ref.clone())
+    }
+
+    fn event_reason(action: &SetMaintenance) -> &'static str {
+        match action.mode {
+            ecd::MaintenanceMode::Enter => events::ENTERED_MAINTENANCE,
+            ecd::MaintenanceMode::Exit => events::EXITED_MAINTENANCE,
+        }
     }
 
     fn describe(action: &SetMaintenance) -> String {

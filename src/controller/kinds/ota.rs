@@ -4,6 +4,7 @@ use std::sync::Arc;
 use crate::api::ota::{OtaSchedule, OtaScheduleStatus};
 use crate::cloud::CloudError;
 use crate::cloud::ops::appstream::{self, ApproveOtaTask};
+use crate::controller::events;
 use crate::controller::kind::{KindEnv, ManagedKind, Stage, older_peers};
 use crate::reconcile::ota::{Approve, OtaInput, needs_tasks, plan};
 use crate::reconcile::{Outcome, PlanContext, Reason, Verdict};
@@ -88,6 +89,10 @@ impl ManagedKind for OtaSchedule {
         .await;
         env.invalidate(LIST, &self.spec.biz_region_id);
         r.map(drop)
+    }
+
+    fn event_reason(_: &Approve) -> &'static str {
+        events::APPROVED
     }
 
     fn describe(action: &Approve) -> String {
