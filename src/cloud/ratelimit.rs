@@ -152,8 +152,7 @@ impl Lane {
         }
         let promise = |lane: &Lane| {
             let at = lane.estimate(turn - free, free, now, quota.window);
-            let wall = Utc::now() + chrono::Duration::from_std(at.saturating_duration_since(now)).unwrap_or_default();
-            (at, round_up_to_second(wall))
+            (at, wall_clock(at, now))
         };
         match pos {
             // The promise stands while it is in the future.
@@ -178,7 +177,9 @@ impl Lane {
     }
 }
 
-fn round_up_to_second(t: DateTime<Utc>) -> DateTime<Utc> {
+/// The wall-clock time of `at`, rounded up to the second (it goes into messages).
+fn wall_clock(at: Instant, now: Instant) -> DateTime<Utc> {
+    let t = Utc::now() + chrono::Duration::from_std(at.saturating_duration_since(now)).unwrap_or_default();
     let whole = t.timestamp() + i64::from(t.timestamp_subsec_nanos() > 0);
     DateTime::from_timestamp(whole, 0).unwrap_or(t)
 }
@@ -214,14 +215,15 @@ impl RateLimiter {
             .find(|(_, q)| q.action == action)
     }
 
-    /// Takes a bucket token, or says how long until one is free when that is longer than
-    /// `max_wait` (then nothing is taken). Returns the wait to sleep before sending.
-    fn take_token(
+    /// Takes a bucket token (when `take`), or says how long until one is free when that is
+    /// longer than `max_wait` (then nothing is taken). Returns the wait before sending.
+    fn bucket(
         &self,
         account: &str,
         product: Product,
         region: &str,
         max_wait: Option<Duration>,
+        take: bool,
     ) -> Result<Duration, Duration> {
         if self.config.qps <= 0.0 {
             return Ok(Duration::ZERO);
@@ -240,8 +242,20 @@ impl RateLimiter {
         if max_wait.is_some_and(|m| wait > m) {
             return Err(wait);
         }
-        bucket.tokens -= 1.0;
+        if take {
+            bucket.tokens -= 1.0;
+        }
         Ok(wait)
+    }
+
+    fn take_token(
+        &self,
+        account: &str,
+        product: Product,
+        region: &str,
+        max_wait: Option<Duration>,
+    ) -> Result<Duration, Duration> {
+        self.bucket(account, product, region, max_wait, true)
     }
 
     fn bucket_deferral(&self, action: &'static str, wait: Duration) -> Deferral {
@@ -282,18 +296,8 @@ impl RateLimiter {
         region: &str,
         action: &'static str,
     ) -> Result<(), Deferral> {
-        if self.config.qps > 0.0 {
-            let now = Instant::now();
-            let burst = f64::from(self.config.burst.max(1));
-            let mut buckets = self.buckets.lock().expect("bucket lock");
-            if let Some(bucket) = buckets.get_mut(&(account.to_string(), product, region.to_string())) {
-                bucket.refill(now, self.config.qps, burst);
-                let wait = bucket.wait(self.config.qps);
-                if wait > INLINE_WAIT {
-                    return Err(self.bucket_deferral(action, wait));
-                }
-            }
-        }
+        self.bucket(account, product, region, Some(INLINE_WAIT), false)
+            .map_err(|wait| self.bucket_deferral(action, wait))?;
         let Some((index, quota)) = self.quota(action) else {
             return Ok(());
         };
@@ -356,9 +360,7 @@ impl RateLimiter {
                 }
             };
             if holder.is_some() {
-                let wall = Utc::now()
-                    + chrono::Duration::from_std(retry_at.saturating_duration_since(now)).unwrap_or_default();
-                return Err(Self::quota_deferral(quota, (retry_at, round_up_to_second(wall))));
+                return Err(Self::quota_deferral(quota, (retry_at, wall_clock(retry_at, now))));
             }
             tracing::debug!(
                 action,

@@ -7,7 +7,7 @@ use super::error::{ApiFailure, ApiResult};
 use super::params::Params;
 use super::state::{ApprovedTask, CloudState, ScheduledUpgrade};
 
-pub fn list_app_instance_group(state: &mut CloudState, params: &Params, now: DateTime<Utc>) -> ApiResult<Value> {
+pub fn list_app_instance_group(state: &mut CloudState, params: &Params) -> ApiResult<Value> {
     let product = params.required("ProductType")?;
     if product != "CloudApp" {
         return Err(ApiFailure::invalid(
@@ -18,7 +18,6 @@ pub fn list_app_instance_group(state: &mut CloudState, params: &Params, now: Dat
     let statuses = params.list("Status", 10)?;
     let page_number = params.int("PageNumber", 1, i64::from(i32::MAX), 1)?;
     let page_size = params.int("PageSize", 1, 100, 20)?;
-    state.advance_to(now);
     let region = params.optional("BizRegionId");
     let id = params.optional("AppInstanceGroupId");
     let groups: Vec<_> = state
@@ -67,7 +66,6 @@ pub fn approve_ota_task(state: &mut CloudState, params: &Params, now: DateTime<U
             format!("{raw_start:?} is not an ISO 8601 time such as 2022-08-04T14:36:00+08:00"),
         )
     })?;
-    state.advance_to(now);
     let g = state
         .appstream
         .app_instance_groups
@@ -127,7 +125,6 @@ pub fn list_ota_task(state: &mut CloudState, params: &Params, now: DateTime<Utc>
     let page_size = params.int("PageSize", 1, 100, 20)?;
     params.required("PageNumber")?;
     params.required("PageSize")?;
-    state.advance_to(now);
     let g = state
         .appstream
         .app_instance_groups

@@ -197,9 +197,7 @@ impl World {
                 let mut book = self.shares.lock().expect("shares lock");
                 swas::modify_image_share_status(state, &mut book, caller.access_key_id(), params, now)
             }
-            (Product::AppstreamCenter, "ListAppInstanceGroup") => {
-                appstream::list_app_instance_group(state, params, now)
-            }
+            (Product::AppstreamCenter, "ListAppInstanceGroup") => appstream::list_app_instance_group(state, params),
             (Product::AppstreamCenter, "ApproveOtaTask") => appstream::approve_ota_task(state, params, now),
             (Product::AppstreamCenter, "ListOtaTask") => appstream::list_ota_task(state, params, now),
             (Product::Sts, "AssumeRoleWithOIDC") => {

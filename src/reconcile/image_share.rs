@@ -82,22 +82,27 @@ fn last_write(input: &ImageShareInput<'_>, image: &CustomImage, ctx: &PlanContex
     }
 }
 
-/// The image as this look should take it, and a wait if the last write may still be settling.
-fn with_last_write(
+/// Records what the cloud shows of `image` in `status`, and returns whether this look should
+/// take it as shared, with a wait if the last write may still be settling.
+fn observe_with_last_write(
     input: &ImageShareInput<'_>,
     image: &CustomImage,
     ctx: &PlanContext,
     status: &mut ImageShareStatus,
-) -> (CustomImage, Option<String>) {
-    let mut image = image.clone();
-    let mut settling = None;
-    match last_write(input, &image, ctx) {
-        LastWrite::Nothing => {}
-        LastWrite::NotListedYet { in_share } => image.in_share = in_share,
-        LastWrite::Shown => status.last_write = None,
-        LastWrite::Settling { message } => settling = Some(message),
+) -> (bool, Option<String>) {
+    observe(status, image);
+    match last_write(input, image, ctx) {
+        LastWrite::Nothing => (image.in_share, None),
+        LastWrite::NotListedYet { in_share } => {
+            status.in_share = Some(in_share);
+            (in_share, None)
+        }
+        LastWrite::Shown => {
+            status.last_write = None;
+            (image.in_share, None)
+        }
+        LastWrite::Settling { message } => (image.in_share, Some(message)),
     }
-    (image, settling)
 }
 
 /// Waits for a write that may still be settling, instead of sending it again.
@@ -163,10 +168,8 @@ pub fn plan(input: &ImageShareInput<'_>, ctx: &PlanContext) -> Outcome<ModifySha
             requeue_after: None,
         };
     };
-    let (seen, settling) = with_last_write(input, image, ctx, &mut status);
-    let image = &seen;
-    observe(&mut status, image);
-    if image.in_share == spec.shared {
+    let (in_share, settling) = observe_with_last_write(input, image, ctx, &mut status);
+    if in_share == spec.shared {
         let state = if spec.shared {
             "shared to ECS"
         } else {
@@ -226,22 +229,21 @@ pub fn cleanup(input: &ImageShareInput<'_>, ctx: &PlanContext) -> Outcome<Modify
     // What the cloud shows now is what is left to undo: a gone image has nothing. A write
     // of ours that may still be settling is waited for first: a Share that lands after the
     // release would leave the image shared.
-    let seen = match input.image {
+    let in_share = match input.image {
         Some(image) => {
-            let (seen, settling) = with_last_write(input, image, ctx, &mut status);
-            observe(&mut status, &seen);
+            let (in_share, settling) = observe_with_last_write(input, image, ctx, &mut status);
             if let Some(message) = settling {
                 return wait_for(status, message);
             }
-            Some(seen)
+            in_share
         }
         None => {
             status.in_share = None;
-            None
+            false
         }
     };
-    match seen {
-        Some(image) if input.spec.deletion_policy == DeletionPolicy::UnShare && image.in_share => {
+    match input.image {
+        Some(_) if input.spec.deletion_policy == DeletionPolicy::UnShare && in_share => {
             let (action, intent) = write(input, ctx, ShareOperation::UnShare, &mut status);
             Outcome {
                 actions: vec![action],
