@@ -17,7 +17,12 @@ struct Wrapper {
 }
 
 fn args(emu_url: &str, files: &[&str]) -> PlanArgs {
-    let mut argv = vec!["plan".to_string(), "--endpoint".into(), emu_url.to_string()];
+    let mut argv = vec![
+        "plan".to_string(),
+        "--offline".into(),
+        "--endpoint".into(),
+        emu_url.to_string(),
+    ];
     for f in files {
         argv.push("-f".into());
         argv.push(f.to_string());
@@ -27,7 +32,7 @@ fn args(emu_url: &str, files: &[&str]) -> PlanArgs {
 
 fn binary(emu_url: &str, extra: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_alicloud-ops-operator"))
-        .arg("plan")
+        .args(["plan", "--offline"])
         .args(["--endpoint", emu_url])
         .args(extra)
         .env(
@@ -58,7 +63,16 @@ async fn examples_show_pending_changes_and_exit_2_without_writing() {
         stdout.contains("+ UpdateFotaTask aot-hz0002 UserStatus=Running"),
         "{stdout}"
     );
-    assert!(stdout.contains("+ ModifyImageShareStatus Operation=Share"), "{stdout}");
+    // Without the live object, the uid in the ClientToken is unknown: no made-up token.
+    assert!(
+        stdout
+            .contains("+ ModifyImageShareStatus Operation=Share ClientToken=(made from the uid the cluster gives it)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("uncertain: the live object was not read (--offline)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("+ ApproveOtaTask TaskId=ota-hz0001-1"), "{stdout}");
     assert!(
         stdout.contains("OtaSchedule default/finance-apps-observe: InSync (UpToDate)"),

@@ -29,6 +29,17 @@ pub struct PlanArgs {
     /// render, for a pull-request comment).
     #[arg(short = 'o', long, default_value = "table", value_parser = ["table", "json", "markdown"])]
     pub output: String,
+    /// The kubeconfig to read the live objects from (default: `$KUBECONFIG`, then
+    /// `~/.kube/config`, then the in-cluster ServiceAccount), as kubectl does.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Plan from the manifests alone, without reading the live objects. Predictions that
+    /// depend on a live object's status, uid or age are then marked uncertain.
+    #[arg(long)]
+    pub offline: bool,
     #[command(flatten)]
     pub cloud: CloudArgs,
 }
@@ -48,6 +59,9 @@ pub struct PlannedResource {
     pub message: String,
     pub credentials: String,
     pub actions: Vec<String>,
+    /// What the prediction could not know, when it was made without the live object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uncertain: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -57,6 +71,8 @@ pub struct PlanReport {
     pub errors: Vec<String>,
     /// Documents that are not this operator's, skipped.
     pub skipped: Vec<String>,
+    /// Where the live objects were read from, or why they were not.
+    pub cluster: String,
 }
 
 impl PlanReport {
@@ -156,6 +172,151 @@ fn secrets(docs: &[Doc]) -> BTreeMap<(String, String), BTreeMap<String, String>>
     out
 }
 
+/// Where the operator's view of a resource comes from: the live objects, or the manifests alone.
+enum Cluster {
+    /// A client, and the server's address for the output.
+    Live(kube::Client, String),
+    /// Why the live objects are not read.
+    Offline(String),
+}
+
+impl Cluster {
+    /// The kubeconfig the way kubectl finds it. No kubeconfig at all means offline; a
+    /// kubeconfig that cannot be used is an error, since a plan from it would mislead.
+    async fn connect(args: &PlanArgs) -> Result<Cluster, String> {
+        use kube::config::{Config, KubeConfigOptions, Kubeconfig};
+        if args.offline {
+            return Ok(Cluster::Offline("--offline".into()));
+        }
+        let options = KubeConfigOptions {
+            context: args.context.clone(),
+            ..Default::default()
+        };
+        let home_config = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config"));
+        let config = if let Some(path) = &args.kubeconfig {
+            let kubeconfig =
+                Kubeconfig::read_from(path).map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
+            Config::from_custom_kubeconfig(kubeconfig, &options).await
+        } else if std::env::var_os("KUBECONFIG").is_some() || home_config.is_some_and(|p| p.exists()) {
+            Config::from_kubeconfig(&options).await
+        } else if args.context.is_none()
+            && let Ok(config) = Config::incluster()
+        {
+            Ok(config)
+        } else if let Some(context) = &args.context {
+            return Err(format!(
+                "--context {context}: no kubeconfig found (KUBECONFIG, ~/.kube/config)"
+            ));
+        } else {
+            return Ok(Cluster::Offline("no kubeconfig found".into()));
+        };
+        let config = config.map_err(|e| format!("kubeconfig: {e}; or plan with --offline"))?;
+        let server = config.cluster_url.to_string();
+        kube::Client::try_from(config)
+            .map(|client| Cluster::Live(client, server))
+            .map_err(|e| format!("kubeconfig: {e}; or plan with --offline"))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Cluster::Live(_, server) => format!("live objects read from {server}"),
+            Cluster::Offline(why) => format!("live objects not read ({why})"),
+        }
+    }
+
+    /// The resource as the operator will see it once the manifest is applied: the live
+    /// object's uid, creation time and status, with the manifest's spec, labels and
+    /// annotations (the generation moves on when the spec changes). A resource not in the
+    /// cluster yet is created now. The second value says what could not be known.
+    async fn as_applied<K: ManagedKind>(
+        &self,
+        manifest: K,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(K, Option<String>), String> {
+        let client = match self {
+            Cluster::Offline(why) => {
+                return Ok((
+                    manifest,
+                    Some(format!(
+                        "the live object was not read ({why}): its status, uid and creation time are unknown, so \
+                         a write it already made may be announced again"
+                    )),
+                ));
+            }
+            Cluster::Live(client, _) => client,
+        };
+        let live = kube::Api::<K>::namespaced(client.clone(), namespace)
+            .get_opt(name)
+            .await
+            .map_err(|e| {
+                format!(
+                    "reading {} {namespace}/{name} from the cluster: {e}; or plan with --offline",
+                    K::KIND
+                )
+            })?;
+        Ok((applied(manifest, live)?, None))
+    }
+
+    /// Every live resource of a kind the operator compares resources with, each replaced by
+    /// its manifest where the input has one, and the input's new ones.
+    async fn peers<K: ManagedKind>(&self, manifests: Vec<Arc<K>>) -> Result<Vec<Arc<K>>, String> {
+        let Cluster::Live(client, _) = self else {
+            return Ok(manifests);
+        };
+        let live = kube::Api::<K>::all(client.clone())
+            .list(&Default::default())
+            .await
+            .map_err(|e| format!("listing {} in the cluster: {e}; or plan with --offline", K::KIND))?;
+        let key = |k: &K| crate::controller::kind::full_name(k.meta());
+        let mut out = Vec::new();
+        for m in &manifests {
+            let same = live.items.iter().find(|l| key(l) == key(m)).cloned();
+            out.push(Arc::new(applied(m.as_ref().clone(), same)?));
+        }
+        out.extend(
+            live.items
+                .into_iter()
+                .filter(|l| !manifests.iter().any(|m| key(m) == key(l)))
+                .map(Arc::new),
+        );
+        Ok(out)
+    }
+}
+
+/// `manifest` as the apiserver will hold it once applied over `live` (see
+/// [`Cluster::as_applied`]).
+fn applied<K: ManagedKind>(manifest: K, live: Option<K>) -> Result<K, String> {
+    let Some(live) = live else {
+        let mut created = manifest;
+        let meta = created.meta_mut();
+        meta.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        ));
+        meta.generation = Some(1);
+        return Ok(created);
+    };
+    let json = |k: &K| serde_json::to_value(k).map_err(|e| e.to_string());
+    let (wanted, mut merged) = (json(&manifest)?, json(&live)?);
+    if wanted["spec"] != merged["spec"] {
+        merged["spec"] = wanted["spec"].clone();
+        merged["metadata"]["generation"] = (live.meta().generation.unwrap_or(0) + 1).into();
+    }
+    for field in ["labels", "annotations"] {
+        if let Some(given) = wanted["metadata"][field].as_object() {
+            let held = &mut merged["metadata"][field];
+            if !held.is_object() {
+                *held = Value::Object(Default::default());
+            }
+            for (k, v) in given {
+                held[k] = v.clone();
+            }
+        }
+    }
+    serde_json::from_value(merged)
+        .map_err(|e| format!("{} {}: {e}", K::KIND, crate::controller::kind::full_name(live.meta())))
+}
+
 struct Planner {
     default_client: CloudClient,
     secrets: BTreeMap<(String, String), BTreeMap<String, String>>,
@@ -201,11 +362,21 @@ impl Planner {
         Ok((self.env_with(client, account), format!("{origin} (AccessKeyId {id})")))
     }
 
-    async fn plan_one<K: ManagedKind>(&self, doc: &Doc, all: &[Arc<K>]) -> Result<PlannedResource, String> {
-        let mut obj: K = serde_json::from_value(doc.value.clone()).map_err(|e| format!("{}: {e}", doc.source))?;
-        let namespace = obj.meta().namespace.clone().unwrap_or_else(|| "default".to_string());
-        obj.meta_mut().namespace = Some(namespace.clone());
-        let name = obj.meta().name.clone().unwrap_or_default();
+    async fn plan_one<K: ManagedKind>(
+        &self,
+        doc: &Doc,
+        cluster: &Cluster,
+        all: &[Arc<K>],
+    ) -> Result<PlannedResource, String> {
+        let mut manifest: K = serde_json::from_value(doc.value.clone()).map_err(|e| format!("{}: {e}", doc.source))?;
+        let namespace = manifest
+            .meta()
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_string());
+        manifest.meta_mut().namespace = Some(namespace.clone());
+        let name = manifest.meta().name.clone().unwrap_or_default();
+        let (obj, uncertain) = cluster.as_applied(manifest, &namespace, &name).await?;
         let mut planned = PlannedResource {
             kind: K::KIND.to_string(),
             namespace: namespace.clone(),
@@ -216,6 +387,7 @@ impl Planner {
             message: String::new(),
             credentials: String::new(),
             actions: vec![],
+            uncertain,
         };
         if obj.common().suspend {
             planned.result = "Suspended".into();
@@ -237,7 +409,7 @@ impl Planner {
             now: chrono::Utc::now(),
             generation: obj.meta().generation.unwrap_or(1),
             policy: obj.common().management_policy,
-            resync: self.resync,
+            resync: crate::controller::kind::resync_for(&obj, self.resync),
         };
         let peers: Vec<Arc<K>> = all.to_vec();
         if K::PEERS_BY_ACCOUNT {
@@ -269,15 +441,18 @@ impl Planner {
                 .into();
                 planned.reason = outcome.verdict.reason.as_str().into();
                 planned.message = outcome.verdict.message.clone();
-                if outcome.verdict.reason == crate::reconcile::Reason::Conflict
-                    && obj.meta().creation_timestamp.is_none()
-                {
+                if outcome.verdict.reason == crate::reconcile::Reason::Conflict && obj.meta().uid.is_none() {
                     planned.message.push_str(
                         " (not in the cluster yet, so creation times are unknown: the plan decides by \
                          namespace/name; the operator decides by age)",
                     );
                 }
-                planned.actions = outcome.actions.iter().map(K::describe).collect();
+                let uid_known = obj.meta().uid.is_some();
+                planned.actions = outcome
+                    .actions
+                    .iter()
+                    .map(|a| K::describe_planned(a, uid_known))
+                    .collect();
             }
             Err(e) => {
                 let v = runner::error_verdict(&e);
@@ -351,19 +526,21 @@ pub async fn run(args: &PlanArgs) -> Result<PlanReport, String> {
             ));
         }
     }
+    let cluster = Cluster::connect(args).await?;
+    report.cluster = cluster.describe();
     let planner = Planner {
         default_client: args.cloud.client(Arc::new(CloudMetrics::default()))?,
         secrets: secrets(&docs),
         snapshots: Arc::new(SnapshotCache::new(Duration::from_secs(60))),
         resync: Duration::from_secs(600),
     };
-    let fota: Vec<Arc<FotaTaskPolicy>> = typed(&ours);
+    let fota = cluster.peers(typed::<FotaTaskPolicy>(&ours)).await?;
     for d in ours {
         let planned = match d.value["kind"].as_str().unwrap_or("") {
-            "FotaTaskPolicy" => planner.plan_one::<FotaTaskPolicy>(d, &fota).await,
-            "DesktopMaintenanceWindow" => planner.plan_one::<DesktopMaintenanceWindow>(d, &[]).await,
-            "ImageShare" => planner.plan_one::<ImageShare>(d, &[]).await,
-            _ => planner.plan_one::<OtaSchedule>(d, &[]).await,
+            "FotaTaskPolicy" => planner.plan_one::<FotaTaskPolicy>(d, &cluster, &fota).await,
+            "DesktopMaintenanceWindow" => planner.plan_one::<DesktopMaintenanceWindow>(d, &cluster, &[]).await,
+            "ImageShare" => planner.plan_one::<ImageShare>(d, &cluster, &[]).await,
+            _ => planner.plan_one::<OtaSchedule>(d, &cluster, &[]).await,
         };
         match planned {
             Ok(p) => report.resources.push(p),
@@ -393,7 +570,7 @@ pub fn render_markdown(report: &PlanReport) -> String {
     if !report.resources.is_empty() {
         out.push_str("| resource | result | reason | what the operator would do |\n|---|---|---|---|\n");
         for r in &report.resources {
-            let actions = if r.actions.is_empty() {
+            let mut actions = if r.actions.is_empty() {
                 cell(&r.message)
             } else {
                 r.actions
@@ -402,6 +579,9 @@ pub fn render_markdown(report: &PlanReport) -> String {
                     .collect::<Vec<_>>()
                     .join("<br>")
             };
+            if let Some(u) = &r.uncertain {
+                actions.push_str(&format!("<br>_uncertain: {}_", cell(u)));
+            }
             out.push_str(&format!(
                 "| {} `{}/{}` | {} | {} | {} |\n",
                 r.kind,
@@ -413,13 +593,16 @@ pub fn render_markdown(report: &PlanReport) -> String {
             ));
         }
     }
+    if !report.cluster.is_empty() {
+        out.push_str(&format!("\n- cluster: {}", cell(&report.cluster)));
+    }
     for e in &report.errors {
         out.push_str(&format!("\n- error: {}", cell(e)));
     }
     for s in &report.skipped {
         out.push_str(&format!("\n- note: {}", cell(s)));
     }
-    if !report.errors.is_empty() || !report.skipped.is_empty() {
+    if !report.cluster.is_empty() || !report.errors.is_empty() || !report.skipped.is_empty() {
         out.push('\n');
     }
     out
@@ -441,11 +624,17 @@ pub fn render_table(report: &PlanReport) -> String {
         for a in &r.actions {
             out.push_str(&format!("  + {a}\n"));
         }
+        if let Some(u) = &r.uncertain {
+            out.push_str(&format!("  uncertain: {u}\n"));
+        }
     }
     for e in &report.errors {
         out.push_str(&format!("error: {e}\n"));
     }
     let count = |what: &str| report.resources.iter().filter(|r| r.result == what).count();
+    if !report.cluster.is_empty() {
+        out.push_str(&format!("Cluster: {}.\n", report.cluster));
+    }
     out.push_str(&format!(
         "Plan: {} in sync, {} with changes, {} drifted (ObserveOnly), {} suspended, {} errors.\n",
         count("InSync"),

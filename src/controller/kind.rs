@@ -13,7 +13,7 @@ use super::snapshot::{SnapshotCache, SnapshotKey};
 use crate::api::ResourceStatus;
 use crate::api::common::{CommonSpec, CredentialsRef};
 use crate::cloud::{CloudClient, CloudError, Product};
-use crate::reconcile::{Outcome, PlanContext, Verdict};
+use crate::reconcile::{Outcome, PlanContext, Verdict, duration};
 
 /// The cloud side of one reconcile: a client with the resource's credentials, a key for
 /// the credential set (see [`crate::cloud::Credentials::account_key`]), and the shared snapshots.
@@ -196,6 +196,13 @@ pub trait ManagedKind:
     /// One line for people: Events, logs and `plan` output.
     fn describe(action: &Self::Action) -> String;
 
+    /// [`Self::describe`] for `plan`, about a resource that may not exist yet: whatever is
+    /// made from its uid is left out until the uid is known.
+    fn describe_planned(action: &Self::Action, uid_known: bool) -> String {
+        let _ = uid_known;
+        Self::describe(action)
+    }
+
     /// The reason of the Event that reports `action` (see [`super::events`]).
     fn event_reason(action: &Self::Action) -> &'static str;
 
@@ -231,6 +238,15 @@ pub fn created_at(meta: &kube::api::ObjectMeta) -> chrono::DateTime<chrono::Utc>
         .as_ref()
         .and_then(|t| chrono::DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0) as u32))
         .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+}
+
+/// The resource's own resync interval, or the operator's default (`plan` uses it too).
+pub fn resync_for<K: ManagedKind>(obj: &K, default: Duration) -> Duration {
+    obj.common()
+        .resync_interval
+        .as_deref()
+        .and_then(|r| duration::parse_within("spec.resyncInterval", r, duration::RESYNC_MIN, duration::RESYNC_MAX).ok())
+        .unwrap_or(default)
 }
 
 /// `namespace/name`, for messages and tie-breaks.

@@ -19,7 +19,7 @@ use tracing::{Instrument, info_span, warn};
 
 use super::context::{CREDENTIALS_LABEL, Context, FIELD_MANAGER, FINALIZER, RECONCILE_REQUESTED_AT, SKIP_CLEANUP};
 use super::events;
-use super::kind::{ManagedKind, Stage};
+use super::kind::{ManagedKind, Stage, resync_for};
 use super::next_step::{Requeue, Settled, next_step};
 use super::runner::{Reconciled, StatusSink, reconcile_once, settle};
 use crate::reconcile::{PlanContext, Reason, Verdict, duration};
@@ -114,14 +114,6 @@ async fn publish<K: ManagedKind>(ctx: &Context, obj: &K, type_: EventType, reaso
     if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
         warn!(error = %e, "cannot publish an Event");
     }
-}
-
-fn resync_for<K: ManagedKind>(obj: &K, default: Duration) -> Duration {
-    obj.common()
-        .resync_interval
-        .as_deref()
-        .and_then(|r| duration::parse_within("spec.resyncInterval", r, duration::RESYNC_MIN, duration::RESYNC_MAX).ok())
-        .unwrap_or(default)
 }
 
 /// A little jitter on periodic requeues, so resources created together do not resync together.

@@ -109,4 +109,14 @@ impl ManagedKind for ImageShare {
             action.client_token
         )
     }
+
+    fn describe_planned(action: &ModifyShare, uid_known: bool) -> String {
+        if uid_known {
+            return Self::describe(action);
+        }
+        format!(
+            "ModifyImageShareStatus Operation={} ClientToken=(made from the uid the cluster gives it)",
+            action.operation.as_str()
+        )
+    }
 }
