@@ -779,6 +779,26 @@ async fn invalid_resources_are_rejected_naming_the_field() {
             json!({"bizRegionId": "cn-hangzhou", "appInstanceGroupId": "aig-1", "otaType": "Aota", "startTime": "2026-12-01T00:00:00Z"}),
             "spec.otaType",
         ),
+        (
+            "DesktopMaintenanceWindow",
+            json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a"], "recurring": {"cron": "0 25 * * *", "duration": "2h"}}),
+            "spec.recurring.cron: Invalid value: \"0 25 * * *\": cron 0 25 * * *: the hour (the 2nd field) must be within 0-23",
+        ),
+        (
+            "OtaSchedule",
+            json!({"bizRegionId": "cn-hangzhou", "appInstanceGroupId": "aig-1", "window": {"cron": "0 3 * 1-13 0"}}),
+            "spec.window.cron: Invalid value: \"0 3 * 1-13 0\": cron 0 3 * 1-13 0: the month (the 4th field) must be within 1-12",
+        ),
+        (
+            "OtaSchedule",
+            json!({"bizRegionId": "cn-hangzhou", "appInstanceGroupId": "aig-1", "window": {"cron": "0 3 * * 0", "timeZone": "Mars/Olympus"}}),
+            "spec.window.timeZone: Invalid value: \"string\": unknown time zone Mars/Olympus",
+        ),
+        (
+            "DesktopMaintenanceWindow",
+            json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a"], "recurring": {"cron": "0 1 * * *", "duration": "2h", "timeZone": "+08:00"}}),
+            "spec.recurring.timeZone: Invalid value: \"+08:00\": timeZone must be an IANA time zone name such as Asia/Shanghai, not a UTC offset",
+        ),
         ("FotaTaskPolicy", json!({"regionId": "cn-hangzhou"}), "spec.autoPush"),
         (
             "FotaTaskPolicy",
@@ -815,6 +835,15 @@ async fn invalid_resources_are_rejected_naming_the_field() {
         let text = err.to_string();
         assert!(text.contains(want), "case {i}: {text:?} does not name {want:?}");
     }
+    // Cron names and croner's special characters pass the range rules.
+    create::<OtaSchedule>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "OtaSchedule", "metadata": {"name": "named"},
+               "spec": {"bizRegionId": "cn-hangzhou", "appInstanceGroupId": "aig-1",
+                        "window": {"cron": "*/15 0-23 1,15W JAN-DEC MON-FRI", "timeZone": "Europe/Berlin"}}}),
+    )
+    .await;
     // Immutable fields.
     create::<ImageShare>(
         &client,

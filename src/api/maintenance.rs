@@ -101,7 +101,12 @@ pub struct FixedWindow {
 pub struct RecurringWindow {
     /// When each window starts: a 5-field cron expression (minute hour day-of-month month
     /// day-of-week), read in `timeZone`, e.g. `0 22 * * 6` for Saturdays at 22:00.
-    #[schemars(regex(pattern = r"^\S+( \S+){4}$"))]
+    #[schemars(regex(pattern = r"^\S+( \S+){4}$"), length(max = 128))]
+    #[x_kube(validation = super::schedule::cron_field(0))]
+    #[x_kube(validation = super::schedule::cron_field(1))]
+    #[x_kube(validation = super::schedule::cron_field(2))]
+    #[x_kube(validation = super::schedule::cron_field(3))]
+    #[x_kube(validation = super::schedule::cron_field(4))]
     pub cron: String,
     /// How long each window lasts, e.g. `4h` or `90m`: at most `168h` (7 days).
     #[schemars(regex(pattern = r"^([0-9]+(s|m|h))+$"), length(max = 16))]
@@ -111,6 +116,8 @@ pub struct RecurringWindow {
     /// changes of the zone. Default `UTC`.
     #[serde(default = "utc")]
     #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = super::schedule::not_an_offset())]
+    #[x_kube(validation = super::schedule::known_time_zone())]
     pub time_zone: String,
 }
 

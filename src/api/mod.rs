@@ -11,6 +11,7 @@ pub mod fota;
 pub mod image_share;
 pub mod maintenance;
 pub mod ota;
+pub mod schedule;
 pub mod validate;
 
 pub use common::{Condition, CredentialsRef, ManagementPolicy, ResourceStatus};

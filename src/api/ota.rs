@@ -80,15 +80,22 @@ impl OtaType {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OtaWindow {
     /// When windows start: a 5-field cron expression read in `timeZone`, e.g. `0 3 * * 0`.
-    #[schemars(regex(pattern = r"^\S+( \S+){4}$"))]
+    #[schemars(regex(pattern = r"^\S+( \S+){4}$"), length(max = 128))]
+    #[x_kube(validation = super::schedule::cron_field(0))]
+    #[x_kube(validation = super::schedule::cron_field(1))]
+    #[x_kube(validation = super::schedule::cron_field(2))]
+    #[x_kube(validation = super::schedule::cron_field(3))]
+    #[x_kube(validation = super::schedule::cron_field(4))]
     pub cron: String,
     /// IANA time zone of `cron`, e.g. `Asia/Shanghai`. Default `UTC`.
     #[serde(default = "super::maintenance::utc")]
     #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = super::schedule::not_an_offset())]
+    #[x_kube(validation = super::schedule::known_time_zone())]
     pub time_zone: String,
 }
 

@@ -229,6 +229,49 @@ mod tests {
     }
 
     #[test]
+    fn cron_fields_out_of_range_and_utc_offsets_are_refused_as_the_apiserver_does() {
+        let with = |cron: &str, tz: &str| {
+            dmw(json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a"],
+                "recurring": {"cron": cron, "duration": "2h", "timeZone": tz}}))
+        };
+        for (cron, words) in [
+            ("60 1 * * *", "the minute (the 1st field) must be within 0-59"),
+            ("0 1-24 * * *", "the hour (the 2nd field) must be within 0-23"),
+            ("0 1 0 * *", "the day of month (the 3rd field) must be within 1-31"),
+            ("0 1 * */13 *", "the month (the 4th field) must be within 1-12"),
+            ("0 1 * * 1,8", "the day of week (the 5th field) must be within 0-7"),
+        ] {
+            let all = validate("DesktopMaintenanceWindow", &with(cron, "UTC"))
+                .unwrap_err()
+                .join("\n");
+            assert!(
+                all.contains(&format!("spec.recurring.cron: cron {cron}: {words}")),
+                "{all}"
+            );
+        }
+        for cron in [
+            "59 23 31 12 7",
+            "*/15 0-23 1,15W JAN-DEC MON-FRI",
+            "0 3 L * 5L",
+            "0 3 ? * 1#2",
+            "10 10 10 10 0",
+        ] {
+            assert_eq!(
+                validate("DesktopMaintenanceWindow", &with(cron, "Asia/Shanghai")),
+                Ok(()),
+                "{cron}"
+            );
+        }
+        let all = validate("DesktopMaintenanceWindow", &with("0 1 * * *", "+08:00"))
+            .unwrap_err()
+            .join("\n");
+        assert!(
+            all.contains("spec.recurring.timeZone: timeZone must be an IANA time zone name"),
+            "{all}"
+        );
+    }
+
+    #[test]
     fn enums_types_and_required_fields() {
         let bad = json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "ImageShare", "metadata": {"name": "i"},
             "spec": {"regionId": "cn-hangzhou", "shared": "yes", "deletionPolicy": "Delete"}});
