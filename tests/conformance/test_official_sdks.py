@@ -1,13 +1,18 @@
 """Drives the emulator with the official Alibaba Cloud Python SDKs, unchanged, under both
-signing methods, and checks that every answer parses into the SDK's own models.
+signing methods. Every in-scope action is called through its SDK, and every answer is checked
+against the SDK's model field by field: each field the emulator sends must be one the model
+declares (under the same JSON name), with the model's type. `from_map` alone checks nothing:
+it drops unknown names and keeps strings where the model says int.
 
 The emulator binary comes from EMULATOR_BIN (default: target/debug/alicloud-cloud-emulator).
 """
 
+import copy
 import datetime
 import os
 import pathlib
 import subprocess
+import typing
 
 import pytest
 from alibabacloud_appstream_center20210901 import models as asc_models
@@ -15,6 +20,8 @@ from alibabacloud_appstream_center20210901.client import Client as AppstreamClie
 from alibabacloud_ecd20200930 import models as ecd_models
 from alibabacloud_ecd20200930.client import Client as EcdClient
 from alibabacloud_swas_open20200601 import models as swas_models
+from alibabacloud_sts20150401 import models as sts_models
+from alibabacloud_sts20150401.client import Client as StsClient
 from alibabacloud_swas_open20200601.client import Client as SwasClient
 from alibabacloud_tea_openapi import models as open_api_models
 from Tea.exceptions import TeaException
@@ -57,87 +64,228 @@ def config(host, algorithm):
 ALGORITHMS = ["v2", "v3"]
 
 
+def is_model(hint):
+    return isinstance(hint, type) and hasattr(hint, "from_map") and hasattr(hint, "to_map")
+
+
+def check_value(value, hint, path):
+    """`value` has the type the SDK model declares for it, all the way down."""
+    origin = typing.get_origin(hint)
+    if origin is list:
+        assert isinstance(value, list), f"{path}: {value!r} is not a list"
+        for i, item in enumerate(value):
+            check_value(item, typing.get_args(hint)[0], f"{path}[{i}]")
+    elif origin is dict:
+        assert isinstance(value, dict), f"{path}: {value!r} is not an object"
+    elif is_model(hint):
+        assert isinstance(value, hint), f"{path}: {value!r} is not a {hint.__name__}"
+        check_fields(value, path)
+    elif hint is bool:
+        assert isinstance(value, bool), f"{path}: {value!r} is not a bool"
+    elif hint is int:
+        assert isinstance(value, int) and not isinstance(value, bool), f"{path}: {value!r} is not an int"
+    elif hint is float:
+        assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{path}: {value!r} is not a float"
+    elif hint is str:
+        assert isinstance(value, str), f"{path}: {value!r} is not a str"
+    elif hint is not typing.Any:
+        raise AssertionError(f"{path}: no check for the SDK type {hint!r}")
+
+
+def check_fields(model, path):
+    for attr, hint in typing.get_type_hints(type(model).__init__).items():
+        if attr != "return" and getattr(model, attr) is not None:
+            check_value(getattr(model, attr), hint, f"{path}.{attr}")
+
+
+def subset_diff(sent, read, path="body"):
+    """Where `sent` (the emulator's JSON) has something `read` (the model's to_map) has not."""
+    if isinstance(sent, dict):
+        if not isinstance(read, dict):
+            return [f"{path}: the model reads no object here"]
+        out = []
+        for key, value in sent.items():
+            if key not in read:
+                out.append(f"{path}.{key}: not a field of the SDK model")
+            else:
+                out.extend(subset_diff(value, read[key], f"{path}.{key}"))
+        return out
+    if isinstance(sent, list):
+        if not isinstance(read, list) or len(read) != len(sent):
+            return [f"{path}: the model reads no list of {len(sent)} here"]
+        return [d for i, (a, b) in enumerate(zip(sent, read)) for d in subset_diff(a, b, f"{path}[{i}]")]
+    return [] if sent == read else [f"{path}: sent {sent!r}, the model holds {read!r}"]
+
+
+def check_answer(body_model, raw):
+    """The emulator's raw answer against the SDK model it was read into."""
+    assert not subset_diff(raw, body_model.to_map()), subset_diff(raw, body_model.to_map())
+    check_fields(body_model, type(body_model).__name__)
+
+
+def recorded(client):
+    """Keeps each raw answer body the client receives, before the SDK reads it."""
+    bodies = []
+
+    def recording(send):
+        def record(*args):
+            answer = send(*args)
+            bodies.append(copy.deepcopy(answer.get("body")))
+            return answer
+
+        return record
+
+    # Generated clients send through call_api; sts sends RPC-style through do_rpcrequest.
+    client.call_api = recording(client.call_api)
+    client.do_rpcrequest = recording(client.do_rpcrequest)
+    return bodies
+
+
+def call(client, bodies, method, request):
+    """Calls one action through the SDK and checks its answer field by field."""
+    response = getattr(client, method)(request)
+    check_answer(response.body, bodies[-1])
+    return response
+
+
+def test_the_field_check_can_fail():
+    body = ecd_models.DescribeFotaTasksResponseBody()
+    raw = {"RequestId": "r", "FotaTasks": [{"TaskUid": "aot-1", "Size": "12"}]}
+    with pytest.raises(AssertionError, match=r"size: '12' is not an int"):
+        check_answer(body.from_map(copy.deepcopy(raw)), raw)
+    raw = {"RequestId": "r", "FotaTasks": [{"TaskUID": "aot-1"}]}
+    with pytest.raises(AssertionError, match=r"TaskUID: not a field of the SDK model"):
+        check_answer(ecd_models.DescribeFotaTasksResponseBody().from_map(copy.deepcopy(raw)), raw)
+
+
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_ecd_fota_tasks(emulator, algorithm):
     client = EcdClient(config(emulator, algorithm))
-    resp = client.describe_fota_tasks(ecd_models.DescribeFotaTasksRequest(region_id="cn-hangzhou", max_results=2))
-    assert isinstance(resp.body, ecd_models.DescribeFotaTasksResponseBody)
+    bodies = recorded(client)
+    resp = call(client, bodies, "describe_fota_tasks", ecd_models.DescribeFotaTasksRequest(region_id="cn-hangzhou", max_results=2))
     assert len(resp.body.fota_tasks) == 2
     assert resp.body.next_token
     assert resp.body.fota_tasks[0].task_uid.startswith("aot-")
-    assert isinstance(resp.body.fota_tasks[0].size, int)
-    rest = client.describe_fota_tasks(
-        ecd_models.DescribeFotaTasksRequest(region_id="cn-hangzhou", max_results=2, next_token=resp.body.next_token)
+    assert resp.body.fota_tasks[0].size > 0
+    rest = call(
+        client,
+        bodies,
+        "describe_fota_tasks",
+        ecd_models.DescribeFotaTasksRequest(region_id="cn-hangzhou", max_results=2, next_token=resp.body.next_token),
     )
     assert len(rest.body.fota_tasks) == 1
-    upd = client.update_fota_task(
-        ecd_models.UpdateFotaTaskRequest(region_id="cn-hangzhou", task_uid="aot-hz0002", user_status="Running")
+    upd = call(
+        client,
+        bodies,
+        "update_fota_task",
+        ecd_models.UpdateFotaTaskRequest(region_id="cn-hangzhou", task_uid="aot-hz0002", user_status="Running"),
     )
     assert upd.body.request_id
-    again = client.describe_fota_tasks(ecd_models.DescribeFotaTasksRequest(region_id="cn-hangzhou", task_uid=["aot-hz0002"]))
+    again = call(
+        client, bodies, "describe_fota_tasks", ecd_models.DescribeFotaTasksRequest(region_id="cn-hangzhou", task_uid=["aot-hz0002"])
+    )
     assert [t.status for t in again.body.fota_tasks] == ["Running"]
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_ecd_desktops_and_maintenance(emulator, algorithm):
     client = EcdClient(config(emulator, algorithm))
-    resp = client.describe_desktops(ecd_models.DescribeDesktopsRequest(region_id="cn-shanghai", max_results=100))
-    assert isinstance(resp.body, ecd_models.DescribeDesktopsResponseBody)
+    bodies = recorded(client)
+    resp = call(client, bodies, "describe_desktops", ecd_models.DescribeDesktopsRequest(region_id="cn-shanghai", max_results=100))
     assert resp.body.total_count == 20
     ids = [d.desktop_id for d in resp.body.desktops[:3]]
-    client.set_desktop_maintenance(ecd_models.SetDesktopMaintenanceRequest(region_id="cn-shanghai", mode="ENTER", desktop_ids=ids))
-    got = client.describe_desktops(ecd_models.DescribeDesktopsRequest(region_id="cn-shanghai", desktop_id=ids))
+    call(
+        client,
+        bodies,
+        "set_desktop_maintenance",
+        ecd_models.SetDesktopMaintenanceRequest(region_id="cn-shanghai", mode="ENTER", desktop_ids=ids),
+    )
+    got = call(client, bodies, "describe_desktops", ecd_models.DescribeDesktopsRequest(region_id="cn-shanghai", desktop_id=ids))
     assert all("UnderMaintenance" in d.management_flags for d in got.body.desktops)
-    client.set_desktop_maintenance(ecd_models.SetDesktopMaintenanceRequest(region_id="cn-shanghai", mode="EXIT", desktop_ids=ids))
-    got = client.describe_desktops(ecd_models.DescribeDesktopsRequest(region_id="cn-shanghai", desktop_id=ids))
+    call(
+        client,
+        bodies,
+        "set_desktop_maintenance",
+        ecd_models.SetDesktopMaintenanceRequest(region_id="cn-shanghai", mode="EXIT", desktop_ids=ids),
+    )
+    got = call(client, bodies, "describe_desktops", ecd_models.DescribeDesktopsRequest(region_id="cn-shanghai", desktop_id=ids))
     assert all(d.management_flags == ["NoFlag"] for d in got.body.desktops)
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_swas_images_and_sharing(emulator, algorithm):
     client = SwasClient(config(emulator, algorithm))
-    resp = client.list_custom_images(swas_models.ListCustomImagesRequest(region_id="cn-hangzhou", page_size=100))
-    assert isinstance(resp.body, swas_models.ListCustomImagesResponseBody)
-    assert str(resp.body.total_count) == "6"
+    bodies = recorded(client)
+    resp = call(client, bodies, "list_custom_images", swas_models.ListCustomImagesRequest(region_id="cn-hangzhou", page_size=100))
+    assert resp.body.total_count == "6"  # a string in the SDK's model too
     target = [i for i in resp.body.custom_images if not i.in_share][0].image_id
-    client.modify_image_share_status(
+    call(
+        client,
+        bodies,
+        "modify_image_share_status",
         swas_models.ModifyImageShareStatusRequest(
             region_id="cn-hangzhou", image_id=target, operation="Share", client_token=f"conf-{algorithm}"
-        )
+        ),
     )
-    after = client.list_custom_images(swas_models.ListCustomImagesRequest(region_id="cn-hangzhou", image_ids=f'["{target}"]'))
+    after = call(
+        client, bodies, "list_custom_images", swas_models.ListCustomImagesRequest(region_id="cn-hangzhou", image_ids=f'["{target}"]')
+    )
     assert after.body.custom_images[0].in_share is True
-    client.modify_image_share_status(
-        swas_models.ModifyImageShareStatusRequest(region_id="cn-hangzhou", image_id=target, operation="UnShare")
+    # Share as the SDK sends it (str(True), str(False)): False leaves shared images out.
+    listed = call(
+        client, bodies, "list_custom_images", swas_models.ListCustomImagesRequest(region_id="cn-hangzhou", share=True, page_size=100)
+    )
+    assert target in [i.image_id for i in listed.body.custom_images]
+    unshared = call(
+        client, bodies, "list_custom_images", swas_models.ListCustomImagesRequest(region_id="cn-hangzhou", share=False, page_size=100)
+    )
+    assert unshared.body.custom_images and not any(i.in_share for i in unshared.body.custom_images)
+    # ImageIds comma-separated, as the SDK's documentation allows.
+    both = call(
+        client,
+        bodies,
+        "list_custom_images",
+        swas_models.ListCustomImagesRequest(region_id="cn-hangzhou", image_ids=f"{target},m-hz0001"),
+    )
+    assert sorted(i.image_id for i in both.body.custom_images) == sorted([target, "m-hz0001"])
+    call(
+        client,
+        bodies,
+        "modify_image_share_status",
+        swas_models.ModifyImageShareStatusRequest(region_id="cn-hangzhou", image_id=target, operation="UnShare"),
     )
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_appstream_ota_approval(emulator, algorithm):
     client = AppstreamClient(config(emulator, algorithm))
+    bodies = recorded(client)
     group_id = "aig-hz0002" if algorithm == "v2" else "aig-hz0003"
     req = asc_models.ListAppInstanceGroupRequest(product_type="CloudApp", biz_region_id="cn-hangzhou", app_instance_group_id=group_id)
-    resp = client.list_app_instance_group(req)
-    assert isinstance(resp.body, asc_models.ListAppInstanceGroupResponseBody)
+    resp = call(client, bodies, "list_app_instance_group", req)
     group = resp.body.app_instance_group_models[0]
     task_id = group.ota_info.task_id
     assert group.ota_info.new_ota_version
     start = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    approved = client.approve_ota_task(
+    approved = call(
+        client,
+        bodies,
+        "approve_ota_task",
         asc_models.ApproveOtaTaskRequest(
             app_instance_group_id=group_id, biz_region_id="cn-hangzhou", task_id=task_id, ota_type="Fota", start_time=start
-        )
+        ),
     )
-    assert isinstance(approved.body, asc_models.ApproveOtaTaskResponseBody)
     assert approved.body.code == "success"
-    rotated = client.list_app_instance_group(req).body.app_instance_group_models[0].ota_info.task_id
+    rotated = call(client, bodies, "list_app_instance_group", req).body.app_instance_group_models[0].ota_info.task_id
     assert rotated != task_id
     # ListOtaTask (every parameter in the form body) shows the approval the operator confirms.
-    tasks = client.list_ota_task(
-        asc_models.ListOtaTaskRequest(app_instance_group_id=group_id, ota_type="Fota", page_number=1, page_size=10)
+    tasks = call(
+        client,
+        bodies,
+        "list_ota_task",
+        asc_models.ListOtaTaskRequest(app_instance_group_id=group_id, ota_type="Fota", page_number=1, page_size=10),
     )
-    assert isinstance(tasks.body, asc_models.ListOtaTaskResponseBody)
-    assert isinstance(tasks.body.total_count, int) and tasks.body.total_count >= 1
+    assert tasks.body.total_count >= 1
     newest = tasks.body.task_list[0]
     assert (newest.task_id, newest.ota_version, newest.task_start_time, newest.task_display_status) == (
         task_id,
@@ -145,6 +293,37 @@ def test_appstream_ota_approval(emulator, algorithm):
         start,
         "STANDBY",
     )
+
+
+def test_sts_assume_role_with_oidc(emulator):
+    """RRSA's call, anonymous and RPC-style as the SDK sends it by default; the credentials it
+    hands out then sign an ecd call."""
+    cfg = open_api_models.Config(endpoint=emulator, protocol="http", region_id="cn-hangzhou")
+    client = StsClient(cfg)
+    bodies = recorded(client)
+    resp = call(
+        client,
+        bodies,
+        "assume_role_with_oidc",
+        sts_models.AssumeRoleWithOIDCRequest(
+            role_arn="acs:ram::1234567890123456:role/ops-operator",
+            oidcprovider_arn="acs:ram::1234567890123456:oidc-provider/ack-rrsa",
+            oidctoken="eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW0ifQ.c2ln",
+            role_session_name="conformance",
+        ),
+    )
+    creds = resp.body.credentials
+    assert creds.access_key_id.startswith("STS.") and creds.security_token
+    with_sts = open_api_models.Config(
+        access_key_id=creds.access_key_id,
+        access_key_secret=creds.access_key_secret,
+        security_token=creds.security_token,
+        endpoint=emulator,
+        protocol="http",
+        region_id="cn-hangzhou",
+    )
+    ecd = EcdClient(with_sts)
+    assert ecd.describe_fota_tasks(ecd_models.DescribeFotaTasksRequest(region_id="cn-hangzhou")).body.fota_tasks
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
