@@ -164,6 +164,8 @@ pub async fn run(args: &RunArgs) -> Result<(), String> {
     snapshots
         .metrics
         .register(&mut metrics.registry.lock().expect("registry lock"));
+    metrics.leader.set(1);
+    let leader_gauge = metrics.leader.clone();
     let ctx = Arc::new(Context::new(
         client.clone(),
         cloud,
@@ -204,6 +206,7 @@ pub async fn run(args: &RunArgs) -> Result<(), String> {
                     lost.store(true, Ordering::Relaxed);
                 }
             }
+            leader_gauge.set(0);
             let _ = halt_tx.send(true);
         });
     }

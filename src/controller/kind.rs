@@ -9,6 +9,7 @@ use kube::core::NamespaceResourceScope;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::metrics::ResourceGauge;
 use super::snapshot::{SnapshotCache, SnapshotKey};
 use crate::api::ResourceStatus;
 use crate::api::common::{CommonSpec, CredentialsRef};
@@ -195,6 +196,11 @@ pub trait ManagedKind:
 
     /// One line for people: Events, logs and `plan` output.
     fn describe(action: &Self::Action) -> String;
+
+    /// Figures from the status for dashboards and alerts.
+    fn status_gauges(_status: &Self::Status) -> Vec<(ResourceGauge, f64)> {
+        Vec::new()
+    }
 
     /// [`Self::describe`] for `plan`, about a resource that may not exist yet: whatever is
     /// made from its uid is left out until the uid is known.

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -32,6 +33,71 @@ pub struct ObjectLabels {
     pub reason: String,
 }
 
+/// One resource, for the per-resource series (only resources that have something to say
+/// get one: a NotReady resource, a window holding desktops, a version awaiting approval).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotReadyLabels {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub reason: String,
+}
+
+/// A figure a kind reads from its status, for dashboards and alerts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ResourceGauge {
+    /// Desktops a DesktopMaintenanceWindow holds in maintenance now.
+    DesktopsInMaintenance,
+    /// The end of the window those desktops were entered for (Unix seconds).
+    MaintenanceWindowEnd,
+    /// 1 while an OtaSchedule sees a new version that has no approval yet.
+    OtaPendingApproval,
+}
+
+impl ResourceGauge {
+    const ALL: [ResourceGauge; 3] = [
+        ResourceGauge::DesktopsInMaintenance,
+        ResourceGauge::MaintenanceWindowEnd,
+        ResourceGauge::OtaPendingApproval,
+    ];
+
+    /// The metric's name (after the `alicloud_ops_` prefix) and help.
+    fn describe(self) -> (&'static str, &'static str) {
+        match self {
+            ResourceGauge::DesktopsInMaintenance => (
+                "desktops_in_maintenance",
+                "Desktops a DesktopMaintenanceWindow holds in maintenance mode now",
+            ),
+            ResourceGauge::MaintenanceWindowEnd => (
+                "maintenance_window_end_timestamp_seconds",
+                "End of the window a DesktopMaintenanceWindow entered its desktops for",
+            ),
+            ResourceGauge::OtaPendingApproval => (
+                "ota_pending_approvals",
+                "1 while an OtaSchedule sees a new version without an approval",
+            ),
+        }
+    }
+}
+
+/// What `/metrics` shows of one resource after its last reconcile.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ObjectState {
+    pub ready: bool,
+    pub reason: String,
+    /// Since when Ready has been False (Unix seconds): the condition's lastTransitionTime.
+    pub not_ready_since: Option<f64>,
+    pub gauges: Vec<(ResourceGauge, f64)>,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
 type Histograms = Family<KindLabel, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -48,9 +114,13 @@ pub struct Metrics {
     pub queue_depth: Family<KindLabel, Gauge>,
     pub managed: Family<ObjectLabels, Gauge>,
     pub drift: Family<KindLabel, Counter>,
+    pub not_ready_since: Family<NotReadyLabels, FloatGauge>,
+    resource_gauges: Vec<(ResourceGauge, Family<ResourceLabels, FloatGauge>)>,
+    /// 1 while this replica leads (or runs without leader election) and reconciles.
+    pub leader: Gauge,
     pub cloud: std::sync::Arc<CloudMetrics>,
-    /// Last known (ready, reason) per object, by kind and `namespace/name`.
-    objects: Mutex<HashMap<(String, String), (bool, String)>>,
+    /// What each object showed last, by kind and `namespace/name`.
+    objects: Mutex<HashMap<(String, String), ObjectState>>,
     /// When each object's next reconcile is due, by kind and `namespace/name`.
     due: Mutex<HashMap<(String, String), std::time::Instant>>,
 }
@@ -66,6 +136,9 @@ impl Metrics {
             queue_depth: Family::default(),
             managed: Family::default(),
             drift: Family::default(),
+            not_ready_since: Family::default(),
+            resource_gauges: ResourceGauge::ALL.iter().map(|g| (*g, Family::default())).collect(),
+            leader: Gauge::default(),
             cloud,
             objects: Mutex::new(HashMap::new()),
             due: Mutex::new(HashMap::new()),
@@ -103,6 +176,20 @@ impl Metrics {
                 "Reconciles that found the cloud differing from the spec",
                 m.drift.clone(),
             );
+            r.register(
+                "not_ready_since_timestamp_seconds",
+                "Since when a resource's Ready condition has been False (one series per NotReady resource)",
+                m.not_ready_since.clone(),
+            );
+            for (gauge, family) in &m.resource_gauges {
+                let (name, help) = gauge.describe();
+                r.register(name, help, family.clone());
+            }
+            r.register(
+                "leader",
+                "1 while this replica holds the leader Lease (or runs without election) and reconciles",
+                m.leader.clone(),
+            );
             m.cloud.register(&mut r);
         }
         m
@@ -119,11 +206,11 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    pub fn record_object(&self, kind: &str, name: &str, ready: bool, reason: &str) {
+    pub fn record_object(&self, kind: &str, name: &str, state: ObjectState) {
         self.objects
             .lock()
             .expect("objects lock")
-            .insert((kind.into(), name.into()), (ready, reason.into()));
+            .insert((kind.into(), name.into()), state);
     }
 
     pub fn forget_object(&self, kind: &str, name: &str) {
@@ -172,13 +259,37 @@ impl Metrics {
             }
         }
         self.managed.clear();
-        for ((kind, _), (ready, reason)) in self.objects.lock().expect("objects lock").iter() {
+        self.not_ready_since.clear();
+        for (_, family) in &self.resource_gauges {
+            family.clear();
+        }
+        for ((kind, key), state) in self.objects.lock().expect("objects lock").iter() {
             let labels = ObjectLabels {
                 kind: kind.clone(),
-                ready: if *ready { "True" } else { "False" }.into(),
-                reason: reason.clone(),
+                ready: if state.ready { "True" } else { "False" }.into(),
+                reason: state.reason.clone(),
             };
             self.managed.get_or_create(&labels).inc();
+            let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+            let resource = ResourceLabels {
+                kind: kind.clone(),
+                namespace: namespace.into(),
+                name: name.into(),
+            };
+            if let Some(since) = state.not_ready_since.filter(|_| !state.ready) {
+                let labels = NotReadyLabels {
+                    kind: kind.clone(),
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    reason: state.reason.clone(),
+                };
+                self.not_ready_since.get_or_create(&labels).set(since);
+            }
+            for (gauge, value) in &state.gauges {
+                if let Some((_, family)) = self.resource_gauges.iter().find(|(g, _)| g == gauge) {
+                    family.get_or_create(&resource).set(*value);
+                }
+            }
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry.lock().expect("registry lock"))
@@ -191,12 +302,34 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    fn state(ready: bool, reason: &str, not_ready_since: Option<f64>, gauges: Vec<(ResourceGauge, f64)>) -> ObjectState {
+        ObjectState {
+            ready,
+            reason: reason.into(),
+            not_ready_since,
+            gauges,
+        }
+    }
+
     #[test]
     fn renders_objects_queue_depth_and_cloud_calls() {
         let cloud = std::sync::Arc::new(CloudMetrics::default());
         let m = Metrics::new(cloud.clone());
-        m.record_object("ImageShare", "ns/a", true, "InSync");
-        m.record_object("ImageShare", "ns/b", false, "NotFound");
+        m.record_object("ImageShare", "ns/a", state(true, "InSync", None, vec![]));
+        m.record_object("ImageShare", "ns/b", state(false, "NotFound", Some(1_700_000_000.0), vec![]));
+        m.record_object(
+            "DesktopMaintenanceWindow",
+            "ns/w",
+            state(
+                true,
+                "Active",
+                None,
+                vec![
+                    (ResourceGauge::DesktopsInMaintenance, 3.0),
+                    (ResourceGauge::MaintenanceWindowEnd, 1_800_000_000.0),
+                ],
+            ),
+        );
         m.schedule("ImageShare", "ns/a", Some(Duration::ZERO));
         m.schedule("ImageShare", "ns/b", Some(Duration::from_secs(3600)));
         cloud.observe("swas-open", "ListCustomImages", "success", Duration::from_millis(3));
@@ -216,10 +349,23 @@ mod tests {
             r#"alicloud_ops_cloud_api_requests_total{product="swas-open",action="ListCustomImages",code="success"} 1"#
         ));
         assert!(text.contains(r#"alicloud_ops_reconciles_total{kind="ImageShare"} 1"#));
+        assert!(
+            text.contains(r#"alicloud_ops_not_ready_since_timestamp_seconds{kind="ImageShare",namespace="ns",name="b",reason="NotFound"} 1700000000.0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"alicloud_ops_desktops_in_maintenance{kind="DesktopMaintenanceWindow",namespace="ns",name="w"} 3.0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"alicloud_ops_maintenance_window_end_timestamp_seconds{kind="DesktopMaintenanceWindow",namespace="ns",name="w"} 1800000000.0"#),
+            "{text}"
+        );
         m.started("ImageShare", "ns/a");
         m.forget_object("ImageShare", "ns/b");
         let text = m.render();
         assert!(!text.contains("queue_depth{kind=\"ImageShare\"} 1"), "{text}");
         assert!(!text.contains("NotFound"));
+        assert!(!text.contains(r#"name="b""#), "{text}");
     }
 }

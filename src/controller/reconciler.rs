@@ -20,6 +20,7 @@ use tracing::{Instrument, info_span, warn};
 use super::context::{CREDENTIALS_LABEL, Context, FIELD_MANAGER, FINALIZER, RECONCILE_REQUESTED_AT, SKIP_CLEANUP};
 use super::events;
 use super::kind::{ManagedKind, Stage, resync_for};
+use super::metrics::ObjectState;
 use super::next_step::{Requeue, Settled, next_step};
 use super::runner::{Reconciled, StatusSink, reconcile_once, settle};
 use crate::reconcile::{PlanContext, Reason, Verdict, duration};
@@ -113,6 +114,29 @@ async fn publish<K: ManagedKind>(ctx: &Context, obj: &K, type_: EventType, reaso
     };
     if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
         warn!(error = %e, "cannot publish an Event");
+    }
+}
+
+/// What `/metrics` shows of a resource: the verdict, since when it has not been Ready (the
+/// Ready condition's lastTransitionTime in `status` when that already says False, else now),
+/// and its kind's figures.
+fn observed<K: ManagedKind>(status: Option<&K::Status>, verdict: &Verdict) -> ObjectState {
+    let not_ready_since = (!verdict.ready).then(|| {
+        status
+            .cloned()
+            .and_then(|mut s| {
+                let ready = K::common_status(&mut s).condition("Ready")?.clone();
+                (ready.status == "False").then_some(ready.last_transition_time)
+            })
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+            .map_or_else(chrono::Utc::now, |t| t.to_utc())
+            .timestamp() as f64
+    });
+    ObjectState {
+        ready: verdict.ready,
+        reason: verdict.reason.as_str().to_string(),
+        not_ready_since,
+        gauges: status.map(K::status_gauges).unwrap_or_default(),
     }
 }
 
@@ -266,7 +290,7 @@ async fn run_stage<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: St
     }
     if stage == Stage::Apply && obj.common().suspend {
         let v = Verdict::not_ready(Reason::Suspended, "spec.suspend is true: nothing is read or written");
-        ctx.metrics.record_object(K::KIND, &key, false, v.reason.as_str());
+        ctx.metrics.record_object(K::KIND, &key, observed::<K>(obj.status(), &v));
         return match settle(obj.as_ref(), previous, &v, false, &plan_ctx, &sink).await {
             Ok(_) => Report::new(Settled::Suspended, v.reason.as_str(), v.message),
             Err(e) => Report::kube(e),
@@ -301,7 +325,7 @@ async fn run_stage<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: St
                 e.to_string()
             };
             let v = Verdict::not_ready(Reason::CredentialsInvalid, message);
-            ctx.metrics.record_object(K::KIND, &key, false, v.reason.as_str());
+            ctx.metrics.record_object(K::KIND, &key, observed::<K>(obj.status(), &v));
             return match settle(obj.as_ref(), previous, &v, false, &plan_ctx, &sink).await {
                 Ok(_) => Report::new(
                     Settled::CredentialsUnavailable { remaining },
@@ -352,7 +376,7 @@ async fn run_stage<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: St
             .inc();
     }
     ctx.metrics
-        .record_object(K::KIND, &key, r.verdict.ready, r.verdict.reason.as_str());
+        .record_object(K::KIND, &key, observed::<K>(Some(&r.status), &r.verdict));
     let remaining = r.recorded.len();
     if let Some(err) = r.error {
         let message = if stage == Stage::Cleanup && remaining > 0 {
@@ -452,7 +476,7 @@ async fn report_panic<K: ManagedKind>(obj: &K, kctx: &KindContext<K>, stage: Sta
     if let Err(e) = settle(obj, previous, &v, false, &plan_ctx, &sink).await {
         warn!(error = %e, "cannot record the panic in status");
     }
-    ctx.metrics.record_object(K::KIND, &key, false, v.reason.as_str());
+    ctx.metrics.record_object(K::KIND, &key, observed::<K>(obj.status(), &v));
     let report = Report::new(Settled::Panicked, v.reason.as_str(), message);
     finish(obj, kctx, stage, report, ctx.config.resync)
         .await

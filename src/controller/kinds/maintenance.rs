@@ -9,6 +9,7 @@ use crate::api::maintenance::{DesktopMaintenanceWindow, DesktopMaintenanceWindow
 use crate::cloud::ops::ecd::{self, Desktop, DesktopFilter};
 use crate::cloud::{CloudError, ErrorClass};
 use crate::controller::events;
+use crate::controller::metrics::ResourceGauge;
 use crate::controller::kind::{KindEnv, ManagedKind, Stage};
 use crate::reconcile::maintenance::{MaintenanceInput, SetMaintenance, plan};
 use crate::reconcile::{Outcome, PlanContext};
@@ -78,6 +79,20 @@ async fn set_maintenance_of_known(
 }
 
 impl ManagedKind for DesktopMaintenanceWindow {
+    fn status_gauges(status: &DesktopMaintenanceWindowStatus) -> Vec<(ResourceGauge, f64)> {
+        let held = status.desktops_in_maintenance.len();
+        let mut gauges = vec![(ResourceGauge::DesktopsInMaintenance, held as f64)];
+        // The end the desktops were entered for: past it, they should have been exited.
+        let end = status
+            .current_window
+            .as_ref()
+            .and_then(|w| chrono::DateTime::parse_from_rfc3339(&w.end).ok());
+        if let Some(end) = end.filter(|_| held > 0) {
+            gauges.push((ResourceGauge::MaintenanceWindowEnd, end.timestamp() as f64));
+        }
+        gauges
+    }
+
     type Status = DesktopMaintenanceWindowStatus;
     type Action = SetMaintenance;
     const KIND: &'static str = "DesktopMaintenanceWindow";

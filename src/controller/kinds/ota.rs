@@ -5,6 +5,7 @@ use crate::api::ota::{OtaSchedule, OtaScheduleStatus};
 use crate::cloud::CloudError;
 use crate::cloud::ops::appstream::{self, ApproveOtaTask};
 use crate::controller::events;
+use crate::controller::metrics::ResourceGauge;
 use crate::controller::kind::{KindEnv, ManagedKind, Stage, older_peers};
 use crate::reconcile::ota::{Approve, OtaInput, needs_tasks, plan};
 use crate::reconcile::{Outcome, PlanContext, Reason, Verdict};
@@ -12,6 +13,12 @@ use crate::reconcile::{Outcome, PlanContext, Reason, Verdict};
 const LIST: &str = "ListAppInstanceGroup";
 
 impl ManagedKind for OtaSchedule {
+    fn status_gauges(status: &OtaScheduleStatus) -> Vec<(ResourceGauge, f64)> {
+        let approved = |v: &String| status.approved.as_ref().is_some_and(|a| &a.version == v);
+        let waiting = status.pending_version.as_ref().is_some_and(|v| !approved(v));
+        vec![(ResourceGauge::OtaPendingApproval, if waiting { 1.0 } else { 0.0 })]
+    }
+
     type Status = OtaScheduleStatus;
     type Action = Approve;
     const KIND: &'static str = "OtaSchedule";
