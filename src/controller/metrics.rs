@@ -302,7 +302,12 @@ impl Metrics {
 mod tests {
     use super::*;
 
-    fn state(ready: bool, reason: &str, not_ready_since: Option<f64>, gauges: Vec<(ResourceGauge, f64)>) -> ObjectState {
+    fn state(
+        ready: bool,
+        reason: &str,
+        not_ready_since: Option<f64>,
+        gauges: Vec<(ResourceGauge, f64)>,
+    ) -> ObjectState {
         ObjectState {
             ready,
             reason: reason.into(),
@@ -316,7 +321,11 @@ mod tests {
         let cloud = std::sync::Arc::new(CloudMetrics::default());
         let m = Metrics::new(cloud.clone());
         m.record_object("ImageShare", "ns/a", state(true, "InSync", None, vec![]));
-        m.record_object("ImageShare", "ns/b", state(false, "NotFound", Some(1_700_000_000.0), vec![]));
+        m.record_object(
+            "ImageShare",
+            "ns/b",
+            state(false, "NotFound", Some(1_700_000_000.0), vec![]),
+        );
         m.record_object(
             "DesktopMaintenanceWindow",
             "ns/w",
@@ -354,7 +363,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#"alicloud_ops_desktops_in_maintenance{kind="DesktopMaintenanceWindow",namespace="ns",name="w"} 3.0"#),
+            text.contains(
+                r#"alicloud_ops_desktops_in_maintenance{kind="DesktopMaintenanceWindow",namespace="ns",name="w"} 3.0"#
+            ),
             "{text}"
         );
         assert!(

@@ -290,7 +290,8 @@ async fn run_stage<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: St
     }
     if stage == Stage::Apply && obj.common().suspend {
         let v = Verdict::not_ready(Reason::Suspended, "spec.suspend is true: nothing is read or written");
-        ctx.metrics.record_object(K::KIND, &key, observed::<K>(obj.status(), &v));
+        ctx.metrics
+            .record_object(K::KIND, &key, observed::<K>(obj.status(), &v));
         return match settle(obj.as_ref(), previous, &v, false, &plan_ctx, &sink).await {
             Ok(_) => Report::new(Settled::Suspended, v.reason.as_str(), v.message),
             Err(e) => Report::kube(e),
@@ -325,7 +326,8 @@ async fn run_stage<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: St
                 e.to_string()
             };
             let v = Verdict::not_ready(Reason::CredentialsInvalid, message);
-            ctx.metrics.record_object(K::KIND, &key, observed::<K>(obj.status(), &v));
+            ctx.metrics
+                .record_object(K::KIND, &key, observed::<K>(obj.status(), &v));
             return match settle(obj.as_ref(), previous, &v, false, &plan_ctx, &sink).await {
                 Ok(_) => Report::new(
                     Settled::CredentialsUnavailable { remaining },
@@ -476,7 +478,8 @@ async fn report_panic<K: ManagedKind>(obj: &K, kctx: &KindContext<K>, stage: Sta
     if let Err(e) = settle(obj, previous, &v, false, &plan_ctx, &sink).await {
         warn!(error = %e, "cannot record the panic in status");
     }
-    ctx.metrics.record_object(K::KIND, &key, observed::<K>(obj.status(), &v));
+    ctx.metrics
+        .record_object(K::KIND, &key, observed::<K>(obj.status(), &v));
     let report = Report::new(Settled::Panicked, v.reason.as_str(), message);
     finish(obj, kctx, stage, report, ctx.config.resync)
         .await

@@ -9,8 +9,8 @@ use crate::api::maintenance::{DesktopMaintenanceWindow, DesktopMaintenanceWindow
 use crate::cloud::ops::ecd::{self, Desktop, DesktopFilter};
 use crate::cloud::{CloudError, ErrorClass};
 use crate::controller::events;
-use crate::controller::metrics::ResourceGauge;
 use crate::controller::kind::{KindEnv, ManagedKind, Stage};
+use crate::controller::metrics::ResourceGauge;
 use crate::reconcile::maintenance::{MaintenanceInput, SetMaintenance, plan};
 use crate::reconcile::{Outcome, PlanContext};
 

@@ -5,8 +5,8 @@ use crate::api::ota::{OtaSchedule, OtaScheduleStatus};
 use crate::cloud::CloudError;
 use crate::cloud::ops::appstream::{self, ApproveOtaTask};
 use crate::controller::events;
-use crate::controller::metrics::ResourceGauge;
 use crate::controller::kind::{KindEnv, ManagedKind, Stage, older_peers};
+use crate::controller::metrics::ResourceGauge;
 use crate::reconcile::ota::{Approve, OtaInput, needs_tasks, plan};
 use crate::reconcile::{Outcome, PlanContext, Reason, Verdict};
 
