@@ -5,21 +5,25 @@ export EMULATOR_BIN := $(CURDIR)/target/debug/alicloud-cloud-emulator
 # Unit, emulator and end-to-end tests (benches run with `make bench`, in release mode).
 CARGO_TEST_FLAGS ?= --lib --bins --tests
 
-.PHONY: test prereqs tools fmt clippy cargo-tests conformance harness python bench bench-cluster demo
+.PHONY: test prereqs tools fmt clippy cargo-tests conformance alerts harness python go-tools bench bench-cluster demo
 
-test: prereqs tools fmt clippy cargo-tests conformance
+test: prereqs tools fmt clippy cargo-tests conformance alerts
 	@echo "make test: all checks passed"
 
 prereqs:
 	@./scripts/check-prereqs.sh
 
-tools: harness python
+tools: harness python go-tools
 
 harness:
 	@./scripts/build-harness.sh
 
 python:
 	@./scripts/setup-python.sh
+
+# helm and promtool, built from the Go modules pinned in tools/<name>/go.mod.
+go-tools:
+	@./scripts/build-go-tools.sh
 
 fmt:
 	cargo fmt --check
@@ -34,6 +38,10 @@ cargo-tests:
 conformance:
 	cargo build --bin alicloud-cloud-emulator
 	target/venv/bin/python -m pytest -q tests/conformance
+
+# promtool checks the PrometheusRule and runs its unit tests.
+alerts:
+	@./scripts/check-alerts.sh
 
 bench:
 	cargo bench --bench emulator_throughput

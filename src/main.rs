@@ -1,4 +1,4 @@
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use alicloud_ops_operator::cli;
 
@@ -23,8 +23,26 @@ enum Command {
     /// Show what the operator would do for these manifests, reading the cloud and writing nothing.
     /// Exit code 0: in sync; 2: changes pending; 1: errors.
     Plan(cli::plan::PlanArgs),
+    /// Request an immediate reconcile of KIND/NAME (sets the reconcile-requested-at annotation).
+    Reconcile(cli::kubectl::ReconcileArgs),
     /// Run the operator: reconcile the four kinds against the cloud.
     Run(cli::run::RunArgs),
+    /// Show every resource of the four kinds with its Ready reason and what the operator does next.
+    Status(cli::kubectl::StatusArgs),
+}
+
+/// The CLI, named `kubectl alicloud-ops` in help and errors when kubectl runs it as a plugin.
+fn parse() -> Cli {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let as_plugin = std::path::Path::new(&argv0)
+        .file_stem()
+        .is_some_and(|s| s == cli::kubectl::PLUGIN);
+    let mut command = Cli::command();
+    if as_plugin {
+        command = command.bin_name("kubectl alicloud-ops");
+    }
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 fn init_logging(format: &str) {
@@ -42,7 +60,7 @@ fn init_logging(format: &str) {
 
 #[tokio::main]
 async fn main() {
-    let cli = Cli::parse();
+    let cli = parse();
     init_logging(&cli.log_format);
     let code = match &cli.command {
         Command::Call(args) => match cli::call::run(args).await {
@@ -73,6 +91,26 @@ async fn main() {
             Ok(()) => 0,
             Err(e) => {
                 tracing::error!("{e}");
+                eprintln!("error: {e}");
+                1
+            }
+        },
+        Command::Status(args) => match cli::kubectl::status(args).await {
+            Ok(rows) => {
+                print!("{}", cli::kubectl::render_status(&rows, args.all_namespaces));
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        },
+        Command::Reconcile(args) => match cli::kubectl::reconcile(args).await {
+            Ok(line) => {
+                println!("{line}");
+                0
+            }
+            Err(e) => {
                 eprintln!("error: {e}");
                 1
             }

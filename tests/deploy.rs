@@ -89,11 +89,10 @@ fn ram_policies_allow_exactly_the_calls_the_operator_makes() {
         "read-only.json: the reads, and nothing that writes"
     );
     assert!(read_actions.iter().all(|a| {
-        let api_reads_it = table
+        table
             .iter()
             .filter(|(_, r)| r.as_deref() == Some(a))
-            .all(|(api, _)| is_read(api));
-        api_reads_it
+            .all(|(api, _)| is_read(api))
     }));
     // The share is the one write that can be granted per image.
     assert!(

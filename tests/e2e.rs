@@ -2303,3 +2303,136 @@ spec:
         "{offline:#}"
     );
 }
+
+/// The binary, installed as `kubectl-alicloud_ops` on the PATH, is a kubectl plugin:
+/// `kubectl alicloud-ops status` lists the resources with their reason and next step (`-n`,
+/// `-A`), `reconcile KIND/NAME` makes the operator look at once, `plan` reads the live objects,
+/// and `--context` and `KUBECONFIG` work as in kubectl.
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_runs_the_binary_as_the_alicloud_ops_plugin() {
+    let client = admin().await;
+    let ns = namespace(&client, "plugin").await;
+    let emu = emulator().await;
+    let op = Operator::start_with(&ns, &emu.url(), &format!("lease-{ns}"), &["--resync-interval", "1h"]);
+    let plugins = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_alicloud-ops-operator"),
+        plugins.path().join("kubectl-alicloud_ops"),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        plugins.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let plugin = |args: &[&str]| {
+        let out = std::process::Command::new(kubectl())
+            .arg("alicloud-ops")
+            .args(args)
+            .env("KUBECONFIG", &cluster().kubeconfig)
+            .env("PATH", &path)
+            .env(
+                "ALIBABA_CLOUD_ACCESS_KEY_ID",
+                alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_ID,
+            )
+            .env(
+                "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+                alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_SECRET,
+            )
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let share = |name: &str, image: &str| {
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "ImageShare", "metadata": {"name": name},
+               "spec": {"regionId": "cn-hangzhou", "imageId": image}})
+    };
+    create::<ImageShare>(&client, &ns, share("kept", "m-hz0001")).await;
+    create::<ImageShare>(&client, &ns, share("missing", "m-gone")).await;
+    wait_reason::<ImageShare>(&client, &ns, "kept", "InSync").await;
+    wait_reason::<ImageShare>(&client, &ns, "missing", "NotFound").await;
+
+    let (code, out, err) = plugin(&["status", "-n", &ns]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split("   ").map(str::trim).filter(|c| !c.is_empty()).collect())
+        .collect();
+    assert_eq!(lines[0][..5], ["KIND", "NAME", "READY", "REASON", "NEXT"], "{out}");
+    assert_eq!(
+        lines[1][..5],
+        [
+            "ImageShare",
+            "kept",
+            "True",
+            "InSync",
+            "looks again at the resync or the next window boundary"
+        ],
+        "{out}"
+    );
+    assert_eq!(
+        lines[2][..5],
+        [
+            "ImageShare",
+            "missing",
+            "False",
+            "NotFound",
+            "looks again at the resync"
+        ],
+        "{out}"
+    );
+    assert!(lines[2][5].contains("m-gone"), "the Ready message: {out}");
+    let (_, everywhere, _) = plugin(&["status", "-A"]);
+    assert!(everywhere.starts_with("NAMESPACE"), "{everywhere}");
+    assert!(
+        everywhere.lines().any(|l| l.starts_with(&ns) && l.contains("missing")),
+        "{everywhere}"
+    );
+
+    let reconciles = || async { metric_sum(&op.scrape().await, "alicloud_ops_reconciles_total", "ImageShare") };
+    let before = reconciles().await;
+    let (code, out, err) = plugin(&["reconcile", "imageshare/kept", "-n", &ns]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("ImageShare/kept"), "{out}");
+    eventually("the requested reconcile", WAIT, || async {
+        (reconciles().await > before).then_some(())
+    })
+    .await;
+    let (code, _, err) = plugin(&["reconcile", "imageshare/nope", "-n", &ns]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("ImageShare") && err.contains("nope"), "{err}");
+    let (code, _, err) = plugin(&["reconcile", "pods/kept"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not a kind of ops.alicloud.dev"), "{err}");
+
+    // --context picks a context of the kubeconfig, as kubectl's does.
+    let (code, _, err) = plugin(&["status", "-n", &ns, "--context", "no-such-context"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no-such-context"), "{err}");
+
+    // plan through the plugin, with the live objects and -n for documents that name none.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("share.yaml");
+    std::fs::write(&file, "apiVersion: ops.alicloud.dev/v1alpha1\nkind: ImageShare\nmetadata: {name: kept}\nspec: {regionId: cn-hangzhou, imageId: m-hz0001, shared: false}\n").unwrap();
+    let (code, out, err) = plugin(&[
+        "plan",
+        "-f",
+        file.to_str().unwrap(),
+        "-n",
+        &ns,
+        "--endpoint",
+        &emu.url(),
+    ]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(out.contains(&format!("ImageShare {ns}/kept: Changes")), "{out}");
+    assert!(
+        out.contains("ClientToken=ishare-"),
+        "the live uid gives the real token: {out}"
+    );
+    let (_, help, _) = plugin(&["--help"]);
+    assert!(help.contains("kubectl alicloud-ops"), "{help}");
+}

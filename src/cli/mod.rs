@@ -4,5 +4,7 @@ pub mod call;
 pub mod cloud_args;
 pub mod crd;
 pub mod emulator;
+pub mod kube_args;
+pub mod kubectl;
 pub mod plan;
 pub mod run;

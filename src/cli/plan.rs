@@ -29,13 +29,9 @@ pub struct PlanArgs {
     /// render, for a pull-request comment).
     #[arg(short = 'o', long, default_value = "table", value_parser = ["table", "json", "markdown"])]
     pub output: String,
-    /// The kubeconfig to read the live objects from (default: `$KUBECONFIG`, then
-    /// `~/.kube/config`, then the in-cluster ServiceAccount), as kubectl does.
-    #[arg(long)]
-    pub kubeconfig: Option<PathBuf>,
-    /// The kubeconfig context to use (default: its current context).
-    #[arg(long)]
-    pub context: Option<String>,
+    /// Where the live objects are read from; `-n` is the namespace of documents that name none.
+    #[command(flatten)]
+    pub kube: super::kube_args::KubeArgs,
     /// Plan from the manifests alone, without reading the live objects. Predictions that
     /// depend on a live object's status, uid or age are then marked uncertain.
     #[arg(long)]
@@ -184,37 +180,14 @@ impl Cluster {
     /// The kubeconfig the way kubectl finds it. No kubeconfig at all means offline; a
     /// kubeconfig that cannot be used is an error, since a plan from it would mislead.
     async fn connect(args: &PlanArgs) -> Result<Cluster, String> {
-        use kube::config::{Config, KubeConfigOptions, Kubeconfig};
         if args.offline {
             return Ok(Cluster::Offline("--offline".into()));
         }
-        let options = KubeConfigOptions {
-            context: args.context.clone(),
-            ..Default::default()
-        };
-        let home_config = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config"));
-        let config = if let Some(path) = &args.kubeconfig {
-            let kubeconfig =
-                Kubeconfig::read_from(path).map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
-            Config::from_custom_kubeconfig(kubeconfig, &options).await
-        } else if std::env::var_os("KUBECONFIG").is_some() || home_config.is_some_and(|p| p.exists()) {
-            Config::from_kubeconfig(&options).await
-        } else if args.context.is_none()
-            && let Ok(config) = Config::incluster()
-        {
-            Ok(config)
-        } else if let Some(context) = &args.context {
-            return Err(format!(
-                "--context {context}: no kubeconfig found (KUBECONFIG, ~/.kube/config)"
-            ));
-        } else {
-            return Ok(Cluster::Offline("no kubeconfig found".into()));
-        };
-        let config = config.map_err(|e| format!("kubeconfig: {e}; or plan with --offline"))?;
-        let server = config.cluster_url.to_string();
-        kube::Client::try_from(config)
-            .map(|client| Cluster::Live(client, server))
-            .map_err(|e| format!("kubeconfig: {e}; or plan with --offline"))
+        match args.kube.connect().await {
+            Ok(Some(c)) => Ok(Cluster::Live(c.client, c.server)),
+            Ok(None) => Ok(Cluster::Offline("no kubeconfig found".into())),
+            Err(e) => Err(format!("{e}; or plan with --offline")),
+        }
     }
 
     fn describe(&self) -> String {
@@ -483,6 +456,13 @@ pub async fn run(args: &PlanArgs) -> Result<PlanReport, String> {
     let mut docs = Vec::new();
     for f in &files {
         docs.extend(read_docs(f, &mut report));
+    }
+    // As kubectl apply -n: documents that name no namespace go to this one.
+    let namespace = args.kube.namespace.clone().unwrap_or_else(|| "default".to_string());
+    for d in &mut docs {
+        if let Some(m) = d.value.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.entry("namespace").or_insert_with(|| Value::String(namespace.clone()));
+        }
     }
     let group_version = format!("{}/{}", api::GROUP, api::VERSION);
     let kinds = [

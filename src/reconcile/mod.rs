@@ -81,6 +81,59 @@ impl Reason {
         }
     }
 
+    pub const ALL: [Reason; 20] = [
+        Reason::InSync,
+        Reason::Applying,
+        Reason::DriftDetected,
+        Reason::Suspended,
+        Reason::InvalidSpec,
+        Reason::NotFound,
+        Reason::Conflict,
+        Reason::CredentialsInvalid,
+        Reason::Throttled,
+        Reason::CloudUnavailable,
+        Reason::CloudRejected,
+        Reason::GlobalAutoUpdateEnabled,
+        Reason::Scheduled,
+        Reason::Active,
+        Reason::Completed,
+        Reason::UpToDate,
+        Reason::Approved,
+        Reason::UpgradeRunning,
+        Reason::StartTimeInPast,
+        Reason::ReconcilePanicked,
+    ];
+
+    pub fn parse(text: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
+    /// What the operator does next about a resource with this Ready reason, in a few words
+    /// for people: the README's "What the operator does next" table, by reason.
+    pub fn next_step(self) -> &'static str {
+        match self {
+            Reason::InSync
+            | Reason::Scheduled
+            | Reason::Active
+            | Reason::Completed
+            | Reason::UpToDate
+            | Reason::Approved
+            | Reason::UpgradeRunning
+            | Reason::GlobalAutoUpdateEnabled => "looks again at the resync or the next window boundary",
+            Reason::Applying => "confirms the writes within 10s",
+            Reason::DriftDetected => "reports again at the resync; writes nothing (ObserveOnly)",
+            Reason::Suspended => "nothing until spec.suspend is false",
+            Reason::InvalidSpec | Reason::StartTimeInPast => "waits for a change of the spec",
+            Reason::NotFound => "looks again at the resync",
+            Reason::Conflict => "stands back while the older resource exists; looks again at the resync",
+            Reason::CredentialsInvalid => "retries at the resync; fix the Secret or the RAM policy",
+            Reason::CloudRejected => "retries at the resync; the message has the cloud's code",
+            Reason::Throttled => "sends at its turn under the quota, or retries with backoff",
+            Reason::CloudUnavailable => "retries with backoff",
+            Reason::ReconcilePanicked => "retries with backoff (a bug: please report it)",
+        }
+    }
+
     /// Terminal: only a change of the spec (or of the Secret) can fix it.
     pub fn is_terminal(self) -> bool {
         matches!(

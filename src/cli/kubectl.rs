@@ -1,0 +1,217 @@
+//! `status` and `reconcile`: what `kubectl alicloud-ops` adds to kubectl when the binary is
+//! installed as the plugin `kubectl-alicloud_ops`.
+
+use clap::Args;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::json;
+
+use super::kube_args::{Connected, KubeArgs};
+use crate::api::{DesktopMaintenanceWindow, FotaTaskPolicy, ImageShare, OtaSchedule};
+use crate::controller::context::RECONCILE_REQUESTED_AT;
+use crate::controller::kind::ManagedKind;
+use crate::reconcile::Reason;
+
+/// The name kubectl runs the binary by, and the field manager of its writes.
+pub const PLUGIN: &str = "kubectl-alicloud_ops";
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// Every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReconcileArgs {
+    /// The resource, as `KIND/NAME` (the kind as in kubectl: `imageshare/app`,
+    /// `ImageShare/app`, `imageshares/app`).
+    pub resource: String,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// One line of `status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusRow {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+    /// `True`, `False`, or `Unknown` before the operator has looked.
+    pub ready: String,
+    pub reason: String,
+    pub next: String,
+    pub message: String,
+}
+
+fn api<K: ManagedKind>(c: &Connected, all: bool) -> Api<K> {
+    if all {
+        Api::all(c.client.clone())
+    } else {
+        Api::namespaced(c.client.clone(), &c.namespace)
+    }
+}
+
+async fn rows<K: ManagedKind>(c: &Connected, all: bool) -> Result<Vec<StatusRow>, String> {
+    let list = api::<K>(c, all)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| format!("listing {}: {e}", K::KIND))?;
+    Ok(list
+        .items
+        .into_iter()
+        .map(|obj| {
+            let ready = obj
+                .status()
+                .cloned()
+                .and_then(|mut s| K::common_status(&mut s).condition("Ready").cloned());
+            let stale = ready.as_ref().and_then(|c| c.observed_generation) != obj.meta().generation;
+            let (status, reason, message) = match ready {
+                Some(c) => (c.status, c.reason, c.message),
+                None => (
+                    "Unknown".into(),
+                    String::new(),
+                    "the operator has not reconciled it yet".into(),
+                ),
+            };
+            let next = if obj.meta().deletion_timestamp.is_some() {
+                "deleting: undoes what it did in the cloud, then releases the finalizer".to_string()
+            } else if stale {
+                "reconciles the new generation".to_string()
+            } else {
+                Reason::parse(&reason).map_or_else(String::new, |r| r.next_step().to_string())
+            };
+            StatusRow {
+                kind: K::KIND,
+                namespace: obj.meta().namespace.clone().unwrap_or_default(),
+                name: obj.meta().name.clone().unwrap_or_default(),
+                ready: status,
+                reason,
+                next,
+                message,
+            }
+        })
+        .collect())
+}
+
+/// Every resource of the four kinds, with its Ready reason and what the operator does next.
+pub async fn status(args: &StatusArgs) -> Result<Vec<StatusRow>, String> {
+    let c = args.kube.require().await?;
+    let all = args.all_namespaces;
+    let mut out = rows::<FotaTaskPolicy>(&c, all).await?;
+    out.extend(rows::<DesktopMaintenanceWindow>(&c, all).await?);
+    out.extend(rows::<ImageShare>(&c, all).await?);
+    out.extend(rows::<OtaSchedule>(&c, all).await?);
+    out.sort_by(|a, b| (&a.namespace, a.kind, &a.name).cmp(&(&b.namespace, b.kind, &b.name)));
+    Ok(out)
+}
+
+/// `status` as an aligned table, as kubectl prints one.
+pub fn render_status(rows: &[StatusRow], all_namespaces: bool) -> String {
+    if rows.is_empty() {
+        return "No resources found.\n".into();
+    }
+    let mut table: Vec<Vec<String>> = vec![];
+    let header = ["NAMESPACE", "KIND", "NAME", "READY", "REASON", "NEXT", "MESSAGE"];
+    let skip = usize::from(!all_namespaces);
+    table.push(header[skip..].iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        let cells = [
+            r.namespace.clone(),
+            r.kind.to_string(),
+            r.name.clone(),
+            r.ready.clone(),
+            r.reason.clone(),
+            r.next.clone(),
+            r.message.replace('\n', " "),
+        ];
+        table.push(cells[skip..].to_vec());
+    }
+    let columns = table[0].len();
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| table.iter().map(|row| row[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &table {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| {
+                if i + 1 == columns {
+                    cell.clone()
+                } else {
+                    format!("{cell:<width$}", width = widths[i])
+                }
+            })
+            .collect();
+        out.push_str(line.join("   ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The kind named as kubectl would accept it: `ImageShare`, `imageshare` or `imageshares`.
+fn kind_of(text: &str) -> Option<&'static str> {
+    let text = text.to_ascii_lowercase();
+    [
+        (FotaTaskPolicy::KIND, "fotataskpolicies"),
+        (DesktopMaintenanceWindow::KIND, "desktopmaintenancewindows"),
+        (ImageShare::KIND, "imageshares"),
+        (OtaSchedule::KIND, "otaschedules"),
+    ]
+    .into_iter()
+    .find(|(kind, plural)| {
+        text == kind.to_ascii_lowercase() || text == *plural || text.split('.').next() == Some(plural)
+    })
+    .map(|(kind, _)| kind)
+}
+
+async fn request<K: ManagedKind>(c: &Connected, name: &str, at: &str) -> Result<(), String> {
+    let patch = json!({"metadata": {"annotations": {RECONCILE_REQUESTED_AT: at}}});
+    let params = PatchParams {
+        field_manager: Some(PLUGIN.into()),
+        ..Default::default()
+    };
+    Api::<K>::namespaced(c.client.clone(), &c.namespace)
+        .patch(name, &params, &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{} {}/{name}: {e}", K::KIND, c.namespace))
+}
+
+/// Sets the reconcile-requested-at annotation: the operator reconciles the resource at once,
+/// reading the cloud afresh. Returns the line to print.
+pub async fn reconcile(args: &ReconcileArgs) -> Result<String, String> {
+    let (kind, name) = args
+        .resource
+        .split_once('/')
+        .filter(|(_, n)| !n.is_empty())
+        .ok_or_else(|| format!("{:?}: expected KIND/NAME, e.g. imageshare/app-image", args.resource))?;
+    let kind = kind_of(kind).ok_or_else(|| {
+        format!("{kind:?} is not a kind of ops.alicloud.dev; expected FotaTaskPolicy, DesktopMaintenanceWindow, ImageShare or OtaSchedule")
+    })?;
+    let c = args.kube.require().await?;
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    match kind {
+        "FotaTaskPolicy" => request::<FotaTaskPolicy>(&c, name, &at).await?,
+        "DesktopMaintenanceWindow" => request::<DesktopMaintenanceWindow>(&c, name, &at).await?,
+        "ImageShare" => request::<ImageShare>(&c, name, &at).await?,
+        _ => request::<OtaSchedule>(&c, name, &at).await?,
+    }
+    Ok(format!("{kind}/{name} in {}: reconcile requested at {at}", c.namespace))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_named_as_kubectl_names_them() {
+        assert_eq!(kind_of("imageshare"), Some("ImageShare"));
+        assert_eq!(kind_of("ImageShares"), Some("ImageShare"));
+        assert_eq!(kind_of("otaschedules.ops.alicloud.dev"), Some("OtaSchedule"));
+        assert_eq!(kind_of("FotaTaskPolicy"), Some("FotaTaskPolicy"));
+        assert_eq!(kind_of("pods"), None);
+    }
+}
