@@ -5,7 +5,7 @@ export EMULATOR_BIN := $(CURDIR)/target/debug/alicloud-cloud-emulator
 # Unit, emulator and end-to-end tests (benches run with `make bench`, in release mode).
 CARGO_TEST_FLAGS ?= --lib --bins --tests
 
-.PHONY: test prereqs tools fmt clippy cargo-tests conformance alerts harness python go-tools bench bench-cluster demo
+.PHONY: test prereqs tools fmt clippy cargo-tests conformance alerts crds harness python go-tools bench bench-cluster demo
 
 test: prereqs tools fmt clippy cargo-tests conformance alerts
 	@echo "make test: all checks passed"
@@ -38,6 +38,10 @@ cargo-tests:
 conformance:
 	cargo build --bin alicloud-cloud-emulator
 	target/venv/bin/python -m pytest -q tests/conformance
+
+# The CRDs from the Rust types, wherever they are installed from (a test checks they are current).
+crds:
+	cargo run -q -- crd --out-dir crds --out-dir deploy/helm/alicloud-ops-operator/crds --bundle deploy/base/crds.yaml
 
 # promtool checks the PrometheusRule and runs its unit tests.
 alerts:

@@ -1,22 +1,21 @@
-//! `crds/` and `deploy/base/crds.yaml` must match the Rust types. Regenerate with
-//! `cargo run -- crd --out-dir crds --bundle deploy/base/crds.yaml`.
+//! `crds/`, the Helm chart's `crds/` and `deploy/base/crds.yaml` must match the Rust types.
+//! Regenerate with `make crds`.
 
 use alicloud_ops_operator::cli::crd::{bundle, rendered};
 
 #[test]
 fn committed_crds_match_the_types() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    for (name, yaml) in rendered() {
-        let committed = std::fs::read_to_string(root.join("crds").join(&name)).unwrap_or_default();
-        assert!(
-            committed == yaml,
-            "crds/{name} is stale: run `cargo run -- crd --out-dir crds --bundle deploy/base/crds.yaml`"
-        );
+    for dir in ["crds", "deploy/helm/alicloud-ops-operator/crds"] {
+        for (name, yaml) in rendered() {
+            let committed = std::fs::read_to_string(root.join(dir).join(&name)).unwrap_or_default();
+            assert!(committed == yaml, "{dir}/{name} is stale: run `make crds`");
+        }
+        let files = std::fs::read_dir(root.join(dir)).unwrap().count();
+        assert_eq!(files, rendered().len(), "{dir}/ holds exactly one file per kind");
     }
     let committed = std::fs::read_to_string(root.join("deploy/base/crds.yaml")).unwrap_or_default();
-    assert!(committed == bundle(), "deploy/base/crds.yaml is stale");
-    let files = std::fs::read_dir(root.join("crds")).unwrap().count();
-    assert_eq!(files, rendered().len(), "crds/ holds exactly one file per kind");
+    assert!(committed == bundle(), "deploy/base/crds.yaml is stale: run `make crds`");
 }
 
 #[test]

@@ -103,3 +103,126 @@ fn ram_policies_allow_exactly_the_calls_the_operator_makes() {
         "{operator:?}"
     );
 }
+
+/// The helm and kubectl that `make test` builds and installs (scripts/build-go-tools.sh,
+/// scripts/setup-python.sh).
+fn tool(name: &str, path: &str) -> String {
+    let bin = repo(path);
+    assert!(
+        bin.exists(),
+        "{name} is not installed ({}); run `make tools`",
+        bin.display()
+    );
+    bin.display().to_string()
+}
+
+fn run(bin: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(bin)
+        .args(args)
+        .current_dir(repo("."))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{bin} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Objects of a multi-document YAML, by `Kind/name`.
+fn objects(yaml: &str) -> std::collections::BTreeMap<String, Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .filter_map(|d| {
+            let v: Value = serde::Deserialize::deserialize(d).unwrap();
+            (!v.is_null()).then(|| {
+                (
+                    format!(
+                        "{}/{}",
+                        v["kind"].as_str().unwrap(),
+                        v["metadata"]["name"].as_str().unwrap()
+                    ),
+                    v,
+                )
+            })
+        })
+        .collect()
+}
+
+/// Helm leaves the release's Namespace to `--create-namespace`; everything else matches.
+fn without_namespace(
+    mut objects: std::collections::BTreeMap<String, Value>,
+) -> std::collections::BTreeMap<String, Value> {
+    objects.retain(|k, _| !k.starts_with("Namespace/"));
+    objects
+}
+
+fn assert_same(
+    chart: &std::collections::BTreeMap<String, Value>,
+    kustomize: &std::collections::BTreeMap<String, Value>,
+    what: &str,
+) {
+    let names = |m: &std::collections::BTreeMap<String, Value>| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(chart), names(kustomize), "{what}: the same objects");
+    for (key, object) in chart {
+        assert_eq!(
+            serde_json::to_string_pretty(object).unwrap(),
+            serde_json::to_string_pretty(&kustomize[key]).unwrap(),
+            "{what}: {key} differs"
+        );
+    }
+}
+
+/// One source of truth: the chart with its default values renders the kustomize base, and in
+/// namespaced mode the namespaced overlay, object for object.
+#[test]
+fn the_helm_chart_renders_what_kustomize_installs() {
+    let helm = tool("helm", "target/tools/helm");
+    let kubectl = tool("kubectl", "target/venv/bin/kubectl");
+    let chart = "deploy/helm/alicloud-ops-operator";
+    run(&helm, &["lint", "--strict", chart]);
+    let template = |extra: &[&str]| {
+        let mut args = vec![
+            "template",
+            "alicloud-ops-operator",
+            chart,
+            "--namespace",
+            "alicloud-ops-system",
+            "--include-crds",
+        ];
+        args.extend_from_slice(extra);
+        objects(&run(&helm, &args))
+    };
+    let base = without_namespace(objects(&run(&kubectl, &["kustomize", "deploy/base"])));
+    assert_same(&template(&[]), &base, "default values against deploy/base");
+    let namespaced = without_namespace(objects(&run(&kubectl, &["kustomize", "deploy/overlays/namespaced"])));
+    assert_same(
+        &template(&["--set", "installMode=namespaced"]),
+        &namespaced,
+        "installMode=namespaced against deploy/overlays/namespaced",
+    );
+    let servicemonitor = without_namespace(objects(&run(
+        &kubectl,
+        &["kustomize", "deploy/overlays/servicemonitor"],
+    )));
+    assert_same(
+        &template(&["--set", "serviceMonitor.enabled=true"]),
+        &servicemonitor,
+        "serviceMonitor.enabled against deploy/overlays/servicemonitor",
+    );
+    let networkpolicy = without_namespace(objects(&run(&kubectl, &["kustomize", "deploy/overlays/networkpolicy"])));
+    assert_same(
+        &template(&["--set", "networkPolicy.enabled=true"]),
+        &networkpolicy,
+        "networkPolicy.enabled against deploy/overlays/networkpolicy",
+    );
+}
+
+/// Every value of the chart has a description, and the README's table is the one
+/// scripts/helm-values-table.py makes from values.yaml.
+#[test]
+fn every_chart_value_is_documented_and_the_values_table_is_current() {
+    let python = tool("python", "target/venv/bin/python");
+    run(&python, &["scripts/helm-values-table.py", "--check"]);
+}

@@ -1,5 +1,5 @@
 //! End to end: the real kube-apiserver (project harness), the emulator, and the operator
-//! binary running with exactly the RBAC in deploy/. One apiserver for this file; each test
+//! binary running with exactly the RBAC the Helm chart installs. One apiserver for this file; each test
 //! has its own namespace, emulator and operator.
 
 mod support;
@@ -2435,4 +2435,70 @@ async fn kubectl_runs_the_binary_as_the_alicloud_ops_plugin() {
     );
     let (_, help, _) = plugin(&["--help"]);
     assert!(help.contains("kubectl alicloud-ops"), "{help}");
+}
+
+/// The chart, with the real helm: the release the harness was installed from is deployed and
+/// owns the RBAC every test's operator runs with, and `helm template` applies to the
+/// apiserver (server-side dry run: every object valid for this Kubernetes version).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_helm_release_owns_the_rbac_the_operator_runs_with_and_templates_apply() {
+    let client = admin().await;
+    let helm = |args: &[&str]| {
+        let out = std::process::Command::new(helm())
+            .args(args)
+            .env("KUBECONFIG", &cluster().kubeconfig)
+            .current_dir(support::cluster::repo("."))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "helm {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let releases: Value = serde_json::from_str(&helm(&["list", "-n", OPERATOR_NS, "-o", "json"])).unwrap();
+    assert_eq!(releases[0]["name"], "alicloud-ops-operator", "{releases}");
+    assert_eq!(releases[0]["status"], "deployed", "{releases}");
+    let role: k8s_openapi::api::rbac::v1::ClusterRole =
+        Api::all(client.clone()).get("alicloud-ops-operator").await.unwrap();
+    assert_eq!(
+        role.annotations().get("meta.helm.sh/release-name").map(String::as_str),
+        Some("alicloud-ops-operator"),
+        "the ClusterRole the operator's ServiceAccount is bound to comes from the chart"
+    );
+    let binding: k8s_openapi::api::rbac::v1::ClusterRoleBinding =
+        Api::all(client.clone()).get("alicloud-ops-operator").await.unwrap();
+    let subject = &binding.subjects.unwrap()[0];
+    assert_eq!(
+        format!(
+            "system:serviceaccount:{}:{}",
+            subject.namespace.as_deref().unwrap(),
+            subject.name
+        ),
+        OPERATOR_SA,
+        "the identity every e2e operator impersonates"
+    );
+    for values in [
+        &[][..],
+        &["--set", "installMode=namespaced", "--set", "networkPolicy.enabled=true"][..],
+    ] {
+        let mut args = vec![
+            "template",
+            "preview",
+            "deploy/helm/alicloud-ops-operator",
+            "--namespace",
+            OPERATOR_NS,
+        ];
+        args.extend_from_slice(values);
+        args.extend_from_slice(&["--set", "fullnameOverride=alicloud-ops-preview"]);
+        let rendered = helm(&args);
+        let file = cluster().dir.join(format!("helm-template-{}.yaml", values.len()));
+        std::fs::write(&file, rendered).unwrap();
+        let applied = kubectl_run(&["apply", "--dry-run=server", "-f", file.to_str().unwrap()]);
+        assert!(
+            applied.contains("deployment.apps/alicloud-ops-preview created (server dry run)"),
+            "{applied}"
+        );
+    }
 }

@@ -6,9 +6,10 @@ use clap::Args;
 
 #[derive(Args, Debug)]
 pub struct CrdArgs {
-    /// Write one file per kind into this directory (e.g. `crds/`) instead of printing.
+    /// Write one file per kind into this directory (e.g. `crds/`, or the Helm chart's
+    /// `crds/`) instead of printing. May be given more than once.
     #[arg(long)]
-    pub out_dir: Option<PathBuf>,
+    pub out_dir: Vec<PathBuf>,
     /// Also write all of them into this one file (e.g. `deploy/base/crds.yaml`, for kustomize).
     #[arg(long)]
     pub bundle: Option<PathBuf>,
@@ -52,19 +53,16 @@ pub fn run(args: &CrdArgs) -> Result<(), String> {
     if let Some(path) = &args.bundle {
         std::fs::write(path, bundle()).map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    match &args.out_dir {
-        None if args.bundle.is_some() => {}
-        None => {
-            for (_, yaml) in docs {
-                print!("---\n{yaml}");
-            }
+    if args.out_dir.is_empty() && args.bundle.is_none() {
+        for (_, yaml) in &docs {
+            print!("---\n{yaml}");
         }
-        Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            for (name, yaml) in docs {
-                let path = dir.join(name);
-                std::fs::write(&path, yaml).map_err(|e| format!("{}: {e}", path.display()))?;
-            }
+    }
+    for dir in &args.out_dir {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for (name, yaml) in &docs {
+            let path = dir.join(name);
+            std::fs::write(&path, yaml).map_err(|e| format!("{}: {e}", path.display()))?;
         }
     }
     Ok(())

@@ -133,20 +133,34 @@ pub fn kubectl_run(args: &[&str]) -> String {
     stdout
 }
 
-/// Installs what `kubectl apply -k deploy/` installs (the CRDs, the operator's identity and
-/// exactly its RBAC, the Deployment, Service and PodDisruptionBudget), with kubectl itself,
-/// then waits for the CRDs.
+/// helm, as `make test` builds it (scripts/build-go-tools.sh), or `$HELM`.
+pub fn helm() -> String {
+    std::env::var("HELM").unwrap_or_else(|_| repo("target/tools/helm").display().to_string())
+}
+
+/// Installs the operator the way a platform team does, with `helm install` of the chart (the
+/// CRDs, the operator's identity and exactly its RBAC, the Deployment, Service and
+/// PodDisruptionBudget; a test holds the chart equal to `kubectl apply -k deploy/`), then
+/// waits for the CRDs. The operator processes the tests start impersonate the ServiceAccount
+/// this installed.
 async fn install(client: &Client, kubeconfig: &Path) {
-    let bin = kubectl();
+    let bin = helm();
     let out = Command::new(&bin)
-        .args(["apply", "-k", "deploy/"])
+        .args([
+            "install",
+            "alicloud-ops-operator",
+            "deploy/helm/alicloud-ops-operator",
+            "--namespace",
+            OPERATOR_NS,
+            "--create-namespace",
+        ])
         .env("KUBECONFIG", kubeconfig)
         .current_dir(repo("."))
         .output()
-        .unwrap_or_else(|e| panic!("{bin}: {e}; run `make test` (scripts/setup-python.sh installs kubectl)"));
+        .unwrap_or_else(|e| panic!("{bin}: {e}; run `make test` (scripts/build-go-tools.sh builds helm)"));
     assert!(
         out.status.success(),
-        "kubectl apply -k deploy/: {}{}",
+        "helm install: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
