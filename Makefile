@@ -5,7 +5,7 @@ export EMULATOR_BIN := $(CURDIR)/target/debug/alicloud-cloud-emulator
 # Unit, emulator and end-to-end tests (benches run with `make bench`, in release mode).
 CARGO_TEST_FLAGS ?= --lib --bins --tests
 
-.PHONY: test prereqs tools fmt clippy cargo-tests conformance alerts crds harness python go-tools bench bench-cluster demo
+.PHONY: test prereqs tools fmt clippy cargo-tests conformance alerts crds harness python go-tools bench bench-cluster dashboard-png demo
 
 test: prereqs tools fmt clippy cargo-tests conformance alerts
 	@echo "make test: all checks passed"
@@ -57,6 +57,12 @@ bench-cluster: harness python
 	target/venv/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/requirements-bench.txt
 	cargo bench --bench cluster
 	target/venv/bin/python scripts/plot-bench.py target/bench-cluster/ready.csv docs/bench-cluster.png
+
+# The README's picture of the dashboard, from the scrapes the dashboard e2e test keeps.
+dashboard-png: harness python
+	target/venv/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/requirements-bench.txt
+	cargo test --test e2e -- the_dashboard_and_alerts_name_only_metrics_the_operator_exports
+	target/venv/bin/python scripts/plot-dashboard.py target/e2e-metrics docs/dashboard.png
 
 demo:
 	@./scripts/demo.sh

@@ -252,6 +252,11 @@ impl Metrics {
         // Queue depth: scheduled reconciles whose time has come (with a second of grace)
         // but that have not started, i.e. that wait for a free reconcile slot.
         self.queue_depth.clear();
+        // Every kind with resources has a series, 0 when nothing waits: "no data" would hide
+        // the difference between an empty queue and a missing operator.
+        for (kind, _) in self.objects.lock().expect("objects lock").keys() {
+            self.queue_depth.get_or_create(&Self::kind(kind));
+        }
         let late = std::time::Instant::now() - Duration::from_secs(1);
         for ((kind, _), at) in self.due.lock().expect("due lock").iter() {
             if *at <= late {
@@ -270,6 +275,8 @@ impl Metrics {
                 reason: state.reason.clone(),
             };
             self.managed.get_or_create(&labels).inc();
+            // Keys are `namespace/name`, with the kind in front in the controller's.
+            let key = key.strip_prefix(&format!("{kind}/")).unwrap_or(key);
             let (namespace, name) = key.split_once('/').unwrap_or(("", key));
             let resource = ResourceLabels {
                 kind: kind.clone(),
@@ -320,15 +327,15 @@ mod tests {
     fn renders_objects_queue_depth_and_cloud_calls() {
         let cloud = std::sync::Arc::new(CloudMetrics::default());
         let m = Metrics::new(cloud.clone());
-        m.record_object("ImageShare", "ns/a", state(true, "InSync", None, vec![]));
+        m.record_object("ImageShare", "ImageShare/ns/a", state(true, "InSync", None, vec![]));
         m.record_object(
             "ImageShare",
-            "ns/b",
+            "ImageShare/ns/b",
             state(false, "NotFound", Some(1_700_000_000.0), vec![]),
         );
         m.record_object(
             "DesktopMaintenanceWindow",
-            "ns/w",
+            "DesktopMaintenanceWindow/ns/w",
             state(
                 true,
                 "Active",
@@ -339,8 +346,8 @@ mod tests {
                 ],
             ),
         );
-        m.schedule("ImageShare", "ns/a", Some(Duration::ZERO));
-        m.schedule("ImageShare", "ns/b", Some(Duration::from_secs(3600)));
+        m.schedule("ImageShare", "ImageShare/ns/a", Some(Duration::ZERO));
+        m.schedule("ImageShare", "ImageShare/ns/b", Some(Duration::from_secs(3600)));
         cloud.observe("swas-open", "ListCustomImages", "success", Duration::from_millis(3));
         m.observe_reconcile("ImageShare", Duration::from_millis(20));
         std::thread::sleep(Duration::from_millis(1100));
@@ -372,10 +379,14 @@ mod tests {
             text.contains(r#"alicloud_ops_maintenance_window_end_timestamp_seconds{kind="DesktopMaintenanceWindow",namespace="ns",name="w"} 1800000000.0"#),
             "{text}"
         );
-        m.started("ImageShare", "ns/a");
-        m.forget_object("ImageShare", "ns/b");
+        m.started("ImageShare", "ImageShare/ns/a");
+        m.forget_object("ImageShare", "ImageShare/ns/b");
         let text = m.render();
         assert!(!text.contains("queue_depth{kind=\"ImageShare\"} 1"), "{text}");
+        assert!(
+            text.contains("queue_depth{kind=\"ImageShare\"} 0"),
+            "an empty queue is 0, not missing: {text}"
+        );
         assert!(!text.contains("NotFound"));
         assert!(!text.contains(r#"name="b""#), "{text}");
     }
