@@ -255,7 +255,7 @@ impl Metrics {
         // Every kind with resources has a series, 0 when nothing waits: "no data" would hide
         // the difference between an empty queue and a missing operator.
         for (kind, _) in self.objects.lock().expect("objects lock").keys() {
-            self.queue_depth.get_or_create(&Self::kind(kind));
+            self.queue_depth.get_or_create(&Self::kind(kind)).set(0);
         }
         let late = std::time::Instant::now() - Duration::from_secs(1);
         for ((kind, _), at) in self.due.lock().expect("due lock").iter() {
