@@ -226,3 +226,27 @@ fn every_chart_value_is_documented_and_the_values_table_is_current() {
     let python = tool("python", "target/venv/bin/python");
     run(&python, &["scripts/helm-values-table.py", "--check"]);
 }
+
+/// The PR-preview snippets are valid YAML, and each `plan` command in them is one the binary
+/// accepts, with markdown output.
+#[test]
+fn the_ci_snippets_parse_and_call_plan_as_it_is() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        plan: alicloud_ops_operator::cli::plan::PlanArgs,
+    }
+    for file in ["docs/ci/github-actions-plan.yml", "docs/ci/gitlab-ci-plan.yml"] {
+        let text = std::fs::read_to_string(repo(file)).unwrap();
+        let _: Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let line = text
+            .lines()
+            .find_map(|l| l.split_once("alicloud-ops-operator plan ").map(|(_, rest)| rest))
+            .unwrap_or_else(|| panic!("{file}: no plan command"));
+        let args: Vec<&str> = line.split(" > ").next().unwrap().split_whitespace().collect();
+        let parsed = Wrapper::try_parse_from(std::iter::once("plan").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{file}: {args:?}: {e}"));
+        assert_eq!(parsed.plan.output, "markdown", "{file}");
+    }
+}
