@@ -2130,30 +2130,47 @@ fn writes_in_plan_words(emu: &alicloud_ops_operator::emulator::Emulator) -> Vec<
 
 /// `plan` with the live objects, then the operator, on the same manifests and cloud: the plan
 /// names exactly the writes the operator sends (ClientTokens included, made from the live
-/// uids) and the Ready reason it sets; a conflict between two policies created in the same
-/// second is decided the same way; after the operator, the plan announces nothing again.
+/// uids) and the Ready reason it sets; a conflict between two policies created in order (or in the same
+/// second) is decided the same way; after the operator, the plan announces nothing again.
 #[tokio::test(flavor = "multi_thread")]
 async fn plan_predicts_exactly_the_writes_and_reasons_of_the_operator() {
     let client = admin().await;
     let ns = namespace(&client, "plan").await;
-    let emu = emulator().await;
+    // A cloud account of this test's own: plan compares FotaTaskPolicies with every live one of
+    // the same account, in every namespace, and the other tests' use the default key.
+    use alicloud_ops_operator::emulator::{DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, Emulator, EmulatorConfig};
+    let account = ("LTAI5tPlanAccount", "plan-account-secret");
+    let emu = Emulator::start(EmulatorConfig {
+        access_keys: vec![
+            (DEFAULT_ACCESS_KEY_ID.into(), DEFAULT_ACCESS_KEY_SECRET.into()),
+            (account.0.into(), account.1.into()),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let now = chrono::Utc::now();
     let at = |d: chrono::Duration| (now + d).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let manifests = format!(
-        r#"apiVersion: ops.alicloud.dev/v1alpha1
-kind: FotaTaskPolicy
-metadata: {{name: push, namespace: {ns}}}
-spec: {{regionId: cn-hangzhou, autoPush: true}}
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: plan-cloud, namespace: {ns}, labels: {{ops.alicloud.dev/credentials: "true"}}}}
+stringData: {{accessKeyId: {}, accessKeySecret: {}}}
 ---
 apiVersion: ops.alicloud.dev/v1alpha1
 kind: FotaTaskPolicy
 metadata: {{name: hold, namespace: {ns}}}
-spec: {{regionId: cn-hangzhou, autoPush: false, taskUids: [aot-hz0002]}}
+spec: {{regionId: cn-hangzhou, autoPush: false, taskUids: [aot-hz0002], credentialsRef: {{name: plan-cloud}}}}
+---
+apiVersion: ops.alicloud.dev/v1alpha1
+kind: FotaTaskPolicy
+metadata: {{name: push, namespace: {ns}}}
+spec: {{regionId: cn-hangzhou, autoPush: true, credentialsRef: {{name: plan-cloud}}}}
 ---
 apiVersion: ops.alicloud.dev/v1alpha1
 kind: ImageShare
 metadata: {{name: share, namespace: {ns}}}
-spec: {{regionId: cn-hangzhou, imageId: m-hz0003, shared: true}}
+spec: {{regionId: cn-hangzhou, imageId: m-hz0003, shared: true, credentialsRef: {{name: plan-cloud}}}}
 ---
 apiVersion: ops.alicloud.dev/v1alpha1
 kind: OtaSchedule
@@ -2162,6 +2179,7 @@ spec:
   bizRegionId: cn-hangzhou
   appInstanceGroupId: aig-hz0001
   window: {{cron: "0 3 * * 0", timeZone: Asia/Shanghai}}
+  credentialsRef: {{name: plan-cloud}}
 ---
 apiVersion: ops.alicloud.dev/v1alpha1
 kind: DesktopMaintenanceWindow
@@ -2170,7 +2188,10 @@ spec:
   regionId: cn-hangzhou
   desktopIds: [ecd-hz20001, ecd-hz20002]
   window: {{start: "{}", end: "{}"}}
+  credentialsRef: {{name: plan-cloud}}
 "#,
+        account.0,
+        account.1,
         at(chrono::Duration::minutes(-1)),
         at(chrono::Duration::hours(1))
     );
@@ -2180,28 +2201,22 @@ spec:
     kubectl_run(&["apply", "-f", file.to_str().unwrap()]);
 
     let plan = |extra: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_alicloud-ops-operator"))
-            .args([
-                "plan",
-                "-o",
-                "json",
-                "-f",
-                file.to_str().unwrap(),
-                "--endpoint",
-                &emu.url(),
-            ])
-            .args(extra)
-            .env("KUBECONFIG", &cluster().kubeconfig)
-            .env(
-                "ALIBABA_CLOUD_ACCESS_KEY_ID",
-                alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_ID,
-            )
-            .env(
-                "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
-                alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_SECRET,
-            )
-            .output()
-            .unwrap();
+        let out = with_emulator_key(&mut std::process::Command::new(env!(
+            "CARGO_BIN_EXE_alicloud-ops-operator"
+        )))
+        .args([
+            "plan",
+            "-o",
+            "json",
+            "-f",
+            file.to_str().unwrap(),
+            "--endpoint",
+            &emu.url(),
+        ])
+        .args(extra)
+        .env("KUBECONFIG", &cluster().kubeconfig)
+        .output()
+        .unwrap();
         let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
             panic!(
                 "{e}: {}{}",
@@ -2326,19 +2341,11 @@ async fn kubectl_runs_the_binary_as_the_alicloud_ops_plugin() {
         std::env::var("PATH").unwrap_or_default()
     );
     let plugin = |args: &[&str]| {
-        let out = std::process::Command::new(kubectl())
+        let out = with_emulator_key(&mut std::process::Command::new(kubectl()))
             .arg("alicloud-ops")
             .args(args)
             .env("KUBECONFIG", &cluster().kubeconfig)
             .env("PATH", &path)
-            .env(
-                "ALIBABA_CLOUD_ACCESS_KEY_ID",
-                alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_ID,
-            )
-            .env(
-                "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
-                alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_SECRET,
-            )
             .output()
             .unwrap();
         (
