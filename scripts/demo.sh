@@ -73,6 +73,8 @@ The demo keeps running until Ctrl-C. In another terminal:
   $kubectl patch imageshare app-image-to-ecs --type merge -p '{"spec":{"shared":false}}'
   curl -s http://127.0.0.1:$emulator_port/_emulator/requests      # cloud calls so far
   curl -s http://127.0.0.1:$metrics_port/metrics | grep alicloud_ops_
-  $bin plan -f examples/ --endpoint http://127.0.0.1:$emulator_port   # needs the ALIBABA_CLOUD_* keys above
+  $bin plan -f examples/ --endpoint http://127.0.0.1:$emulator_port   # needs the ALIBABA_CLOUD_* keys above; reads the live objects
+  $bin status -A                                                    # or, as a kubectl plugin: kubectl alicloud-ops status -A
+  $bin reconcile imageshare/app-image-to-ecs
 MSG
 wait "${pids[2]}"
