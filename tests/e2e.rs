@@ -2198,7 +2198,6 @@ spec:
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("resources.yaml");
     std::fs::write(&file, manifests).unwrap();
-    kubectl_run(&["apply", "-f", file.to_str().unwrap()]);
 
     let plan = |extra: &[&str]| {
         let out = with_emulator_key(&mut std::process::Command::new(env!(
@@ -2226,6 +2225,18 @@ spec:
         });
         (out.status.code(), report)
     };
+    // Not in the cluster yet: both policies are new, so neither is older; one wins, by name,
+    // as the operator will decide between two created in the same second.
+    let (_, unapplied) = plan(&[]);
+    let reasons: Vec<(&str, &str)> = unapplied["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "FotaTaskPolicy")
+        .map(|r| (r["name"].as_str().unwrap(), r["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(reasons, [("hold", "InSync"), ("push", "Conflict")], "{unapplied:#}");
+    kubectl_run(&["apply", "-f", file.to_str().unwrap()]);
     let (code, before) = plan(&[]);
     assert_eq!(code, Some(1), "the losing policy's Conflict is an error: {before:#}");
     assert!(

@@ -197,43 +197,22 @@ impl Cluster {
         }
     }
 
-    /// The resource as the operator will see it once the manifest is applied: the live
-    /// object's uid, creation time and status, with the manifest's spec, labels and
-    /// annotations (the generation moves on when the spec changes). A resource not in the
-    /// cluster yet is created now. The second value says what could not be known.
-    async fn as_applied<K: ManagedKind>(
-        &self,
-        manifest: K,
-        namespace: &str,
-        name: &str,
-    ) -> Result<(K, Option<String>), String> {
-        let client = match self {
-            Cluster::Offline(why) => {
-                return Ok((
-                    manifest,
-                    Some(format!(
-                        "the live object was not read ({why}): its status, uid and creation time are unknown, so \
-                         a write it already made may be announced again"
-                    )),
-                ));
-            }
-            Cluster::Live(client, _) => client,
-        };
-        let live = kube::Api::<K>::namespaced(client.clone(), namespace)
-            .get_opt(name)
-            .await
-            .map_err(|e| {
-                format!(
-                    "reading {} {namespace}/{name} from the cluster: {e}; or plan with --offline",
-                    K::KIND
-                )
-            })?;
-        Ok((applied(manifest, live)?, None))
+    /// What a prediction cannot know without the live objects.
+    fn uncertainty(&self) -> Option<String> {
+        match self {
+            Cluster::Live(..) => None,
+            Cluster::Offline(why) => Some(format!(
+                "the live object was not read ({why}): its status, uid and creation time are unknown, so a \
+                 write it already made may be announced again"
+            )),
+        }
     }
 
-    /// Every live resource of a kind the operator compares resources with, each replaced by
-    /// its manifest where the input has one, and the input's new ones.
-    async fn peers<K: ManagedKind>(&self, manifests: Vec<Arc<K>>) -> Result<Vec<Arc<K>>, String> {
+    /// The input's resources of one kind as the operator will see them once applied (see
+    /// [`applied`]), then every live one the input does not name: the resources the operator
+    /// compares them with. One list per kind; the input's new resources share one creation
+    /// time, so none of them is older than another.
+    async fn resolve<K: ManagedKind>(&self, manifests: Vec<Arc<K>>) -> Result<Vec<Arc<K>>, String> {
         let Cluster::Live(client, _) = self else {
             return Ok(manifests);
         };
@@ -241,11 +220,12 @@ impl Cluster {
             .list(&Default::default())
             .await
             .map_err(|e| format!("listing {} in the cluster: {e}; or plan with --offline", K::KIND))?;
+        let created = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
         let key = |k: &K| crate::controller::kind::full_name(k.meta());
         let mut out = Vec::new();
         for m in &manifests {
             let same = live.items.iter().find(|l| key(l) == key(m)).cloned();
-            out.push(Arc::new(applied(m.as_ref().clone(), same)?));
+            out.push(Arc::new(applied(m.as_ref().clone(), same, &created)?));
         }
         out.extend(
             live.items
@@ -257,17 +237,20 @@ impl Cluster {
     }
 }
 
-/// `manifest` as the apiserver will hold it once applied over `live` (see
-/// [`Cluster::as_applied`]).
-fn applied<K: ManagedKind>(manifest: K, live: Option<K>) -> Result<K, String> {
+/// `manifest` as the apiserver will hold it once applied over `live`: the live object's uid,
+/// creation time and status, with the manifest's spec, labels and annotations (the generation
+/// moves on when the spec changes). A resource not in the cluster yet is created at `created`.
+fn applied<K: ManagedKind>(
+    manifest: K,
+    live: Option<K>,
+    created: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> Result<K, String> {
     let Some(live) = live else {
-        let mut created = manifest;
-        let meta = created.meta_mut();
-        meta.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            k8s_openapi::jiff::Timestamp::now(),
-        ));
+        let mut new = manifest;
+        let meta = new.meta_mut();
+        meta.creation_timestamp = Some(created.clone());
         meta.generation = Some(1);
-        return Ok(created);
+        return Ok(new);
     };
     let json = |k: &K| serde_json::to_value(k).map_err(|e| e.to_string());
     let (wanted, mut merged) = (json(&manifest)?, json(&live)?);
@@ -335,21 +318,23 @@ impl Planner {
         Ok((self.env_with(client, account), format!("{origin} (AccessKeyId {id})")))
     }
 
+    /// Plans one document of kind `K`. `resolved` is the kind's [`Cluster::resolve`]; the
+    /// operator compares a resource with `peers`.
     async fn plan_one<K: ManagedKind>(
         &self,
         doc: &Doc,
-        cluster: &Cluster,
-        all: &[Arc<K>],
+        uncertain: Option<String>,
+        resolved: &[Arc<K>],
+        peers: &[Arc<K>],
     ) -> Result<PlannedResource, String> {
-        let mut manifest: K = serde_json::from_value(doc.value.clone()).map_err(|e| format!("{}: {e}", doc.source))?;
-        let namespace = manifest
-            .meta()
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".to_string());
-        manifest.meta_mut().namespace = Some(namespace.clone());
-        let name = manifest.meta().name.clone().unwrap_or_default();
-        let (obj, uncertain) = cluster.as_applied(manifest, &namespace, &name).await?;
+        let manifest: K = serde_json::from_value(doc.value.clone()).map_err(|e| format!("{}: {e}", doc.source))?;
+        let key = crate::controller::kind::full_name(manifest.meta());
+        let obj = resolved
+            .iter()
+            .find(|r| crate::controller::kind::full_name(r.meta()) == key)
+            .map_or(manifest, |r| r.as_ref().clone());
+        let namespace = obj.meta().namespace.clone().unwrap_or_default();
+        let name = obj.meta().name.clone().unwrap_or_default();
         let mut planned = PlannedResource {
             kind: K::KIND.to_string(),
             namespace: namespace.clone(),
@@ -384,7 +369,7 @@ impl Planner {
             policy: obj.common().management_policy,
             resync: crate::controller::kind::resync_for(&obj, self.resync),
         };
-        let peers: Vec<Arc<K>> = all.to_vec();
+        let peers: Vec<Arc<K>> = peers.to_vec();
         if K::PEERS_BY_ACCOUNT {
             // The same account resolution as the operator's, from the Secrets in the input.
             let accounts = peers
@@ -442,10 +427,7 @@ fn typed<K: ManagedKind>(docs: &[&Doc]) -> Vec<Arc<K>> {
     docs.iter()
         .filter(|d| d.value["kind"] == K::KIND)
         .filter_map(|d| serde_json::from_value::<K>(d.value.clone()).ok())
-        .map(|mut k| {
-            k.meta_mut().namespace.get_or_insert_with(|| "default".to_string());
-            Arc::new(k)
-        })
+        .map(Arc::new)
         .collect()
 }
 
@@ -514,13 +496,18 @@ pub async fn run(args: &PlanArgs) -> Result<PlanReport, String> {
         snapshots: Arc::new(SnapshotCache::new(Duration::from_secs(60))),
         resync: Duration::from_secs(600),
     };
-    let fota = cluster.peers(typed::<FotaTaskPolicy>(&ours)).await?;
+    let fota = cluster.resolve(typed::<FotaTaskPolicy>(&ours)).await?;
+    let windows = cluster.resolve(typed::<DesktopMaintenanceWindow>(&ours)).await?;
+    let shares = cluster.resolve(typed::<ImageShare>(&ours)).await?;
+    let schedules = cluster.resolve(typed::<OtaSchedule>(&ours)).await?;
+    let uncertain = cluster.uncertainty();
     for d in ours {
+        let u = uncertain.clone();
         let planned = match d.value["kind"].as_str().unwrap_or("") {
-            "FotaTaskPolicy" => planner.plan_one::<FotaTaskPolicy>(d, &cluster, &fota).await,
-            "DesktopMaintenanceWindow" => planner.plan_one::<DesktopMaintenanceWindow>(d, &cluster, &[]).await,
-            "ImageShare" => planner.plan_one::<ImageShare>(d, &cluster, &[]).await,
-            _ => planner.plan_one::<OtaSchedule>(d, &cluster, &[]).await,
+            "FotaTaskPolicy" => planner.plan_one(d, u, &fota, &fota).await,
+            "DesktopMaintenanceWindow" => planner.plan_one(d, u, &windows, &[]).await,
+            "ImageShare" => planner.plan_one(d, u, &shares, &[]).await,
+            _ => planner.plan_one(d, u, &schedules, &[]).await,
         };
         match planned {
             Ok(p) => report.resources.push(p),
