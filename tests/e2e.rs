@@ -15,7 +15,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use support::cluster::*;
-use support::emulator;
+use support::{emulator, with_emulator_key};
 
 const WAIT: Duration = Duration::from_secs(60);
 

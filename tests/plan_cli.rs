@@ -31,19 +31,10 @@ fn args(emu_url: &str, files: &[&str]) -> PlanArgs {
 }
 
 fn binary(emu_url: &str, extra: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_alicloud-ops-operator"))
+    with_emulator_key(&mut Command::new(env!("CARGO_BIN_EXE_alicloud-ops-operator")))
         .args(["plan", "--offline"])
         .args(["--endpoint", emu_url])
         .args(extra)
-        .env(
-            "ALIBABA_CLOUD_ACCESS_KEY_ID",
-            alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_ID,
-        )
-        .env(
-            "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
-            alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_SECRET,
-        )
-        .env_remove("ALICLOUD_OPS_ENDPOINT")
         .output()
         .unwrap()
 }

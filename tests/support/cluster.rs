@@ -220,20 +220,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The emulator's default access key in a command's environment, and no endpoint but the
-/// one the command is given.
-pub fn with_emulator_key(cmd: &mut Command) -> &mut Command {
-    cmd.env(
-        "ALIBABA_CLOUD_ACCESS_KEY_ID",
-        alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_ID,
-    )
-    .env(
-        "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
-        alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_SECRET,
-    )
-    .env_remove("ALICLOUD_OPS_ENDPOINT")
-}
-
 /// The operator binary, running as a separate process with the ServiceAccount's RBAC.
 pub struct Operator {
     child: Option<Child>,
@@ -276,7 +262,7 @@ impl Operator {
         .args(extra)
         .env("KUBECONFIG", &cluster().operator_kubeconfig)
         .env("RUST_LOG", "info,kube_client=error,alicloud_ops_operator=debug");
-        with_emulator_key(&mut cmd);
+        super::with_emulator_key(&mut cmd);
         // Defaults for tests, unless the test gives its own.
         for (flag, value) in [
             ("--resync-interval", "3s"),

@@ -70,3 +70,17 @@ pub fn client_with(emu: &Emulator, version: SignatureVersion, source: Credential
 }
 
 pub const BOTH: [SignatureVersion; 2] = [SignatureVersion::V2, SignatureVersion::V3];
+
+/// The emulator's default access key in a command's environment, and no endpoint but the
+/// one the command is given.
+pub fn with_emulator_key(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    cmd.env(
+        "ALIBABA_CLOUD_ACCESS_KEY_ID",
+        alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_ID,
+    )
+    .env(
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+        alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_SECRET,
+    )
+    .env_remove("ALICLOUD_OPS_ENDPOINT")
+}
