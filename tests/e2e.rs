@@ -121,6 +121,41 @@ where
     serde_json::to_string(&items).unwrap()
 }
 
+/// `Kind/name reason: message` of every object of a kind in `ns` that is not Ready (for
+/// the message of a timeout).
+async fn not_ready_of<K>(client: &Client, ns: &str) -> Vec<String>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let Ok(list) = Api::<K>::namespaced(client.clone(), ns).list(&Default::default()).await else {
+        return vec![format!("{}: cannot list", K::kind(&()))];
+    };
+    list.items
+        .iter()
+        .filter_map(|obj| {
+            let v = serde_json::to_value(obj).unwrap();
+            let ready = v["status"]["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned());
+            match ready {
+                Some(c) if c["status"] == "True" => None,
+                Some(c) => Some(format!(
+                    "{}/{} {}: {}",
+                    K::kind(&()),
+                    obj.name_any(),
+                    c["reason"].as_str().unwrap_or(""),
+                    c["message"].as_str().unwrap_or("")
+                )),
+                None => Some(format!("{}/{}: no Ready condition", K::kind(&()), obj.name_any())),
+            }
+        })
+        .collect()
+}
+
 /// Runs `$body` with `$K` standing for the kind named by `$kind`.
 macro_rules! with_kind {
     ($kind:expr, $K:ident => $body:expr) => {
@@ -1337,34 +1372,74 @@ async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
 
     // Converged: every version approved, the window over, tasks and images as specified.
     let state = || emu.world().state();
-    eventually("converged after the storm", Duration::from_secs(90), || async {
+    eventually_all("converged after the storm", Duration::from_secs(90), || async {
         let s = state();
-        let approved = s
+        let mut unmet = Vec::new();
+        let unapproved: Vec<&str> = s
             .appstream
             .app_instance_groups
             .iter()
-            .filter(|g| g.group.app_instance_group_id.starts_with("aig-cx"))
-            .all(|g| g.scheduled_upgrade.is_some());
-        let windows_over = chrono::Utc::now() > close
-            && (1..=2 * windows).all(|n| {
-                !s.ecd["cn-hangzhou"]
+            .filter(|g| g.group.app_instance_group_id.starts_with("aig-cx") && g.scheduled_upgrade.is_none())
+            .map(|g| g.group.app_instance_group_id.as_str())
+            .collect();
+        if !unapproved.is_empty() {
+            unmet.push(format!("OTA not approved for {unapproved:?}"));
+        }
+        if chrono::Utc::now() <= close {
+            unmet.push("the window has not closed yet".into());
+        }
+        let held: Vec<String> = (1..=2 * windows)
+            .map(desk)
+            .filter(|id| {
+                s.ecd["cn-hangzhou"]
                     .desktops
                     .iter()
-                    .any(|d| d.desktop_id == desk(n) && d.in_maintenance())
-            });
-        let tasks_flipped = tasks.iter().all(|(uid, before)| {
-            s.ecd["cn-hangzhou"]
-                .fota_tasks
-                .iter()
-                .any(|t| &t.task_uid == uid && &t.status != before)
-        });
-        let images_right = (1..=images).all(|i| {
-            s.swas["cn-hangzhou"]
-                .custom_images
-                .iter()
-                .any(|img| img.image_id == format!("m-cx{i:04}") && img.in_share == (i % 2 == 1))
-        });
-        (approved && windows_over && tasks_flipped && images_right).then_some(())
+                    .any(|d| &d.desktop_id == id && d.in_maintenance())
+            })
+            .collect();
+        if !held.is_empty() {
+            unmet.push(format!("desktops still in maintenance: {held:?}"));
+        }
+        let unflipped: Vec<&str> = tasks
+            .iter()
+            .filter(|(uid, before)| {
+                !s.ecd["cn-hangzhou"]
+                    .fota_tasks
+                    .iter()
+                    .any(|t| &t.task_uid == uid && &t.status != before)
+            })
+            .map(|(uid, _)| uid.as_str())
+            .collect();
+        if !unflipped.is_empty() {
+            unmet.push(format!("FOTA tasks not flipped: {unflipped:?}"));
+        }
+        let wrong_images: Vec<String> = (1..=images)
+            .map(|i| format!("m-cx{i:04}"))
+            .filter(|id| {
+                let want = id.ends_with(|c: char| c.to_digit(10).is_some_and(|d| d % 2 == 1));
+                !s.swas["cn-hangzhou"]
+                    .custom_images
+                    .iter()
+                    .any(|img| &img.image_id == id && img.in_share == want)
+            })
+            .collect();
+        if !wrong_images.is_empty() {
+            unmet.push(format!("images not as specified: {wrong_images:?}"));
+        }
+        if unmet.is_empty() {
+            return Ok(());
+        }
+        // Say what the operator thinks of the resources behind what is not met.
+        let mut not_ready = Vec::new();
+        for kind in [
+            "FotaTaskPolicy",
+            "OtaSchedule",
+            "DesktopMaintenanceWindow",
+            "ImageShare",
+        ] {
+            not_ready.extend(with_kind!(kind, K => not_ready_of::<K>(&client, &ns).await));
+        }
+        Err(format!("{}; resources not Ready: {not_ready:?}", unmet.join("; ")))
     })
     .await;
 

@@ -6,7 +6,7 @@ use alicloud_ops_operator::api::common::{CommonSpec, CredentialsRef};
 use alicloud_ops_operator::api::fota::{
     FotaTaskPolicySpec, FotaTaskPolicyStatus, ObservedTask, TaskUid, WrittenStatus,
 };
-use alicloud_ops_operator::api::image_share::{DeletionPolicy, ImageShareSpec, ImageShareStatus};
+use alicloud_ops_operator::api::image_share::{DeletionPolicy, ImageShareSpec, ImageShareStatus, ShareWrite};
 use alicloud_ops_operator::api::maintenance::{
     DesktopId, DesktopMaintenanceWindowSpec, DesktopMaintenanceWindowStatus, DesktopSelector, FixedWindow, Phase,
     RecurringWindow, WindowTimes,
@@ -726,6 +726,146 @@ mod image_share {
         let s = spec(true, DeletionPolicy::UnShare);
         let out = fresh(cleanup, &s, None, &ctx("2026-11-22T10:00:00Z"));
         assert!(out.actions.is_empty(), "a missing image counts as done");
+    }
+    fn written(op: &str, at: &str, answered: Option<&str>) -> ImageShareStatus {
+        ImageShareStatus {
+            in_share: Some(op == "UnShare"),
+            share_operations: 1,
+            last_write: Some(ShareWrite {
+                operation: op.into(),
+                at: at.into(),
+                generation: 1,
+                client_token: "ishare-recorded".into(),
+                answered_at: answered.map(Into::into),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn after(
+        f: fn(
+            &ImageShareInput<'_>,
+            &PlanContext,
+        ) -> reconcile::Outcome<reconcile::image_share::ModifyShare, ImageShareStatus>,
+        spec: &ImageShareSpec,
+        image: &CustomImage,
+        previous: &ImageShareStatus,
+        listed_at: &str,
+        ctx: &PlanContext,
+    ) -> reconcile::Outcome<reconcile::image_share::ModifyShare, ImageShareStatus> {
+        f(
+            &ImageShareInput {
+                spec,
+                uid: "u",
+                image: Some(image),
+                listed_at: t(listed_at),
+                previous,
+            },
+            ctx,
+        )
+    }
+
+    /// A recorded intent is not a sent write: one the cloud never answered is sent again
+    /// with the same ClientToken (never waited for), and the count does not move.
+    #[test]
+    fn an_unanswered_write_is_sent_again_with_its_own_token() {
+        let s = spec(true, DeletionPolicy::Retain);
+        let prev = written("Share", "2026-11-22T10:00:00Z", None);
+        let out = after(
+            plan,
+            &s,
+            &image(false),
+            &prev,
+            "2026-11-22T10:00:20Z",
+            &ctx("2026-11-22T10:00:30Z"),
+        );
+        assert_eq!(out.actions.len(), 1, "{:?}", out.verdict);
+        assert_eq!(out.actions[0].client_token, "ishare-recorded");
+        assert_eq!(out.status.share_operations, 1);
+        let answered = out.status.last_write.expect("the answer is recorded");
+        assert_eq!(answered.answered_at.as_deref(), Some("2026-11-22T10:00:30.000Z"));
+        // The intent still says "unanswered": a crash before the answer sends it again.
+        let intent = out.intent.expect("an intent");
+        assert_eq!(intent.last_write.unwrap().answered_at, None);
+        // Once a later list shows it, the record is done with.
+        let out = after(
+            plan,
+            &s,
+            &image(true),
+            &prev,
+            "2026-11-22T10:00:20Z",
+            &ctx("2026-11-22T10:00:30Z"),
+        );
+        assert!(out.actions.is_empty());
+        assert_eq!(out.status.last_write, None);
+    }
+
+    /// A write the cloud answered stands for the list until it shows, whatever the
+    /// generation (deletion and unrelated edits bump it), and Ready does not flip.
+    #[test]
+    fn an_answered_write_stands_for_the_list_across_generations_without_flipping_ready() {
+        let s = spec(true, DeletionPolicy::UnShare);
+        let prev = written("Share", "2026-11-22T10:00:00Z", Some("2026-11-22T10:00:01Z"));
+        let gen2 = PlanContext {
+            generation: 2,
+            ..ctx("2026-11-22T10:00:30Z")
+        };
+        for listed_at in ["2026-11-22T09:59:00Z", "2026-11-22T10:00:20Z"] {
+            let out = after(plan, &s, &image(false), &prev, listed_at, &gen2);
+            assert!(
+                out.actions.is_empty(),
+                "listed at {listed_at}: a second Share was planned"
+            );
+            assert_eq!(out.verdict.reason, Reason::InSync, "listed at {listed_at}");
+            assert_eq!(out.status.in_share, Some(true));
+        }
+        // Deletion waits for it to show before it unshares, and counts it as shared.
+        let out = after(cleanup, &s, &image(false), &prev, "2026-11-22T10:00:20Z", &gen2);
+        assert!(out.actions.is_empty());
+        assert_eq!(out.verdict.reason, Reason::Applying);
+        assert_eq!(out.status.in_share, Some(true));
+        // It never showed within the grace: the list is what it is, and a new token goes.
+        let late = PlanContext {
+            generation: 2,
+            ..ctx("2026-11-22T10:06:00Z")
+        };
+        let out = after(plan, &s, &image(false), &prev, "2026-11-22T10:05:59Z", &late);
+        assert_eq!(out.actions.len(), 1);
+        assert_ne!(out.actions[0].client_token, "ishare-recorded");
+    }
+
+    /// Deletion computes what remains from what the cloud shows, not from an old status:
+    /// the intent of its UnShare says the image is shared, so a failed call keeps the
+    /// finalizer.
+    #[test]
+    fn deletion_records_what_the_cloud_shows_before_it_unshares() {
+        let s = spec(true, DeletionPolicy::UnShare);
+        let prev = ImageShareStatus {
+            in_share: Some(false),
+            ..Default::default()
+        };
+        let out = after(
+            cleanup,
+            &s,
+            &image(true),
+            &prev,
+            "2026-11-22T10:00:00Z",
+            &ctx("2026-11-22T10:00:00Z"),
+        );
+        assert_eq!(out.actions.len(), 1);
+        assert_eq!(out.intent.unwrap().in_share, Some(true));
+        // A Share whose outcome is unknown may have landed: deletion unshares anyway.
+        let prev = written("Share", "2026-11-22T10:00:00Z", None);
+        let out = after(
+            cleanup,
+            &s,
+            &image(false),
+            &prev,
+            "2026-11-22T09:59:00Z",
+            &ctx("2026-11-22T10:00:30Z"),
+        );
+        assert_eq!(out.actions.len(), 1);
+        assert_eq!(out.actions[0].operation, ShareOperation::UnShare);
     }
 }
 

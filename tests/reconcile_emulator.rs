@@ -71,6 +71,7 @@ impl Harness {
     async fn step<K: HasStatus>(&self, obj: &mut K, now: DateTime<Utc>, stage: Stage) -> Reconciled<K> {
         let ctx = PlanContext {
             policy: obj.common().management_policy,
+            generation: obj.meta().generation.unwrap_or(1),
             ..manage_ctx(now)
         };
         let r = reconcile_once(obj, &self.env, &[], &ctx, stage, false, &self.sink)
@@ -828,9 +829,10 @@ async fn a_share_that_has_not_shown_yet_is_waited_for_not_sent_again() {
     // The cloud does not show it yet: wait, do not send again.
     h.emu.world().clock.advance(chrono::Duration::seconds(15)).unwrap();
     let r = h.step(&mut img, t0 + chrono::Duration::seconds(15), Stage::Apply).await;
-    assert_eq!(r.verdict.reason, Reason::Applying);
+    // The cloud answered it: it stands for the list, and Ready says so.
+    assert_eq!(r.verdict.reason, Reason::InSync);
     assert!(
-        r.verdict.message.contains("waiting for the cloud"),
+        r.verdict.message.contains("does not show it yet"),
         "{}",
         r.verdict.message
     );
@@ -868,4 +870,172 @@ async fn a_share_that_has_not_shown_yet_is_waited_for_not_sent_again() {
     let sent = log_of(&h, "ModifyImageShareStatus");
     assert_eq!(sent.len(), 3);
     assert_ne!(sent[1].params.get("ClientToken"), sent[2].params.get("ClientToken"));
+}
+
+fn image_shared(h: &Harness, id: &str) -> bool {
+    h.emu.world().state().swas["cn-hangzhou"]
+        .custom_images
+        .iter()
+        .any(|i| i.image_id == id && i.in_share)
+}
+
+/// A recorded intent is not a sent write: a Share whose call failed is sent again with the
+/// same ClientToken at the next reconcile, never waited for as if it were settling.
+#[tokio::test]
+async fn a_share_whose_call_failed_is_sent_again_with_the_same_token() {
+    let h = Harness::new().await;
+    // Every attempt of the client's retries fails.
+    fault(
+        &h,
+        serde_json::json!({"action": "ModifyImageShareStatus", "code": "ServiceUnavailable"}),
+    );
+    let mut img = in_sync_image(3);
+    img.spec.shared = true;
+    let r = h.step(&mut img, Utc::now(), Stage::Apply).await;
+    assert!(r.error.is_some(), "the first call fails");
+    h.emu.world().clear_faults();
+    let failed = log_of(&h, "ModifyImageShareStatus");
+    let r = h.step(&mut img, Utc::now(), Stage::Apply).await;
+    assert!(r.error.is_none(), "{:?}", r.error);
+    let sent = log_of(&h, "ModifyImageShareStatus");
+    assert_eq!(
+        sent.len(),
+        failed.len() + 1,
+        "the failed Share was not sent again: {}",
+        r.verdict.message
+    );
+    assert!(
+        sent.iter()
+            .all(|r| r.params.get("ClientToken") == sent[0].params.get("ClientToken"))
+    );
+    assert!(image_shared(&h, "m-hz0003"));
+    // An answer lost after the cloud applied it: the same token is answered again, and
+    // nothing is applied twice.
+    fault(
+        &h,
+        serde_json::json!({"action": "ModifyImageShareStatus", "code": "ServiceUnavailable", "afterApply": true}),
+    );
+    img.spec.shared = false;
+    let r = h.step(&mut img, Utc::now(), Stage::Apply).await;
+    assert!(r.error.is_some(), "every answer is lost");
+    h.emu.world().clear_faults();
+    let sent = log_of(&h, "ModifyImageShareStatus");
+    h.env.invalidate("ListCustomImages", "cn-hangzhou");
+    let r = h.step(&mut img, Utc::now(), Stage::Apply).await;
+    assert_eq!(r.verdict.reason, Reason::InSync, "{}", r.verdict.message);
+    assert!(!image_shared(&h, "m-hz0003"));
+    assert_eq!(
+        log_of(&h, "ModifyImageShareStatus").len(),
+        sent.len(),
+        "the UnShare shows: nothing is sent again"
+    );
+}
+
+/// Deletion bumps the generation. A Share that the cloud answered and does not show yet
+/// still counts: deletion waits for it, then unshares, and only then is the cloud clean.
+#[tokio::test]
+async fn deletion_waits_for_a_share_that_has_not_shown_yet_then_unshares() {
+    let h = Harness::new().await;
+    h.emu.world().update_state(|s| {
+        s.settle_seconds.insert("ModifyImageShareStatus".into(), 30);
+    });
+    let mut img = in_sync_image(3);
+    img.spec.shared = true;
+    img.spec.deletion_policy = DeletionPolicy::UnShare;
+    img.metadata.generation = Some(1);
+    h.step(&mut img, Utc::now(), Stage::Apply).await;
+    assert_eq!(h.writes("ModifyImageShareStatus"), 1);
+    img.metadata.generation = Some(2);
+    let r = h.step(&mut img, Utc::now(), Stage::Cleanup).await;
+    assert!(
+        !r.recorded.is_empty(),
+        "the Share that has not shown was forgotten: {}",
+        r.verdict.message
+    );
+    assert_eq!(
+        h.writes("ModifyImageShareStatus"),
+        1,
+        "an UnShare raced the settling Share"
+    );
+    h.emu.world().clock.advance(chrono::Duration::seconds(31)).unwrap();
+    assert!(image_shared(&h, "m-hz0003"), "the Share landed");
+    let r = h.step(&mut img, Utc::now(), Stage::Cleanup).await;
+    assert_eq!(r.applied.len(), 1, "{}", r.verdict.message);
+    assert!(!r.recorded.is_empty(), "the UnShare has not shown yet");
+    h.emu.world().clock.advance(chrono::Duration::seconds(31)).unwrap();
+    let r = h.step(&mut img, Utc::now(), Stage::Cleanup).await;
+    assert!(r.recorded.is_empty(), "{:?}", r.recorded);
+    assert!(!image_shared(&h, "m-hz0003"));
+}
+
+/// Ready does not flip back while a write the cloud answered settles, and an unrelated
+/// edit (a new generation) does not send a second Share with a new ClientToken.
+#[tokio::test]
+async fn a_settling_share_keeps_ready_and_survives_an_unrelated_edit() {
+    let h = Harness::with_snapshot_max_age(Duration::from_secs(3600)).await;
+    h.emu.world().update_state(|s| {
+        s.settle_seconds.insert("ModifyImageShareStatus".into(), 30);
+    });
+    let mut img = in_sync_image(3);
+    img.spec.shared = true;
+    img.metadata.generation = Some(1);
+    let r = h.step(&mut img, Utc::now(), Stage::Apply).await;
+    assert_eq!(r.verdict.reason, Reason::Applying);
+    let mut reasons = Vec::new();
+    for step in 0..3 {
+        if step == 1 {
+            // A new list, which does not show the Share yet.
+            h.env.invalidate("ListCustomImages", "cn-hangzhou");
+        }
+        if step == 2 {
+            img.spec.common.resync_interval = Some("20m".into());
+            img.metadata.generation = Some(2);
+        }
+        let r = h.step(&mut img, Utc::now(), Stage::Apply).await;
+        reasons.push((r.verdict.reason, r.verdict.message));
+    }
+    assert!(
+        reasons.iter().all(|(r, _)| *r == Reason::InSync),
+        "Ready flipped while the Share settled: {reasons:?}"
+    );
+    assert_eq!(h.writes("ModifyImageShareStatus"), 1, "a second Share was sent");
+}
+
+/// An UnShare held back by the account's quota on deletion: what remains is what the cloud
+/// shows now, not an old status that says the image is not shared, so the finalizer stays.
+#[tokio::test]
+async fn an_unshare_held_back_by_the_quota_keeps_what_the_cloud_shows() {
+    use alicloud_ops_operator::api::image_share::ImageShareStatus;
+    use alicloud_ops_operator::cloud::CloudClient;
+    use alicloud_ops_operator::cloud::Product;
+    use alicloud_ops_operator::cloud::client::ClientSettings;
+    use alicloud_ops_operator::cloud::ratelimit::RateLimitConfig;
+    let mut h = Harness::new().await;
+    // The documented quota, as the operator runs with it.
+    let with_quota = ClientSettings {
+        limits: RateLimitConfig::default(),
+        ..settings(&h.emu, SignatureVersion::V3)
+    };
+    let base = CloudClient::build(with_quota, default_key(), Default::default()).unwrap();
+    for i in 0..10 {
+        base.for_holder(&format!("other-{i}"))
+            .admit(Product::SwasOpen, "cn-hangzhou", "ModifyImageShareStatus")
+            .await
+            .unwrap();
+    }
+    h.env.cloud = base.for_holder("img1");
+    // m-hz0001 is shared; the status (restored from a backup, say) says it is not.
+    let mut img = in_sync_image(1);
+    img.spec.deletion_policy = DeletionPolicy::UnShare;
+    img.status = Some(ImageShareStatus {
+        in_share: Some(false),
+        ..Default::default()
+    });
+    let r = h.step(&mut img, Utc::now(), Stage::Cleanup).await;
+    assert_eq!(r.verdict.reason, Reason::Throttled, "{}", r.verdict.message);
+    assert_eq!(h.writes("ModifyImageShareStatus"), 0);
+    assert!(
+        !r.recorded.is_empty(),
+        "deletion would release the finalizer with the image shared"
+    );
 }

@@ -91,9 +91,11 @@ pub struct ImageShareStatus {
     /// ClientToken, so a retried call never acts twice and a drift repair gets a new one.
     #[serde(default)]
     pub share_operations: i32,
-    /// The last ModifyImageShareStatus the operator sent. A share can take a while to show
-    /// in the cloud; until it does (for a few minutes at most) the operator waits for it
-    /// instead of sending another call with a new ClientToken.
+    /// The last ModifyImageShareStatus the operator recorded before sending it. Until the
+    /// cloud answers it with success it is sent again with the same ClientToken (which the
+    /// cloud applies at most once); once answered, a share can take a while to show in the
+    /// cloud, and until it does (for 5 minutes at most) the operator waits for it instead of
+    /// sending another call with a new ClientToken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_write: Option<ShareWrite>,
 }
@@ -104,8 +106,15 @@ pub struct ImageShareStatus {
 pub struct ShareWrite {
     /// `Share` or `UnShare`.
     pub operation: String,
-    /// When it was sent (RFC 3339).
+    /// When it was recorded, before the call (RFC 3339).
     pub at: String,
     /// The generation of the spec it was sent for.
     pub generation: i64,
+    /// The call's ClientToken.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client_token: String,
+    /// When the cloud answered it with success (RFC 3339). Absent while its outcome is
+    /// unknown: the call failed, its answer was lost, or the operator stopped first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_at: Option<String>,
 }

@@ -66,7 +66,8 @@ impl KindEnv {
         self.snapshot_listed(list, region, fresh, fetch).await.map(|(v, _)| v)
     }
 
-    /// As [`KindEnv::snapshot`], with the time the list completed.
+    /// As [`KindEnv::snapshot`], with the time the list started (see
+    /// [`SnapshotCache::get_listed`]).
     pub async fn snapshot_listed<T, F, Fut>(
         &self,
         list: &'static str,
@@ -81,8 +82,9 @@ impl KindEnv {
     {
         let cloud = self.cloud.shared();
         if fresh {
+            let started = chrono::Utc::now();
             let value = fetch(cloud).await?;
-            return Ok((Arc::new(value), chrono::Utc::now()));
+            return Ok((Arc::new(value), started));
         }
         self.snapshots
             .get_listed(self.key(list, region), self.max_age, || fetch(cloud))
@@ -215,6 +217,19 @@ pub trait ManagedKind:
     /// Some cloud answers mean "nothing to do" rather than failure (OtaTask.Running).
     fn interpret_error(_err: &CloudError) -> Option<Verdict> {
         None
+    }
+
+    /// Notes in `status` (the status once every write succeeded) that the cloud answered
+    /// `action` with success at `answered_at`, for kinds that tell a sent write from an
+    /// intent (ImageShare: a list started before the answer cannot be relied on to show it).
+    fn record_answer(_status: &mut Self::Status, _action: &Self::Action, _answered_at: chrono::DateTime<chrono::Utc>) {}
+
+    /// The status to keep when the client-side limits held the writes back: nothing was
+    /// recorded or sent, so `previous` stays, but a kind may take from `intent` (the status
+    /// it would have recorded) what it observed of the cloud, so that what deletion still
+    /// owes is computed from what the cloud shows now.
+    fn status_held_back(previous: Self::Status, _intent: Option<&Self::Status>) -> Self::Status {
+        previous
     }
 
     /// The status to keep after a write failed: `recorded` is the intent written before it

@@ -108,15 +108,16 @@ pub async fn reconcile_once<K: ManagedKind, S: StatusSink<K>>(
             // The client-side limits have no room now: nothing is recorded or sent, the
             // resource keeps its turn, and comes back when it is due. No worker waits.
             synced = false;
+            let kept = K::status_held_back(previous.clone(), outcome.intent.as_ref());
             match e.deferred_for() {
                 Some(wait) => (
-                    previous.clone(),
+                    kept,
                     Verdict::not_ready(Reason::Throttled, e.summary()),
                     Some(wait),
                     None,
                     outcome.has_drift(),
                 ),
-                None => (previous.clone(), error_verdict(&e), None, Some(e), outcome.has_drift()),
+                None => (kept, error_verdict(&e), None, Some(e), outcome.has_drift()),
             }
         }
         (Ok(outcome), None) => {
@@ -130,9 +131,11 @@ pub async fn reconcile_once<K: ManagedKind, S: StatusSink<K>>(
                 sink.write(obj, intent).await?;
             }
             let mut failure = None;
+            let mut status = outcome.status;
             for action in &outcome.actions {
                 match obj.execute(env, action).await {
                     Ok(()) => {
+                        K::record_answer(&mut status, action, chrono::Utc::now());
                         applied.push(K::describe(action));
                         events.push((K::event_reason(action), K::describe(action)));
                     }
@@ -143,7 +146,7 @@ pub async fn reconcile_once<K: ManagedKind, S: StatusSink<K>>(
                 }
             }
             match failure {
-                None => (outcome.status, outcome.verdict, outcome.requeue_after, None, drift),
+                None => (status, outcome.verdict, outcome.requeue_after, None, drift),
                 Some(e) => {
                     let recorded = intent.unwrap_or_else(|| previous.clone());
                     let fallback = K::status_after_failure(recorded, &e);

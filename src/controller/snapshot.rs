@@ -38,7 +38,7 @@ pub struct SnapshotKey {
 
 type Value = Arc<dyn Any + Send + Sync>;
 type Update = Box<dyn FnMut(&mut dyn Any) + Send>;
-/// A list and the wall-clock time it completed.
+/// A list and the wall-clock time it started.
 type Listed = (Value, chrono::DateTime<chrono::Utc>);
 type Landing = Shared<BoxFuture<'static, Result<Listed, CloudError>>>;
 
@@ -53,7 +53,7 @@ struct InFlight {
 
 #[derive(Default)]
 struct Entry {
-    /// The newest list, when it completed (for its age), and the wall-clock time of that.
+    /// The newest list, when it completed (for its age), and the wall-clock time it started.
     value: Option<(Value, Instant, chrono::DateTime<chrono::Utc>)>,
     stale: bool,
     in_flight: Option<InFlight>,
@@ -153,8 +153,8 @@ impl SnapshotCache {
         self.get_listed(key, max_age, fetch).await.map(|(v, _)| v)
     }
 
-    /// As [`SnapshotCache::get`], with when the list completed: a reader that wrote since
-    /// can tell whether the list could show its write.
+    /// As [`SnapshotCache::get`], with when the list started: a reader that wrote since can
+    /// tell that the list cannot be relied on to show its write (even one replayed onto it).
     pub async fn get_listed<T, F, Fut>(
         &self,
         key: SnapshotKey,
@@ -204,6 +204,10 @@ impl SnapshotCache {
         let metrics = self.metrics.clone();
         let task = tokio::spawn(async move {
             let started = Instant::now();
+            // The list shows the cloud as of some time after it started; writes made while
+            // it runs may or may not show (our own are replayed onto it below), so a reader
+            // compares its writes with the start.
+            let listed_at = chrono::Utc::now();
             let (result, cost) = measure(std::panic::AssertUnwindSafe(fetch).catch_unwind()).await;
             let label = ListLabel {
                 list: key.list.to_string(),
@@ -222,7 +226,6 @@ impl SnapshotCache {
                 result.unwrap_or_else(|_| Err(CloudError::InvalidRequest(format!("listing {} panicked", key.list))));
             let mut entries = entries.lock().expect("snapshot lock");
             let entry = entries.entry(key).or_default();
-            let listed_at = chrono::Utc::now();
             let Some(flight) = entry.in_flight.take_if(|f| f.id == id) else {
                 return result.map(|v| (Arc::new(v) as Value, listed_at));
             };
@@ -444,6 +447,32 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(*v, vec![7]);
+    }
+
+    /// A write replayed onto a list in flight must not make the list look as if it had read
+    /// the write from the cloud: the list is dated from its start, before the write.
+    #[tokio::test]
+    async fn a_list_in_flight_is_dated_before_a_write_replayed_onto_it() {
+        let cache = Arc::new(SnapshotCache::new(LONG));
+        let calls = Arc::new(AtomicU32::new(0));
+        let reader = {
+            let (cache, calls) = (cache.clone(), calls.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_listed(key("r"), LONG, counted(&calls, Duration::from_millis(200), vec![1]))
+                    .await
+                    .unwrap()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let written_at = chrono::Utc::now();
+        cache.update::<Vec<i32>>(&key("r"), |v| v.push(2));
+        let (value, listed_at) = reader.await.unwrap();
+        assert_eq!(*value, vec![1, 2], "the write is replayed onto the list");
+        assert!(
+            listed_at < written_at,
+            "the list is dated {listed_at}, after the write replayed onto it at {written_at}"
+        );
     }
 
     #[tokio::test]

@@ -212,6 +212,26 @@ where
     }
 }
 
+/// Like [`eventually`], for a check of several conditions: `check` says which did not hold
+/// (and why), and a timeout names them, as they stood at the last look.
+pub async fn eventually_all<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let started = Instant::now();
+    loop {
+        let unmet = match check().await {
+            Ok(v) => return v,
+            Err(unmet) => unmet,
+        };
+        if started.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for: {what}; not met: {unmet}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -84,6 +84,12 @@ impl ShareOperation {
             ShareOperation::UnShare => "UnShare",
         }
     }
+
+    pub fn parse(text: &str) -> Option<ShareOperation> {
+        [ShareOperation::Share, ShareOperation::UnShare]
+            .into_iter()
+            .find(|o| o.as_str() == text)
+    }
 }
 
 /// Shares a custom image to ECS or stops sharing it. `client_token` (ASCII, at most 64

@@ -26,6 +26,9 @@ impl ManagedKind for ImageShare {
     const KIND: &'static str = "ImageShare";
     const WRITE: (Product, &'static str) = (Product::SwasOpen, "ModifyImageShareStatus");
     const READS_PEERS: bool = false;
+    /// Every write is decided on a read of its own image (one call): a list that is
+    /// minutes old must not send a second Share while the first one settles.
+    const FRESH_READ_BEFORE_WRITE: bool = true;
 
     crate::kind_accessors!(ImageShareStatus, region_id);
     fn needs_finalizer(&self) -> bool {
@@ -41,18 +44,28 @@ impl ManagedKind for ImageShare {
         fresh: bool,
     ) -> Result<Outcome<ModifyShare, ImageShareStatus>, CloudError> {
         let region = self.spec.region_id.clone();
-        let (images, listed_at) = env
-            .snapshot_listed(LIST, &region, fresh, |cloud| {
-                let region = region.clone();
-                async move { swas::list_custom_images(&cloud, &region, &[]).await.map(by_id) }
-            })
-            .await?;
+        // Deletion reads its own image fresh: the finalizer goes on what the cloud shows now.
+        let id = &self.spec.image_id;
+        let (image, listed_at) = if fresh || stage == Stage::Cleanup {
+            let listed_at = chrono::Utc::now();
+            let ids = [id.clone()];
+            let images = swas::list_custom_images(&env.cloud, &region, &ids).await?;
+            (images.into_iter().find(|i| &i.image_id == id), listed_at)
+        } else {
+            let (images, listed_at) = env
+                .snapshot_listed(LIST, &region, false, |cloud| {
+                    let region = region.clone();
+                    async move { swas::list_custom_images(&cloud, &region, &[]).await.map(by_id) }
+                })
+                .await?;
+            (images.get(id).cloned(), listed_at)
+        };
         let previous = self.status.clone().unwrap_or_default();
         let uid = self.metadata.uid.clone().unwrap_or_default();
         let input = ImageShareInput {
             spec: &self.spec,
             uid: &uid,
-            image: images.get(&self.spec.image_id),
+            image: image.as_ref(),
             listed_at,
             previous: &previous,
         };
@@ -86,13 +99,39 @@ impl ManagedKind for ImageShare {
         r
     }
 
-    /// With `deletionPolicy: UnShare`, deletion owes an unshare while the image is shared.
+    /// With `deletionPolicy: UnShare`, deletion owes an unshare while the image is shared,
+    /// and waits for a write of ours that has not shown in the cloud yet.
     fn recorded(&self, status: &ImageShareStatus) -> Vec<String> {
-        if self.spec.deletion_policy == DeletionPolicy::UnShare && status.in_share == Some(true) {
-            vec![format!("image {} shared to ECS", self.spec.image_id)]
-        } else {
-            vec![]
+        if self.spec.deletion_policy != DeletionPolicy::UnShare {
+            return vec![];
         }
+        if status.in_share == Some(true) {
+            return vec![format!("image {} shared to ECS", self.spec.image_id)];
+        }
+        match &status.last_write {
+            Some(w) => vec![format!(
+                "{} of image {} recorded at {}, not shown by the cloud yet",
+                w.operation, self.spec.image_id, w.at
+            )],
+            None => vec![],
+        }
+    }
+
+    /// What the cloud shows of the image, without the write that was not sent.
+    fn status_held_back(previous: ImageShareStatus, intent: Option<&ImageShareStatus>) -> ImageShareStatus {
+        match intent {
+            Some(observed) => ImageShareStatus {
+                in_share: observed.in_share,
+                image_name: observed.image_name.clone(),
+                image_status: observed.image_status.clone(),
+                ..previous
+            },
+            None => previous,
+        }
+    }
+
+    fn record_answer(status: &mut ImageShareStatus, action: &ModifyShare, answered_at: chrono::DateTime<chrono::Utc>) {
+        crate::reconcile::image_share::record_answer(status, action, answered_at);
     }
 
     fn event_reason(action: &ModifyShare) -> &'static str {
