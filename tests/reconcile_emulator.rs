@@ -1039,3 +1039,30 @@ async fn an_unshare_held_back_by_the_quota_keeps_what_the_cloud_shows() {
         "deletion would release the finalizer with the image shared"
     );
 }
+
+/// One unknown id in `desktopIds` must not cost the known ones their window: the boundary
+/// requeue survives the `NotFound`, and the known desktops enter on time.
+#[tokio::test]
+async fn an_unknown_desktop_id_keeps_the_window_boundary() {
+    use alicloud_ops_operator::controller::next_step::{Requeue, Settled, next_step};
+    let h = Harness::new().await;
+    let now = Utc::now();
+    let ids = ["ecd-hz20031", "ecd-hz20032", "ecd-nosuch0001"];
+    let start = now + chrono::Duration::seconds(90);
+    let mut w = window("partly-unknown", &ids, start, start + chrono::Duration::hours(1));
+    let r = h.step(&mut w, now, Stage::Apply).await;
+    assert_eq!(r.verdict.reason, Reason::NotFound, "{}", r.verdict.message);
+    let settled = Settled::Planned {
+        reason: r.verdict.reason,
+        requeue_after: r.requeue_after,
+        remaining: 0,
+    };
+    let next = next_step(Stage::Apply, &settled, Duration::from_secs(24 * 3600));
+    match next.requeue {
+        Requeue::After(d) => assert!(d <= Duration::from_secs(90), "comes back after {d:?}, past the start"),
+        other => panic!("the window start was thrown away: {other:?}"),
+    }
+    let r = h.step(&mut w, start, Stage::Apply).await;
+    assert_eq!(in_maintenance(&h, &ids[..2]).len(), 2, "{}", r.verdict.message);
+    assert_eq!(r.status.unknown_desktop_ids, ["ecd-nosuch0001"]);
+}

@@ -129,6 +129,19 @@ pub enum CredentialsError {
     Read(String, #[source] kube::Error),
 }
 
+impl CredentialsError {
+    /// A failure of Kubernetes rather than of the Secret (too many requests, a server error,
+    /// no answer): backed off and retried, never reported as bad credentials.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CredentialsError::Read(_, kube::Error::Api(status)) => status.code == 429 || status.code >= 500,
+            // Not an answer of the apiserver: the connection, a timeout, a body cut short.
+            CredentialsError::Read(_, _) => true,
+            _ => false,
+        }
+    }
+}
+
 impl Context {
     pub fn new(
         client: kube::Client,
@@ -286,6 +299,26 @@ impl Context {
 #[cfg(test)]
 mod tests {
     use super::DefaultCredentials;
+
+    /// A Secret that Kubernetes could not read for a moment is not a bad Secret.
+    #[test]
+    fn only_kubernetes_failures_of_a_secret_read_are_transient() {
+        use super::CredentialsError;
+        let api = |code: u16| {
+            CredentialsError::Read(
+                "ns/creds".into(),
+                kube::Error::Api(kube::core::Status::failure("m", "r").with_code(code).boxed()),
+            )
+        };
+        for code in [429, 500, 503, 504] {
+            assert!(api(code).is_transient(), "{code}");
+        }
+        for code in [401, 403] {
+            assert!(!api(code).is_transient(), "{code}: RBAC or the token, not a hiccup");
+        }
+        assert!(!CredentialsError::Missing("ns/creds".into()).is_transient());
+        assert!(!CredentialsError::MissingKey("ns/creds".into(), "accessKeyId").is_transient());
+    }
 
     #[test]
     fn default_credentials_are_an_explicit_choice() {

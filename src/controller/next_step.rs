@@ -90,13 +90,22 @@ pub fn next_step(stage: Stage, settled: &Settled, resync: Duration) -> Next {
         (Stage::Apply, Settled::CredentialsUnavailable { .. }) => next(Resync, true, false, true),
         (Stage::Apply, Settled::CloudFailed { class, .. }) if class.is_retryable() => next(Backoff, true, false, false),
         (Stage::Apply, Settled::CloudFailed { .. }) => next(Resync, true, false, true),
+        // Looked at again at the resync, but a window boundary the plan holds to comes first:
+        // one unknown desktop id must not cost the others their window.
         (
             Stage::Apply,
             Settled::Planned {
                 reason: Reason::NotFound | Reason::Conflict,
+                requeue_after,
                 ..
             },
-        ) => next(Resync, false, false, true),
+        ) => {
+            let requeue = match requeue_after {
+                Some(d) if *d < resync => After(*d),
+                _ => Resync,
+            };
+            next(requeue, false, false, true)
+        }
         // A terminal reason waits for a change, unless the plan holds something to a time
         // (an invalid edit of an open window still exits at the window's recorded end).
         (
@@ -209,6 +218,12 @@ mod tests {
                 planned(Reason::DriftDetected, None, 0),
             ),
             ("apply", vec![Apply], "`NotFound`", planned(Reason::NotFound, None, 0)),
+            (
+                "apply",
+                vec![Apply],
+                "`NotFound` for some desktop ids, the next window boundary due in 42 s",
+                planned(Reason::NotFound, Some(42), 0),
+            ),
             ("apply", vec![Apply], "`Conflict`", planned(Reason::Conflict, None, 0)),
             (
                 "apply",

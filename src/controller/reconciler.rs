@@ -314,6 +314,8 @@ async fn run_stage<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: St
     let credentials_ref = if use_pinned { pinned.flatten() } else { spec_ref };
     let (mut env, origin) = match ctx.env_for(&ns, credentials_ref.as_ref()).await {
         Ok(e) => e,
+        // Kubernetes failed to answer: back off and read again; the Secret may be fine.
+        Err(e) if e.is_transient() => return Report::new(Settled::KubeFailed, "Kubernetes", e.to_string()),
         Err(e) => {
             let remaining = recorded_before.len();
             let message = if remaining > 0 {
