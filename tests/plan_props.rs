@@ -232,6 +232,8 @@ proptest! {
             previous: &previous,
             deleting,
             held_by_others: &held,
+            recorded_by_others: &Default::default(),
+            wanted_by_others: &Default::default(),
         };
         let out = maintenance::plan(&input, &ctx);
         // Whatever else happens, deletion never keeps a record it could act on.

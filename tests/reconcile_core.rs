@@ -297,6 +297,8 @@ mod maintenance {
                 previous: prev,
                 deleting,
                 held_by_others: &Default::default(),
+                recorded_by_others: &Default::default(),
+                wanted_by_others: &Default::default(),
             },
             &ctx(now),
         )
@@ -370,6 +372,8 @@ mod maintenance {
                     previous: prev,
                     deleting: false,
                     held_by_others: &held,
+                    recorded_by_others: &Default::default(),
+                    wanted_by_others: &Default::default(),
                 },
                 &ctx(now),
             )
@@ -537,6 +541,8 @@ mod maintenance {
                 previous: &prev,
                 deleting: false,
                 held_by_others: &Default::default(),
+                recorded_by_others: &Default::default(),
+                wanted_by_others: &Default::default(),
             },
             &ctx("2026-11-22T12:30:00Z"),
         );
@@ -601,6 +607,8 @@ mod maintenance {
                 previous: &Default::default(),
                 deleting: false,
                 held_by_others: &Default::default(),
+                recorded_by_others: &Default::default(),
+                wanted_by_others: &Default::default(),
             },
             &observe_only("2026-11-22T12:30:00Z"),
         );

@@ -81,6 +81,27 @@ impl Harness {
         r
     }
 
+    /// [`Harness::step`] with the other resources of the kind, as the controller passes them.
+    async fn step_among<K: HasStatus>(
+        &self,
+        obj: &mut K,
+        peers: &[&K],
+        now: DateTime<Utc>,
+        stage: Stage,
+    ) -> Reconciled<K> {
+        let ctx = PlanContext {
+            policy: obj.common().management_policy,
+            generation: obj.meta().generation.unwrap_or(1),
+            ..manage_ctx(now)
+        };
+        let peers: Vec<Arc<K>> = peers.iter().map(|p| Arc::new((*p).clone())).collect();
+        let r = reconcile_once(obj, &self.env, &peers, &ctx, stage, false, &self.sink)
+            .await
+            .unwrap();
+        obj.set_status(r.status.clone());
+        r
+    }
+
     fn writes(&self, action: &str) -> u64 {
         self.emu.world().counters().count(action)
     }
@@ -1065,4 +1086,44 @@ async fn an_unknown_desktop_id_keeps_the_window_boundary() {
     let r = h.step(&mut w, start, Stage::Apply).await;
     assert_eq!(in_maintenance(&h, &ids[..2]).len(), 2, "{}", r.verdict.message);
     assert_eq!(r.status.unknown_desktop_ids, ["ecd-nosuch0001"]);
+}
+
+/// Back-to-back windows over the same desktops (one ends when the next starts): whichever
+/// reconciles first at the seam, the desktops stay in maintenance through it, the later
+/// window holds them (never "foreign"), and they exit at its end.
+#[tokio::test]
+async fn back_to_back_windows_hold_their_desktops_through_the_seam() {
+    for later_first in [true, false] {
+        let h = Harness::new().await;
+        let now = Utc::now();
+        let ids = ["ecd-hz20041", "ecd-hz20042"];
+        let seam = now + chrono::Duration::minutes(30);
+        let end = seam + chrono::Duration::hours(1);
+        let mut early = window("early", &ids, now - chrono::Duration::minutes(30), seam);
+        let mut late = window("late", &ids, seam, end);
+        h.step_among(&mut early, &[&late], now, Stage::Apply).await;
+        h.step_among(&mut late, &[&early], now, Stage::Apply).await;
+        assert_eq!(in_maintenance(&h, &ids).len(), 2);
+        if later_first {
+            h.step_among(&mut late, &[&early], seam, Stage::Apply).await;
+            h.step_among(&mut early, &[&late], seam, Stage::Apply).await;
+        } else {
+            h.step_among(&mut early, &[&late], seam, Stage::Apply).await;
+            h.step_among(&mut late, &[&early], seam, Stage::Apply).await;
+            h.step_among(&mut early, &[&late], seam, Stage::Apply).await;
+        }
+        let exits = log_of(&h, "SetDesktopMaintenance")
+            .iter()
+            .filter(|r| r.params.get("Mode").map(String::as_str) == Some("EXIT"))
+            .count();
+        assert_eq!(exits, 0, "later first: {later_first}: the seam exited the desktops");
+        assert_eq!(in_maintenance(&h, &ids).len(), 2, "later first: {later_first}");
+        let late_status = late.status.clone().unwrap();
+        assert!(late_status.foreign_maintenance.is_empty(), "{late_status:?}");
+        assert_eq!(late_status.desktops_in_maintenance, ids);
+        assert!(early.status.clone().unwrap().desktops_in_maintenance.is_empty());
+        // The later window exits them at its end.
+        h.step_among(&mut late, &[&early], end, Stage::Apply).await;
+        assert!(in_maintenance(&h, &ids).is_empty(), "later first: {later_first}");
+    }
 }

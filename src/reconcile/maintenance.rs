@@ -29,6 +29,14 @@ pub struct MaintenanceInput<'a> {
     /// Desktops that another window of the region has recorded as in maintenance and still
     /// holds (its window has not ended): they stay in maintenance until the last one ends.
     pub held_by_others: &'a BTreeSet<String>,
+    /// Desktops that another window of the region has recorded as in maintenance, whether
+    /// or not its window is still open (at a seam it has not exited them yet): a window that
+    /// wants one takes it into its own record instead of calling it foreign.
+    pub recorded_by_others: &'a BTreeSet<String>,
+    /// Of this window's recorded desktops, those another window of the region wants in
+    /// maintenance now (its window is open and targets them) but has not recorded yet: they
+    /// are not exited, and stay recorded here until the other window holds them.
+    pub wanted_by_others: &'a BTreeSet<String>,
 }
 
 /// The window the status records as open, while it still is.
@@ -94,6 +102,7 @@ pub fn plan(
     let mut exit = Vec::new();
     let mut foreign = Vec::new();
     let mut keep: BTreeSet<String> = BTreeSet::new();
+    let mut handing_over = 0usize;
     for d in &known {
         let id = d.desktop_id.clone();
         let is_ours = ours.contains(&id);
@@ -107,15 +116,22 @@ pub fn plan(
             (true, true, true) => {
                 keep.insert(id);
             }
-            // Another window put it into maintenance and holds it: hold it too, so that it
-            // exits only when the last window that wants it ends.
-            (true, true, false) if input.held_by_others.contains(&id) => {
+            // Another window put it into maintenance and holds it, or has not exited it yet
+            // (back-to-back windows): hold it too, so that it exits only when the last
+            // window that wants it ends, and is never counted foreign because of ours.
+            (true, true, false) if input.held_by_others.contains(&id) || input.recorded_by_others.contains(&id) => {
                 keep.insert(id);
             }
             (_, true, false) if targeted.contains(id.as_str()) => foreign.push(id),
             (_, true, false) => {}
             // Still held by another window: ours no longer, but not ours to exit either.
             (false, true, true) if input.held_by_others.contains(&id) => {}
+            // Another window wants it now and has not taken it over yet: hand it over
+            // through the seam, keeping it recorded here until then.
+            (false, true, true) if input.wanted_by_others.contains(&id) => {
+                handing_over += 1;
+                keep.insert(id);
+            }
             (false, true, true) => exit.push(id),
             // Ours but already out of maintenance (someone took it out): forget it.
             (false, false, _) => {}
@@ -225,7 +241,8 @@ pub fn plan(
         }
     };
     let boundary = state.next_boundary().map(|b| until(ctx.now, b));
-    let verify = (!actions.is_empty()).then_some(VERIFY_AFTER);
+    // Writes are confirmed soon; a hand-over is looked at again until the other holds it.
+    let verify = (!actions.is_empty() || handing_over > 0).then_some(VERIFY_AFTER);
     Outcome {
         actions,
         intent,

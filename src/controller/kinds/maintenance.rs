@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use crate::api::ManagementPolicy;
 use crate::api::common::CredentialsRef;
 use crate::api::maintenance::{DesktopMaintenanceWindow, DesktopMaintenanceWindowStatus};
 use crate::cloud::ops::ecd::{self, Desktop, DesktopFilter};
@@ -11,7 +12,7 @@ use crate::cloud::{CloudError, ErrorClass};
 use crate::controller::events;
 use crate::controller::kind::{KindEnv, ManagedKind, Stage};
 use crate::controller::metrics::ResourceGauge;
-use crate::reconcile::maintenance::{MaintenanceInput, SetMaintenance, plan};
+use crate::reconcile::maintenance::{MaintenanceInput, SetMaintenance, plan, schedule};
 use crate::reconcile::{Outcome, PlanContext};
 
 const LIST: &str = "DescribeDesktops";
@@ -23,10 +24,7 @@ fn held_by_others(
     peers: &[Arc<DesktopMaintenanceWindow>],
     now: DateTime<Utc>,
 ) -> BTreeSet<String> {
-    peers
-        .iter()
-        .filter(|p| p.metadata.uid != this.metadata.uid && p.spec.region_id == this.spec.region_id)
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    other_windows(this, peers, false)
         .filter_map(|p| p.status.as_ref())
         .filter(|s| {
             s.current_window
@@ -36,6 +34,66 @@ fn held_by_others(
         })
         .flat_map(|s| s.desktops_in_maintenance.iter().cloned())
         .collect()
+}
+
+/// The other live windows of the same region (not being deleted, unless `deleting_too`).
+fn other_windows<'a>(
+    this: &'a DesktopMaintenanceWindow,
+    peers: &'a [Arc<DesktopMaintenanceWindow>],
+    deleting_too: bool,
+) -> impl Iterator<Item = &'a DesktopMaintenanceWindow> + 'a {
+    peers
+        .iter()
+        .map(|p| p.as_ref())
+        .filter(move |p| p.metadata.uid != this.metadata.uid && p.spec.region_id == this.spec.region_id)
+        .filter(move |p| deleting_too || p.metadata.deletion_timestamp.is_none())
+}
+
+/// Desktops that other windows of the region have recorded, open or not, deleting or not
+/// (a window at its end, or being deleted, has not exited them yet).
+fn recorded_by_others(this: &DesktopMaintenanceWindow, peers: &[Arc<DesktopMaintenanceWindow>]) -> BTreeSet<String> {
+    other_windows(this, peers, true)
+        .filter_map(|p| p.status.as_ref())
+        .flat_map(|s| s.desktops_in_maintenance.iter().cloned())
+        .collect()
+}
+
+/// Of `ours`, the desktops another live window wants in maintenance now: its schedule is
+/// open, it may write, and it targets them. Only our own record is looked up, so the cost
+/// is that record times the open windows, not the region's desktops.
+fn wanted_by_others(
+    this: &DesktopMaintenanceWindow,
+    peers: &[Arc<DesktopMaintenanceWindow>],
+    all: &[Desktop],
+    ours: &[String],
+    now: DateTime<Utc>,
+) -> BTreeSet<String> {
+    let open: Vec<&DesktopMaintenanceWindow> = other_windows(this, peers, false)
+        .filter(|p| !p.spec.common.suspend && p.spec.common.management_policy == ManagementPolicy::Manage)
+        .filter(|p| schedule(&p.spec).is_ok_and(|s| s.at(now).current.is_some()))
+        .collect();
+    if open.is_empty() || ours.is_empty() {
+        return BTreeSet::new();
+    }
+    let ours: HashSet<&str> = ours.iter().map(String::as_str).collect();
+    all.iter()
+        .filter(|d| ours.contains(d.desktop_id.as_str()))
+        .filter(|d| open.iter().any(|p| targets(p, d)))
+        .map(|d| d.desktop_id.clone())
+        .collect()
+}
+
+/// Whether `window`'s selection takes `desktop`.
+fn targets(window: &DesktopMaintenanceWindow, desktop: &Desktop) -> bool {
+    match &window.spec.selector {
+        Some(s) => desktop.office_site_id == s.office_site_id,
+        None => window
+            .spec
+            .desktop_ids
+            .iter()
+            .flatten()
+            .any(|id| id.0 == desktop.desktop_id),
+    }
 }
 
 /// SetDesktopMaintenance refuses a whole batch when one id is unknown. The ids the cloud
@@ -137,6 +195,8 @@ impl ManagedKind for DesktopMaintenanceWindow {
             .cloned()
             .collect();
         let held_by_others = held_by_others(self, peers, ctx.now);
+        let recorded_by_others = recorded_by_others(self, peers);
+        let wanted_by_others = wanted_by_others(self, peers, &all, &previous.desktops_in_maintenance, ctx.now);
         Ok(plan(
             &MaintenanceInput {
                 spec: &self.spec,
@@ -145,6 +205,8 @@ impl ManagedKind for DesktopMaintenanceWindow {
                 previous: &previous,
                 deleting: stage == Stage::Cleanup,
                 held_by_others: &held_by_others,
+                recorded_by_others: &recorded_by_others,
+                wanted_by_others: &wanted_by_others,
             },
             ctx,
         ))
