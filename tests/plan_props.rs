@@ -234,6 +234,7 @@ proptest! {
             held_by_others: &held,
             recorded_by_others: &Default::default(),
             wanted_by_others: &Default::default(),
+            tagged: &Default::default(),
         };
         let out = maintenance::plan(&input, &ctx);
         // Whatever else happens, deletion never keeps a record it could act on.

@@ -299,6 +299,7 @@ mod maintenance {
                 held_by_others: &Default::default(),
                 recorded_by_others: &Default::default(),
                 wanted_by_others: &Default::default(),
+                tagged: &Default::default(),
             },
             &ctx(now),
         )
@@ -374,6 +375,7 @@ mod maintenance {
                     held_by_others: &held,
                     recorded_by_others: &Default::default(),
                     wanted_by_others: &Default::default(),
+                    tagged: &Default::default(),
                 },
                 &ctx(now),
             )
@@ -543,6 +545,7 @@ mod maintenance {
                 held_by_others: &Default::default(),
                 recorded_by_others: &Default::default(),
                 wanted_by_others: &Default::default(),
+                tagged: &Default::default(),
             },
             &ctx("2026-11-22T12:30:00Z"),
         );
@@ -609,6 +612,7 @@ mod maintenance {
                 held_by_others: &Default::default(),
                 recorded_by_others: &Default::default(),
                 wanted_by_others: &Default::default(),
+                tagged: &Default::default(),
             },
             &observe_only("2026-11-22T12:30:00Z"),
         );

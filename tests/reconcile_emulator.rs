@@ -1127,3 +1127,71 @@ async fn back_to_back_windows_hold_their_desktops_through_the_seam() {
         assert!(in_maintenance(&h, &ids).is_empty(), "later first: {later_first}");
     }
 }
+
+/// A restore without status (Velero's default) or a `kubectl replace --subresource=status`
+/// mid-window: the window takes its desktops back from their tags, exits them at its end,
+/// and its deletion does not release the finalizer while they are in maintenance.
+#[tokio::test]
+async fn a_window_whose_status_is_lost_takes_its_desktops_back_from_their_tags() {
+    let h = Harness::new().await;
+    let now = Utc::now();
+    let ids = ["ecd-hz20051", "ecd-hz20052"];
+    let end = now + chrono::Duration::hours(1);
+    let mut w = window("restored", &ids, now - chrono::Duration::minutes(5), end);
+    h.step(&mut w, now, Stage::Apply).await;
+    assert_eq!(in_maintenance(&h, &ids).len(), 2);
+    // A foreign desktop in maintenance, untagged, in the same window.
+    h.emu.world().update_state(|s| {
+        let d = s.ecd.get_mut("cn-hangzhou").unwrap().desktops.iter_mut();
+        for d in d.filter(|d| d.desktop_id == "ecd-hz20053") {
+            d.management_flags = vec!["UnderMaintenance".into()];
+        }
+    });
+    w.spec
+        .desktop_ids
+        .as_mut()
+        .unwrap()
+        .push(DesktopId("ecd-hz20053".into()));
+
+    w.status = None;
+    let r = h.step(&mut w, now + chrono::Duration::minutes(1), Stage::Apply).await;
+    assert_eq!(r.status.desktops_in_maintenance, ids, "{}", r.verdict.message);
+    assert_eq!(
+        r.status.foreign_maintenance,
+        ["ecd-hz20053"],
+        "someone else's stays theirs"
+    );
+    assert!(r.verdict.message.contains("taken back"), "{}", r.verdict.message);
+    let r = h.step(&mut w, end, Stage::Apply).await;
+    assert!(in_maintenance(&h, &ids).is_empty(), "{}", r.verdict.message);
+    assert_eq!(
+        in_maintenance(&h, &["ecd-hz20053"]).len(),
+        1,
+        "the foreign one is left alone"
+    );
+
+    // Lost again, then deleted during another window: deletion exits them first.
+    let mut w = window("deleted", &ids, now - chrono::Duration::minutes(5), end);
+    h.step(&mut w, now, Stage::Apply).await;
+    w.status = None;
+    fault(
+        &h,
+        serde_json::json!({"action": "SetDesktopMaintenance", "code": "ServiceUnavailable"}),
+    );
+    let r = h.step(&mut w, now, Stage::Cleanup).await;
+    assert_eq!(
+        r.recorded.len(),
+        2,
+        "the finalizer would go with the desktops in maintenance"
+    );
+    h.emu.world().clear_faults();
+    let r = h.step(&mut w, now, Stage::Cleanup).await;
+    assert!(r.recorded.is_empty());
+    assert!(in_maintenance(&h, &ids).is_empty());
+    let tagged = h.emu.world().state().ecd["cn-hangzhou"]
+        .desktops
+        .iter()
+        .filter(|d| ids.contains(&d.desktop_id.as_str()) && !d.tags.is_empty())
+        .count();
+    assert_eq!(tagged, 0, "the record tags are removed with the record");
+}

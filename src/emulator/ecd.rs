@@ -1,4 +1,5 @@
-//! ecd 2020-09-30: DescribeFotaTasks, UpdateFotaTask, DescribeDesktops, SetDesktopMaintenance.
+//! ecd 2020-09-30: DescribeFotaTasks, UpdateFotaTask, DescribeDesktops, SetDesktopMaintenance,
+//! and the tag actions on cloud computers (TagResources, UntagResources, ListTagResources).
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -6,7 +7,9 @@ use serde_json::{Value, json};
 use super::error::{ApiFailure, ApiResult};
 use super::params::{Params, token_page};
 use super::state::{CloudState, EcdRegion, Effect, Settling};
-use crate::cloud::ops::ecd::{Desktop, MAX_DESKTOP_IDS_PER_CALL};
+use crate::cloud::ops::ecd::{
+    DESKTOP_RESOURCE_TYPE, Desktop, MAX_DESKTOP_IDS_PER_CALL, MAX_TAG_RESOURCE_IDS_PER_CALL, Tag,
+};
 
 fn region<'a>(state: &'a mut CloudState, params: &Params) -> ApiResult<&'a mut EcdRegion> {
     let id = params.required("RegionId")?;
@@ -154,4 +157,139 @@ pub fn set_desktop_maintenance(state: &mut CloudState, params: &Params, now: Dat
         None => state.apply(&effect),
     }
     Ok(json!({}))
+}
+
+/// The tag APIs' limits (META): 20 tags a call, and a resource holds at most 20.
+const MAX_TAGS_PER_CALL: usize = 20;
+const MAX_TAGS_PER_RESOURCE: usize = 20;
+
+fn desktop_resource_type(params: &Params) -> ApiResult<()> {
+    match params.required("ResourceType")? {
+        DESKTOP_RESOURCE_TYPE => Ok(()),
+        other => Err(ApiFailure::new(
+            400,
+            "InvalidResourceType.Invalid",
+            format!("The resource type {other} is not supported; use {DESKTOP_RESOURCE_TYPE}."),
+        )),
+    }
+}
+
+/// The ids of a tag call: 1 to 50, every one a desktop of the region.
+fn tag_call_ids(r: &EcdRegion, params: &Params) -> ApiResult<Vec<String>> {
+    let ids = params.list("ResourceId", MAX_TAG_RESOURCE_IDS_PER_CALL)?;
+    if ids.is_empty() {
+        return Err(ApiFailure::missing("ResourceId.1"));
+    }
+    let unknown: Vec<&str> = ids
+        .iter()
+        .filter(|id| !r.desktops.iter().any(|d| &&d.desktop_id == id))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(ApiFailure::new(
+            404,
+            "InvalidResourceId.NotFound",
+            format!("The specified resources do not exist: {}", unknown.join(", ")),
+        ));
+    }
+    Ok(ids)
+}
+
+pub fn tag_resources(state: &mut CloudState, params: &Params) -> ApiResult<Value> {
+    desktop_resource_type(params)?;
+    let tags = params.pairs_list("Tag", MAX_TAGS_PER_CALL)?;
+    if tags.is_empty() {
+        return Err(ApiFailure::missing("Tag.1.Key"));
+    }
+    for (key, value) in &tags {
+        if key.starts_with("aliyun") || key.starts_with("acs:") || key.len() > 128 || value.len() > 128 {
+            return Err(ApiFailure::new(
+                400,
+                "InvalidTagKey.Malformed",
+                format!(
+                    "The tag {key}={value} is invalid: a key is 1-128 characters and does not start with aliyun or acs:, a value at most 128"
+                ),
+            ));
+        }
+    }
+    let r = region(state, params)?;
+    let ids = tag_call_ids(r, params)?;
+    // All or nothing: every desktop must have room for its new tags before any is set.
+    let mut updated = Vec::new();
+    for d in r.desktops.iter().filter(|d| ids.contains(&d.desktop_id)) {
+        let mut next = d.tags.clone();
+        for (key, value) in &tags {
+            match next.iter_mut().find(|t| &t.key == key) {
+                Some(t) => t.value = value.clone(),
+                None => next.push(Tag {
+                    key: key.clone(),
+                    value: value.clone(),
+                }),
+            }
+        }
+        if next.len() > MAX_TAGS_PER_RESOURCE {
+            return Err(ApiFailure::new(
+                400,
+                "QuotaExceed.TagsPerResource",
+                format!(
+                    "The resource {} would have more than {MAX_TAGS_PER_RESOURCE} tags.",
+                    d.desktop_id
+                ),
+            ));
+        }
+        updated.push((d.desktop_id.clone(), next));
+    }
+    for (id, next) in updated {
+        if let Some(d) = r.desktops.iter_mut().find(|d| d.desktop_id == id) {
+            d.tags = next;
+        }
+    }
+    Ok(json!({}))
+}
+
+pub fn untag_resources(state: &mut CloudState, params: &Params) -> ApiResult<Value> {
+    desktop_resource_type(params)?;
+    let keys = params.list("TagKey", MAX_TAGS_PER_CALL)?;
+    let all = params.optional("All") == Some("true");
+    if keys.is_empty() && !all {
+        return Err(ApiFailure::missing("TagKey.1"));
+    }
+    let r = region(state, params)?;
+    let ids = tag_call_ids(r, params)?;
+    for d in r.desktops.iter_mut().filter(|d| ids.contains(&d.desktop_id)) {
+        d.tags.retain(|t| !all && !keys.contains(&t.key));
+    }
+    Ok(json!({}))
+}
+
+pub fn list_tag_resources(state: &mut CloudState, params: &Params) -> ApiResult<Value> {
+    desktop_resource_type(params)?;
+    let ids = params.list("ResourceId", MAX_TAG_RESOURCE_IDS_PER_CALL)?;
+    let tags = params.pairs_list("Tag", MAX_TAGS_PER_CALL)?;
+    if ids.is_empty() && tags.is_empty() {
+        return Err(ApiFailure::missing("ResourceId.1"));
+    }
+    let r = region(state, params)?;
+    // Every given tag must be on the resource; an empty value matches any.
+    let entries: Vec<Value> = r
+        .desktops
+        .iter()
+        .filter(|d| ids.is_empty() || ids.contains(&d.desktop_id))
+        .filter(|d| {
+            tags.iter()
+                .all(|(k, v)| d.tag(k).is_some_and(|have| v.is_empty() || have == v))
+        })
+        .flat_map(|d| {
+            d.tags.iter().map(|t| {
+                json!({"ResourceId": d.desktop_id, "ResourceType": DESKTOP_RESOURCE_TYPE,
+                       "TagKey": t.key, "TagValue": t.value})
+            })
+        })
+        .collect();
+    let (page, next) = token_page(&entries, params, 50, 1000)?;
+    let mut body = json!({"TagResources": page});
+    if let Some(n) = next {
+        body["NextToken"] = json!(n);
+    }
+    Ok(body)
 }

@@ -63,6 +63,50 @@ impl Params {
         Ok(items.into_iter().map(|(_, v)| v).collect())
     }
 
+    /// A repeated pair `Name.N.Key` / `Name.N.Value` (tags), in index order. A pair without
+    /// a key is an error; a value may be empty.
+    pub fn pairs_list(&self, name: &str, max: usize) -> ApiResult<Vec<(String, String)>> {
+        let prefix = format!("{name}.");
+        let mut items: std::collections::BTreeMap<usize, (Option<String>, String)> = Default::default();
+        for (k, v) in &self.pairs {
+            let Some(rest) = k.strip_prefix(&prefix) else { continue };
+            let (idx, field) = rest
+                .split_once('.')
+                .ok_or_else(|| ApiFailure::invalid(name, format!("{k} is not {name}.N.Key or {name}.N.Value")))?;
+            let i: usize = idx
+                .parse()
+                .ok()
+                .filter(|i| *i >= 1)
+                .ok_or_else(|| ApiFailure::invalid(name, format!("{k} is not a 1-based index")))?;
+            let item = items.entry(i).or_default();
+            match field {
+                "Key" => item.0 = Some(v.clone()),
+                "Value" => item.1 = v.clone(),
+                _ => {
+                    return Err(ApiFailure::invalid(
+                        name,
+                        format!("{k} is not {name}.N.Key or {name}.N.Value"),
+                    ));
+                }
+            }
+        }
+        if items.len() > max {
+            return Err(ApiFailure::invalid(
+                name,
+                format!("at most {max} items are allowed, got {}", items.len()),
+            ));
+        }
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(pos, (i, (key, value)))| match key {
+                _ if i != pos + 1 => Err(ApiFailure::invalid(name, format!("{name}.{}.Key is missing", pos + 1))),
+                Some(key) if !key.is_empty() => Ok((key, value)),
+                _ => Err(ApiFailure::missing(&format!("{name}.{i}.Key"))),
+            })
+            .collect()
+    }
+
     /// An integer parameter with bounds and a default.
     pub fn int(&self, name: &str, min: i64, max: i64, default: i64) -> ApiResult<i64> {
         match self.optional(name) {

@@ -192,6 +192,9 @@ impl World {
             (Product::Ecd, "UpdateFotaTask") => ecd::update_fota_task(state, params),
             (Product::Ecd, "DescribeDesktops") => ecd::describe_desktops(state, params),
             (Product::Ecd, "SetDesktopMaintenance") => ecd::set_desktop_maintenance(state, params, now),
+            (Product::Ecd, "TagResources") => ecd::tag_resources(state, params),
+            (Product::Ecd, "UntagResources") => ecd::untag_resources(state, params),
+            (Product::Ecd, "ListTagResources") => ecd::list_tag_resources(state, params),
             (Product::SwasOpen, "ListCustomImages") => swas::list_custom_images(state, params),
             (Product::SwasOpen, "ModifyImageShareStatus") => {
                 let mut book = self.shares.lock().expect("shares lock");

@@ -276,6 +276,7 @@ fn ecd_region(tag: &str, sites: usize, per_site: usize, foreign_maintenance: usi
                     }
                     .into(),
                 ],
+                tags: Vec::new(),
             });
         }
     }

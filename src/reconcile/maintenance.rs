@@ -37,6 +37,17 @@ pub struct MaintenanceInput<'a> {
     /// maintenance now (its window is open and targets them) but has not recorded yet: they
     /// are not exited, and stay recorded here until the other window holds them.
     pub wanted_by_others: &'a BTreeSet<String>,
+    /// Desktops that carry this window's record tag: it tags each desktop before entering
+    /// it, so that a status lost to a restore or a replace can be taken back from the cloud.
+    pub tagged: &'a BTreeSet<String>,
+}
+
+/// Whether `status` is empty, as after a restore without status (Velero's default) or a
+/// `kubectl replace --subresource=status`, or for a window that never ran: only then is the
+/// record taken back from the desktops' tags (a tag that outlived its record otherwise
+/// never makes someone else's maintenance ours).
+pub fn status_lost(status: &DesktopMaintenanceWindowStatus) -> bool {
+    status.common.conditions.is_empty() && status.desktops_in_maintenance.is_empty() && status.phase.is_none()
 }
 
 /// The window the status records as open, while it still is.
@@ -88,8 +99,19 @@ pub fn plan(
             Err(msg) => (recorded_window(input.previous, ctx.now), None, Some(msg)),
         }
     };
-    let ours: BTreeSet<String> = input.previous.desktops_in_maintenance.iter().cloned().collect();
     let known: Vec<&Desktop> = input.desktops.iter().chain(input.recorded_elsewhere).collect();
+    let mut ours: BTreeSet<String> = input.previous.desktops_in_maintenance.iter().cloned().collect();
+    // The record is lost: the desktops in maintenance under this window's tag are ours.
+    let adopted: Vec<String> = if status_lost(input.previous) {
+        known
+            .iter()
+            .filter(|d| d.in_maintenance() && input.tagged.contains(&d.desktop_id))
+            .map(|d| d.desktop_id.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    ours.extend(adopted.iter().cloned());
     let targeted: BTreeSet<&str> = input.desktops.iter().map(|d| d.desktop_id.as_str()).collect();
     let listed = listed_ids(input.spec);
     let unknown: Vec<String> = listed
@@ -154,8 +176,9 @@ pub fn plan(
             desktop_ids: enter.clone(),
         });
     }
-    let intent = (manages && !enter.is_empty()).then(|| {
-        // Record the desktops before entering them, so a restart part-way still exits them.
+    let intent = (manages && (!enter.is_empty() || !adopted.is_empty())).then(|| {
+        // Record the desktops before entering them, so a restart part-way still exits them;
+        // and the adopted ones before anything else, so a failed exit keeps them.
         let mut i = input.previous.clone();
         let mut all: BTreeSet<String> = ours.clone();
         all.extend(enter.iter().cloned());
@@ -238,6 +261,19 @@ pub fn plan(
             ),
             Some(Phase::Completed) => Verdict::ready(Reason::Completed, "the window has ended"),
             _ => Verdict::ready(Reason::Scheduled, "waiting for the next window"),
+        }
+    };
+    let verdict = if adopted.is_empty() {
+        verdict
+    } else {
+        Verdict {
+            message: format!(
+                "{}; the status had no record: {} computer(s) in maintenance under this window's tag were taken back \
+                 into it",
+                verdict.message,
+                adopted.len()
+            ),
+            ..verdict
         }
     };
     let boundary = state.next_boundary().map(|b| until(ctx.now, b));

@@ -98,9 +98,25 @@ pub struct Desktop {
     /// `UnderMaintenance` and `EnterMaintenance` both mean "in maintenance" (the zh and en
     /// docs disagree about which is which).
     pub management_flags: Vec<String>,
+    /// The desktop's tags (a window records the desktops it entered in one of its own).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
+}
+
+/// A tag of a cloud resource.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Tag {
+    pub key: String,
+    pub value: String,
 }
 
 impl Desktop {
+    /// The value of the tag `key`, if the desktop has it.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.iter().find(|t| t.key == key).map(|t| t.value.as_str())
+    }
+
     pub fn in_maintenance(&self) -> bool {
         self.management_flags
             .iter()
@@ -200,6 +216,50 @@ pub async fn set_desktop_maintenance_batched(
             return Err((done, e));
         }
         done.extend_from_slice(chunk);
+    }
+    Ok(())
+}
+
+/// TagResources, UntagResources and ListTagResources take at most this many ids per call.
+pub const MAX_TAG_RESOURCE_IDS_PER_CALL: usize = 50;
+/// The tag APIs' resource type of a cloud computer.
+pub const DESKTOP_RESOURCE_TYPE: &str = "ALIYUN::GWS::INSTANCE";
+
+/// Sets the tag `key` = `value` on every desktop of `desktop_ids`, 50 a call (a tag of
+/// the same key is overwritten, so a repeated call changes nothing).
+pub async fn tag_desktops(
+    client: &CloudClient,
+    region: &str,
+    desktop_ids: &[String],
+    key: &str,
+    value: &str,
+) -> Result<(), CloudError> {
+    for chunk in desktop_ids.chunks(MAX_TAG_RESOURCE_IDS_PER_CALL) {
+        let req = RpcRequest::new(Product::Ecd, "TagResources", region)
+            .query("RegionId", region)
+            .query("ResourceType", DESKTOP_RESOURCE_TYPE)
+            .query_list("ResourceId", chunk)
+            .query("Tag.1.Key", key)
+            .query("Tag.1.Value", value);
+        client.call(&req).await?;
+    }
+    Ok(())
+}
+
+/// Removes the tag `key` from every desktop of `desktop_ids`, 50 a call.
+pub async fn untag_desktops(
+    client: &CloudClient,
+    region: &str,
+    desktop_ids: &[String],
+    key: &str,
+) -> Result<(), CloudError> {
+    for chunk in desktop_ids.chunks(MAX_TAG_RESOURCE_IDS_PER_CALL) {
+        let req = RpcRequest::new(Product::Ecd, "UntagResources", region)
+            .query("RegionId", region)
+            .query("ResourceType", DESKTOP_RESOURCE_TYPE)
+            .query_list("ResourceId", chunk)
+            .query("TagKey.1", key);
+        client.call(&req).await?;
     }
     Ok(())
 }

@@ -36,6 +36,21 @@ fn held_by_others(
         .collect()
 }
 
+/// Every window's record tag starts with this.
+pub const RECORD_TAG_PREFIX: &str = "ops.alicloud.dev/window-";
+
+/// The tag a window sets on each desktop before it enters it, and removes after it exits
+/// it: the key names the window (`namespace/name`, hashed to stay within the cloud's 128
+/// characters and to let overlapping windows tag one desktop each), the value says which
+/// for people. A restore keeps the name, so a restored window finds its desktops again.
+pub fn record_tag(window: &DesktopMaintenanceWindow) -> (String, String) {
+    use sha2::{Digest, Sha256};
+    let name = crate::controller::kind::full_name(&window.metadata);
+    let digest = hex::encode(Sha256::digest(name.as_bytes()));
+    let value: String = name.chars().take(128).collect();
+    (format!("{RECORD_TAG_PREFIX}{}", &digest[..16]), value)
+}
+
 /// The other live windows of the same region (not being deleted, unless `deleting_too`).
 fn other_windows<'a>(
     this: &'a DesktopMaintenanceWindow,
@@ -115,18 +130,7 @@ async fn set_maintenance_of_known(
         .filter(|id| !sent.contains(id))
         .cloned()
         .collect();
-    let filter = DesktopFilter {
-        desktop_ids: rest.clone(),
-        office_site_id: None,
-    };
-    let wanted: HashSet<&String> = rest.iter().collect();
-    let known: Vec<String> = ecd::describe_desktops(&env.cloud, region, &filter)
-        .await
-        .map_err(|e| (done.clone(), e))?
-        .into_iter()
-        .map(|d| d.desktop_id)
-        .filter(|id| wanted.contains(id))
-        .collect();
+    let known = still_listed(env, region, &rest).await.map_err(|e| (done.clone(), e))?;
     if known.len() == rest.len() {
         // Every id still exists: the refusal was about something else.
         return Err((done, err));
@@ -134,6 +138,43 @@ async fn set_maintenance_of_known(
     ecd::set_desktop_maintenance_batched(&env.cloud, region, action.mode, &known)
         .await
         .map_err(|(more, e)| ([done, more].concat(), e))
+}
+
+/// Tags the desktops of `ids` the cloud still has (one may have been released since the
+/// list: the tag call refuses a whole batch for one unknown id, as SetDesktopMaintenance does).
+async fn tag_known(env: &KindEnv, region: &str, ids: &[String], key: &str, value: &str) -> Result<(), CloudError> {
+    match ecd::tag_desktops(&env.cloud, region, ids, key, value).await {
+        Err(e) if e.class() == ErrorClass::NotFound => {
+            let known = still_listed(env, region, ids).await?;
+            ecd::tag_desktops(&env.cloud, region, &known, key, value).await
+        }
+        r => r,
+    }
+}
+
+async fn untag_known(env: &KindEnv, region: &str, ids: &[String], key: &str) -> Result<(), CloudError> {
+    match ecd::untag_desktops(&env.cloud, region, ids, key).await {
+        Err(e) if e.class() == ErrorClass::NotFound => {
+            let known = still_listed(env, region, ids).await?;
+            ecd::untag_desktops(&env.cloud, region, &known, key).await
+        }
+        r => r,
+    }
+}
+
+/// Of `ids`, those the cloud still lists.
+async fn still_listed(env: &KindEnv, region: &str, ids: &[String]) -> Result<Vec<String>, CloudError> {
+    let filter = DesktopFilter {
+        desktop_ids: ids.to_vec(),
+        office_site_id: None,
+    };
+    let wanted: HashSet<&String> = ids.iter().collect();
+    Ok(ecd::describe_desktops(&env.cloud, region, &filter)
+        .await?
+        .into_iter()
+        .map(|d| d.desktop_id)
+        .filter(|id| wanted.contains(id))
+        .collect())
 }
 
 impl ManagedKind for DesktopMaintenanceWindow {
@@ -189,13 +230,29 @@ impl ManagedKind for DesktopMaintenanceWindow {
         let desktops: Vec<Desktop> = all.iter().filter(|d| targeted(d)).cloned().collect();
         let previous = self.status.clone().unwrap_or_default();
         let recorded: HashSet<&String> = previous.desktops_in_maintenance.iter().collect();
+        let (tag_key, _) = record_tag(self);
+        let tagged: BTreeSet<String> = all
+            .iter()
+            .filter(|d| d.tag(&tag_key).is_some())
+            .map(|d| d.desktop_id.clone())
+            .collect();
         let elsewhere: Vec<Desktop> = all
             .iter()
-            .filter(|d| !targeted(d) && recorded.contains(&d.desktop_id))
+            .filter(|d| !targeted(d) && (recorded.contains(&d.desktop_id) || tagged.contains(&d.desktop_id)))
             .cloned()
             .collect();
         let held_by_others = held_by_others(self, peers, ctx.now);
-        let recorded_by_others = recorded_by_others(self, peers);
+        // Another window's tag is its record too, whatever its status says now.
+        let mut recorded_by_others = recorded_by_others(self, peers);
+        recorded_by_others.extend(
+            all.iter()
+                .filter(|d| {
+                    d.tags
+                        .iter()
+                        .any(|t| t.key.starts_with(RECORD_TAG_PREFIX) && t.key != tag_key)
+                })
+                .map(|d| d.desktop_id.clone()),
+        );
         let wanted_by_others = wanted_by_others(self, peers, &all, &previous.desktops_in_maintenance, ctx.now);
         Ok(plan(
             &MaintenanceInput {
@@ -207,20 +264,42 @@ impl ManagedKind for DesktopMaintenanceWindow {
                 held_by_others: &held_by_others,
                 recorded_by_others: &recorded_by_others,
                 wanted_by_others: &wanted_by_others,
+                tagged: &tagged,
             },
             ctx,
         ))
     }
 
+    /// A desktop is tagged with the window's record tag before it enters, and untagged after
+    /// it exits, so the record outlives the status.
     async fn execute(&self, env: &KindEnv, action: &SetMaintenance) -> Result<(), CloudError> {
         let region = &self.spec.region_id;
-        let r = set_maintenance_of_known(env, region, action).await;
+        let (key, value) = record_tag(self);
+        let r = match action.mode {
+            ecd::MaintenanceMode::Enter => match tag_known(env, region, &action.desktop_ids, &key, &value).await {
+                Ok(()) => set_maintenance_of_known(env, region, action).await,
+                Err(e) => Err((Vec::new(), e)),
+            },
+            ecd::MaintenanceMode::Exit => match set_maintenance_of_known(env, region, action).await {
+                Ok(()) => untag_known(env, region, &action.desktop_ids, &key)
+                    .await
+                    .map_err(|e| (action.desktop_ids.clone(), e)),
+                Err(e) => Err(e),
+            },
+        };
         match &r {
             Ok(()) => env.write_through(LIST, region, {
                 let ids: HashSet<String> = action.desktop_ids.iter().cloned().collect();
                 let mode = action.mode;
                 move |desktops: &mut Vec<Desktop>| {
                     for d in desktops.iter_mut().filter(|d| ids.contains(&d.desktop_id)) {
+                        d.tags.retain(|t| t.key != key);
+                        if mode == ecd::MaintenanceMode::Enter {
+                            d.tags.push(ecd::Tag {
+                                key: key.clone(),
+                                value: value.clone(),
+                            });
+                        }
                         d.management_flags
                             .retain(|f| !matches!(f.as_str(), "NoFlag" | "UnderMaintenance" | "EnterMaintenance"));
                         if mode == ecd::MaintenanceMode::Enter {
