@@ -213,6 +213,72 @@ def test_ecd_desktops_and_maintenance(emulator, algorithm):
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_ecd_desktop_tags(emulator, algorithm):
+    """The tag actions a window records its desktops with, and the Tags DescribeDesktops answers."""
+    client = EcdClient(config(emulator, algorithm))
+    bodies = recorded(client)
+    gws = "ALIYUN::GWS::INSTANCE"
+    listed = call(client, bodies, "describe_desktops", ecd_models.DescribeDesktopsRequest(region_id="cn-shanghai", max_results=100))
+    ids = [d.desktop_id for d in listed.body.desktops[5:8]]
+    key = f"ops.alicloud.dev/window-conf{algorithm}"
+    call(
+        client,
+        bodies,
+        "tag_resources",
+        ecd_models.TagResourcesRequest(
+            region_id="cn-shanghai",
+            resource_type=gws,
+            resource_id=ids,
+            tag=[ecd_models.TagResourcesRequestTag(key=key, value="default/conformance")],
+        ),
+    )
+    got = call(client, bodies, "describe_desktops", ecd_models.DescribeDesktopsRequest(region_id="cn-shanghai", desktop_id=ids))
+    assert all({"Key": key, "Value": "default/conformance"} in [t.to_map() for t in d.tags] for d in got.body.desktops)
+    found = call(
+        client,
+        bodies,
+        "list_tag_resources",
+        ecd_models.ListTagResourcesRequest(
+            region_id="cn-shanghai", resource_type=gws, tag=[ecd_models.ListTagResourcesRequestTag(key=key)]
+        ),
+    )
+    assert sorted(r.resource_id for r in found.body.tag_resources) == sorted(ids)
+    assert {(r.resource_type, r.tag_key, r.tag_value) for r in found.body.tag_resources} == {(gws, key, "default/conformance")}
+    call(
+        client,
+        bodies,
+        "untag_resources",
+        ecd_models.UntagResourcesRequest(region_id="cn-shanghai", resource_type=gws, resource_id=ids, tag_key=[key]),
+    )
+    found = call(
+        client,
+        bodies,
+        "list_tag_resources",
+        ecd_models.ListTagResourcesRequest(region_id="cn-shanghai", resource_type=gws, resource_id=ids),
+    )
+    assert found.body.tag_resources == []
+    # The documented limits: 50 ids a call, keys that are not the cloud's own.
+    with pytest.raises(TeaException, match="ResourceId"):
+        client.tag_resources(
+            ecd_models.TagResourcesRequest(
+                region_id="cn-shanghai",
+                resource_type=gws,
+                resource_id=[f"ecd-x{i}" for i in range(51)],
+                tag=[ecd_models.TagResourcesRequestTag(key=key, value="v")],
+            )
+        )
+    with pytest.raises(TeaException, match="InvalidTagKey.Malformed"):
+        client.tag_resources(
+            ecd_models.TagResourcesRequest(
+                region_id="cn-shanghai",
+                resource_type=gws,
+                resource_id=ids,
+                tag=[ecd_models.TagResourcesRequestTag(key="acs:owner", value="v")],
+            )
+        )
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_swas_images_and_sharing(emulator, algorithm):
     client = SwasClient(config(emulator, algorithm))
     bodies = recorded(client)
