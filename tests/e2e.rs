@@ -1234,8 +1234,8 @@ async fn a_stale_copy_of_a_resource_never_acts() {
 
 /// The storm: 101 resources of all four kinds against a cloud that fails 30 % of calls,
 /// throttles in a burst and loses the answers of writes it applied, while the operator is
-/// SIGKILLed every 20 s (two replicas with leader election first, then one at a time) and
-/// a maintenance window opens and closes. The emulator's own log and state then show that
+/// SIGKILLed every 20 s (two replicas with leader election first, then one at a time), a
+/// maintenance window opens and closes, and ten windows lose their status while it is open. The emulator's own log and state then show that
 /// every promise held.
 #[tokio::test(flavor = "multi_thread")]
 async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
@@ -1362,6 +1362,22 @@ async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
         tokio::time::sleep(Duration::from_secs(20)).await;
         op.crash();
         logs.push(op.logs());
+        if round == 0 {
+            // 60 s in, the window open since 25 s and closing at 70 s: ten windows lose
+            // their status (a restore without status, a replace of the status subresource)
+            // and must take their desktops back and exit them at the end.
+            let windows_api = Api::<DesktopMaintenanceWindow>::namespaced(client.clone(), &ns);
+            for w in 0..10 {
+                windows_api
+                    .patch_status(
+                        &format!("w{w}"),
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"status": null})),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
         if round == 1 {
             // The storm passes; lost answers on writes stay to the end.
             emu.world().clear_faults();
