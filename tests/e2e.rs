@@ -2106,6 +2106,35 @@ async fn the_operators_own_status_writes_do_not_reconcile_again() {
     settled(2.0, "a status-only change waits for the resync").await;
     patch_spec::<ImageShare>(&client, &ns, "s", json!({"resyncInterval": "2h"})).await;
     settled(3.0, "a spec edit").await;
+    // A status that disappears (a restore without status, a replace of the subresource)
+    // brings the resource back at once, and its status is written again.
+    api.patch_status("s", &PatchParams::default(), &Patch::Merge(json!({"status": null})))
+        .await
+        .unwrap();
+    settled(4.0, "a lost status").await;
+    assert!(
+        ready::<ImageShare>(&client, &ns, "s").await.is_some(),
+        "the status is back"
+    );
+
+    // A NotReady resource deleted without a finalizer takes its series with it, so that no
+    // alert fires for an object that is gone.
+    create::<ImageShare>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "ImageShare", "metadata": {"name": "gone"},
+               "spec": {"regionId": "cn-hangzhou", "imageId": "m-nosuch", "shared": true}}),
+    )
+    .await;
+    wait_reason::<ImageShare>(&client, &ns, "gone", "NotFound").await;
+    let series =
+        format!(r#"alicloud_ops_not_ready_since_timestamp_seconds{{kind="ImageShare",namespace="{ns}",name="gone""#);
+    assert!(op.scrape().await.contains(&series), "the NotReady series is exported");
+    api.delete("gone", &DeleteParams::default()).await.unwrap();
+    eventually("the deleted resource's series forgotten", WAIT, || async {
+        (!op.scrape().await.contains(&series)).then_some(())
+    })
+    .await;
 }
 
 /// Each kind of write has its own Event reason. kube-runtime's Recorder merges Events of

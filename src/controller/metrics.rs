@@ -219,6 +219,20 @@ impl Metrics {
         self.due.lock().expect("due lock").remove(&key);
     }
 
+    /// Forgets every object of `kind` whose key `exists` denies: a resource deleted without
+    /// a finalizer is never reconciled again, so its series would stay (and keep alerts
+    /// such as `AlicloudOpsResourceNotReady` firing for an object that is gone).
+    pub fn forget_objects_of(&self, kind: &str, exists: impl Fn(&str) -> bool) {
+        self.objects
+            .lock()
+            .expect("objects lock")
+            .retain(|(k, name), _| k != kind || exists(name));
+        self.due
+            .lock()
+            .expect("due lock")
+            .retain(|(k, name), _| k != kind || exists(name));
+    }
+
     /// Records when an object's next reconcile is due (`None`: only on change).
     pub fn schedule(&self, kind: &str, name: &str, after: Option<Duration>) {
         let key = (kind.to_string(), name.to_string());

@@ -1,10 +1,11 @@
 //! One generic controller for every kind: finalizers where deletion has cloud work,
 //! status by server-side apply, Events, metrics, and per-object backoff.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
@@ -587,7 +588,7 @@ fn error_policy<K: ManagedKind>(obj: Arc<K>, err: &Error, kctx: Arc<KindContext<
 /// generation, which deletion also bumps), annotations (`reconcile-requested-at`,
 /// `skip-cleanup`) and finalizers. The operator's own status writes are not among them, so
 /// each write does not cost a second reconcile; requeues and resyncs come on their own.
-fn what_the_operator_acts_on<K: ManagedKind>(obj: &K) -> Option<u64> {
+fn what_the_operator_acts_on<K: ManagedKind>(obj: &K) -> u64 {
     use std::hash::{Hash, Hasher};
     let meta = obj.meta();
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -595,7 +596,27 @@ fn what_the_operator_acts_on<K: ManagedKind>(obj: &K) -> Option<u64> {
     meta.annotations.hash(&mut h);
     meta.finalizers.hash(&mut h);
     meta.deletion_timestamp.is_some().hash(&mut h);
-    Some(h.finish())
+    h.finish()
+}
+
+/// The last look at each object: [`what_the_operator_acts_on`], and whether it had a status.
+type LastSeen<K> = Arc<Mutex<std::collections::HashMap<ObjectRef<K>, (u64, bool)>>>;
+
+/// Whether a watched object should be reconciled: what the operator acts on changed, or its
+/// status disappeared (a restore without status, a replace of the status subresource: the
+/// record is taken back from the cloud at once). A status that appears (the operator's
+/// first write) brings nothing. Deleted objects are dropped from `seen` by the watch.
+fn worth_a_reconcile<K: ManagedKind>(seen: &LastSeen<K>, obj: &K) -> bool {
+    let hash = what_the_operator_acts_on(obj);
+    let has_status = obj.status().is_some_and(|s| *s != K::Status::default());
+    let before = seen
+        .lock()
+        .expect("seen lock")
+        .insert(ObjectRef::from_obj(obj), (hash, has_status));
+    match before {
+        None => true,
+        Some((h, had)) => h != hash || (had && !has_status),
+    }
 }
 
 /// A credentials Secret that changed (or went away): `(namespace, name)`.
@@ -647,15 +668,36 @@ pub async fn run<K: ManagedKind>(
     // Lists come from the apiserver's quorum read, never its watch cache: a list older than
     // what was already observed could undo a recorded intent. (Writes carry a precondition
     // as well; this keeps conflicts rare.)
-    let (store, writer) = kube::runtime::reflector::store();
+    let (store, writer) = kube::runtime::reflector::store::<K>();
+    let seen: LastSeen<K> = Arc::default();
+    let forget = {
+        let (metrics, store, seen) = (shared.metrics.clone(), store.clone(), seen.clone());
+        move |event: &watcher::Event<K>| match event {
+            // Gone: its series go too (a resource without a finalizer is never reconciled
+            // again). After a re-list, whatever the list no longer has.
+            watcher::Event::Delete(obj) => {
+                metrics.forget_object(K::KIND, &object_key(obj));
+                seen.lock().expect("seen lock").remove(&ObjectRef::from_obj(obj));
+            }
+            watcher::Event::InitDone => {
+                let keys: HashSet<String> = store.state().iter().map(|o| object_key(o.as_ref())).collect();
+                metrics.forget_objects_of(K::KIND, |key| keys.contains(key));
+                let refs: HashSet<ObjectRef<K>> =
+                    store.state().iter().map(|o| ObjectRef::from_obj(o.as_ref())).collect();
+                seen.lock().expect("seen lock").retain(|r, _| refs.contains(r));
+            }
+            _ => {}
+        }
+    };
     let changes = watcher(api, watcher::Config::default())
         .default_backoff()
         // The cache keeps no managedFields: nothing reads them, and they are most of an
         // object's size (10,000 resources).
         .modify(|o: &mut K| o.managed_fields_mut().clear())
         .reflect(writer)
+        .inspect_ok(forget)
         .applied_objects()
-        .predicate_filter(what_the_operator_acts_on::<K>, Default::default());
+        .try_filter(move |obj| futures::future::ready(worth_a_reconcile(&seen, obj)));
     let controller = Controller::for_stream(changes, store.clone());
     let mapper_store = store.clone();
     // Rotating a key re-reconciles every resource that names the Secret.
