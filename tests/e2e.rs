@@ -2250,8 +2250,9 @@ fn writes_in_plan_words(emu: &alicloud_ops_operator::emulator::Emulator) -> Vec<
 
 /// `plan` with the live objects, then the operator, on the same manifests and cloud: the plan
 /// names exactly the writes the operator sends (ClientTokens included, made from the live
-/// uids) and the Ready reason it sets; a conflict between two policies created in order (or in the same
-/// second) is decided the same way; after the operator, the plan announces nothing again.
+/// uids) and the Ready reason it sets; a conflict between two policies, or two schedules of
+/// one delivery group, created in order (or in the same second) is decided the same way;
+/// after the operator, the plan announces nothing again.
 #[tokio::test(flavor = "multi_thread")]
 async fn plan_predicts_exactly_the_writes_and_reasons_of_the_operator() {
     let client = admin().await;
@@ -2299,6 +2300,15 @@ spec:
   bizRegionId: cn-hangzhou
   appInstanceGroupId: aig-hz0001
   window: {{cron: "0 3 * * 0", timeZone: Asia/Shanghai}}
+  credentialsRef: {{name: plan-cloud}}
+---
+apiVersion: ops.alicloud.dev/v1alpha1
+kind: OtaSchedule
+metadata: {{name: approve-too, namespace: {ns}}}
+spec:
+  bizRegionId: cn-hangzhou
+  appInstanceGroupId: aig-hz0001
+  window: {{cron: "0 4 * * 0", timeZone: Asia/Shanghai}}
   credentialsRef: {{name: plan-cloud}}
 ---
 apiVersion: ops.alicloud.dev/v1alpha1
@@ -2396,6 +2406,8 @@ spec:
         })
         .collect();
     assert_eq!(predicted_reasons["FotaTaskPolicy/push"], "Conflict", "{before:#}");
+    // Two schedules of one delivery group: plan compares them as the operator does.
+    assert_eq!(predicted_reasons["OtaSchedule/approve-too"], "Conflict", "{before:#}");
 
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     record_reasons::<FotaTaskPolicy>(&client, &ns, seen.clone());

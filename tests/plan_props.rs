@@ -175,7 +175,7 @@ proptest! {
         let peers: Vec<fota::Peer> = peers
             .into_iter()
             .enumerate()
-            .map(|(i, (auto_push, task_uids, created))| fota::Peer { key: format!("ns/p{i}"), created, auto_push, task_uids })
+            .map(|(i, (auto_push, task_uids, created))| fota::Peer { key: format!("ns/p{i}"), shown_as: format!("ns/p{i}"), created, auto_push, task_uids })
             .collect();
         let previous = FotaTaskPolicyStatus::default();
         let out = fota::plan(

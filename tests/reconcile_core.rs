@@ -203,6 +203,7 @@ mod fota {
         let tasks = [task("aot-1", "Pending"), task("aot-2", "Pending")];
         let older = Peer {
             key: "ns/older".into(),
+            shown_as: "ns/older".into(),
             created: t("2026-10-01T00:00:00Z"),
             auto_push: false,
             task_uids: Some(vec!["aot-1".into()]),
@@ -221,6 +222,7 @@ mod fota {
         // Seen from the older policy, the newer one does not count: no flip-flop.
         let newer = Peer {
             key: "ns/newer".into(),
+            shown_as: "ns/newer".into(),
             created: t("2026-12-01T00:00:00Z"),
             auto_push: true,
             task_uids: None,

@@ -893,6 +893,14 @@ async fn a_share_that_has_not_shown_yet_is_waited_for_not_sent_again() {
     assert_ne!(sent[1].params.get("ClientToken"), sent[2].params.get("ClientToken"));
 }
 
+/// Sets when `k` was created (older resources win conflicts).
+fn created_hours_ago<K: kube::Resource>(k: &mut K, hours: i64) {
+    let at = k8s_openapi::jiff::Timestamp::now()
+        .checked_sub(k8s_openapi::jiff::SignedDuration::from_hours(hours))
+        .unwrap();
+    k.meta_mut().creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at));
+}
+
 fn image_shared(h: &Harness, id: &str) -> bool {
     h.emu.world().state().swas["cn-hangzhou"]
         .custom_images
@@ -1194,4 +1202,82 @@ async fn a_window_whose_status_is_lost_takes_its_desktops_back_from_their_tags()
         .filter(|d| ids.contains(&d.desktop_id.as_str()) && !d.tags.is_empty())
         .count();
     assert_eq!(tagged, 0, "the record tags are removed with the record");
+}
+
+/// Conflicts between OtaSchedules of one delivery group: a schedule that cannot act
+/// (suspended, ObserveOnly) never blocks one that can; they are decided within one cloud
+/// account; and the message never names another namespace's object.
+#[tokio::test]
+async fn ota_conflicts_are_between_schedules_that_can_act_in_one_account() {
+    use alicloud_ops_operator::api::ManagementPolicy;
+    let start = Utc::now() + chrono::Duration::hours(1);
+    let cases: [(&str, fn(&mut OtaSchedule), &str, bool); 5] = [
+        ("the same account", |_| {}, "test", true),
+        ("suspended", |o| o.spec.common.suspend = true, "test", false),
+        (
+            "ObserveOnly",
+            |o| o.spec.common.management_policy = ManagementPolicy::ObserveOnly,
+            "test",
+            false,
+        ),
+        ("another account", |_| {}, "other-account", false),
+        (
+            "another namespace",
+            |o| o.metadata.namespace = Some("tenant-b".into()),
+            "test",
+            true,
+        ),
+    ];
+    for (case, edit, account, conflicts) in cases {
+        let mut h = Harness::new().await;
+        let mut older = ota("a-older", "aig-hz0002", start);
+        created_hours_ago(&mut older, 1);
+        edit(&mut older);
+        let older_key = format!("{}/a-older", older.metadata.namespace.as_deref().unwrap());
+        h.env.peer_accounts = Arc::new([(older_key, account.to_string())].into());
+        let mut newer = ota("b-newer", "aig-hz0002", start);
+        created_hours_ago(&mut newer, 0);
+        let r = h.step_among(&mut newer, &[&older], Utc::now(), Stage::Apply).await;
+        if conflicts {
+            assert_eq!(r.verdict.reason, Reason::Conflict, "{case}: {}", r.verdict.message);
+            assert_eq!(h.writes("ApproveOtaTask"), 0, "{case}");
+            assert!(
+                !r.verdict.message.contains("tenant-b") && !r.status.conflicts.iter().any(|c| c.contains("tenant-b")),
+                "{case}: another namespace's object is named: {}",
+                r.verdict.message
+            );
+        } else {
+            assert_ne!(r.verdict.reason, Reason::Conflict, "{case}: {}", r.verdict.message);
+            assert_eq!(h.writes("ApproveOtaTask"), 1, "{case}: the newer schedule was blocked");
+        }
+    }
+}
+
+/// FotaTaskPolicy too: a suspended older policy does not block, and a conflict with another
+/// namespace's policy does not name it.
+#[tokio::test]
+async fn fota_conflicts_ignore_policies_that_cannot_act_and_name_no_other_namespace() {
+    for (suspended, namespace) in [(true, "default"), (false, "tenant-b")] {
+        let mut h = Harness::new().await;
+        let mut older = push_all("a-hold");
+        older.spec.auto_push = false;
+        older.spec.common.suspend = suspended;
+        older.metadata.namespace = Some(namespace.into());
+        created_hours_ago(&mut older, 1);
+        h.env.peer_accounts = Arc::new([(format!("{namespace}/a-hold"), "test".to_string())].into());
+        let mut newer = push_all("b-push");
+        created_hours_ago(&mut newer, 0);
+        let r = h.step_among(&mut newer, &[&older], Utc::now(), Stage::Apply).await;
+        if suspended {
+            assert_ne!(r.verdict.reason, Reason::Conflict, "{}", r.verdict.message);
+            assert_eq!(
+                h.writes("UpdateFotaTask"),
+                2,
+                "the suspended policy blocked the newer one"
+            );
+        } else {
+            assert_eq!(r.verdict.reason, Reason::Conflict, "{}", r.verdict.message);
+            assert!(!r.verdict.message.contains("tenant-b"), "{}", r.verdict.message);
+        }
+    }
 }

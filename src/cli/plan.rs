@@ -505,9 +505,10 @@ pub async fn run(args: &PlanArgs) -> Result<PlanReport, String> {
         let u = uncertain.clone();
         let planned = match d.value["kind"].as_str().unwrap_or("") {
             "FotaTaskPolicy" => planner.plan_one(d, u, &fota, &fota).await,
-            "DesktopMaintenanceWindow" => planner.plan_one(d, u, &windows, &[]).await,
+            // Every kind that reads its peers gets them, as the operator's cache gives them.
+            "DesktopMaintenanceWindow" => planner.plan_one(d, u, &windows, &windows).await,
             "ImageShare" => planner.plan_one(d, u, &shares, &[]).await,
-            _ => planner.plan_one(d, u, &schedules, &[]).await,
+            _ => planner.plan_one(d, u, &schedules, &schedules).await,
         };
         match planned {
             Ok(p) => report.resources.push(p),

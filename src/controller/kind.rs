@@ -279,17 +279,37 @@ pub fn full_name(meta: &kube::api::ObjectMeta) -> String {
     )
 }
 
-/// The peers that win over `this`: created earlier (by name on a tie), not being deleted,
-/// and for which `same_target` holds.
-pub fn older_peers<K: kube::Resource>(this: &K, peers: &[Arc<K>], same_target: impl Fn(&K) -> bool) -> Vec<String> {
+/// Whether `peer` can act on the cloud, and so can win a conflict: a suspended or
+/// ObserveOnly resource, or one being deleted, never blocks one that can act.
+pub fn can_act<K: ManagedKind>(peer: &K) -> bool {
+    let common = peer.common();
+    peer.meta().deletion_timestamp.is_none()
+        && !common.suspend
+        && common.management_policy == crate::api::ManagementPolicy::Manage
+}
+
+/// How a conflict message names `peer` to the owner of `this`: `namespace/name` in its own
+/// namespace; another namespace's objects are not named (they may be another tenant's).
+pub fn peer_name(this: &kube::api::ObjectMeta, peer: &kube::api::ObjectMeta) -> String {
+    if peer.namespace == this.namespace {
+        full_name(peer)
+    } else {
+        "a resource in another namespace".to_string()
+    }
+}
+
+/// The peers that win over `this`: created earlier (by name on a tie), able to act (see
+/// [`can_act`]), and for which `same_target` holds; named as [`peer_name`] does.
+pub fn older_peers<K: ManagedKind>(this: &K, peers: &[Arc<K>], same_target: impl Fn(&K) -> bool) -> Vec<String> {
     let mine = (created_at(this.meta()), full_name(this.meta()));
     let mut older: Vec<String> = peers
         .iter()
-        .filter(|p| p.meta().uid != this.meta().uid && p.meta().deletion_timestamp.is_none())
+        .filter(|p| p.meta().uid != this.meta().uid && can_act(p.as_ref()))
         .filter(|p| same_target(p))
         .filter(|p| (created_at(p.meta()), full_name(p.meta())) < mine)
-        .map(|p| full_name(p.meta()))
+        .map(|p| peer_name(this.meta(), p.meta()))
         .collect();
     older.sort();
+    older.dedup();
     older
 }

@@ -16,8 +16,10 @@ pub struct UpdateTask {
 /// Another FotaTaskPolicy for the same region and account.
 #[derive(Clone, Debug)]
 pub struct Peer {
-    /// `namespace/name`.
+    /// `namespace/name`: the tie-break between policies created at the same instant.
     pub key: String,
+    /// How a conflict message names it (another namespace's policy is not named).
+    pub shown_as: String,
     pub created: DateTime<Utc>,
     pub auto_push: bool,
     pub task_uids: Option<Vec<String>>,
@@ -85,7 +87,7 @@ pub fn plan(input: &FotaInput<'_>, ctx: &PlanContext) -> Outcome<UpdateTask, Fot
                 && p.covers(&t.task_uid)
                 && p.auto_push != spec.auto_push
         }) {
-            conflicts.push(format!("{} (task {})", p.key, t.task_uid));
+            conflicts.push(format!("{} (task {})", p.shown_as, t.task_uid));
             tasks.push(observed);
             continue;
         }

@@ -7,7 +7,7 @@ use crate::api::fota::{FotaTaskPolicy, FotaTaskPolicyStatus};
 use crate::cloud::CloudError;
 use crate::cloud::ops::ecd;
 use crate::controller::events;
-use crate::controller::kind::{self, KindEnv, ManagedKind, Stage, created_at};
+use crate::controller::kind::{self, KindEnv, ManagedKind, Stage, can_act, created_at, peer_name};
 use crate::reconcile::fota::{FotaInput, Peer, UpdateTask, plan};
 use crate::reconcile::{Outcome, PlanContext, Reason, Verdict};
 
@@ -67,11 +67,12 @@ impl ManagedKind for FotaTaskPolicy {
             .filter(|p| {
                 p.spec.region_id == self.spec.region_id
                     && full_name(p) != full_name(self)
-                    && p.metadata.deletion_timestamp.is_none()
+                    && can_act(p.as_ref())
                     && env.same_account(&p.metadata)
             })
             .map(|p| Peer {
                 key: full_name(p),
+                shown_as: peer_name(&self.metadata, &p.metadata),
                 created: created(p),
                 auto_push: p.spec.auto_push,
                 task_uids: p

@@ -23,6 +23,9 @@ impl ManagedKind for OtaSchedule {
     type Action = Approve;
     const KIND: &'static str = "OtaSchedule";
     const WRITE: (Product, &'static str) = (Product::AppstreamCenter, "ApproveOtaTask");
+    /// Two schedules of one delivery group conflict only within one cloud account: another
+    /// account's schedule of a group with the same id is another group, or one it cannot see.
+    const PEERS_BY_ACCOUNT: bool = true;
     const FRESH_READ_BEFORE_WRITE: bool = true;
 
     crate::kind_accessors!(OtaScheduleStatus, biz_region_id);
@@ -69,6 +72,7 @@ impl ManagedKind for OtaSchedule {
         let older = older_peers(self, peers, |p| {
             p.spec.biz_region_id == self.spec.biz_region_id
                 && p.spec.app_instance_group_id == self.spec.app_instance_group_id
+                && env.same_account(&p.metadata)
         });
         Ok(plan(
             &OtaInput {
