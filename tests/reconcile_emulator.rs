@@ -1211,7 +1211,9 @@ async fn a_window_whose_status_is_lost_takes_its_desktops_back_from_their_tags()
 async fn ota_conflicts_are_between_schedules_that_can_act_in_one_account() {
     use alicloud_ops_operator::api::ManagementPolicy;
     let start = Utc::now() + chrono::Duration::hours(1);
-    let cases: [(&str, fn(&mut OtaSchedule), &str, bool); 5] = [
+    /// The case, how the older schedule differs, its account, and whether it blocks.
+    type Case = (&'static str, fn(&mut OtaSchedule), &'static str, bool);
+    let cases: [Case; 5] = [
         ("the same account", |_| {}, "test", true),
         ("suspended", |o| o.spec.common.suspend = true, "test", false),
         (
