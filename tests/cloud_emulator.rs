@@ -808,3 +808,73 @@ async fn an_undecodable_answer_is_terminal_after_a_second_read() {
         "read twice, then given up"
     );
 }
+
+/// A cloud account is an account, not an AccessKey: two RAM users' keys of one account are
+/// one account to STS, share its 10-a-minute ModifyImageShareStatus quota in the client's
+/// lanes (so the cloud never has to throttle), and the emulator counts the quota per account.
+#[tokio::test]
+async fn two_keys_of_one_account_are_one_account_and_share_its_quota() {
+    use alicloud_ops_operator::cloud::client::ClientSettings;
+    use alicloud_ops_operator::cloud::ratelimit::RateLimitConfig;
+    use alicloud_ops_operator::cloud::{CloudClient, Product};
+    use alicloud_ops_operator::emulator::{
+        DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, DEFAULT_ACCOUNT_ID, Emulator, EmulatorConfig,
+    };
+    const SECOND: (&str, &str) = ("LTAI5tSecondRamUser", "second-ram-user-secret");
+    const OTHER: (&str, &str) = ("LTAI5tOtherAccount", "other-account-secret");
+    let emu = Emulator::start(EmulatorConfig {
+        access_keys: vec![
+            (DEFAULT_ACCESS_KEY_ID.into(), DEFAULT_ACCESS_KEY_SECRET.into()),
+            (SECOND.0.into(), SECOND.1.into()),
+            (OTHER.0.into(), OTHER.1.into()),
+        ],
+        accounts: vec![(OTHER.0.into(), "2000000000000009".into())],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let with_quota = ClientSettings {
+        limits: RateLimitConfig::default(),
+        ..settings(&emu, SignatureVersion::V3)
+    };
+    let first = CloudClient::build(with_quota, default_key(), Default::default()).unwrap();
+    let key = |(id, secret): (&str, &str)| CredentialSource::Static {
+        credentials: Credentials::new(id, secret, None, None),
+        origin: "test".into(),
+    };
+    let second = first.with_credentials(key(SECOND));
+    let other = first.with_credentials(key(OTHER));
+    assert_eq!(first.account().await.unwrap(), DEFAULT_ACCOUNT_ID);
+    assert_eq!(second.account().await.unwrap(), DEFAULT_ACCOUNT_ID);
+    assert_eq!(other.account().await.unwrap(), "2000000000000009");
+    let admit = |c: &CloudClient, holder: &str| {
+        let c = c.for_holder(holder);
+        async move {
+            c.admit(Product::SwasOpen, "cn-hangzhou", "ModifyImageShareStatus")
+                .await
+        }
+    };
+    for i in 0..10 {
+        admit(&first, &format!("first-{i}")).await.unwrap();
+    }
+    assert!(
+        admit(&second, "second-0").await.is_err(),
+        "the second RAM user got an 11th call of the account's 10 a minute"
+    );
+    admit(&other, "other-0").await.unwrap();
+
+    // The cloud counts the quota per account too, whichever key spends it.
+    let unlimited =
+        |source| CloudClient::build(settings(&emu, SignatureVersion::V3), source, Default::default()).unwrap();
+    let (a, b) = (unlimited(default_key()), unlimited(key(SECOND)));
+    for i in 0..10 {
+        let token = format!("quota-a-{i}");
+        modify_image_share_status(&a, "cn-hangzhou", "m-hz0001", ShareOperation::Share, &token)
+            .await
+            .unwrap();
+    }
+    let err = modify_image_share_status(&b, "cn-hangzhou", "m-hz0001", ShareOperation::Share, "quota-b-0")
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Throttled, "{err}");
+}

@@ -1105,6 +1105,7 @@ async fn changed_credentials_exit_with_the_old_ones_first_and_region_is_immutabl
             (DEFAULT_ACCESS_KEY_ID.into(), DEFAULT_ACCESS_KEY_SECRET.into()),
             (second.0.into(), second.1.into()),
         ],
+        accounts: vec![(second.0.into(), "2000000000000001".into())],
         ..Default::default()
     })
     .await
@@ -1971,6 +1972,7 @@ async fn quota_bound_writes_hold_no_worker_and_accounts_progress_independently()
             (DEFAULT_ACCESS_KEY_ID.into(), DEFAULT_ACCESS_KEY_SECRET.into()),
             (B_ID.into(), B_SECRET.into()),
         ],
+        accounts: vec![(B_ID.into(), "2000000000000002".into())],
         state,
         ..Default::default()
     })
@@ -2266,6 +2268,7 @@ async fn plan_predicts_exactly_the_writes_and_reasons_of_the_operator() {
             (DEFAULT_ACCESS_KEY_ID.into(), DEFAULT_ACCESS_KEY_SECRET.into()),
             (account.0.into(), account.1.into()),
         ],
+        accounts: vec![(account.0.into(), "2000000000000003".into())],
         ..Default::default()
     })
     .await

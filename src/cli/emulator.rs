@@ -15,8 +15,9 @@ pub struct EmulatorArgs {
     /// Load this dataset (YAML or JSON, the shape of GET /_emulator/state) instead of the default one.
     #[arg(long)]
     pub state: Option<PathBuf>,
-    /// Accept this key pair, as ID:SECRET (repeatable). Without it, the default pair is accepted.
-    #[arg(long = "access-key", value_name = "ID:SECRET")]
+    /// Accept this key pair, as ID:SECRET, or ID:SECRET:ACCOUNT to place it in another cloud
+    /// account than the default one (repeatable). Without it, the default pair is accepted.
+    #[arg(long = "access-key", value_name = "ID:SECRET[:ACCOUNT]")]
     pub access_keys: Vec<String>,
     /// Make an action's writes take this long to show, as ACTION=SECONDS (repeatable;
     /// `ModifyImageShareStatus`, `SetDesktopMaintenance`), over the dataset's `settleSeconds`.
@@ -36,14 +37,24 @@ pub fn load_state(path: &PathBuf) -> Result<CloudState, String> {
 
 pub fn config(args: &EmulatorArgs) -> Result<EmulatorConfig, String> {
     let mut access_keys = Vec::new();
+    let mut accounts = Vec::new();
     for raw in &args.access_keys {
-        match raw.split_once(':') {
-            Some((id, secret)) if !id.is_empty() && !secret.is_empty() => {
-                access_keys.push((id.to_string(), secret.to_string()))
+        let mut parts = raw.splitn(3, ':');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(id), Some(secret), account) if !id.is_empty() && !secret.is_empty() => {
+                access_keys.push((id.to_string(), secret.to_string()));
+                match account {
+                    Some(a) if !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()) => {
+                        accounts.push((id.to_string(), a.to_string()))
+                    }
+                    Some(_) => return Err(format!("--access-key {id:?}: the ACCOUNT must be digits")),
+                    None => {}
+                }
             }
             _ => {
+                // Never echo the secret.
                 return Err(format!(
-                    "--access-key {:?}: expected ID:SECRET",
+                    "--access-key {:?}: expected ID:SECRET or ID:SECRET:ACCOUNT",
                     raw.split(':').next().unwrap_or("")
                 ));
             }
@@ -67,6 +78,7 @@ pub fn config(args: &EmulatorArgs) -> Result<EmulatorConfig, String> {
     Ok(EmulatorConfig {
         listen: args.listen,
         access_keys,
+        accounts,
         state,
     })
 }

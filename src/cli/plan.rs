@@ -15,7 +15,7 @@ use super::cloud_args::CloudArgs;
 use crate::api::{self, DesktopMaintenanceWindow, FotaTaskPolicy, ImageShare, OtaSchedule};
 use crate::cloud::metrics::CloudMetrics;
 use crate::cloud::{CloudClient, CredentialSource, Credentials};
-use crate::controller::kind::{KindEnv, ManagedKind, Stage};
+use crate::controller::kind::{KindEnv, ManagedKind, Stage, account_key};
 use crate::controller::runner;
 use crate::controller::snapshot::SnapshotCache;
 use crate::reconcile::PlanContext;
@@ -285,22 +285,24 @@ impl Planner {
         KindEnv::new(cloud, account, self.snapshots.clone())
     }
 
-    /// The cloud side of a resource: its Secret from the input, else the default chain.
-    /// The second value says which, for the output.
-    fn env(&self, namespace: &str, common: &api::common::CommonSpec) -> Result<(KindEnv, String), String> {
+    /// The cloud side of a resource: its Secret from the input, else the default chain,
+    /// keyed by cloud account as the operator keys it. The second value says which, for the
+    /// output.
+    async fn env(&self, namespace: &str, common: &api::common::CommonSpec) -> Result<(KindEnv, String), String> {
         let default_chain = self.default_client.credentials().describe();
+        let default_env = || async {
+            let account = account_key(&self.default_client, "default".into()).await;
+            self.env_with(self.default_client.clone(), account)
+        };
         let Some(r) = &common.credentials_ref else {
-            return Ok((
-                self.env_with(self.default_client.clone(), "default".into()),
-                format!("default chain: {default_chain}"),
-            ));
+            return Ok((default_env().await, format!("default chain: {default_chain}")));
         };
         let Some(keys) = self.secrets.get(&(namespace.to_string(), r.name.clone())) else {
             let desc = format!(
                 "Secret {namespace}/{} is not in the input; default chain: {default_chain}",
                 r.name
             );
-            return Ok((self.env_with(self.default_client.clone(), "default".into()), desc));
+            return Ok((default_env().await, desc));
         };
         let key = |name: &str| {
             keys.get(name)
@@ -310,11 +312,12 @@ impl Planner {
         let (id, secret) = (key("accessKeyId")?, key("accessKeySecret")?);
         let origin = format!("Secret {namespace}/{} from the input", r.name);
         let creds = Credentials::new(id.clone(), secret.clone(), keys.get("securityToken").cloned(), None);
-        let account = creds.account_key();
+        let fallback = creds.account_key();
         let client = self.default_client.with_credentials(CredentialSource::Static {
             credentials: creds,
             origin: origin.clone(),
         });
+        let account = account_key(&client, fallback).await;
         Ok((self.env_with(client, account), format!("{origin} (AccessKeyId {id})")))
     }
 
@@ -353,7 +356,7 @@ impl Planner {
             planned.message = "spec.suspend is true: the operator would not read or write the cloud".into();
             return Ok(planned);
         }
-        let (mut env, creds) = match self.env(&namespace, obj.common()) {
+        let (mut env, creds) = match self.env(&namespace, obj.common()).await {
             Ok(e) => e,
             Err(msg) => {
                 planned.result = "Error".into();
@@ -372,15 +375,13 @@ impl Planner {
         let peers: Vec<Arc<K>> = peers.to_vec();
         if K::PEERS_BY_ACCOUNT {
             // The same account resolution as the operator's, from the Secrets in the input.
-            let accounts = peers
-                .iter()
-                .filter_map(|p| {
-                    let (e, _) = self
-                        .env(&p.meta().namespace.clone().unwrap_or_default(), p.common())
-                        .ok()?;
-                    Some((crate::controller::kind::full_name(p.meta()), e.account))
-                })
-                .collect();
+            let mut accounts = BTreeMap::new();
+            for p in &peers {
+                let namespace = p.meta().namespace.clone().unwrap_or_default();
+                if let Ok((e, _)) = self.env(&namespace, p.common()).await {
+                    accounts.insert(crate::controller::kind::full_name(p.meta()), e.account);
+                }
+            }
             env.peer_accounts = Arc::new(accounts);
         }
         match runner::plan(&obj, &env, &peers, &ctx, Stage::Apply, false).await {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::accounts::AccountBook;
 use super::credentials::{CredentialProvider, CredentialSource};
 use super::endpoint::Product;
 use super::error::CloudError;
@@ -69,6 +70,8 @@ pub struct CloudClient {
     /// Who the calls are for (the operator names the resource): such calls never wait long
     /// for the client-side limits; see [`crate::cloud::ratelimit`].
     holder: Option<Arc<str>>,
+    /// The cloud account of each credential set, shared by every client made from this one.
+    accounts: Arc<AccountBook>,
 }
 
 impl CloudClient {
@@ -85,6 +88,7 @@ impl CloudClient {
             limiter,
             retry,
             holder: None,
+            accounts: Arc::default(),
         }
     }
 
@@ -135,8 +139,31 @@ impl CloudClient {
         let Some(holder) = &self.holder else { return Ok(()) };
         let creds = self.credentials.get().await?;
         self.limiter
-            .admit(holder, &creds.account_key(), product, region, action)
+            .admit(holder, &self.lane(&creds), product, region, action)
             .map_err(CloudError::Deferred)
+    }
+
+    /// The cloud account these credentials act in (STS GetCallerIdentity, asked once per
+    /// credential set and kept in the shared book).
+    pub async fn account(&self) -> Result<String, CloudError> {
+        let creds = self.credentials.get().await?;
+        let key = creds.account_key();
+        if let Some(account) = self.accounts.get(&key) {
+            return Ok(account);
+        }
+        let identity = super::ops::sts::get_caller_identity(&self.shared()).await?;
+        self.accounts.insert(key, identity.account_id.clone());
+        Ok(identity.account_id)
+    }
+
+    /// The key of the rate-limit buckets and quota lanes: the cloud account once it is
+    /// known, so every key of one account shares its quotas; the credential set until then.
+    fn lane(&self, creds: &super::Credentials) -> String {
+        let key = creds.account_key();
+        match self.accounts.get(&key) {
+            Some(account) => format!("account:{account}"),
+            None => key,
+        }
     }
 
     pub fn credentials(&self) -> &Arc<CredentialProvider> {
@@ -181,7 +208,7 @@ impl CloudClient {
         let mut refreshed = false;
         loop {
             let creds = self.credentials.get().await?;
-            let account = creds.account_key();
+            let account = self.lane(&creds);
             let queued = Instant::now();
             let ticket = self
                 .limiter

@@ -1,6 +1,7 @@
 //! Everything the operator needs to talk to Alibaba Cloud: signing, credentials, HTTP,
 //! retries, client-side limits and the typed calls. Nothing here knows about Kubernetes.
 
+pub mod accounts;
 pub mod canonical;
 pub mod client;
 pub mod credentials;

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::runtime::events::Recorder;
 
-use super::kind::KindEnv;
+use super::kind::{KindEnv, account_key, account_name};
 use super::metrics::Metrics;
 use super::snapshot::SnapshotCache;
 use crate::api::common::CredentialsRef;
@@ -175,7 +175,8 @@ impl Context {
             if !self.config.default_credentials.allows(namespace) {
                 return Err(CredentialsError::DefaultNotAllowed(namespace.to_string()));
             }
-            let env = KindEnv::new(self.cloud.clone(), "default".into(), self.snapshots.clone());
+            let account = account_key(&self.cloud, "default".into()).await;
+            let env = KindEnv::new(self.cloud.clone(), account, self.snapshots.clone());
             return Ok((env, "the operator's credentials".into()));
         };
         let full = format!("{namespace}/{}", r.name);
@@ -192,12 +193,13 @@ impl Context {
             security_token: keys.security_token,
             expiration: None,
         };
-        let account = creds.account_key();
+        let fallback = creds.account_key();
         let origin = format!("Secret {full}");
         let cloud = self.cloud.with_credentials(CredentialSource::Static {
             credentials: creds,
             origin: origin.clone(),
         });
+        let account = account_key(&cloud, fallback).await;
         Ok((KindEnv::new(cloud, account, self.snapshots.clone()), origin))
     }
 
@@ -248,8 +250,9 @@ impl Context {
             .remove(&(key.0, Some(key.1)));
     }
 
-    /// The account key a resource's credentials resolve to (`None`: they cannot be read).
-    /// Cached briefly: conflicts between peers are decided on it at every reconcile.
+    /// The cloud account a resource's credentials act in (`None`: they cannot be read, or
+    /// the cloud cannot say). Cached briefly: conflicts between peers are decided on it at
+    /// every reconcile.
     pub async fn account_of(&self, namespace: &str, credentials_ref: Option<&CredentialsRef>) -> Option<String> {
         let key = (namespace.to_string(), credentials_ref.map(|r| r.name.clone()));
         if let Some((account, at)) = self.accounts.lock().expect("accounts lock").get(&key)
@@ -258,11 +261,12 @@ impl Context {
             return Some(account.clone());
         }
         let (env, _) = self.env_for(namespace, credentials_ref).await.ok()?;
-        self.accounts
-            .lock()
-            .expect("accounts lock")
-            .insert(key, (env.account.clone(), std::time::Instant::now()));
-        Some(env.account)
+        let account = account_name(&env.cloud.account().await.ok()?);
+        let mut accounts = self.accounts.lock().expect("accounts lock");
+        // Bounded: what has not been asked for within the cache's life goes.
+        accounts.retain(|_, (_, at)| at.elapsed() < ACCOUNT_CACHE_TTL);
+        accounts.insert(key, (account.clone(), std::time::Instant::now()));
+        Some(account)
     }
 
     /// Records a failure and returns how long to wait: exponential with full jitter,

@@ -115,6 +115,23 @@ impl KindEnv {
     }
 }
 
+/// How a cloud account is keyed among resources (snapshots, conflicts, peer accounts).
+pub fn account_name(account_id: &str) -> String {
+    format!("account:{account_id}")
+}
+
+/// What resources of one cloud account share: the account STS names for `cloud`'s
+/// credentials, or `fallback` (the credential set) while the cloud cannot say.
+pub async fn account_key(cloud: &CloudClient, fallback: String) -> String {
+    match cloud.account().await {
+        Ok(account) => account_name(&account),
+        Err(e) => {
+            tracing::debug!(error = %e, "the cloud account is not known yet; keyed by the credentials");
+            fallback
+        }
+    }
+}
+
 /// The accessors every kind implements the same way, given its status type and the spec
 /// field that holds its region.
 #[macro_export]

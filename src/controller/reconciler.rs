@@ -300,14 +300,17 @@ async fn run_stage<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: St
     }
 
     // Recorded writes are undone with the credentials that made them. When the spec now
-    // names others, the record is undone first (a "drain"), then the new ones take over.
-    // Both references may hold the same AccessKey: then there is nothing to undo.
+    // names another cloud account, the record is undone first (a "drain"), then the new
+    // one takes over. A key rotated within one account (a new Secret name, another RAM user)
+    // is no drain, and neither are credentials that cannot be resolved (a Secret pruned by
+    // the same apply, a typo): nothing is exited on a guess.
     let spec_ref = obj.common().credentials_ref.clone();
     let pinned = K::recorded_with(&previous).filter(|p| !recorded_before.is_empty() && *p != spec_ref);
     let use_pinned = match &pinned {
         Some(p) => {
             let old = ctx.account_of(&ns, p.as_ref()).await;
-            old.is_none() || old != ctx.account_of(&ns, spec_ref.as_ref()).await
+            let new = ctx.account_of(&ns, spec_ref.as_ref()).await;
+            matches!((old, new), (Some(old), Some(new)) if old != new)
         }
         None => false,
     };

@@ -37,6 +37,19 @@ struct StsKey {
     secret: String,
     token: String,
     expiration: DateTime<Utc>,
+    identity: Identity,
+}
+
+/// Who a key acts as, as STS GetCallerIdentity answers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub account_id: String,
+    /// `RAMUser` for a long-term key, `AssumedRoleUser` for an STS one.
+    pub identity_type: String,
+    pub arn: String,
+    pub user_id: String,
+    pub principal_id: String,
+    pub role_id: String,
 }
 
 /// Known keys: the long-term pairs given on the command line and the temporary ones
@@ -44,6 +57,8 @@ struct StsKey {
 #[derive(Debug, Default)]
 pub struct KeyStore {
     keys: HashMap<String, String>,
+    /// The account of each long-term key; a key not listed is the default account's.
+    accounts: HashMap<String, String>,
     sts: HashMap<String, StsKey>,
 }
 
@@ -51,19 +66,71 @@ impl KeyStore {
     pub fn new(pairs: &[(String, String)]) -> Self {
         KeyStore {
             keys: pairs.iter().cloned().collect(),
+            accounts: HashMap::new(),
             sts: HashMap::new(),
         }
     }
 
-    pub fn add_sts(&mut self, id: String, secret: String, token: String, expiration: DateTime<Utc>) {
+    /// Places long-term keys in accounts: `(AccessKeyId, AccountId)`.
+    pub fn with_accounts(mut self, accounts: &[(String, String)]) -> Self {
+        self.accounts = accounts.iter().cloned().collect();
+        self
+    }
+
+    pub fn add_sts(
+        &mut self,
+        id: String,
+        secret: String,
+        token: String,
+        expiration: DateTime<Utc>,
+        identity: Identity,
+    ) {
         self.sts.insert(
             id,
             StsKey {
                 secret,
                 token,
                 expiration,
+                identity,
             },
         );
+    }
+
+    /// Whom `id` acts as (a key the store does not know acts as nobody).
+    pub fn identity(&self, id: &str) -> Option<Identity> {
+        if let Some(k) = self.sts.get(id) {
+            return Some(k.identity.clone());
+        }
+        self.keys.contains_key(id).then(|| {
+            let account = self
+                .accounts
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| super::DEFAULT_ACCOUNT_ID.to_string());
+            // One RAM user per key, named after it, with a stable numeric id.
+            let user_id: String = id
+                .bytes()
+                .fold(1u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+                .to_string()
+                .chars()
+                .take(15)
+                .collect();
+            Identity {
+                arn: format!("acs:ram::{account}:user/{}", id.to_ascii_lowercase()),
+                account_id: account,
+                identity_type: "RAMUser".into(),
+                principal_id: user_id.clone(),
+                user_id,
+                role_id: String::new(),
+            }
+        })
+    }
+
+    /// The account `id` belongs to; quotas are the account's, whichever key spends them.
+    pub fn account_of(&self, id: &str) -> String {
+        self.identity(id)
+            .map(|i| i.account_id)
+            .unwrap_or_else(|| id.to_string())
     }
 
     /// The secret of `id`, after checking its STS token (if it is a temporary key).
@@ -369,6 +436,7 @@ mod tests {
             "s".into(),
             "tok".into(),
             now + chrono::Duration::minutes(5),
+            ks.identity("ak").unwrap(),
         );
         assert_eq!(ks.secret("STS.a", Some("tok"), now).unwrap(), "s");
         assert_eq!(

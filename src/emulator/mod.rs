@@ -27,12 +27,17 @@ pub use state::CloudState;
 /// The key pair the emulator accepts when none is given; printed at start-up.
 pub const DEFAULT_ACCESS_KEY_ID: &str = "LTAI5tEmulatorDefault";
 pub const DEFAULT_ACCESS_KEY_SECRET: &str = "emulator-secret-do-not-use-in-production";
+/// The account every key belongs to unless [`EmulatorConfig::accounts`] says otherwise.
+pub const DEFAULT_ACCOUNT_ID: &str = "1866226837513800";
 
 #[derive(Clone, Debug)]
 pub struct EmulatorConfig {
     pub listen: SocketAddr,
     /// Accepted (AccessKeyId, AccessKeySecret) pairs.
     pub access_keys: Vec<(String, String)>,
+    /// (AccessKeyId, AccountId): the keys of another account than [`DEFAULT_ACCOUNT_ID`].
+    /// Keys of one account share its quotas, and STS GetCallerIdentity names it.
+    pub accounts: Vec<(String, String)>,
     pub state: CloudState,
 }
 
@@ -41,6 +46,7 @@ impl Default for EmulatorConfig {
         EmulatorConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             access_keys: vec![(DEFAULT_ACCESS_KEY_ID.into(), DEFAULT_ACCESS_KEY_SECRET.into())],
+            accounts: Vec::new(),
             state: CloudState::default_dataset(),
         }
     }
@@ -58,7 +64,7 @@ impl Emulator {
     pub async fn start(config: EmulatorConfig) -> std::io::Result<Emulator> {
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
-        let world = Arc::new(World::new(config.state, &config.access_keys));
+        let world = Arc::new(World::new(config.state, &config.access_keys, &config.accounts));
         let (tx, rx) = oneshot::channel();
         let app = server::router(world.clone());
         let task = tokio::spawn(async move {

@@ -91,11 +91,11 @@ pub struct World {
 }
 
 impl World {
-    pub fn new(state: CloudState, access_keys: &[(String, String)]) -> Self {
+    pub fn new(state: CloudState, access_keys: &[(String, String)], accounts: &[(String, String)]) -> Self {
         World {
             clock: Clock::default(),
             state: Mutex::new(state),
-            keys: Mutex::new(KeyStore::new(access_keys)),
+            keys: Mutex::new(KeyStore::new(access_keys).with_accounts(accounts)),
             nonces: Mutex::new(NonceCache::default()),
             faults: Mutex::new(Faults::default()),
             shares: Mutex::new(ShareBook::default()),
@@ -198,11 +198,16 @@ impl World {
             (Product::SwasOpen, "ListCustomImages") => swas::list_custom_images(state, params),
             (Product::SwasOpen, "ModifyImageShareStatus") => {
                 let mut book = self.shares.lock().expect("shares lock");
-                swas::modify_image_share_status(state, &mut book, caller.access_key_id(), params, now)
+                // The quota and the ClientTokens are the account's, whichever key it uses.
+                let account = self.keys.lock().expect("keys lock").account_of(caller.access_key_id());
+                swas::modify_image_share_status(state, &mut book, &account, params, now)
             }
             (Product::AppstreamCenter, "ListAppInstanceGroup") => appstream::list_app_instance_group(state, params),
             (Product::AppstreamCenter, "ApproveOtaTask") => appstream::approve_ota_task(state, params, now),
             (Product::AppstreamCenter, "ListOtaTask") => appstream::list_ota_task(state, params, now),
+            (Product::Sts, "GetCallerIdentity") => {
+                sts::get_caller_identity(&self.keys.lock().expect("keys lock"), caller)
+            }
             (Product::Sts, "AssumeRoleWithOIDC") => {
                 sts::assume_role_with_oidc(&mut self.keys.lock().expect("keys lock"), params, now)
             }

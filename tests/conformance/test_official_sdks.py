@@ -142,8 +142,9 @@ def recorded(client):
 
 
 def call(client, bodies, method, request):
-    """Calls one action through the SDK and checks its answer field by field."""
-    response = getattr(client, method)(request)
+    """Calls one action through the SDK and checks its answer field by field (`request` None:
+    an action that takes no parameters)."""
+    response = getattr(client, method)() if request is None else getattr(client, method)(request)
     check_answer(response.body, bodies[-1])
     return response
 
@@ -390,6 +391,24 @@ def test_sts_assume_role_with_oidc(emulator):
     )
     ecd = EcdClient(with_sts)
     assert ecd.describe_fota_tasks(ecd_models.DescribeFotaTasksRequest(region_id="cn-hangzhou")).body.fota_tasks
+    # The STS key acts in the role's account, as an assumed role.
+    sts = StsClient(with_sts)
+    who = call(sts, recorded(sts), "get_caller_identity", None)
+    assert who.body.account_id == "1234567890123456"
+    assert who.body.identity_type == "AssumedRoleUser"
+    assert who.body.arn == "acs:ram::1234567890123456:assumed-role/ops-operator/conformance"
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_sts_get_caller_identity(emulator, algorithm):
+    """The account a long-term key acts in: the operator keys quotas, conflicts and drains by it."""
+    client = StsClient(config(emulator, algorithm))
+    bodies = recorded(client)
+    who = call(client, bodies, "get_caller_identity", None)
+    assert who.body.account_id == "1866226837513800"
+    assert who.body.identity_type == "RAMUser"
+    assert who.body.arn.startswith("acs:ram::1866226837513800:user/")
+    assert who.body.user_id and who.body.request_id
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)

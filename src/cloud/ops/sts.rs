@@ -1,4 +1,5 @@
-//! STS (2015-04-01) AssumeRoleWithOIDC: the RRSA exchange. Not signed with a key.
+//! STS (2015-04-01): AssumeRoleWithOIDC, the RRSA exchange (not signed with a key), and
+//! GetCallerIdentity, the account a key acts in.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -70,4 +71,28 @@ pub async fn assume_role_with_oidc(
         action: req.action.into(),
         message: e.to_string(),
     })
+}
+
+/// Who a key acts as. Needs no RAM permission: every identity may ask.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CallerIdentity {
+    pub account_id: String,
+    #[serde(default)]
+    pub arn: String,
+    #[serde(default)]
+    pub user_id: String,
+    #[serde(default)]
+    pub identity_type: String,
+}
+
+pub async fn get_caller_identity(client: &crate::cloud::CloudClient) -> Result<CallerIdentity, CloudError> {
+    let req = RpcRequest::new(Product::Sts, "GetCallerIdentity", "");
+    let identity: CallerIdentity = client.call_typed(&req).await?;
+    if identity.account_id.is_empty() {
+        return Err(CloudError::InvalidRequest(
+            "GetCallerIdentity answered no AccountId".into(),
+        ));
+    }
+    Ok(identity)
 }

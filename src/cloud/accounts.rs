@@ -1,0 +1,73 @@
+//! Which cloud account each credential set acts in, as STS GetCallerIdentity answers it.
+//!
+//! A cloud account is an account, not an AccessKey: two RAM users of one account, or a key
+//! rotated under a new Secret name, act on the same tasks, desktops and quotas. The book is
+//! shared by every client made from one (see [`super::CloudClient::account`]); it is keyed
+//! by the credential set ([`super::Credentials::account_key`]), bounded, and forgets sets
+//! unused for an hour, so STS keys that rotate at every refresh do not pile up.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A set not used for this long is forgotten (it is resolved again if it comes back).
+pub const UNUSED_FOR: Duration = Duration::from_secs(3600);
+/// The most sets the book holds; the least recently used goes first.
+pub const CAPACITY: usize = 10_000;
+
+#[derive(Debug, Default)]
+pub struct AccountBook {
+    entries: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl AccountBook {
+    /// The account of the credential set `key`, if it was resolved.
+    pub fn get(&self, key: &str) -> Option<String> {
+        let mut entries = self.entries.lock().expect("accounts lock");
+        let (account, used) = entries.get_mut(key)?;
+        *used = Instant::now();
+        Some(account.clone())
+    }
+
+    pub fn insert(&self, key: String, account: String) {
+        let now = Instant::now();
+        let mut entries = self.entries.lock().expect("accounts lock");
+        entries.retain(|_, (_, used)| now.duration_since(*used) < UNUSED_FOR);
+        if entries.len() >= CAPACITY
+            && let Some(oldest) = entries
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+        {
+            entries.remove(&oldest);
+        }
+        entries.insert(key, (account, now));
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().expect("accounts lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_book_is_bounded_and_keeps_what_is_used() {
+        let book = AccountBook::default();
+        for i in 0..CAPACITY + 5 {
+            book.insert(format!("key-{i}"), "123".into());
+            if i == 0 {
+                // Used again: the oldest by use is another one.
+                assert_eq!(book.get("key-0").as_deref(), Some("123"));
+            }
+        }
+        assert_eq!(book.len(), CAPACITY);
+        assert_eq!(book.get(&format!("key-{}", CAPACITY + 4)).as_deref(), Some("123"));
+    }
+}
