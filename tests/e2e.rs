@@ -1159,6 +1159,73 @@ async fn changed_credentials_exit_with_the_old_ones_first_and_region_is_immutabl
     assert!(in_maintenance(&emu, id));
 }
 
+/// Rotating a key the way GitOps does it (a kustomize secretGenerator's new hash-suffixed
+/// name, the old Secret pruned in the same apply), to another RAM user of the same account,
+/// never exits a desktop mid-window; nor does a typo in credentialsRef.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_rotated_within_the_account_or_a_typo_never_exits_a_desktop() {
+    use alicloud_ops_operator::emulator::{DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, Emulator, EmulatorConfig};
+    let client = admin().await;
+    let ns = namespace(&client, "rotate").await;
+    let second = ("LTAI5tSameAccountUser2", "same-account-second-user");
+    let emu = Emulator::start(EmulatorConfig {
+        access_keys: vec![
+            (DEFAULT_ACCESS_KEY_ID.into(), DEFAULT_ACCESS_KEY_SECRET.into()),
+            (second.0.into(), second.1.into()),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    secret(&client, &ns, "creds-7f9c2b", DEFAULT_ACCESS_KEY_SECRET).await;
+    let _op = Operator::start(&ns, &emu.url(), &format!("lease-{ns}"));
+    let id = "ecd-hz10071";
+    create::<DesktopMaintenanceWindow>(
+        &client,
+        &ns,
+        dmw("w", &[id], chrono::Duration::hours(2), Some("creds-7f9c2b")),
+    )
+    .await;
+    wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "w", "Active").await;
+
+    // The new Secret, the reference to it, and the old one pruned, as one apply does.
+    let rotated: Secret = serde_json::from_value(json!({"metadata": {"name": "creds-k2m4d8",
+        "labels": {"ops.alicloud.dev/credentials": "true"}},
+        "stringData": {"accessKeyId": second.0, "accessKeySecret": second.1}}))
+    .unwrap();
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    secrets.create(&PostParams::default(), &rotated).await.unwrap();
+    patch_spec::<DesktopMaintenanceWindow>(&client, &ns, "w", json!({"credentialsRef": {"name": "creds-k2m4d8"}}))
+        .await;
+    secrets.delete("creds-7f9c2b", &DeleteParams::default()).await.unwrap();
+    let exits = || {
+        emu.world()
+            .request_log()
+            .into_iter()
+            .filter(|r| r.action == "SetDesktopMaintenance" && r.params.get("Mode").map(String::as_str) == Some("EXIT"))
+            .count()
+    };
+    eventually("the window acts with the rotated key", WAIT, || async {
+        let (_, reason, status) = ready::<DesktopMaintenanceWindow>(&client, &ns, "w").await?;
+        (reason == "Active" && status["enteredWith"]["credentialsRef"]["name"] == "creds-k2m4d8").then_some(())
+    })
+    .await;
+    assert_eq!(exits(), 0, "a key rotated within the account exited the desktop");
+    assert!(in_maintenance(&emu, id));
+
+    // A typo: the credentials cannot be read, and nothing is exited on a guess.
+    patch_spec::<DesktopMaintenanceWindow>(&client, &ns, "w", json!({"credentialsRef": {"name": "creds-k2m4d9"}}))
+        .await;
+    wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "w", "CredentialsInvalid").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(exits(), 0, "a typo in credentialsRef exited the desktop");
+    assert!(in_maintenance(&emu, id));
+    patch_spec::<DesktopMaintenanceWindow>(&client, &ns, "w", json!({"credentialsRef": {"name": "creds-k2m4d8"}}))
+        .await;
+    wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "w", "Active").await;
+    assert_eq!(exits(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_copy_of_a_resource_never_acts() {
     use alicloud_ops_operator::controller::kind::{KindEnv, Stage};
