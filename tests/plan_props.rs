@@ -263,7 +263,7 @@ proptest! {
         };
         let image = image.map(|(in_share, status)| CustomImage { image_id: "m-1".into(), in_share, status, ..Default::default() });
         let previous = ImageShareStatus { in_share, share_operations: operations, ..Default::default() };
-        let input = image_share::ImageShareInput { spec: &spec, uid: &uid, image: image.as_ref(), listed_at: ctx.now, previous: &previous };
+        let input = image_share::ImageShareInput { spec: &spec, uid: &uid, resource_version: "1", image: image.as_ref(), listed_at: ctx.now, previous: &previous };
         let _ = image_share::plan(&input, &ctx);
         let _ = image_share::cleanup(&input, &ctx);
     }

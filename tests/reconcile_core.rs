@@ -653,6 +653,7 @@ mod image_share {
             &ImageShareInput {
                 spec,
                 uid: "u",
+                resource_version: "7",
                 image,
                 listed_at: ctx.now,
                 previous: &ImageShareStatus::default(),
@@ -683,6 +684,7 @@ mod image_share {
             &ImageShareInput {
                 spec: &s,
                 uid: "uid-1",
+                resource_version: "7",
                 image: Some(&img),
                 listed_at: ctx("2026-11-22T10:00:00Z").now,
                 previous: &prev,
@@ -693,7 +695,7 @@ mod image_share {
         assert_eq!(out.actions[0].operation, ShareOperation::Share);
         assert_eq!(
             out.actions[0].client_token,
-            client_token("uid-1", 1, ShareOperation::Share, 3)
+            client_token("uid-1", 1, "7", ShareOperation::Share, 3)
         );
         assert_eq!(out.intent.unwrap().share_operations, 3);
         assert_eq!(out.status.in_share, Some(true));
@@ -702,14 +704,15 @@ mod image_share {
 
     #[test]
     fn tokens_are_stable_short_ascii_and_differ_by_every_input() {
-        let a = client_token("uid", 1, ShareOperation::Share, 1);
-        assert_eq!(a, client_token("uid", 1, ShareOperation::Share, 1));
+        let a = client_token("uid", 1, "7", ShareOperation::Share, 1);
+        assert_eq!(a, client_token("uid", 1, "7", ShareOperation::Share, 1));
         assert!(a.len() <= 64 && a.is_ascii());
         for other in [
-            client_token("uid2", 1, ShareOperation::Share, 1),
-            client_token("uid", 2, ShareOperation::Share, 1),
-            client_token("uid", 1, ShareOperation::UnShare, 1),
-            client_token("uid", 1, ShareOperation::Share, 2),
+            client_token("uid2", 1, "7", ShareOperation::Share, 1),
+            client_token("uid", 2, "7", ShareOperation::Share, 1),
+            client_token("uid", 1, "8", ShareOperation::Share, 1),
+            client_token("uid", 1, "7", ShareOperation::UnShare, 1),
+            client_token("uid", 1, "7", ShareOperation::Share, 2),
         ] {
             assert_ne!(a, other);
         }
@@ -771,6 +774,7 @@ mod image_share {
             &ImageShareInput {
                 spec,
                 uid: "u",
+                resource_version: "7",
                 image: Some(image),
                 listed_at: t(listed_at),
                 previous,

@@ -1283,3 +1283,34 @@ async fn fota_conflicts_ignore_policies_that_cannot_act_and_name_no_other_namesp
         }
     }
 }
+
+/// An ImageShare whose status is lost restarts its count of writes: a later repair must
+/// still get a new ClientToken (the cloud would answer a reused one without acting).
+#[tokio::test]
+async fn a_repair_after_a_lost_status_gets_a_new_client_token() {
+    let h = Harness::new().await;
+    let mut img = in_sync_image(3);
+    img.spec.shared = true;
+    img.metadata.resource_version = Some("100".into());
+    h.step(&mut img, Utc::now(), Stage::Apply).await;
+    assert!(image_shared(&h, "m-hz0003"));
+    // The status is lost (a restore, a replace), and someone unshares the image.
+    img.status = None;
+    img.metadata.resource_version = Some("180".into());
+    h.emu.world().update_state(|s| {
+        for i in s.swas.get_mut("cn-hangzhou").unwrap().custom_images.iter_mut() {
+            if i.image_id == "m-hz0003" {
+                i.in_share = false;
+            }
+        }
+    });
+    let r = h.step(&mut img, Utc::now(), Stage::Apply).await;
+    assert_eq!(r.applied.len(), 1, "{}", r.verdict.message);
+    let sent = log_of(&h, "ModifyImageShareStatus");
+    assert_ne!(
+        sent[0].params.get("ClientToken"),
+        sent[1].params.get("ClientToken"),
+        "the repair reused the first write's token"
+    );
+    assert!(image_shared(&h, "m-hz0003"), "the repair did not act");
+}

@@ -18,6 +18,9 @@ pub struct ImageShareInput<'a> {
     pub spec: &'a ImageShareSpec,
     /// The resource's uid: part of every ClientToken.
     pub uid: &'a str,
+    /// The resourceVersion the plan reads: part of every new ClientToken, so that a count
+    /// restarted by a lost status never repeats a token.
+    pub resource_version: &'a str,
     /// The image, if the cloud lists it.
     pub image: Option<&'a CustomImage>,
     /// When the list `image` comes from completed: a list from before the operator's last
@@ -26,11 +29,16 @@ pub struct ImageShareInput<'a> {
     pub previous: &'a ImageShareStatus,
 }
 
-/// A ClientToken from the resource uid, its generation, the operation and the count of
-/// operations so far: the same write retried reuses it, a later repair gets a new one.
-/// ASCII, 64 characters at most, as the API requires.
-pub fn client_token(uid: &str, generation: i64, op: ShareOperation, sequence: i32) -> String {
-    let digest = Sha256::digest(format!("{uid}/{generation}/{}/{sequence}", op.as_str()));
+/// A ClientToken from the resource uid, its generation and resourceVersion, the operation
+/// and the count of operations so far. It is recorded before the call, and the same write
+/// retried reuses the recorded one; a later repair gets a new one, even after the status
+/// (and its count) was lost: the resourceVersion never comes back. ASCII, 64 characters at
+/// most, as the API requires.
+pub fn client_token(uid: &str, generation: i64, resource_version: &str, op: ShareOperation, sequence: i32) -> String {
+    let digest = Sha256::digest(format!(
+        "{uid}/{generation}/{resource_version}/{}/{sequence}",
+        op.as_str()
+    ));
     format!("ishare-{}", &hex::encode(digest)[..48])
 }
 
@@ -187,7 +195,7 @@ fn write(
                 operation: op.as_str().to_string(),
                 at: stamp(ctx.now),
                 generation: ctx.generation,
-                client_token: client_token(input.uid, ctx.generation, op, sequence),
+                client_token: client_token(input.uid, ctx.generation, input.resource_version, op, sequence),
                 answered_at: None,
             });
             intent.last_write.as_ref().expect("just set").client_token.clone()

@@ -62,9 +62,11 @@ impl ManagedKind for ImageShare {
         };
         let previous = self.status.clone().unwrap_or_default();
         let uid = self.metadata.uid.clone().unwrap_or_default();
+        let resource_version = self.metadata.resource_version.clone().unwrap_or_default();
         let input = ImageShareInput {
             spec: &self.spec,
             uid: &uid,
+            resource_version: &resource_version,
             image: image.as_ref(),
             listed_at,
             previous: &previous,
