@@ -61,6 +61,7 @@ async fn run_all<K: ManagedKind>(objects: Arc<Vec<K>>, env: &KindEnv) -> f64 {
                     generation: 1,
                     policy: ManagementPolicy::Manage,
                     resync: Duration::from_secs(600),
+                    request: None,
                 };
                 let r = reconcile_once(o, &env, &[], &ctx, Stage::Apply, false, &Discard)
                     .await

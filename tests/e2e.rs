@@ -1284,6 +1284,7 @@ async fn a_stale_copy_of_a_resource_never_acts() {
         generation: 1,
         policy: Default::default(),
         resync: Duration::from_secs(600),
+        request: None,
     };
     let conflict = |r: Result<_, kube::Error>| matches!(r, Err(kube::Error::Api(s)) if s.code == 409);
     let sink = KubeStatus::new(shares.clone(), &stale_share);
@@ -2204,6 +2205,30 @@ async fn the_operators_own_status_writes_do_not_reconcile_again() {
         (!op.scrape().await.contains(&series)).then_some(())
     })
     .await;
+
+    // A requested reconcile is honoured once, not again after a restart (a fresh read of
+    // ImageShare is a ListCustomImages of its own image).
+    let fresh_reads = || {
+        emu.world()
+            .request_log()
+            .iter()
+            .filter(|r| r.action == "ListCustomImages" && r.params.contains_key("ImageIds"))
+            .count()
+    };
+    let before = fresh_reads();
+    assert!(before >= 1, "the requested reconcile read its image fresh");
+    let mut op = op;
+    op.crash();
+    let op = Operator::start_with(&ns, &emu.url(), &format!("lease-{ns}"), &["--resync-interval", "1h"]);
+    eventually("the restarted operator reconciled the share", WAIT, || async {
+        (metric_sum(&op.scrape().await, "alicloud_ops_reconciles_total", "ImageShare") >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        fresh_reads(),
+        before,
+        "the restart honoured the same reconcile-requested-at again"
+    );
 }
 
 /// Each kind of write has its own Event reason. kube-runtime's Recorder merges Events of

@@ -101,6 +101,7 @@ fn ctx() -> impl Strategy<Value = PlanContext> {
             ManagementPolicy::Manage
         },
         resync: Duration::from_secs(resync),
+        request: None,
     })
 }
 

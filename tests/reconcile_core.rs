@@ -31,6 +31,7 @@ fn ctx(now: &str) -> PlanContext {
         generation: 1,
         policy: ManagementPolicy::Manage,
         resync: Duration::from_secs(600),
+        request: None,
     }
 }
 
@@ -174,7 +175,7 @@ mod fota {
         let prev = FotaTaskPolicyStatus {
             common: ResourceStatus {
                 observed_generation: Some(1),
-                conditions: vec![],
+                ..Default::default()
             },
             tasks: vec![ObservedTask {
                 task_uid: "aot-1".into(),

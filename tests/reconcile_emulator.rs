@@ -129,6 +129,7 @@ fn manage_ctx(now: DateTime<Utc>) -> PlanContext {
         generation: 1,
         policy: ManagementPolicy::Manage,
         resync: Duration::from_secs(600),
+        request: None,
     }
 }
 

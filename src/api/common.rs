@@ -76,6 +76,10 @@ pub struct ResourceStatus {
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The last value of the `ops.alicloud.dev/reconcile-requested-at` annotation that was
+    /// honoured with fresh cloud reads: each value is honoured once, across restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile_requested_at: Option<String>,
 }
 
 impl ResourceStatus {

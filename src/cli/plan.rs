@@ -371,6 +371,7 @@ impl Planner {
             generation: obj.meta().generation.unwrap_or(1),
             policy: obj.common().management_policy,
             resync: crate::controller::kind::resync_for(&obj, self.resync),
+            request: None,
         };
         let peers: Vec<Arc<K>> = peers.to_vec();
         if K::PEERS_BY_ACCOUNT {

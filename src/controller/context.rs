@@ -90,8 +90,6 @@ pub struct Context {
     pub config: RunConfig,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
-    /// The last `reconcile-requested-at` handled per object.
-    requested: Mutex<HashMap<String, String>>,
     /// Account keys by (namespace, Secret name), with when they were read.
     accounts: Mutex<HashMap<CredentialsKey, (String, std::time::Instant)>>,
     /// The credential values of Secrets read by name, with when they were read. Only the
@@ -159,7 +157,6 @@ impl Context {
             recorder,
             config,
             failures: Mutex::new(HashMap::new()),
-            requested: Mutex::new(HashMap::new()),
             accounts: Mutex::new(HashMap::new()),
             secrets: Mutex::new(HashMap::new()),
         }
@@ -286,17 +283,6 @@ impl Context {
 
     pub fn reset_backoff(&self, key: &str) {
         self.failures.lock().expect("failures lock").remove(key);
-    }
-
-    /// True once per new value of the reconcile-requested-at annotation.
-    pub fn newly_requested(&self, key: &str, value: Option<&str>) -> bool {
-        let Some(v) = value else { return false };
-        let mut seen = self.requested.lock().expect("requested lock");
-        if seen.get(key).map(String::as_str) == Some(v) {
-            return false;
-        }
-        seen.insert(key.to_string(), v.to_string());
-        true
     }
 }
 

@@ -261,11 +261,12 @@ async fn run_stage<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: St
     let sink = KubeStatus::new(api, obj.as_ref());
     let previous = obj.status().cloned().unwrap_or_default();
     let recorded_before = obj.recorded(&previous);
-    let plan_ctx = PlanContext {
+    let mut plan_ctx = PlanContext {
         now: chrono::Utc::now(),
         generation: obj.meta().generation.unwrap_or_default(),
         policy: obj.common().management_policy,
         resync: resync_for(obj.as_ref(), ctx.config.resync),
+        request: None,
     };
 
     if stage == Stage::Cleanup && obj.annotations().get(SKIP_CLEANUP).map(String::as_str) == Some("true") {
@@ -353,7 +354,14 @@ async fn run_stage<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: St
     tracing::debug!(credentials = %origin, draining, "resolved credentials");
     env.max_age = plan_ctx.resync;
     env.cloud = env.cloud.for_holder(&key);
-    let fresh = ctx.newly_requested(&key, obj.annotations().get(RECONCILE_REQUESTED_AT).map(String::as_str));
+    // Each value of the annotation is honoured once: the status records it, so a restart
+    // does not read the whole fleet fresh again.
+    let requested = obj.annotations().get(RECONCILE_REQUESTED_AT).cloned();
+    let honoured = K::common_status(&mut previous.clone()).reconcile_requested_at.clone();
+    let fresh = requested.is_some() && requested != honoured;
+    if fresh {
+        plan_ctx.request = requested;
+    }
     let peers: Vec<Arc<K>> = if K::READS_PEERS { kctx.store.state() } else { Vec::new() };
     if K::PEERS_BY_ACCOUNT {
         let mut accounts = std::collections::BTreeMap::new();
@@ -475,6 +483,7 @@ async fn report_panic<K: ManagedKind>(obj: &K, kctx: &KindContext<K>, stage: Sta
         generation: obj.meta().generation.unwrap_or_default(),
         policy: obj.common().management_policy,
         resync: ctx.config.resync,
+        request: None,
     };
     let sink = KubeStatus::new(
         Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default()),

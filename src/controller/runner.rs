@@ -192,7 +192,11 @@ pub async fn settle<K: ManagedKind, S: StatusSink<K>>(
     } else {
         Err((verdict.reason.as_str(), verdict.message.as_str()))
     };
-    crate::reconcile::conditions::apply(K::common_status(&mut status), verdict, synced, ctx.generation, ctx.now);
+    let common = K::common_status(&mut status);
+    crate::reconcile::conditions::apply(common, verdict, synced, ctx.generation, ctx.now);
+    if let Some(request) = &ctx.request {
+        common.reconcile_requested_at = Some(request.clone());
+    }
     if obj.status() != Some(&status) {
         sink.write(obj, &status).await?;
     }

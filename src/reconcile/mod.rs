@@ -203,6 +203,9 @@ pub struct PlanContext {
     pub generation: i64,
     pub policy: ManagementPolicy,
     pub resync: Duration,
+    /// The `reconcile-requested-at` value this reconcile honours with fresh reads, recorded
+    /// in status so that a restart does not honour it again.
+    pub request: Option<String>,
 }
 
 impl PlanContext {
