@@ -1315,3 +1315,58 @@ async fn a_repair_after_a_lost_status_gets_a_new_client_token() {
     );
     assert!(image_shared(&h, "m-hz0003"), "the repair did not act");
 }
+
+/// A fresh read (reconcile-requested-at, the read before a write) is of the resource's own
+/// objects, by id, and acts for the resource: when the rate limits cannot send it at once,
+/// the resource is deferred (`Throttled`, back at its turn) instead of a worker waiting.
+#[tokio::test]
+async fn fresh_reads_are_by_id_and_deferred_rather_than_waited_for() {
+    use alicloud_ops_operator::cloud::CloudClient;
+    use alicloud_ops_operator::cloud::client::ClientSettings;
+    use alicloud_ops_operator::cloud::ratelimit::RateLimitConfig;
+    let mut h = Harness::new().await;
+    let ids = ["ecd-hz20061", "ecd-hz20062"];
+    let now = Utc::now();
+    let w = window(
+        "fresh",
+        &ids,
+        now - chrono::Duration::minutes(1),
+        now + chrono::Duration::hours(1),
+    );
+    let ctx = manage_ctx(now);
+    reconcile_once(&w, &h.env, &[], &ctx, Stage::Apply, true, &h.sink)
+        .await
+        .unwrap();
+    let reads = log_of(&h, "DescribeDesktops");
+    assert!(!reads.is_empty());
+    assert!(
+        reads.iter().all(|r| r.params.contains_key("DesktopId.1")),
+        "a fresh read listed the whole region: {:?}",
+        reads.iter().map(|r| &r.params).collect::<Vec<_>>()
+    );
+
+    // One call a minute, and it is spent: the next fresh read cannot go for a while.
+    let slow = ClientSettings {
+        limits: RateLimitConfig {
+            qps: 1.0 / 60.0,
+            burst: 1,
+            action_quotas: vec![],
+        },
+        ..settings(&h.emu, SignatureVersion::V3)
+    };
+    let cloud = CloudClient::build(slow, default_key(), Default::default()).unwrap();
+    h.env.cloud = cloud.for_holder("DesktopMaintenanceWindow/default/fresh");
+    let r = reconcile_once(&w, &h.env, &[], &ctx, Stage::Apply, true, &h.sink)
+        .await
+        .unwrap();
+    assert!(r.error.is_none(), "{:?}", r.error);
+    let r = reconcile_once(&w, &h.env, &[], &ctx, Stage::Apply, true, &h.sink)
+        .await
+        .unwrap();
+    assert_eq!(r.verdict.reason, Reason::Throttled, "{}", r.verdict.message);
+    assert!(
+        r.requeue_after.is_some_and(|d| d > Duration::from_secs(1)),
+        "{:?}",
+        r.requeue_after
+    );
+}

@@ -49,8 +49,10 @@ impl KindEnv {
 
     /// The shared list `list` of `region` for these credentials, no older than
     /// [`KindEnv::max_age`]. `fetch` gets a client that lists on behalf of every reader.
-    /// `fresh` reads the cloud now for this caller alone: the shared list stays for the
-    /// others (a requested reconcile of one resource costs one list, not one per resource).
+    /// `fresh` reads the cloud now for this caller alone, with its own client: the shared list
+    /// stays for the others (a requested reconcile of one resource costs one read, not one
+    /// per resource), and `fetch` should read only the resource's own objects where the API
+    /// reads by id.
     pub async fn snapshot<T, F, Fut>(
         &self,
         list: &'static str,
@@ -80,12 +82,15 @@ impl KindEnv {
         F: FnOnce(CloudClient) -> Fut,
         Fut: Future<Output = Result<T, CloudError>> + Send + 'static,
     {
-        let cloud = self.cloud.shared();
         if fresh {
+            // For this resource alone, so it acts for it: a read the rate limits cannot send
+            // at once is deferred (the resource keeps its turn) rather than waited for in a
+            // worker.
             let started = chrono::Utc::now();
-            let value = fetch(cloud).await?;
+            let value = fetch(self.cloud.clone()).await?;
             return Ok((Arc::new(value), started));
         }
+        let cloud = self.cloud.shared();
         self.snapshots
             .get_listed(self.key(list, region), self.max_age, || fetch(cloud))
             .await

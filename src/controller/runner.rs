@@ -97,6 +97,18 @@ pub async fn reconcile_once<K: ManagedKind, S: StatusSink<K>>(
         _ => None,
     };
     let (status, verdict, requeue_after, error, drift) = match (planned, refused) {
+        // A read for this resource alone that the rate limits could not send at once: it
+        // comes back at its turn, and no worker waited for it.
+        (Err(e), _) if e.deferred_for().is_some() => {
+            synced = false;
+            (
+                previous.clone(),
+                Verdict::not_ready(Reason::Throttled, e.summary()),
+                e.deferred_for(),
+                None,
+                false,
+            )
+        }
         (Err(e), _) => (
             previous.clone(),
             K::interpret_error(&e).unwrap_or_else(|| error_verdict(&e)),

@@ -56,10 +56,16 @@ impl ManagedKind for FotaTaskPolicy {
             });
         }
         let region = self.spec.region_id.clone();
+        // A fresh read is of the policy's own tasks when it names them (every task of the
+        // region otherwise); the shared list is the whole region's.
+        let only: Vec<String> = match (fresh, &self.spec.task_uids) {
+            (true, Some(uids)) => uids.iter().map(|u| u.0.clone()).collect(),
+            _ => Vec::new(),
+        };
         let tasks = env
             .snapshot(LIST, &region, fresh, |cloud| {
                 let region = region.clone();
-                async move { ecd::describe_fota_tasks(&cloud, &region, &[]).await }
+                async move { ecd::describe_fota_tasks(&cloud, &region, &only).await }
             })
             .await?;
         let peers: Vec<Peer> = peers

@@ -49,6 +49,7 @@ impl ManagedKind for ImageShare {
         let (image, listed_at) = if fresh || stage == Stage::Cleanup {
             let listed_at = chrono::Utc::now();
             let ids = [id.clone()];
+            // Its own client: a read the limits cannot send at once is deferred, not waited for.
             let images = swas::list_custom_images(&env.cloud, &region, &ids).await?;
             (images.into_iter().find(|i| &i.image_id == id), listed_at)
         } else {

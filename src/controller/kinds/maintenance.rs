@@ -211,11 +211,45 @@ impl ManagedKind for DesktopMaintenanceWindow {
         fresh: bool,
     ) -> Result<Outcome<SetMaintenance, DesktopMaintenanceWindowStatus>, CloudError> {
         let region = self.spec.region_id.clone();
-        let everything = DesktopFilter::default();
+        let previous = self.status.clone().unwrap_or_default();
+        // A fresh read is of this window's own desktops: its ids (or its office site) and
+        // the ones it recorded; the shared list is the whole region's.
+        let filters = match (fresh, &self.spec.selector) {
+            (false, _) => vec![DesktopFilter::default()],
+            (true, selector) => {
+                let mut ids = crate::reconcile::maintenance::listed_ids(&self.spec);
+                ids.extend(previous.desktops_in_maintenance.iter().cloned());
+                ids.sort();
+                ids.dedup();
+                let mut filters = vec![DesktopFilter {
+                    desktop_ids: ids,
+                    office_site_id: None,
+                }];
+                if let Some(s) = selector {
+                    filters.push(DesktopFilter {
+                        desktop_ids: Vec::new(),
+                        office_site_id: Some(s.office_site_id.clone()),
+                    });
+                }
+                filters.retain(|f| !f.desktop_ids.is_empty() || f.office_site_id.is_some());
+                filters
+            }
+        };
         let all = env
             .snapshot(LIST, &region, fresh, |cloud| {
                 let region = region.clone();
-                async move { ecd::describe_desktops(&cloud, &region, &everything).await }
+                async move {
+                    let mut all: Vec<Desktop> = Vec::new();
+                    let mut seen = HashSet::new();
+                    for filter in &filters {
+                        for d in ecd::describe_desktops(&cloud, &region, filter).await? {
+                            if seen.insert(d.desktop_id.clone()) {
+                                all.push(d);
+                            }
+                        }
+                    }
+                    Ok(all)
+                }
             })
             .await?;
         // Sets, not lists: a region may hold 10,000 desktops and a window 1,000 ids.
@@ -228,7 +262,6 @@ impl ManagedKind for DesktopMaintenanceWindow {
             None => listed.contains(&d.desktop_id),
         };
         let desktops: Vec<Desktop> = all.iter().filter(|d| targeted(d)).cloned().collect();
-        let previous = self.status.clone().unwrap_or_default();
         let recorded: HashSet<&String> = previous.desktops_in_maintenance.iter().collect();
         let (tag_key, _) = record_tag(self);
         let tagged: BTreeSet<String> = all
