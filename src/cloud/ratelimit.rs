@@ -207,6 +207,35 @@ impl RateLimiter {
         }
     }
 
+    /// The lane of `account` for `action`. A new lane first forgets the lanes that hold
+    /// nothing any more (no call in the window, no admission, nobody waiting): an account
+    /// that stops writing leaves nothing behind.
+    fn lane<'a>(
+        &self,
+        lanes: &'a mut HashMap<(String, &'static str), Lane>,
+        account: &str,
+        action: &'static str,
+        now: Instant,
+    ) -> &'a mut Lane {
+        let key = (account.to_string(), action);
+        if !lanes.contains_key(&key) {
+            lanes.retain(|(_, action), lane| {
+                let window = self.quota(action).map_or(Duration::ZERO, |(_, q)| q.window);
+                lane.prune(now, window);
+                !(lane.sent.is_empty() && lane.admitted.is_empty() && lane.waiting.is_empty())
+            });
+        }
+        lanes.entry(key).or_default()
+    }
+
+    /// How many buckets and lanes the limiter holds (they are forgotten once idle).
+    pub fn held(&self) -> (usize, usize) {
+        (
+            self.buckets.lock().expect("bucket lock").len(),
+            self.lanes.lock().expect("lane lock").len(),
+        )
+    }
+
     fn quota(&self, action: &str) -> Option<(usize, &ActionQuota)> {
         self.config
             .action_quotas
@@ -231,12 +260,17 @@ impl RateLimiter {
         let now = Instant::now();
         let burst = f64::from(self.config.burst.max(1));
         let mut buckets = self.buckets.lock().expect("bucket lock");
-        let bucket = buckets
-            .entry((account.to_string(), product, region.to_string()))
-            .or_insert(Bucket {
-                tokens: burst,
-                updated: now,
-            });
+        let key = (account.to_string(), product, region.to_string());
+        if !buckets.contains_key(&key) {
+            // A bucket idle long enough to be full is the same as a new one: forget it, so
+            // credentials that come and go (STS keys rotate at every refresh) leave nothing.
+            let full_after = Duration::from_secs_f64(burst / self.config.qps);
+            buckets.retain(|_, b| now.saturating_duration_since(b.updated) < full_after);
+        }
+        let bucket = buckets.entry(key).or_insert(Bucket {
+            tokens: burst,
+            updated: now,
+        });
         bucket.refill(now, self.config.qps, burst);
         let wait = bucket.wait(self.config.qps);
         if max_wait.is_some_and(|m| wait > m) {
@@ -303,9 +337,7 @@ impl RateLimiter {
         };
         let now = Instant::now();
         let mut lanes = self.lanes.lock().expect("lane lock");
-        let lane = lanes
-            .entry((account.to_string(), self.config.action_quotas[index].action))
-            .or_default();
+        let lane = self.lane(&mut lanes, account, self.config.action_quotas[index].action, now);
         lane.prune(now, quota.window);
         lane.admit(holder, quota, now)
             .map_err(|p| Self::quota_deferral(quota, p))
@@ -337,7 +369,7 @@ impl RateLimiter {
             let now = Instant::now();
             let retry_at = {
                 let mut lanes = self.lanes.lock().expect("lane lock");
-                let lane = lanes.entry((account.to_string(), quota.action)).or_default();
+                let lane = self.lane(&mut lanes, account, quota.action, now);
                 lane.prune(now, quota.window);
                 let admitted = match holder {
                     Some(h) => {
@@ -407,6 +439,33 @@ mod tests {
     }
 
     const SHARE: &str = "ModifyImageShareStatus";
+
+    /// Keys that come and go (STS keys rotate at every refresh) leave no bucket and no lane
+    /// behind once they are idle: what a new key would get is what is forgotten.
+    #[tokio::test(start_paused = true)]
+    async fn idle_buckets_and_lanes_are_forgotten() {
+        let l = limiter(10.0, 20, vec![share_quota()]);
+        for i in 0..50 {
+            let account = format!("STS.key-{i}");
+            l.acquire(Some("holder"), &account, Product::SwasOpen, "cn-hangzhou", SHARE)
+                .await
+                .unwrap();
+            tokio::time::advance(Duration::from_secs(61)).await;
+        }
+        assert_eq!(l.held(), (1, 1), "only the last key's bucket and lane remain");
+        // A lane that still counts a call in its window is kept.
+        l.acquire(Some("holder"), "busy", Product::SwasOpen, "cn-hangzhou", SHARE)
+            .await
+            .unwrap();
+        l.acquire(Some("holder"), "other", Product::SwasOpen, "cn-hangzhou", SHARE)
+            .await
+            .unwrap();
+        assert_eq!(
+            l.held().1,
+            2,
+            "STS.key-49's lane is idle; busy's and other's count a call"
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn bucket_allows_a_burst_then_paces_at_qps() {

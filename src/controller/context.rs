@@ -91,7 +91,7 @@ pub struct Context {
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// Account keys by (namespace, Secret name), with when they were read.
-    accounts: Mutex<HashMap<CredentialsKey, (String, std::time::Instant)>>,
+    accounts: Mutex<HashMap<CredentialsKey, (Option<String>, std::time::Instant)>>,
     /// The credential values of Secrets read by name, with when they were read. Only the
     /// three keys the operator uses are kept, as redacting strings.
     secrets: Mutex<HashMap<(String, String), (SecretKeys, std::time::Instant)>>,
@@ -255,15 +255,25 @@ impl Context {
         if let Some((account, at)) = self.accounts.lock().expect("accounts lock").get(&key)
             && at.elapsed() < ACCOUNT_CACHE_TTL
         {
-            return Some(account.clone());
+            return account.clone();
         }
-        let (env, _) = self.env_for(namespace, credentials_ref).await.ok()?;
-        let account = account_name(&env.cloud.account().await.ok()?);
+        // A failure is kept as long as an answer: a missing Secret is not read again at every
+        // reconcile of every peer (a change of a labelled Secret forgets it at once).
+        let account = self.resolve_account(namespace, credentials_ref).await;
         let mut accounts = self.accounts.lock().expect("accounts lock");
         // Bounded: what has not been asked for within the cache's life goes.
         accounts.retain(|_, (_, at)| at.elapsed() < ACCOUNT_CACHE_TTL);
         accounts.insert(key, (account.clone(), std::time::Instant::now()));
-        Some(account)
+        account
+    }
+
+    /// [`Context::account_of`] without the cache: for decisions that act on a failure (a
+    /// drain is never decided on a Secret that was missing a moment ago).
+    pub async fn resolve_account(&self, namespace: &str, credentials_ref: Option<&CredentialsRef>) -> Option<String> {
+        match self.env_for(namespace, credentials_ref).await {
+            Ok((env, _)) => env.cloud.account().await.ok().map(|a| account_name(&a)),
+            Err(_) => None,
+        }
     }
 
     /// Records a failure and returns how long to wait: exponential with full jitter,
@@ -283,6 +293,16 @@ impl Context {
 
     pub fn reset_backoff(&self, key: &str) {
         self.failures.lock().expect("failures lock").remove(key);
+    }
+
+    /// Forgets the backoff of every object of `kind` whose key `exists` denies (the watch
+    /// re-listed and it is gone).
+    pub fn forget_backoffs_of(&self, kind: &str, exists: impl Fn(&str) -> bool) {
+        let prefix = format!("{kind}/");
+        self.failures
+            .lock()
+            .expect("failures lock")
+            .retain(|key, _| !key.starts_with(&prefix) || exists(key));
     }
 }
 

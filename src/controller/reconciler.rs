@@ -24,6 +24,7 @@ use super::kind::{ManagedKind, Stage, resync_for};
 use super::metrics::ObjectState;
 use super::next_step::{Requeue, Settled, next_step};
 use super::runner::{Reconciled, StatusSink, reconcile_once, settle};
+use crate::api::common::CredentialsRef;
 use crate::reconcile::{PlanContext, Reason, Verdict, duration};
 
 #[derive(Debug, thiserror::Error)]
@@ -252,6 +253,9 @@ async fn finish<K: ManagedKind>(
     Ok(delay.map(Action::requeue).unwrap_or_else(Action::await_change))
 }
 
+/// How many peers' credentials one reconcile resolves at once.
+const PEER_READS_AT_ONCE: usize = 8;
+
 /// Runs one stage and reports how it ended; every outcome goes through [`next_step`].
 async fn run_stage<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: Stage) -> Report {
     let ctx = &kctx.shared;
@@ -309,8 +313,9 @@ async fn run_stage<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: St
     let pinned = K::recorded_with(&previous).filter(|p| !recorded_before.is_empty() && *p != spec_ref);
     let use_pinned = match &pinned {
         Some(p) => {
-            let old = ctx.account_of(&ns, p.as_ref()).await;
-            let new = ctx.account_of(&ns, spec_ref.as_ref()).await;
+            // Both sides resolved now (the cache may hold a failure of a moment ago).
+            let old = ctx.resolve_account(&ns, p.as_ref()).await;
+            let new = ctx.resolve_account(&ns, spec_ref.as_ref()).await;
             matches!((old, new), (Some(old), Some(new)) if old != new)
         }
         None => false,
@@ -364,16 +369,28 @@ async fn run_stage<K: ManagedKind>(obj: Arc<K>, kctx: &KindContext<K>, stage: St
     }
     let peers: Vec<Arc<K>> = if K::READS_PEERS { kctx.store.state() } else { Vec::new() };
     if K::PEERS_BY_ACCOUNT {
-        let mut accounts = std::collections::BTreeMap::new();
-        for p in peers
+        // The peers' credentials are resolved side by side (each Secret once, then cached).
+        let wanted: Vec<(String, String, Option<CredentialsRef>)> = peers
             .iter()
             .filter(|p| p.region() == obj.region() && p.meta().uid != obj.meta().uid)
-        {
-            let p_ns = p.namespace().unwrap_or_default();
-            if let Some(account) = ctx.account_of(&p_ns, p.common().credentials_ref.as_ref()).await {
-                accounts.insert(super::kind::full_name(p.meta()), account);
-            }
-        }
+            .map(|p| {
+                let p_ns = p.namespace().unwrap_or_default();
+                (
+                    super::kind::full_name(p.meta()),
+                    p_ns,
+                    p.common().credentials_ref.clone(),
+                )
+            })
+            .collect();
+        let resolved: Vec<(String, Option<String>)> = futures::stream::iter(wanted)
+            .map(|(key, p_ns, credentials)| {
+                let ctx = ctx.clone();
+                async move { (key, ctx.account_of(&p_ns, credentials.as_ref()).await) }
+            })
+            .buffer_unordered(PEER_READS_AT_ONCE)
+            .collect()
+            .await;
+        let accounts = resolved.into_iter().filter_map(|(k, a)| Some((k, a?))).collect();
         env.peer_accounts = Arc::new(accounts);
     }
     let plan_stage = if draining { Stage::Cleanup } else { stage };
@@ -683,17 +700,19 @@ pub async fn run<K: ManagedKind>(
     let (store, writer) = kube::runtime::reflector::store::<K>();
     let seen: LastSeen<K> = Arc::default();
     let forget = {
-        let (metrics, store, seen) = (shared.metrics.clone(), store.clone(), seen.clone());
+        let (shared, store, seen) = (shared.clone(), store.clone(), seen.clone());
         move |event: &watcher::Event<K>| match event {
-            // Gone: its series go too (a resource without a finalizer is never reconciled
-            // again). After a re-list, whatever the list no longer has.
+            // Gone: its series and its backoff go too (a resource without a finalizer is
+            // never reconciled again). After a re-list, whatever the list no longer has.
             watcher::Event::Delete(obj) => {
-                metrics.forget_object(K::KIND, &object_key(obj));
+                shared.metrics.forget_object(K::KIND, &object_key(obj));
+                shared.reset_backoff(&object_key(obj));
                 seen.lock().expect("seen lock").remove(&ObjectRef::from_obj(obj));
             }
             watcher::Event::InitDone => {
                 let keys: HashSet<String> = store.state().iter().map(|o| object_key(o.as_ref())).collect();
-                metrics.forget_objects_of(K::KIND, |key| keys.contains(key));
+                shared.metrics.forget_objects_of(K::KIND, |key| keys.contains(key));
+                shared.forget_backoffs_of(K::KIND, |key| keys.contains(key));
                 let refs: HashSet<ObjectRef<K>> =
                     store.state().iter().map(|o| ObjectRef::from_obj(o.as_ref())).collect();
                 seen.lock().expect("seen lock").retain(|r, _| refs.contains(r));

@@ -51,13 +51,30 @@ struct InFlight {
     invalidated: bool,
 }
 
-#[derive(Default)]
 struct Entry {
     /// The newest list, when it completed (for its age), and the wall-clock time it started.
     value: Option<(Value, Instant, chrono::DateTime<chrono::Utc>)>,
     stale: bool,
     in_flight: Option<InFlight>,
+    /// When a reader last asked for it: lists nobody asks for are forgotten. (Tokio's
+    /// clock, which tests can move.)
+    read: tokio::time::Instant,
 }
+
+impl Default for Entry {
+    fn default() -> Self {
+        Entry {
+            value: None,
+            stale: false,
+            in_flight: None,
+            read: tokio::time::Instant::now(),
+        }
+    }
+}
+
+/// A list nobody has asked for this long is dropped (credentials that are gone, a region no
+/// resource names any more); it is listed again if someone asks.
+pub const UNREAD_FOR: Duration = Duration::from_secs(3600);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListLabel {
@@ -132,6 +149,15 @@ fn typed<T: Send + Sync + 'static>(v: Value) -> Arc<T> {
 }
 
 impl SnapshotCache {
+    /// How many lists the cache holds.
+    pub fn len(&self) -> usize {
+        self.entries.lock().expect("snapshot lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// A cache whose lists serve readers for at most `cap` after they complete.
     pub fn new(cap: Duration) -> Self {
         SnapshotCache {
@@ -169,7 +195,11 @@ impl SnapshotCache {
         let limit = max_age.min(self.cap);
         let landing = {
             let mut entries = self.entries.lock().expect("snapshot lock");
+            if !entries.contains_key(&key) {
+                entries.retain(|_, e| e.in_flight.is_some() || e.read.elapsed() < UNREAD_FOR);
+            }
             let entry = entries.entry(key.clone()).or_default();
+            entry.read = tokio::time::Instant::now();
             if let Some((value, completed, listed_at)) = &entry.value
                 && !entry.stale
                 && completed.elapsed() < limit
@@ -473,6 +503,29 @@ mod tests {
             listed_at < written_at,
             "the list is dated {listed_at}, after the write replayed onto it at {written_at}"
         );
+    }
+
+    /// Lists nobody reads any more (rotated keys, a region no resource names) are dropped.
+    #[tokio::test(start_paused = true)]
+    async fn lists_nobody_reads_are_forgotten() {
+        let cache = SnapshotCache::new(LONG);
+        for region in ["a", "b"] {
+            cache
+                .get(key(region), LONG, || async { Ok::<_, CloudError>(1) })
+                .await
+                .unwrap();
+        }
+        tokio::time::advance(UNREAD_FOR / 2).await;
+        cache
+            .get(key("a"), LONG, || async { Ok::<_, CloudError>(1) })
+            .await
+            .unwrap();
+        tokio::time::advance(UNREAD_FOR / 2 + Duration::from_secs(1)).await;
+        cache
+            .get(key("c"), LONG, || async { Ok::<_, CloudError>(1) })
+            .await
+            .unwrap();
+        assert_eq!(cache.len(), 2, "b was not read for an hour; a and c were");
     }
 
     #[tokio::test]
