@@ -878,3 +878,51 @@ async fn two_keys_of_one_account_are_one_account_and_share_its_quota() {
         .unwrap_err();
     assert_eq!(err.class(), ErrorClass::Throttled, "{err}");
 }
+
+/// A replica that is not (or no longer) the leader closes its write gate: every write
+/// action is refused before it is sent, retries and later batches included; reads go on.
+#[tokio::test]
+async fn a_closed_write_gate_sends_no_write_and_every_read() {
+    use alicloud_ops_operator::cloud::gate::WriteGate;
+    use std::sync::Arc;
+    let emu = emulator().await;
+    let gate = Arc::new(WriteGate::new(true));
+    let c = client(&emu, SignatureVersion::V3).with_gate(gate.clone());
+    gate.close();
+    let ids = vec!["ecd-hz10001".to_string()];
+    let refused = [
+        update_fota_task(&c, "cn-hangzhou", "aot-hz0001", "Running").await.err(),
+        set_desktop_maintenance(&c, "cn-hangzhou", MaintenanceMode::Enter, &ids)
+            .await
+            .err(),
+        ecd::tag_desktops(&c, "cn-hangzhou", &ids, "k", "v").await.err(),
+        ecd::untag_desktops(&c, "cn-hangzhou", &ids, "k").await.err(),
+        modify_image_share_status(&c, "cn-hangzhou", "m-hz0003", ShareOperation::Share, "gate-1")
+            .await
+            .err(),
+        approve_ota_task(
+            &c,
+            &ApproveOtaTask {
+                app_instance_group_id: "aig-hz0001".into(),
+                biz_region_id: "cn-hangzhou".into(),
+                task_id: "t".into(),
+                ota_type: "Fota".into(),
+                start_time: "2030-01-01T00:00:00Z".into(),
+            },
+        )
+        .await
+        .err(),
+    ];
+    for (i, e) in refused.iter().enumerate() {
+        let e = e.as_ref().unwrap_or_else(|| panic!("write {i} was sent"));
+        assert_eq!(e.code(), "NotLeading", "{e}");
+    }
+    assert_eq!(emu.world().counters().total, 0, "a write reached the cloud");
+    describe_desktops(&c, "cn-hangzhou", &DesktopFilter::default())
+        .await
+        .unwrap();
+    gate.open();
+    update_fota_task(&c, "cn-hangzhou", "aot-hz0001", "Running")
+        .await
+        .unwrap();
+}

@@ -6,11 +6,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::{ArgAction, Args};
+use kube::Api;
 use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::watch;
 
 use super::cloud_args::CloudArgs;
 use crate::api::{DesktopMaintenanceWindow, FotaTaskPolicy, ImageShare, OtaSchedule};
+use crate::cloud::gate::WriteGate;
 use crate::cloud::metrics::CloudMetrics;
 use crate::controller::context::{Context, DefaultCredentials, RunConfig};
 use crate::controller::http::{MetricsAuth, Readiness, serve};
@@ -91,7 +93,10 @@ pub async fn run(args: &RunArgs) -> Result<(), String> {
     }
     let cloud_metrics = Arc::new(CloudMetrics::default());
     let metrics = Arc::new(Metrics::new(cloud_metrics.clone()));
-    let cloud = args.cloud.client(cloud_metrics)?;
+    // Only the leader writes: the gate opens when this replica leads, and closes when it no
+    // longer does (see controller::leadership).
+    let gate = Arc::new(WriteGate::new(!args.leader_election));
+    let cloud = args.cloud.client(cloud_metrics)?.with_gate(gate.clone());
     tracing::info!(credentials = %cloud.credentials().describe(), "default cloud credentials");
     let client = kube::Client::try_default()
         .await
@@ -119,6 +124,7 @@ pub async fn run(args: &RunArgs) -> Result<(), String> {
 
     let identity = identity(args);
     let mut lease_task = None;
+    let mut lease_check: Option<tokio::task::JoinHandle<()>> = None;
     let mut leadership: Option<watch::Receiver<bool>> = None;
     if args.leader_election {
         let ns = args
@@ -152,8 +158,15 @@ pub async fn run(args: &RunArgs) -> Result<(), String> {
         }
         readiness.ready.store(false, Ordering::Relaxed);
         tracing::info!(%identity, "leading: starting controllers");
+        gate.open();
         leadership = Some(rx);
         lease_task = Some(task);
+        lease_check = Some(tokio::spawn(crate::controller::leadership::watch(
+            Api::namespaced(client.clone(), &ns),
+            args.lease_name.clone(),
+            identity.clone(),
+            gate.clone(),
+        )));
     }
 
     let reporter = Reporter {
@@ -190,19 +203,23 @@ pub async fn run(args: &RunArgs) -> Result<(), String> {
         let halt_tx = halt_tx.clone();
         let lost = lost.clone();
         let mut leadership = leadership.clone();
+        let gate = gate.clone();
         tokio::spawn(async move {
             let lease_lost = async {
-                match leadership.as_mut() {
-                    Some(rx) => {
-                        let _ = rx.wait_for(|l| !*l).await;
-                    }
-                    None => std::future::pending::<()>().await,
+                match (leadership.as_mut(), lease_check) {
+                    // Whichever says so first: the lease manager, or the Lease itself.
+                    (Some(rx), Some(check)) => tokio::select! {
+                        _ = rx.wait_for(|l| !*l) => {}
+                        _ = check => {}
+                    },
+                    _ => std::future::pending::<()>().await,
                 }
             };
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => {}
                 _ = lease_lost => {
-                    tracing::error!("lost the Lease: stopping controllers");
+                    gate.close();
+                    tracing::error!("lost the Lease: no more writes, stopping controllers");
                     lost.store(true, Ordering::Relaxed);
                 }
             }

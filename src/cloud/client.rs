@@ -13,6 +13,7 @@ use super::accounts::AccountBook;
 use super::credentials::{CredentialProvider, CredentialSource};
 use super::endpoint::Product;
 use super::error::CloudError;
+use super::gate::WriteGate;
 use super::metrics::CloudMetrics;
 use super::ratelimit::{RateLimitConfig, RateLimiter};
 use super::request::RpcRequest;
@@ -72,6 +73,8 @@ pub struct CloudClient {
     holder: Option<Arc<str>>,
     /// The cloud account of each credential set, shared by every client made from this one.
     accounts: Arc<AccountBook>,
+    /// Writes go only while it is open (none: always).
+    gate: Option<Arc<WriteGate>>,
 }
 
 impl CloudClient {
@@ -89,6 +92,15 @@ impl CloudClient {
             retry,
             holder: None,
             accounts: Arc::default(),
+            gate: None,
+        }
+    }
+
+    /// The same client, and every one made from it, writing only while `gate` is open.
+    pub fn with_gate(self, gate: Arc<WriteGate>) -> Self {
+        CloudClient {
+            gate: Some(gate),
+            ..self
         }
     }
 
@@ -207,6 +219,10 @@ impl CloudClient {
         let mut attempts = 0u32;
         let mut refreshed = false;
         loop {
+            // Checked before every attempt, so a retry after the Lease is lost is not sent.
+            if req.is_write && self.gate.as_ref().is_some_and(|g| !g.is_open()) {
+                return Err(CloudError::NotLeading(req.action.to_string()));
+            }
             let creds = self.credentials.get().await?;
             let account = self.lane(&creds);
             let queued = Instant::now();

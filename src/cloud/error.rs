@@ -106,6 +106,9 @@ pub enum CloudError {
     /// Not sent: the client-side limits have no room for it now (see `ratelimit`).
     #[error("{}", .0.reason)]
     Deferred(super::ratelimit::Deferral),
+    /// Not sent: this process may not write now (it is not, or no longer, the leader).
+    #[error("{0}: not sent, this replica is not the leader (any more)")]
+    NotLeading(String),
 }
 
 impl CloudError {
@@ -129,6 +132,7 @@ impl CloudError {
             CloudError::Credentials(_) => ErrorClass::Credentials,
             CloudError::InvalidRequest(_) => ErrorClass::Invalid,
             CloudError::Deferred(_) => ErrorClass::Throttled,
+            CloudError::NotLeading(_) => ErrorClass::Transient,
         }
     }
 
@@ -141,6 +145,7 @@ impl CloudError {
             CloudError::Credentials(_) => "InvalidCredentials",
             CloudError::InvalidRequest(_) => "InvalidRequest",
             CloudError::Deferred(_) => "Deferred",
+            CloudError::NotLeading(_) => "NotLeading",
         }
     }
 
@@ -166,7 +171,10 @@ impl CloudError {
                 format!("{action}: {failure:?} error talking to {endpoint}")
             }
             CloudError::Decode { action, .. } => format!("{action}: the response could not be decoded"),
-            CloudError::Credentials(_) | CloudError::InvalidRequest(_) | CloudError::Deferred(_) => self.to_string(),
+            CloudError::Credentials(_)
+            | CloudError::InvalidRequest(_)
+            | CloudError::Deferred(_)
+            | CloudError::NotLeading(_) => self.to_string(),
         }
     }
 
@@ -201,7 +209,10 @@ impl CloudError {
                 matches!(self.class(), ErrorClass::Throttled | ErrorClass::Credentials)
                     || self.code() == "SignatureNonceUsed"
             }
-            CloudError::Credentials(_) | CloudError::InvalidRequest(_) | CloudError::Deferred(_) => true,
+            CloudError::Credentials(_)
+            | CloudError::InvalidRequest(_)
+            | CloudError::Deferred(_)
+            | CloudError::NotLeading(_) => true,
             CloudError::Decode { .. } => false,
         }
     }

@@ -7,6 +7,7 @@ pub mod client;
 pub mod credentials;
 pub mod endpoint;
 pub mod error;
+pub mod gate;
 pub mod metrics;
 pub mod ops;
 pub mod ratelimit;

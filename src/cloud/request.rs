@@ -49,6 +49,9 @@ pub struct RpcRequest {
     /// Whether sending the request twice is harmless. A non-idempotent request is only
     /// sent again when the server certainly did not act on it.
     pub idempotent: bool,
+    /// Whether it changes the cloud: a write is refused while the client's write gate is
+    /// closed (the process lost leadership; see [`crate::cloud::gate`]).
+    pub is_write: bool,
 }
 
 impl std::fmt::Debug for RpcRequest {
@@ -63,6 +66,7 @@ impl std::fmt::Debug for RpcRequest {
             .field("query", &pairs(&self.query))
             .field("body", &pairs(&self.body))
             .field("idempotent", &self.idempotent)
+            .field("is_write", &self.is_write)
             .finish()
     }
 }
@@ -76,7 +80,14 @@ impl RpcRequest {
             query: Vec::new(),
             body: Vec::new(),
             idempotent: true,
+            is_write: false,
         }
+    }
+
+    /// Marks the request as a write (see [`RpcRequest::is_write`]).
+    pub fn write(mut self) -> Self {
+        self.is_write = true;
+        self
     }
 
     pub fn query(mut self, name: &str, value: impl Into<String>) -> Self {

@@ -5,6 +5,7 @@ pub mod events;
 pub mod http;
 pub mod kind;
 pub mod kinds;
+pub mod leadership;
 pub mod metrics;
 pub mod next_step;
 pub mod reconciler;

@@ -88,6 +88,7 @@ pub struct ApproveOtaTaskResponse {
 /// `OtaTask.Running`) is returned as an error.
 pub async fn approve_ota_task(client: &CloudClient, r: &ApproveOtaTask) -> Result<ApproveOtaTaskResponse, CloudError> {
     let req = RpcRequest::new(Product::AppstreamCenter, "ApproveOtaTask", r.biz_region_id.clone())
+        .write()
         .body("AppInstanceGroupId", r.app_instance_group_id.clone())
         .body("BizRegionId", r.biz_region_id.clone())
         .body("OtaType", r.ota_type.clone())

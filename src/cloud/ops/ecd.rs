@@ -82,6 +82,7 @@ pub async fn update_fota_task(
     user_status: &str,
 ) -> Result<(), CloudError> {
     let req = RpcRequest::new(Product::Ecd, "UpdateFotaTask", region)
+        .write()
         .query("RegionId", region)
         .query("TaskUid", task_uid)
         .query("UserStatus", user_status);
@@ -196,6 +197,7 @@ pub async fn set_desktop_maintenance(
         )));
     }
     let req = RpcRequest::new(Product::Ecd, "SetDesktopMaintenance", region)
+        .write()
         .query("RegionId", region)
         .query("Mode", mode.as_str())
         .query_list("DesktopIds", desktop_ids);
@@ -236,6 +238,7 @@ pub async fn tag_desktops(
 ) -> Result<(), CloudError> {
     for chunk in desktop_ids.chunks(MAX_TAG_RESOURCE_IDS_PER_CALL) {
         let req = RpcRequest::new(Product::Ecd, "TagResources", region)
+            .write()
             .query("RegionId", region)
             .query("ResourceType", DESKTOP_RESOURCE_TYPE)
             .query_list("ResourceId", chunk)
@@ -255,6 +258,7 @@ pub async fn untag_desktops(
 ) -> Result<(), CloudError> {
     for chunk in desktop_ids.chunks(MAX_TAG_RESOURCE_IDS_PER_CALL) {
         let req = RpcRequest::new(Product::Ecd, "UntagResources", region)
+            .write()
             .query("RegionId", region)
             .query("ResourceType", DESKTOP_RESOURCE_TYPE)
             .query_list("ResourceId", chunk)

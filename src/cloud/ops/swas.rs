@@ -107,6 +107,7 @@ pub async fn modify_image_share_status(
         ));
     }
     let req = RpcRequest::new(Product::SwasOpen, "ModifyImageShareStatus", region)
+        .write()
         .query("RegionId", region)
         .query("ImageId", image_id)
         .query("Operation", operation.as_str())

@@ -1,0 +1,85 @@
+//! The leader's own check of its Lease, beside the lease manager.
+//!
+//! The lease manager says "leader" until it sees another holder. A leader that cannot renew
+//! (the apiserver is out of its reach) keeps believing it leads while a standby, which can
+//! reach the apiserver, takes the expired Lease over. This watchdog reads the Lease every
+//! few seconds and closes the write gate once the last renewal it saw has expired (or the
+//! Lease names another holder), so that no write of the old leader overlaps the new one's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+
+use crate::cloud::gate::WriteGate;
+
+/// How often the Lease is read.
+pub const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// The gate closes this long before the Lease expires, for clock skew and a write in flight.
+pub const MARGIN: chrono::Duration = chrono::Duration::seconds(2);
+
+/// Until when `lease` lets `identity` act: its last renewal plus the lease's duration, less
+/// [`MARGIN`]; `None` when another identity holds it (or it says nothing).
+pub fn valid_until(lease: &Lease, identity: &str) -> Option<DateTime<Utc>> {
+    let spec = lease.spec.as_ref()?;
+    if spec.holder_identity.as_deref() != Some(identity) {
+        return None;
+    }
+    let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref())?;
+    let renewed = DateTime::from_timestamp(renewed.0.as_second(), renewed.0.subsec_nanosecond().max(0) as u32)?;
+    let duration = chrono::Duration::seconds(i64::from(spec.lease_duration_seconds?));
+    Some(renewed + duration - MARGIN)
+}
+
+/// Watches the Lease while this replica leads. Returns when the leadership it last saw has
+/// expired or passed to another holder, with the gate closed.
+pub async fn watch(api: Api<Lease>, name: String, identity: String, gate: Arc<WriteGate>) {
+    let mut until: Option<DateTime<Utc>> = Some(Utc::now() + chrono::Duration::seconds(5));
+    loop {
+        match api.get_opt(&name).await {
+            Ok(Some(lease)) => until = valid_until(&lease, &identity),
+            Ok(None) => until = None,
+            // Out of reach: the last renewal seen still counts, until it expires.
+            Err(e) => tracing::warn!(error = %e, "reading the leader Lease"),
+        }
+        if until.is_none_or(|u| Utc::now() >= u) {
+            gate.close();
+            tracing::error!(lease = %name, "the Lease is no longer ours, or could not be renewed in time: no more writes");
+            return;
+        }
+        tokio::time::sleep(CHECK_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+
+    fn lease(holder: &str, renewed: DateTime<Utc>) -> Lease {
+        let ts = k8s_openapi::jiff::Timestamp::from_second(renewed.timestamp()).unwrap();
+        Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                renew_time: Some(MicroTime(ts)),
+                lease_duration_seconds: Some(15),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_lease_counts_until_its_last_renewal_expires_and_only_for_its_holder() {
+        let renewed: DateTime<Utc> = "2026-12-06T10:00:00Z".parse().unwrap();
+        assert_eq!(
+            valid_until(&lease("me", renewed), "me"),
+            Some(renewed + chrono::Duration::seconds(13))
+        );
+        assert_eq!(valid_until(&lease("standby", renewed), "me"), None);
+        assert_eq!(valid_until(&Lease::default(), "me"), None);
+    }
+}
