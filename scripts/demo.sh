@@ -23,7 +23,7 @@ bin="$root/target/debug/alicloud-ops-operator"
 emulator_bin="$root/target/debug/alicloud-cloud-emulator"
 kubectl="$root/target/venv/bin/kubectl"
 emulator_port=${DEMO_EMULATOR_PORT:-9180}
-metrics_port=${DEMO_METRICS_PORT:-8080}
+metrics_port=${DEMO_METRICS_PORT:-8443}
 
 echo "== starting kube-apiserver (embedded etcd) ..."
 "$root/target/kube-harness" --dir "$demo/cluster" --exit-with-parent > "$demo/harness.log" 2>&1 &
@@ -50,6 +50,7 @@ ALIBABA_CLOUD_ACCESS_KEY_ID=LTAI5tEmulatorDefault \
 ALIBABA_CLOUD_ACCESS_KEY_SECRET=emulator-secret-do-not-use-in-production \
 RUST_LOG=info,kube_client=error \
   "$bin" run --endpoint "http://127.0.0.1:$emulator_port" --metrics-addr "127.0.0.1:$metrics_port" \
+  --health-addr "127.0.0.1:${DEMO_HEALTH_PORT:-8081}" \
   --leader-election=false --default-credentials-namespaces default --metrics-auth none > "$demo/operator.log" 2>&1 &
 pids+=($!)
 
@@ -72,7 +73,7 @@ The demo keeps running until Ctrl-C. In another terminal:
   $kubectl explain desktopmaintenancewindow.spec.recurring
   $kubectl patch imageshare app-image-to-ecs --type merge -p '{"spec":{"shared":false}}'
   curl -s http://127.0.0.1:$emulator_port/_emulator/requests      # cloud calls so far
-  curl -s http://127.0.0.1:$metrics_port/metrics | grep alicloud_ops_
+  curl -sk https://127.0.0.1:$metrics_port/metrics | grep alicloud_ops_
   $bin plan -f examples/ --endpoint http://127.0.0.1:$emulator_port   # needs the ALIBABA_CLOUD_* keys above; reads the live objects
   $bin status -A                                                    # or, as a kubectl plugin: kubectl alicloud-ops status -A
   $bin reconcile imageshare/app-image-to-ecs

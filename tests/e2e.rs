@@ -1825,7 +1825,7 @@ async fn metrics_answer_only_tokens_allowed_to_read_them() {
         }
     };
     let (reader, nobody) = (token_of("reader").await, token_of("nobody").await);
-    let http = reqwest::Client::new();
+    let http = https_client();
     let status = |token: Option<String>| {
         let mut req = http.get(&op.metrics);
         if let Some(t) = token {
@@ -1841,8 +1841,31 @@ async fn metrics_answer_only_tokens_allowed_to_read_them() {
     assert_eq!(status(Some("not-a-token".into())).await, 401, "an unknown token");
     assert_eq!(status(Some(nobody)).await, 403, "a token RBAC does not allow");
     assert_eq!(status(Some(reader.clone())).await, 200, "the metrics reader");
-    let probe = reqwest::get(op.metrics.replace("/metrics", "/healthz")).await.unwrap();
-    assert_eq!(probe.status(), 200, "probes stay open");
+    let probe = reqwest::get(format!("{}/healthz", op.health)).await.unwrap();
+    assert_eq!(probe.status(), 200, "probes stay open, on their own port");
+    // Tokens travel only over TLS: the metrics port does not speak plain HTTP.
+    let plain = reqwest::Client::new()
+        .get(op.metrics.replace("https://", "http://"))
+        .bearer_auth(&reader)
+        .send()
+        .await;
+    assert!(
+        plain.as_ref().map_or(true, |r| r.status() != 200),
+        "/metrics answered over plain HTTP: {plain:?}"
+    );
+    // A flood of made-up tokens costs at most a bounded number of TokenReviews: past the
+    // burst, unknown tokens are answered 429 without asking Kubernetes.
+    let mut answers = Vec::new();
+    for i in 0..40 {
+        answers.push(status(Some(format!("made-up-token-{i}"))).await);
+    }
+    assert!(answers.contains(&429), "every unknown token was reviewed: {answers:?}");
+    assert!(answers.iter().all(|a| *a == 401 || *a == 429), "{answers:?}");
+    assert_eq!(
+        status(Some(reader.clone())).await,
+        200,
+        "a known token still reads (cached)"
+    );
 }
 
 /// The overlays apply to a real apiserver with kubectl, and the namespaced install (a Role,
@@ -2813,7 +2836,7 @@ async fn the_dashboard_and_alerts_name_only_metrics_the_operator_exports() {
         let token = admin_token();
         let out_dir = out_dir.clone();
         tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = https_client();
             for i in 0.. {
                 if let Ok(r) = http.get(&url).bearer_auth(&token).send().await
                     && let Ok(text) = r.text().await

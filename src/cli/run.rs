@@ -15,7 +15,7 @@ use crate::api::{DesktopMaintenanceWindow, FotaTaskPolicy, ImageShare, OtaSchedu
 use crate::cloud::gate::WriteGate;
 use crate::cloud::metrics::CloudMetrics;
 use crate::controller::context::{Context, DefaultCredentials, RunConfig};
-use crate::controller::http::{MetricsAuth, Readiness, serve};
+use crate::controller::http::{MetricsAuth, MetricsTls, Readiness, serve_health, serve_metrics};
 use crate::controller::metrics::Metrics;
 use crate::controller::reconciler;
 use crate::controller::snapshot::SnapshotCache;
@@ -49,9 +49,16 @@ pub struct RunArgs {
     /// /healthz and /readyz are always open, for the kubelet's probes.
     #[arg(long, env = "ALICLOUD_OPS_METRICS_AUTH", default_value = "kubernetes", value_parser = ["kubernetes", "none"])]
     pub metrics_auth: String,
-    /// Address of /metrics, /healthz and /readyz.
-    #[arg(long, env = "ALICLOUD_OPS_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    /// Address of /metrics, served over HTTPS.
+    #[arg(long, env = "ALICLOUD_OPS_METRICS_ADDR", default_value = "0.0.0.0:8443")]
     pub metrics_addr: SocketAddr,
+    /// A directory with `tls.crt` and `tls.key` (a `kubernetes.io/tls` Secret, mounted) for
+    /// /metrics; without it, a self-signed certificate is made at start-up.
+    #[arg(long, env = "ALICLOUD_OPS_METRICS_CERT_DIR")]
+    pub metrics_cert_dir: Option<std::path::PathBuf>,
+    /// Address of /healthz and /readyz (plain HTTP, for the kubelet's probes).
+    #[arg(long, env = "ALICLOUD_OPS_HEALTH_ADDR", default_value = "0.0.0.0:8081")]
+    pub health_addr: SocketAddr,
     /// Only the holder of the Lease reconciles; turn off only with a single replica.
     #[arg(long, env = "ALICLOUD_OPS_LEADER_ELECTION", default_value_t = true, action = ArgAction::Set)]
     pub leader_election: bool,
@@ -106,10 +113,18 @@ pub async fn run(args: &RunArgs) -> Result<(), String> {
         "none" => MetricsAuth::None,
         _ => MetricsAuth::Kubernetes(client.clone()),
     };
-    let bound = serve(args.metrics_addr, metrics.clone(), readiness.clone(), auth)
+    let tls = match &args.metrics_cert_dir {
+        Some(dir) => MetricsTls::Dir(dir.clone()),
+        None => MetricsTls::SelfSigned,
+    };
+    let bound = serve_metrics(args.metrics_addr, metrics.clone(), auth, &tls)
         .await
         .map_err(|e| format!("--metrics-addr {}: {e}", args.metrics_addr))?;
-    tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
+    tracing::info!(address = %bound, "serving /metrics over HTTPS");
+    let health = serve_health(args.health_addr, readiness.clone())
+        .await
+        .map_err(|e| format!("--health-addr {}: {e}", args.health_addr))?;
+    tracing::info!(address = %health, "serving /healthz and /readyz");
 
     // One signal fans out to every controller and the lease.
     let (stop_tx, stop_rx) = watch::channel(false);

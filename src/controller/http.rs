@@ -1,4 +1,6 @@
-//! `/metrics`, `/healthz` and `/readyz`.
+//! `/metrics` over HTTPS (a bearer token that Kubernetes allows to read it, as
+//! controller-runtime serves it), and `/healthz` and `/readyz` over HTTP on a port of their
+//! own, for the kubelet's probes.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,14 +35,51 @@ pub enum MetricsAuth {
 
 /// How long an authentication and authorisation answer is reused.
 const AUTH_CACHE_TTL: Duration = Duration::from_secs(60);
+/// The most answers kept; the oldest goes first.
+const AUTH_CACHE_MAX: usize = 1000;
+/// TokenReviews for tokens not in the cache: at most this many a second (and a burst of
+/// [`REVIEW_BURST`]); past it, an unknown token is answered 429 without asking Kubernetes,
+/// so a flood of made-up tokens costs the apiserver nothing.
+const REVIEWS_PER_SECOND: f64 = 5.0;
+const REVIEW_BURST: f64 = 20.0;
+
+/// The token bucket of TokenReviews.
+struct ReviewBudget {
+    tokens: f64,
+    updated: Instant,
+}
+
+impl Default for ReviewBudget {
+    fn default() -> Self {
+        ReviewBudget {
+            tokens: REVIEW_BURST,
+            updated: Instant::now(),
+        }
+    }
+}
+
+impl ReviewBudget {
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.updated).as_secs_f64() * REVIEWS_PER_SECOND).min(REVIEW_BURST);
+        self.updated = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
 
 #[derive(Clone)]
 struct AppState {
     metrics: Arc<Metrics>,
-    readiness: Arc<Readiness>,
     auth: MetricsAuth,
     /// Token digest → (allowed, when decided).
     decisions: Arc<Mutex<HashMap<String, (StatusCode, Instant)>>>,
+    reviews: Arc<Mutex<ReviewBudget>>,
 }
 
 async fn render_metrics(State(s): State<AppState>, headers: HeaderMap) -> axum::response::Response {
@@ -54,12 +93,12 @@ async fn render_metrics(State(s): State<AppState>, headers: HeaderMap) -> axum::
         let Some(token) = token else {
             return (StatusCode::UNAUTHORIZED, "a bearer token is required").into_response();
         };
-        let verdict = authorize(client, token, &s.decisions).await;
+        let verdict = authorize(client, token, &s.decisions, &s.reviews).await;
         if verdict != StatusCode::OK {
-            let text = if verdict == StatusCode::FORBIDDEN {
-                "not allowed to get /metrics"
-            } else {
-                "the token was not accepted"
+            let text = match verdict {
+                StatusCode::FORBIDDEN => "not allowed to get /metrics",
+                StatusCode::TOO_MANY_REQUESTS => "too many unknown tokens; try again shortly",
+                _ => "the token was not accepted",
             };
             return (verdict, text).into_response();
         }
@@ -77,6 +116,7 @@ async fn authorize(
     client: &kube::Client,
     token: &str,
     decisions: &Mutex<HashMap<String, (StatusCode, Instant)>>,
+    reviews: &Mutex<ReviewBudget>,
 ) -> StatusCode {
     use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
     use k8s_openapi::api::authorization::v1::{NonResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
@@ -87,6 +127,9 @@ async fn authorize(
         && at.elapsed() < AUTH_CACHE_TTL
     {
         return *verdict;
+    }
+    if !reviews.lock().expect("reviews lock").take() {
+        return StatusCode::TOO_MANY_REQUESTS;
     }
     let review = TokenReview {
         spec: TokenReviewSpec {
@@ -140,44 +183,154 @@ async fn authorize(
     };
     let mut d = decisions.lock().expect("decisions lock");
     // A flood of distinct tokens cannot grow the cache without bound.
-    if d.len() > 1000 {
+    if d.len() >= AUTH_CACHE_MAX {
         d.retain(|_, (_, at)| at.elapsed() < AUTH_CACHE_TTL);
+    }
+    while d.len() >= AUTH_CACHE_MAX {
+        let Some(oldest) = d.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| k.clone()) else {
+            break;
+        };
+        d.remove(&oldest);
     }
     d.insert(key, (verdict, Instant::now()));
     verdict
 }
 
-async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
-    if s.readiness.ready.load(Ordering::Relaxed) {
+async fn readyz(State(readiness): State<Arc<Readiness>>) -> impl IntoResponse {
+    if readiness.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
     }
 }
 
-/// Binds and serves in the background; returns the bound address.
-pub async fn serve(
+/// Where /metrics gets its certificate.
+#[derive(Clone, Debug)]
+pub enum MetricsTls {
+    /// Made at start-up, for `localhost` and the Service's names; Prometheus scrapes it
+    /// with `insecureSkipVerify` (the bearer token is what is checked).
+    SelfSigned,
+    /// `tls.crt` and `tls.key` in this directory (a `kubernetes.io/tls` Secret, mounted).
+    Dir(std::path::PathBuf),
+}
+
+impl MetricsTls {
+    fn server_config(&self) -> Result<tokio_rustls::rustls::ServerConfig, String> {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let (certs, key) = match self {
+            MetricsTls::SelfSigned => {
+                let names = vec![
+                    "localhost".to_string(),
+                    "alicloud-ops-operator-metrics".to_string(),
+                    "127.0.0.1".to_string(),
+                ];
+                let cert =
+                    rcgen::generate_simple_self_signed(names).map_err(|e| format!("a self-signed certificate: {e}"))?;
+                let key = PrivateKeyDer::from_pem_slice(cert.signing_key.serialize_pem().as_bytes())
+                    .map_err(|e| format!("the self-signed key: {e}"))?;
+                (vec![cert.cert.der().clone()], key)
+            }
+            MetricsTls::Dir(dir) => {
+                let (crt, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&crt)
+                    .and_then(|i| i.collect::<Result<_, _>>())
+                    .map_err(|e| format!("{}: {e}", crt.display()))?;
+                if certs.is_empty() {
+                    return Err(format!("{}: no certificate", crt.display()));
+                }
+                let key = PrivateKeyDer::from_pem_file(&key).map_err(|e| format!("{}: {e}", key.display()))?;
+                (certs, key)
+            }
+        };
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| format!("the metrics certificate: {e}"))
+    }
+}
+
+/// Serves /metrics over HTTPS in the background; returns the bound address.
+pub async fn serve_metrics(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
-    readiness: Arc<Readiness>,
     auth: MetricsAuth,
-) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
+    tls: &MetricsTls,
+) -> Result<SocketAddr, String> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls.server_config()?));
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| e.to_string())?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
     let app = axum::Router::new()
         .route("/metrics", get(render_metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
         .with_state(AppState {
             metrics,
-            readiness,
             auth,
             decisions: Arc::default(),
+            reviews: Arc::default(),
         });
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "metrics server stopped");
+        loop {
+            let (tcp, _) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a metrics connection");
+                    continue;
+                }
+            };
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                // A client that does not finish its handshake is let go.
+                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    _ => return,
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
         }
     });
     Ok(bound)
+}
+
+/// Serves /healthz and /readyz over HTTP in the background; returns the bound address.
+pub async fn serve_health(addr: SocketAddr, readiness: Arc<Readiness>) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(readiness);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "health server stopped");
+        }
+    });
+    Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_tokens_are_reviewed_at_a_bounded_rate() {
+        let mut budget = ReviewBudget::default();
+        let granted = (0..100).filter(|_| budget.take()).count();
+        assert_eq!(
+            granted, REVIEW_BURST as usize,
+            "a burst, then nothing until the bucket refills"
+        );
+    }
+
+    #[test]
+    fn a_self_signed_certificate_is_made_and_a_missing_one_is_named() {
+        assert!(MetricsTls::SelfSigned.server_config().is_ok());
+        let err = MetricsTls::Dir("/nonexistent-dir".into()).server_config().unwrap_err();
+        assert!(err.contains("/nonexistent-dir/tls.crt"), "{err}");
+    }
 }

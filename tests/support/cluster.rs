@@ -243,8 +243,20 @@ fn free_port() -> u16 {
 /// The operator binary, running as a separate process with the ServiceAccount's RBAC.
 pub struct Operator {
     child: Option<Child>,
+    /// `https://127.0.0.1:<port>/metrics` (a self-signed certificate: see [`https_client`]).
     pub metrics: String,
+    /// `http://127.0.0.1:<port>`, where `/healthz` and `/readyz` answer.
+    pub health: String,
     pub log: PathBuf,
+}
+
+/// A client for the operator's /metrics, whose certificate is self-signed (as Prometheus
+/// scrapes it, with `insecureSkipVerify`: the bearer token is what is checked).
+pub fn https_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap()
 }
 
 impl Operator {
@@ -267,7 +279,7 @@ impl Operator {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Operator {
-        let port = free_port();
+        let (port, health_port) = (free_port(), free_port());
         let log = cluster().dir.join(format!("operator-{namespace}-{port}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_alicloud-ops-operator"));
@@ -277,6 +289,8 @@ impl Operator {
             namespace,
             "--metrics-addr",
             &format!("127.0.0.1:{port}"),
+            "--health-addr",
+            &format!("127.0.0.1:{health_port}"),
         ])
         .args(["--lease-name", lease, "--endpoint", emulator_url])
         .args(extra)
@@ -314,7 +328,8 @@ impl Operator {
             .unwrap();
         Operator {
             child: Some(child),
-            metrics: format!("http://127.0.0.1:{port}/metrics"),
+            metrics: format!("https://127.0.0.1:{port}/metrics"),
+            health: format!("http://127.0.0.1:{health_port}"),
             log,
         }
     }
@@ -325,10 +340,7 @@ impl Operator {
 
     /// `/metrics`, with the admin's token (allowed everything).
     pub async fn scrape(&self) -> String {
-        let request = reqwest::Client::new()
-            .get(&self.metrics)
-            .bearer_auth(admin_token())
-            .send();
+        let request = https_client().get(&self.metrics).bearer_auth(admin_token()).send();
         match request.await {
             Ok(r) => r.text().await.unwrap_or_default(),
             Err(_) => String::new(),
