@@ -1309,11 +1309,25 @@ async fn a_stale_copy_of_a_resource_never_acts() {
 #[tokio::test(flavor = "multi_thread")]
 async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
     use alicloud_ops_operator::emulator::state::DeliveryGroup;
+    use alicloud_ops_operator::emulator::{DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, Emulator, EmulatorConfig};
     let client = admin().await;
     let ns = namespace(&client, "chaos").await;
-    let emu = emulator().await;
+    // A second RAM user of the same account, for a key rotated mid-window.
+    let rotated = ("LTAI5tChaosRotatedKey", "chaos-rotated-key-secret");
+    let emu = Emulator::start(EmulatorConfig {
+        access_keys: vec![
+            (DEFAULT_ACCESS_KEY_ID.into(), DEFAULT_ACCESS_KEY_SECRET.into()),
+            (rotated.0.into(), rotated.1.into()),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    secret(&client, &ns, "chaos-key-a", DEFAULT_ACCESS_KEY_SECRET).await;
     let started = std::time::Instant::now();
     let (fotas, groups, windows, images) = (25usize, 20usize, 50usize, 6usize);
+    // Windows whose key is rotated mid-window (a new Secret name, the old one pruned).
+    let rotating = 10..20usize;
     emu.world().update_state(|s| {
         let hz = s.ecd.get_mut("cn-hangzhou").unwrap();
         let template = hz.fota_tasks[1].clone();
@@ -1365,12 +1379,13 @@ async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
     }
     let desk = |n: usize| format!("ecd-hz2{n:04}");
     for w in 0..windows {
-        creations.push((
-            "DesktopMaintenanceWindow",
-            json!({"metadata": {"name": format!("w{w}")},
+        let mut body = json!({"metadata": {"name": format!("w{w}")},
             "spec": {"regionId": "cn-hangzhou", "desktopIds": [desk(2 * w + 1), desk(2 * w + 2)],
-                     "window": {"start": open.to_rfc3339(), "end": close.to_rfc3339()}}}),
-        ));
+                     "window": {"start": open.to_rfc3339(), "end": close.to_rfc3339()}}});
+        if rotating.contains(&w) {
+            body["spec"]["credentialsRef"] = json!({"name": "chaos-key-a"});
+        }
+        creations.push(("DesktopMaintenanceWindow", body));
     }
     for i in 1..=images {
         let shared = i % 2 == 1;
@@ -1446,6 +1461,24 @@ async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
                     .await
                     .unwrap();
             }
+            // And ten rotate their key to another RAM user of the account, the old Secret
+            // pruned at once: nothing may be exited early, or stranded.
+            let b: Secret = serde_json::from_value(json!({"metadata": {"name": "chaos-key-b",
+                "labels": {"ops.alicloud.dev/credentials": "true"}},
+                "stringData": {"accessKeyId": rotated.0, "accessKeySecret": rotated.1}}))
+            .unwrap();
+            let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+            secrets.create(&PostParams::default(), &b).await.unwrap();
+            for w in rotating.clone() {
+                patch_spec::<DesktopMaintenanceWindow>(
+                    &client,
+                    &ns,
+                    &format!("w{w}"),
+                    json!({"credentialsRef": {"name": "chaos-key-b"}}),
+                )
+                .await;
+            }
+            secrets.delete("chaos-key-a", &DeleteParams::default()).await.unwrap();
         }
         if round == 1 {
             // The storm passes; lost answers on writes stay to the end.
@@ -1544,6 +1577,19 @@ async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
             .count();
         assert_eq!(applied, 1, "{id} approved {applied} times");
     }
+    // The rotated windows' desktops left maintenance with the new key, at the end: a drain
+    // with the old key would have exited them early (or, with its Secret gone, not at all).
+    let rotated_desks: Vec<String> = rotating
+        .clone()
+        .flat_map(|w| [desk(2 * w + 1), desk(2 * w + 2)])
+        .collect();
+    let early_exits: Vec<&alicloud_ops_operator::emulator::RequestRecord> = log
+        .iter()
+        .filter(|r| r.action == "SetDesktopMaintenance" && r.params.get("Mode").map(String::as_str) == Some("EXIT"))
+        .filter(|r| r.params.values().any(|v| rotated_desks.contains(v)))
+        .filter(|r| r.access_key_id != rotated.0)
+        .collect();
+    assert!(early_exits.is_empty(), "exited with the old key: {early_exits:?}");
     // The window entered its desktops while it was open.
     let entered = log
         .iter()
