@@ -817,22 +817,17 @@ async fn two_keys_of_one_account_are_one_account_and_share_its_quota() {
     use alicloud_ops_operator::cloud::client::ClientSettings;
     use alicloud_ops_operator::cloud::ratelimit::RateLimitConfig;
     use alicloud_ops_operator::cloud::{CloudClient, Product};
-    use alicloud_ops_operator::emulator::{
-        DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, DEFAULT_ACCOUNT_ID, Emulator, EmulatorConfig,
-    };
+    use alicloud_ops_operator::emulator::DEFAULT_ACCOUNT_ID;
     const SECOND: (&str, &str) = ("LTAI5tSecondRamUser", "second-ram-user-secret");
     const OTHER: (&str, &str) = ("LTAI5tOtherAccount", "other-account-secret");
-    let emu = Emulator::start(EmulatorConfig {
-        access_keys: vec![
-            (DEFAULT_ACCESS_KEY_ID.into(), DEFAULT_ACCESS_KEY_SECRET.into()),
-            (SECOND.0.into(), SECOND.1.into()),
-            (OTHER.0.into(), OTHER.1.into()),
+    let emu = emulator_with_keys(
+        CloudState::default_dataset(),
+        &[
+            ExtraKey(SECOND.0, SECOND.1, None),
+            ExtraKey(OTHER.0, OTHER.1, Some("2000000000000009")),
         ],
-        accounts: vec![(OTHER.0.into(), "2000000000000009".into())],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    )
+    .await;
     let with_quota = ClientSettings {
         limits: RateLimitConfig::default(),
         ..settings(&emu, SignatureVersion::V3)

@@ -15,7 +15,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use support::cluster::*;
-use support::{emulator, with_emulator_key};
+use support::{ExtraKey, emulator, emulator_with_keys, with_emulator_key};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -1096,20 +1096,15 @@ async fn fota_conflicts_are_decided_by_cloud_account_not_by_secret_name() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn changed_credentials_exit_with_the_old_ones_first_and_region_is_immutable() {
-    use alicloud_ops_operator::emulator::{DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, Emulator, EmulatorConfig};
+    use alicloud_ops_operator::emulator::{CloudState, DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET};
     let client = admin().await;
     let ns = namespace(&client, "rekey").await;
     let second = ("LTAI5tSecondAccount", "second-account-secret");
-    let emu = Emulator::start(EmulatorConfig {
-        access_keys: vec![
-            (DEFAULT_ACCESS_KEY_ID.into(), DEFAULT_ACCESS_KEY_SECRET.into()),
-            (second.0.into(), second.1.into()),
-        ],
-        accounts: vec![(second.0.into(), "2000000000000001".into())],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let emu = emulator_with_keys(
+        CloudState::default_dataset(),
+        &[ExtraKey(second.0, second.1, Some("2000000000000001"))],
+    )
+    .await;
     secret(&client, &ns, "old", DEFAULT_ACCESS_KEY_SECRET).await;
     let s: Secret = serde_json::from_value(json!({"metadata": {"name": "new"},
         "stringData": {"accessKeyId": second.0, "accessKeySecret": second.1}}))
@@ -1164,19 +1159,11 @@ async fn changed_credentials_exit_with_the_old_ones_first_and_region_is_immutabl
 /// never exits a desktop mid-window; nor does a typo in credentialsRef.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_key_rotated_within_the_account_or_a_typo_never_exits_a_desktop() {
-    use alicloud_ops_operator::emulator::{DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, Emulator, EmulatorConfig};
+    use alicloud_ops_operator::emulator::{CloudState, DEFAULT_ACCESS_KEY_SECRET};
     let client = admin().await;
     let ns = namespace(&client, "rotate").await;
     let second = ("LTAI5tSameAccountUser2", "same-account-second-user");
-    let emu = Emulator::start(EmulatorConfig {
-        access_keys: vec![
-            (DEFAULT_ACCESS_KEY_ID.into(), DEFAULT_ACCESS_KEY_SECRET.into()),
-            (second.0.into(), second.1.into()),
-        ],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let emu = emulator_with_keys(CloudState::default_dataset(), &[ExtraKey(second.0, second.1, None)]).await;
     secret(&client, &ns, "creds-7f9c2b", DEFAULT_ACCESS_KEY_SECRET).await;
     let _op = Operator::start(&ns, &emu.url(), &format!("lease-{ns}"));
     let id = "ecd-hz10071";
@@ -1309,20 +1296,12 @@ async fn a_stale_copy_of_a_resource_never_acts() {
 #[tokio::test(flavor = "multi_thread")]
 async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
     use alicloud_ops_operator::emulator::state::DeliveryGroup;
-    use alicloud_ops_operator::emulator::{DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, Emulator, EmulatorConfig};
+    use alicloud_ops_operator::emulator::{CloudState, DEFAULT_ACCESS_KEY_SECRET};
     let client = admin().await;
     let ns = namespace(&client, "chaos").await;
     // A second RAM user of the same account, for a key rotated mid-window.
     let rotated = ("LTAI5tChaosRotatedKey", "chaos-rotated-key-secret");
-    let emu = Emulator::start(EmulatorConfig {
-        access_keys: vec![
-            (DEFAULT_ACCESS_KEY_ID.into(), DEFAULT_ACCESS_KEY_SECRET.into()),
-            (rotated.0.into(), rotated.1.into()),
-        ],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let emu = emulator_with_keys(CloudState::default_dataset(), &[ExtraKey(rotated.0, rotated.1, None)]).await;
     secret(&client, &ns, "chaos-key-a", DEFAULT_ACCESS_KEY_SECRET).await;
     let started = std::time::Instant::now();
     let (fotas, groups, windows, images) = (25usize, 20usize, 50usize, 6usize);
@@ -2086,9 +2065,7 @@ async fn the_audit_log_shows_least_privilege_in_use() {
 /// will be written, and the cloud never has to answer `Throttling`.
 #[tokio::test(flavor = "multi_thread")]
 async fn quota_bound_writes_hold_no_worker_and_accounts_progress_independently() {
-    use alicloud_ops_operator::emulator::{
-        CloudState, DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, Emulator, EmulatorConfig,
-    };
+    use alicloud_ops_operator::emulator::{CloudState, DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET};
     const B_ID: &str = "LTAI5tTeamBAccessKey01";
     const B_SECRET: &str = "team-b-secret-value-0000000000";
     let client = admin().await;
@@ -2104,17 +2081,7 @@ async fn quota_bound_writes_hold_no_worker_and_accounts_progress_independently()
             ..template.clone()
         });
     }
-    let emu = Emulator::start(EmulatorConfig {
-        access_keys: vec![
-            (DEFAULT_ACCESS_KEY_ID.into(), DEFAULT_ACCESS_KEY_SECRET.into()),
-            (B_ID.into(), B_SECRET.into()),
-        ],
-        accounts: vec![(B_ID.into(), "2000000000000002".into())],
-        state,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let emu = emulator_with_keys(state, &[ExtraKey(B_ID, B_SECRET, Some("2000000000000002"))]).await;
     secret(&client, &ns, "team-a", DEFAULT_ACCESS_KEY_SECRET).await;
     let b: Secret = serde_json::from_value(json!({
         "metadata": {"name": "team-b", "labels": {"ops.alicloud.dev/credentials": "true"}},
@@ -2422,18 +2389,13 @@ async fn plan_predicts_exactly_the_writes_and_reasons_of_the_operator() {
     let ns = namespace(&client, "plan").await;
     // A cloud account of this test's own: plan compares FotaTaskPolicies with every live one of
     // the same account, in every namespace, and the other tests' use the default key.
-    use alicloud_ops_operator::emulator::{DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, Emulator, EmulatorConfig};
+    use alicloud_ops_operator::emulator::CloudState;
     let account = ("LTAI5tPlanAccount", "plan-account-secret");
-    let emu = Emulator::start(EmulatorConfig {
-        access_keys: vec![
-            (DEFAULT_ACCESS_KEY_ID.into(), DEFAULT_ACCESS_KEY_SECRET.into()),
-            (account.0.into(), account.1.into()),
-        ],
-        accounts: vec![(account.0.into(), "2000000000000003".into())],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let emu = emulator_with_keys(
+        CloudState::default_dataset(),
+        &[ExtraKey(account.0, account.1, Some("2000000000000003"))],
+    )
+    .await;
     let now = chrono::Utc::now();
     let at = |d: chrono::Duration| (now + d).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let manifests = format!(

@@ -31,6 +31,28 @@ pub async fn emulator_with(state: CloudState) -> Emulator {
     .expect("emulator starts")
 }
 
+/// A key the emulator accepts besides the default one: id, secret, and the account it
+/// belongs to (`None`: the default account's, as another RAM user of it).
+pub struct ExtraKey<'a>(pub &'a str, pub &'a str, pub Option<&'a str>);
+
+/// An emulator of `state` that accepts the default key and `extra`.
+pub async fn emulator_with_keys(state: CloudState, extra: &[ExtraKey<'_>]) -> Emulator {
+    let mut access_keys = vec![(DEFAULT_ACCESS_KEY_ID.to_string(), DEFAULT_ACCESS_KEY_SECRET.to_string())];
+    access_keys.extend(extra.iter().map(|k| (k.0.to_string(), k.1.to_string())));
+    let accounts = extra
+        .iter()
+        .filter_map(|k| Some((k.0.to_string(), k.2?.to_string())))
+        .collect();
+    Emulator::start(EmulatorConfig {
+        access_keys,
+        accounts,
+        state,
+        ..Default::default()
+    })
+    .await
+    .expect("emulator starts")
+}
+
 pub fn default_key() -> CredentialSource {
     CredentialSource::Static {
         credentials: Credentials::new(DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, None, None),
