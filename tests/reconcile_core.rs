@@ -640,14 +640,18 @@ mod image_share {
         }
     }
 
-    /// Plans with no previous status.
-    fn fresh(
-        f: fn(
-            &ImageShareInput<'_>,
-            &PlanContext,
-        ) -> reconcile::Outcome<reconcile::image_share::ModifyShare, ImageShareStatus>,
+    type Plan = fn(
+        &ImageShareInput<'_>,
+        &PlanContext,
+    ) -> reconcile::Outcome<reconcile::image_share::ModifyShare, ImageShareStatus>;
+
+    /// Plans (or cleans up) `image` with `previous`, from a list that started at `listed_at`.
+    fn with_status(
+        f: Plan,
         spec: &ImageShareSpec,
         image: Option<&CustomImage>,
+        previous: &ImageShareStatus,
+        listed_at: DateTime<Utc>,
         ctx: &PlanContext,
     ) -> reconcile::Outcome<reconcile::image_share::ModifyShare, ImageShareStatus> {
         f(
@@ -656,11 +660,21 @@ mod image_share {
                 uid: "u",
                 resource_version: "7",
                 image,
-                listed_at: ctx.now,
-                previous: &ImageShareStatus::default(),
+                listed_at,
+                previous,
             },
             ctx,
         )
+    }
+
+    /// Plans with no previous status.
+    fn fresh(
+        f: Plan,
+        spec: &ImageShareSpec,
+        image: Option<&CustomImage>,
+        ctx: &PlanContext,
+    ) -> reconcile::Outcome<reconcile::image_share::ModifyShare, ImageShareStatus> {
+        with_status(f, spec, image, &ImageShareStatus::default(), ctx.now, ctx)
     }
 
     fn image(in_share: bool) -> CustomImage {
@@ -761,27 +775,14 @@ mod image_share {
     }
 
     fn after(
-        f: fn(
-            &ImageShareInput<'_>,
-            &PlanContext,
-        ) -> reconcile::Outcome<reconcile::image_share::ModifyShare, ImageShareStatus>,
+        f: Plan,
         spec: &ImageShareSpec,
         image: &CustomImage,
         previous: &ImageShareStatus,
         listed_at: &str,
         ctx: &PlanContext,
     ) -> reconcile::Outcome<reconcile::image_share::ModifyShare, ImageShareStatus> {
-        f(
-            &ImageShareInput {
-                spec,
-                uid: "u",
-                resource_version: "7",
-                image: Some(image),
-                listed_at: t(listed_at),
-                previous,
-            },
-            ctx,
-        )
+        with_status(f, spec, Some(image), previous, t(listed_at), ctx)
     }
 
     /// A recorded intent is not a sent write: one the cloud never answered is sent again
