@@ -221,13 +221,11 @@ pub async fn run(args: &RunArgs) -> Result<(), String> {
         let gate = gate.clone();
         tokio::spawn(async move {
             let lease_lost = async {
-                match (leadership.as_mut(), lease_check) {
-                    // Whichever says so first: the lease manager, or the Lease itself.
-                    (Some(rx), Some(check)) => tokio::select! {
-                        _ = rx.wait_for(|l| !*l) => {}
-                        _ = check => {}
-                    },
-                    _ => std::future::pending::<()>().await,
+                match leadership.as_mut() {
+                    Some(rx) => {
+                        let _ = rx.wait_for(|l| !*l).await;
+                    }
+                    None => std::future::pending::<()>().await,
                 }
             };
             tokio::select! {
@@ -280,6 +278,9 @@ pub async fn run(args: &RunArgs) -> Result<(), String> {
     );
     secret_watch.abort();
     readiness_task.abort();
+    if let Some(check) = lease_check {
+        check.abort();
+    }
     // Dropping the receiver makes the lease task release the Lease.
     drop(leadership);
     if let Some(task) = lease_task {

@@ -3,8 +3,9 @@
 //! The lease manager says "leader" until it sees another holder. A leader that cannot renew
 //! (the apiserver is out of its reach) keeps believing it leads while a standby, which can
 //! reach the apiserver, takes the expired Lease over. This watchdog reads the Lease every
-//! few seconds and closes the write gate once the last renewal it saw has expired (or the
-//! Lease names another holder), so that no write of the old leader overlaps the new one's.
+//! few seconds and keeps the write gate closed while the last renewal it saw has expired
+//! (or the Lease names another holder), so that no write of the old leader overlaps the new
+//! one's.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,8 +34,10 @@ pub fn valid_until(lease: &Lease, identity: &str) -> Option<DateTime<Utc>> {
     Some(renewed + duration - MARGIN)
 }
 
-/// Watches the Lease while this replica leads. Returns when the leadership it last saw has
-/// expired or passed to another holder, with the gate closed.
+/// Watches the Lease while this replica leads: the gate is open only while the last
+/// renewal it saw is valid. A renewal that is late (the apiserver slow or out of reach)
+/// pauses the writes; the next one seen resumes them. Losing the Lease to another holder is
+/// the lease manager's to report (the process then stops).
 pub async fn watch(api: Api<Lease>, name: String, identity: String, gate: Arc<WriteGate>) {
     let mut until: Option<DateTime<Utc>> = Some(Utc::now() + chrono::Duration::seconds(5));
     loop {
@@ -44,10 +47,13 @@ pub async fn watch(api: Api<Lease>, name: String, identity: String, gate: Arc<Wr
             // Out of reach: the last renewal seen still counts, until it expires.
             Err(e) => tracing::warn!(error = %e, "reading the leader Lease"),
         }
-        if until.is_none_or(|u| Utc::now() >= u) {
+        let valid = until.is_some_and(|u| Utc::now() < u);
+        if valid && !gate.is_open() {
+            tracing::info!(lease = %name, "the Lease is renewed: writes resume");
+            gate.open();
+        } else if !valid && gate.is_open() {
             gate.close();
-            tracing::error!(lease = %name, "the Lease is no longer ours, or could not be renewed in time: no more writes");
-            return;
+            tracing::warn!(lease = %name, "the Lease was not renewed in time, or is not ours: writes pause");
         }
         tokio::time::sleep(CHECK_EVERY).await;
     }
