@@ -2382,7 +2382,8 @@ fn writes_in_plan_words(emu: &alicloud_ops_operator::emulator::Emulator) -> Vec<
 /// names exactly the writes the operator sends (ClientTokens included, made from the live
 /// uids) and the Ready reason it sets; a conflict between two policies, or two schedules of
 /// one delivery group, created in order (or in the same second) is decided the same way;
-/// after the operator, the plan announces nothing again.
+/// after the operator, the plan announces nothing again; a window applied later over a
+/// desktop another one holds is planned as the operator acts on it.
 #[tokio::test(flavor = "multi_thread")]
 async fn plan_predicts_exactly_the_writes_and_reasons_of_the_operator() {
     let client = admin().await;
@@ -2576,6 +2577,56 @@ spec:
         Some(1),
         "the losing policy's Conflict is still an error: {after:#}"
     );
+
+    // A window applied later over a desktop the first one holds: plan compares it with the
+    // live windows as the operator does (it holds ecd-hz20002 with "now" and enters only
+    // ecd-hz20003), and the operator then sends exactly that.
+    let overlap = format!(
+        r#"---
+apiVersion: ops.alicloud.dev/v1alpha1
+kind: DesktopMaintenanceWindow
+metadata: {{name: overlap, namespace: {ns}}}
+spec:
+  regionId: cn-hangzhou
+  desktopIds: [ecd-hz20002, ecd-hz20003]
+  window: {{start: "{}", end: "{}"}}
+  credentialsRef: {{name: plan-cloud}}
+"#,
+        at(chrono::Duration::minutes(-1)),
+        at(chrono::Duration::hours(2))
+    );
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str(&overlap);
+    std::fs::write(&file, text).unwrap();
+    let (_, with_overlap) = plan(&[]);
+    let planned = with_overlap["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "overlap")
+        .unwrap()
+        .clone();
+    let foreseen: Vec<String> = planned["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(foreseen, ["SetDesktopMaintenance ENTER ecd-hz20003"], "{planned:#}");
+    let before = writes_in_plan_words(&emu);
+    kubectl_run(&["apply", "-f", file.to_str().unwrap()]);
+    let status = wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "overlap", "Active").await;
+    assert_eq!(
+        status["desktopsInMaintenance"],
+        json!(["ecd-hz20002", "ecd-hz20003"]),
+        "{status}"
+    );
+    let mut sent = writes_in_plan_words(&emu);
+    for w in &before {
+        let i = sent.iter().position(|s| s == w).unwrap();
+        sent.remove(i);
+    }
+    assert_eq!(sent, foreseen, "the operator's writes for the overlapping window");
     // Without the live objects, the plan says which predictions it cannot be sure of.
     let (_, offline) = plan(&["--offline"]);
     assert!(
