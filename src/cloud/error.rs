@@ -16,11 +16,17 @@ pub enum ErrorClass {
     NotFound,
     /// Any other 4xx: the request itself is wrong and retrying will not help.
     Invalid,
+    /// Not the cloud's answer: a bug of ours (a shared list panicked or was cancelled).
+    /// Retried with backoff, and never reported as the cloud refusing anything.
+    Internal,
 }
 
 impl ErrorClass {
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorClass::Throttled | ErrorClass::Transient)
+        matches!(
+            self,
+            ErrorClass::Throttled | ErrorClass::Transient | ErrorClass::Internal
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -30,6 +36,7 @@ impl ErrorClass {
             ErrorClass::Credentials => "Credentials",
             ErrorClass::NotFound => "NotFound",
             ErrorClass::Invalid => "Invalid",
+            ErrorClass::Internal => "Internal",
         }
     }
 }
@@ -109,6 +116,9 @@ pub enum CloudError {
     /// Not sent: this process may not write now (it is not, or no longer, the leader).
     #[error("{0}: not sent, this replica is not the leader (any more)")]
     NotLeading(String),
+    /// A failure of ours, not of the cloud (see [`ErrorClass::Internal`]).
+    #[error("{0} (a bug of the operator, not an answer of the cloud)")]
+    Internal(String),
 }
 
 impl CloudError {
@@ -133,6 +143,7 @@ impl CloudError {
             CloudError::InvalidRequest(_) => ErrorClass::Invalid,
             CloudError::Deferred(_) => ErrorClass::Throttled,
             CloudError::NotLeading(_) => ErrorClass::Transient,
+            CloudError::Internal(_) => ErrorClass::Internal,
         }
     }
 
@@ -146,6 +157,7 @@ impl CloudError {
             CloudError::InvalidRequest(_) => "InvalidRequest",
             CloudError::Deferred(_) => "Deferred",
             CloudError::NotLeading(_) => "NotLeading",
+            CloudError::Internal(_) => "Internal",
         }
     }
 
@@ -174,7 +186,8 @@ impl CloudError {
             CloudError::Credentials(_)
             | CloudError::InvalidRequest(_)
             | CloudError::Deferred(_)
-            | CloudError::NotLeading(_) => self.to_string(),
+            | CloudError::NotLeading(_)
+            | CloudError::Internal(_) => self.to_string(),
         }
     }
 
@@ -213,6 +226,8 @@ impl CloudError {
             | CloudError::InvalidRequest(_)
             | CloudError::Deferred(_)
             | CloudError::NotLeading(_) => true,
+            // Reads only: shared lists.
+            CloudError::Internal(_) => true,
             CloudError::Decode { .. } => false,
         }
     }

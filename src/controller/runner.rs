@@ -42,6 +42,7 @@ pub fn error_verdict(err: &CloudError) -> Verdict {
         ErrorClass::Credentials => Reason::CredentialsInvalid,
         ErrorClass::NotFound => Reason::NotFound,
         ErrorClass::Invalid => Reason::CloudRejected,
+        ErrorClass::Internal => Reason::ReconcilePanicked,
     };
     Verdict::not_ready(reason, err.summary())
 }

@@ -252,8 +252,7 @@ impl SnapshotCache {
                 .duration
                 .get_or_create(&label)
                 .observe(started.elapsed().as_secs_f64());
-            let result =
-                result.unwrap_or_else(|_| Err(CloudError::InvalidRequest(format!("listing {} panicked", key.list))));
+            let result = result.unwrap_or_else(|_| Err(CloudError::Internal(format!("listing {} panicked", key.list))));
             let mut entries = entries.lock().expect("snapshot lock");
             let entry = entries.entry(key).or_default();
             let Some(flight) = entry.in_flight.take_if(|f| f.id == id) else {
@@ -270,7 +269,7 @@ impl SnapshotCache {
         });
         async move {
             task.await
-                .unwrap_or_else(|e| Err(CloudError::InvalidRequest(format!("a shared list stopped: {e}"))))
+                .unwrap_or_else(|e| Err(CloudError::Internal(format!("a shared list stopped: {e}"))))
         }
         .boxed()
         .shared()
@@ -502,6 +501,21 @@ mod tests {
         assert!(
             listed_at < written_at,
             "the list is dated {listed_at}, after the write replayed onto it at {written_at}"
+        );
+    }
+
+    /// A list that panics is a bug of ours, never reported as the cloud refusing a request.
+    #[tokio::test]
+    async fn a_panicking_list_is_ours_not_the_clouds() {
+        let cache = SnapshotCache::new(LONG);
+        let err = cache
+            .get::<Vec<i32>, _, _>(key("r"), LONG, || async { panic!("a bug in a list") })
+            .await
+            .unwrap_err();
+        assert_eq!(err.class(), crate::cloud::ErrorClass::Internal, "{err}");
+        assert_eq!(
+            crate::controller::runner::error_verdict(&err).reason,
+            crate::reconcile::Reason::ReconcilePanicked
         );
     }
 
