@@ -61,8 +61,12 @@ enum LastWrite {
         client_token: String,
     },
     /// Answered with success, and the list started before the answer or does not show it
-    /// yet (within the grace): the write stands for the list.
-    Pending { in_share: bool, message: Option<String> },
+    /// yet (within the grace): the write stands for the list until `until`.
+    Pending {
+        in_share: bool,
+        message: Option<String>,
+        until: DateTime<Utc>,
+    },
     /// A list started after the write shows it: from now on a difference is drift.
     Shown,
 }
@@ -114,10 +118,12 @@ fn last_write(input: &ImageShareInput<'_>, image: &CustomImage, ctx: &PlanContex
         LastWrite::Pending {
             in_share,
             message: None,
+            until: answered + SETTLE_GRACE,
         }
     } else if ctx.now - answered < SETTLE_GRACE {
         LastWrite::Pending {
             in_share,
+            until: answered + SETTLE_GRACE,
             message: Some(format!(
                 "{} sent at {}; the cloud does not show it yet (it is sent again if it has not by {})",
                 w.operation,
@@ -134,8 +140,8 @@ fn last_write(input: &ImageShareInput<'_>, image: &CustomImage, ctx: &PlanContex
 struct Look {
     /// Whether the image counts as shared: the list, or a write of ours that stands for it.
     in_share: bool,
-    /// Why a write of ours stands for the list, when one does.
-    pending: Option<String>,
+    /// Why a write of ours stands for the list, when one does, and until when.
+    pending: Option<(String, DateTime<Utc>)>,
     /// A write whose outcome is unknown, to send again with its own ClientToken.
     unanswered: Option<(ShareOperation, String)>,
 }
@@ -155,12 +161,17 @@ fn look(input: &ImageShareInput<'_>, image: &CustomImage, ctx: &PlanContext, sta
             operation,
             client_token,
         } => look.unanswered = Some((operation, client_token)),
-        LastWrite::Pending { in_share, message } => {
+        LastWrite::Pending {
+            in_share,
+            message,
+            until,
+        } => {
             status.in_share = Some(in_share);
             look.in_share = in_share;
-            look.pending = Some(message.unwrap_or_else(|| {
+            let message = message.unwrap_or_else(|| {
                 "the last write was answered after the list was read; it stands for the list".into()
-            }));
+            });
+            look.pending = Some((message, until));
         }
     }
     look
@@ -190,15 +201,16 @@ fn write(
             // The count is recorded before the call, so a call that reached the cloud is
             // never followed by a repair with the same token.
             let sequence = input.previous.share_operations.saturating_add(1);
+            let token = client_token(input.uid, ctx.generation, input.resource_version, op, sequence);
             intent.share_operations = sequence;
             intent.last_write = Some(ShareWrite {
                 operation: op.as_str().to_string(),
                 at: stamp(ctx.now),
                 generation: ctx.generation,
-                client_token: client_token(input.uid, ctx.generation, input.resource_version, op, sequence),
+                client_token: token.clone(),
                 answered_at: None,
             });
-            intent.last_write.as_ref().expect("just set").client_token.clone()
+            token
         }
     };
     // The answer's time is set by [`record_answer`] when it comes; until then, the plan's.
@@ -276,9 +288,9 @@ pub fn plan(input: &ImageShareInput<'_>, ctx: &PlanContext) -> Outcome<ModifySha
         // A write that stands for the list keeps Ready as it is (the cloud answered it);
         // it is looked at again once it should have shown.
         let (message, requeue_after) = match &look.pending {
-            Some(p) => (
+            Some((p, until)) => (
                 format!("image {} is {state} ({p})", image.image_id),
-                settle_check(input),
+                Some(super::until(ctx.now, *until).max(VERIFY_AFTER)),
             ),
             None => (format!("image {} is {state}", image.image_id), None),
         };
@@ -313,13 +325,6 @@ pub fn plan(input: &ImageShareInput<'_>, ctx: &PlanContext) -> Outcome<ModifySha
     send(input, ctx, op, look, status, message)
 }
 
-/// When to look again at a write that stands for the list: once its grace is over.
-fn settle_check(input: &ImageShareInput<'_>) -> Option<std::time::Duration> {
-    let w = input.previous.last_write.as_ref()?;
-    let answered = parse_time(w.answered_at.as_deref().unwrap_or(&w.at))?;
-    Some(super::until(input.listed_at, answered + SETTLE_GRACE).max(VERIFY_AFTER))
-}
-
 /// On deletion: unshare when `deletionPolicy: UnShare` and the image is shared, or a Share
 /// of ours may still land. What remains is what the cloud shows now, plus our own writes
 /// that have not shown yet.
@@ -345,7 +350,7 @@ pub fn cleanup(input: &ImageShareInput<'_>, ctx: &PlanContext) -> Outcome<Modify
     // A write of ours that the cloud answered and does not show yet is waited for first: an
     // UnShare sent while a Share settles could be overtaken by it, and an UnShare that has
     // not shown yet is not a clean cloud.
-    if let Some(message) = look.pending {
+    if let Some((message, _)) = look.pending {
         return wait_for(status, message);
     }
     // A Share whose outcome is unknown may have landed: unshare anyway.
