@@ -236,17 +236,14 @@ pub async fn tag_desktops(
     key: &str,
     value: &str,
 ) -> Result<(), CloudError> {
-    for chunk in desktop_ids.chunks(MAX_TAG_RESOURCE_IDS_PER_CALL) {
-        let req = RpcRequest::new(Product::Ecd, "TagResources", region)
-            .write()
-            .query("RegionId", region)
-            .query("ResourceType", DESKTOP_RESOURCE_TYPE)
-            .query_list("ResourceId", chunk)
-            .query("Tag.1.Key", key)
-            .query("Tag.1.Value", value);
-        client.call(&req).await?;
-    }
-    Ok(())
+    tag_call(
+        client,
+        region,
+        "TagResources",
+        desktop_ids,
+        &[("Tag.1.Key", key), ("Tag.1.Value", value)],
+    )
+    .await
 }
 
 /// Removes the tag `key` from every desktop of `desktop_ids`, 50 a call.
@@ -256,13 +253,26 @@ pub async fn untag_desktops(
     desktop_ids: &[String],
     key: &str,
 ) -> Result<(), CloudError> {
+    tag_call(client, region, "UntagResources", desktop_ids, &[("TagKey.1", key)]).await
+}
+
+/// One tag write over any number of desktops, in calls of 50 ids.
+async fn tag_call(
+    client: &CloudClient,
+    region: &str,
+    action: &'static str,
+    desktop_ids: &[String],
+    params: &[(&str, &str)],
+) -> Result<(), CloudError> {
     for chunk in desktop_ids.chunks(MAX_TAG_RESOURCE_IDS_PER_CALL) {
-        let req = RpcRequest::new(Product::Ecd, "UntagResources", region)
+        let mut req = RpcRequest::new(Product::Ecd, action, region)
             .write()
             .query("RegionId", region)
             .query("ResourceType", DESKTOP_RESOURCE_TYPE)
-            .query_list("ResourceId", chunk)
-            .query("TagKey.1", key);
+            .query_list("ResourceId", chunk);
+        for (name, value) in params {
+            req = req.query(name, *value);
+        }
         client.call(&req).await?;
     }
     Ok(())

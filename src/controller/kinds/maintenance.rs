@@ -140,23 +140,32 @@ async fn set_maintenance_of_known(
         .map_err(|(more, e)| ([done, more].concat(), e))
 }
 
-/// Tags the desktops of `ids` the cloud still has (one may have been released since the
-/// list: the tag call refuses a whole batch for one unknown id, as SetDesktopMaintenance does).
-async fn tag_known(env: &KindEnv, region: &str, ids: &[String], key: &str, value: &str) -> Result<(), CloudError> {
-    match ecd::tag_desktops(&env.cloud, region, ids, key, value).await {
-        Err(e) if e.class() == ErrorClass::NotFound => {
-            let known = still_listed(env, region, ids).await?;
-            ecd::tag_desktops(&env.cloud, region, &known, key, value).await
-        }
-        r => r,
+/// A change of a window's record tag on desktops.
+enum TagChange<'a> {
+    Set { key: &'a str, value: &'a str },
+    Remove { key: &'a str },
+}
+
+async fn change_tags(env: &KindEnv, region: &str, ids: &[String], change: &TagChange<'_>) -> Result<(), CloudError> {
+    match change {
+        TagChange::Set { key, value } => ecd::tag_desktops(&env.cloud, region, ids, key, value).await,
+        TagChange::Remove { key } => ecd::untag_desktops(&env.cloud, region, ids, key).await,
     }
 }
 
-async fn untag_known(env: &KindEnv, region: &str, ids: &[String], key: &str) -> Result<(), CloudError> {
-    match ecd::untag_desktops(&env.cloud, region, ids, key).await {
+/// Changes the tag on the desktops of `ids` the cloud still has (one may have been released
+/// since the list: the tag calls refuse a whole batch for one unknown id, as
+/// SetDesktopMaintenance does).
+async fn change_tags_of_known(
+    env: &KindEnv,
+    region: &str,
+    ids: &[String],
+    change: &TagChange<'_>,
+) -> Result<(), CloudError> {
+    match change_tags(env, region, ids, change).await {
         Err(e) if e.class() == ErrorClass::NotFound => {
             let known = still_listed(env, region, ids).await?;
-            ecd::untag_desktops(&env.cloud, region, &known, key).await
+            change_tags(env, region, &known, change).await
         }
         r => r,
     }
@@ -309,12 +318,22 @@ impl ManagedKind for DesktopMaintenanceWindow {
         let region = &self.spec.region_id;
         let (key, value) = record_tag(self);
         let r = match action.mode {
-            ecd::MaintenanceMode::Enter => match tag_known(env, region, &action.desktop_ids, &key, &value).await {
+            ecd::MaintenanceMode::Enter => match change_tags_of_known(
+                env,
+                region,
+                &action.desktop_ids,
+                &TagChange::Set {
+                    key: &key,
+                    value: &value,
+                },
+            )
+            .await
+            {
                 Ok(()) => set_maintenance_of_known(env, region, action).await,
                 Err(e) => Err((Vec::new(), e)),
             },
             ecd::MaintenanceMode::Exit => match set_maintenance_of_known(env, region, action).await {
-                Ok(()) => untag_known(env, region, &action.desktop_ids, &key)
+                Ok(()) => change_tags_of_known(env, region, &action.desktop_ids, &TagChange::Remove { key: &key })
                     .await
                     .map_err(|e| (action.desktop_ids.clone(), e)),
                 Err(e) => Err(e),
