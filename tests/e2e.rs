@@ -2399,6 +2399,23 @@ async fn plan_predicts_exactly_the_writes_and_reasons_of_the_operator() {
     .await;
     let now = chrono::Utc::now();
     let at = |d: chrono::Duration| (now + d).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    // A window of the plan's account, open from a minute ago for `hours`.
+    let window_yaml = |name: &str, ids: &str, hours: i64| {
+        format!(
+            r#"---
+apiVersion: ops.alicloud.dev/v1alpha1
+kind: DesktopMaintenanceWindow
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  regionId: cn-hangzhou
+  desktopIds: [{ids}]
+  window: {{start: "{}", end: "{}"}}
+  credentialsRef: {{name: plan-cloud}}
+"#,
+            at(chrono::Duration::minutes(-1)),
+            at(chrono::Duration::hours(hours))
+        )
+    };
     let manifests = format!(
         r#"apiVersion: v1
 kind: Secret
@@ -2437,20 +2454,10 @@ spec:
   appInstanceGroupId: aig-hz0001
   window: {{cron: "0 4 * * 0", timeZone: Asia/Shanghai}}
   credentialsRef: {{name: plan-cloud}}
----
-apiVersion: ops.alicloud.dev/v1alpha1
-kind: DesktopMaintenanceWindow
-metadata: {{name: now, namespace: {ns}}}
-spec:
-  regionId: cn-hangzhou
-  desktopIds: [ecd-hz20001, ecd-hz20002]
-  window: {{start: "{}", end: "{}"}}
-  credentialsRef: {{name: plan-cloud}}
-"#,
+{}"#,
         account.0,
         account.1,
-        at(chrono::Duration::minutes(-1)),
-        at(chrono::Duration::hours(1))
+        window_yaml("now", "ecd-hz20001, ecd-hz20002", 1)
     );
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("resources.yaml");
@@ -2581,20 +2588,7 @@ spec:
     // A window applied later over a desktop the first one holds: plan compares it with the
     // live windows as the operator does (it holds ecd-hz20002 with "now" and enters only
     // ecd-hz20003), and the operator then sends exactly that.
-    let overlap = format!(
-        r#"---
-apiVersion: ops.alicloud.dev/v1alpha1
-kind: DesktopMaintenanceWindow
-metadata: {{name: overlap, namespace: {ns}}}
-spec:
-  regionId: cn-hangzhou
-  desktopIds: [ecd-hz20002, ecd-hz20003]
-  window: {{start: "{}", end: "{}"}}
-  credentialsRef: {{name: plan-cloud}}
-"#,
-        at(chrono::Duration::minutes(-1)),
-        at(chrono::Duration::hours(2))
-    );
+    let overlap = window_yaml("overlap", "ecd-hz20002, ecd-hz20003", 2);
     let mut text = std::fs::read_to_string(&file).unwrap();
     text.push_str(&overlap);
     std::fs::write(&file, text).unwrap();
