@@ -236,14 +236,10 @@ pub async fn tag_desktops(
     key: &str,
     value: &str,
 ) -> Result<(), CloudError> {
-    tag_call(
-        client,
-        region,
-        "TagResources",
-        desktop_ids,
-        &[("Tag.1.Key", key), ("Tag.1.Value", value)],
-    )
-    .await
+    let req = RpcRequest::new(Product::Ecd, "TagResources", region)
+        .query("Tag.1.Key", key)
+        .query("Tag.1.Value", value);
+    tag_call(client, region, req, desktop_ids).await
 }
 
 /// Removes the tag `key` from every desktop of `desktop_ids`, 50 a call.
@@ -253,27 +249,26 @@ pub async fn untag_desktops(
     desktop_ids: &[String],
     key: &str,
 ) -> Result<(), CloudError> {
-    tag_call(client, region, "UntagResources", desktop_ids, &[("TagKey.1", key)]).await
+    let req = RpcRequest::new(Product::Ecd, "UntagResources", region).query("TagKey.1", key);
+    tag_call(client, region, req, desktop_ids).await
 }
 
-/// One tag write over any number of desktops, in calls of 50 ids.
+/// The tag write `req` (its action and tag parameters) over any number of desktops, in calls
+/// of 50 ids.
 async fn tag_call(
     client: &CloudClient,
     region: &str,
-    action: &'static str,
+    req: RpcRequest,
     desktop_ids: &[String],
-    params: &[(&str, &str)],
 ) -> Result<(), CloudError> {
     for chunk in desktop_ids.chunks(MAX_TAG_RESOURCE_IDS_PER_CALL) {
-        let mut req = RpcRequest::new(Product::Ecd, action, region)
+        let call = req
+            .clone()
             .write()
             .query("RegionId", region)
             .query("ResourceType", DESKTOP_RESOURCE_TYPE)
             .query_list("ResourceId", chunk);
-        for (name, value) in params {
-            req = req.query(name, *value);
-        }
-        client.call(&req).await?;
+        client.call(&call).await?;
     }
     Ok(())
 }
