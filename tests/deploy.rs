@@ -250,3 +250,41 @@ fn the_ci_snippets_parse_and_call_plan_as_it_is() {
         assert_eq!(parsed.plan.output, "markdown", "{file}");
     }
 }
+
+/// `deploy/` names every registered kind, and no other: the RBAC rules of the operator (the
+/// kustomize base, the namespaced overlay, the chart) and the Argo CD health check. A fifth
+/// kind registered in `controller::registry` fails here until deploy/ grants it.
+#[test]
+fn deploy_grants_exactly_the_registered_kinds() {
+    use alicloud_ops_operator::controller::registry;
+    let plurals: BTreeSet<String> = registry::names().into_iter().map(|n| n.plural).collect();
+    let statuses: BTreeSet<String> = plurals.iter().map(|p| format!("{p}/status")).collect();
+    for file in [
+        "deploy/base/rbac.yaml",
+        "deploy/overlays/namespaced/role.yaml",
+        "deploy/helm/alicloud-ops-operator/templates/rbac.yaml",
+    ] {
+        let text = std::fs::read_to_string(repo(file)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut granted: Vec<BTreeSet<String>> = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            if line.trim_start().trim_start_matches("- ") == "apiGroups: [ops.alicloud.dev]" {
+                let resources = lines[i + 1]
+                    .trim()
+                    .strip_prefix("resources: [")
+                    .and_then(|r| r.strip_suffix(']'))
+                    .unwrap_or_else(|| panic!("{file}:{}: expected `resources: [...]`", i + 2));
+                granted.push(resources.split(',').map(|r| r.trim().to_string()).collect());
+            }
+        }
+        assert_eq!(granted, vec![plurals.clone(), statuses.clone()], "{file}");
+    }
+    let health = std::fs::read_to_string(repo("deploy/argocd/health.lua")).unwrap();
+    for n in registry::names() {
+        assert!(
+            health.contains(n.kind),
+            "deploy/argocd/health.lua does not name {}",
+            n.kind
+        );
+    }
+}

@@ -22,14 +22,3 @@ pub use ota::{OtaSchedule, OtaScheduleSpec, OtaScheduleStatus};
 
 pub const GROUP: &str = "ops.alicloud.dev";
 pub const VERSION: &str = "v1alpha1";
-
-/// All four CRDs, in a stable order.
-pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
-    use kube::CustomResourceExt;
-    vec![
-        FotaTaskPolicy::crd(),
-        DesktopMaintenanceWindow::crd(),
-        ImageShare::crd(),
-        OtaSchedule::crd(),
-    ]
-}

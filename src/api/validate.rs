@@ -1,32 +1,28 @@
 //! Client-side validation with the very schema and CEL rules the CRDs carry, so `plan`
 //! rejects what `kubectl apply` would, naming the field.
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use regex::Regex;
 use serde_json::Value;
 
-/// The openAPIV3Schema of a kind's CRD.
-pub fn schema_for(kind: &str) -> Option<Value> {
-    super::crds()
-        .into_iter()
-        .find(|c| c.spec.names.kind == kind)
-        .and_then(|c| {
-            let schema = c
-                .spec
-                .versions
-                .first()?
-                .schema
-                .as_ref()?
-                .open_api_v3_schema
-                .as_ref()?
-                .clone();
-            serde_json::to_value(schema).ok()
-        })
+/// The openAPIV3Schema of a CRD's first version.
+pub fn schema_of(crd: &CustomResourceDefinition) -> Option<Value> {
+    let schema = crd
+        .spec
+        .versions
+        .first()?
+        .schema
+        .as_ref()?
+        .open_api_v3_schema
+        .as_ref()?;
+    serde_json::to_value(schema).ok()
 }
 
-/// Checks a whole object (`apiVersion`, `kind`, `metadata`, `spec`) of `kind`. Returns
+/// Checks a whole object (`apiVersion`, `kind`, `metadata`, `spec`) against `crd`. Returns
 /// every problem as `field.path: what is wrong`.
-pub fn validate(kind: &str, object: &Value) -> Result<(), Vec<String>> {
-    let schema = schema_for(kind).ok_or_else(|| vec![format!("kind: {kind} is not a kind of this operator")])?;
+pub fn validate(crd: &CustomResourceDefinition, object: &Value) -> Result<(), Vec<String>> {
+    let schema =
+        schema_of(crd).ok_or_else(|| vec![format!("kind: the CRD of {} has no schema", crd.spec.names.kind)])?;
     let mut errors = Vec::new();
     let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
     if name.is_empty() {
@@ -189,6 +185,8 @@ fn structural(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{DesktopMaintenanceWindow, ImageShare};
+    use kube::CustomResourceExt;
     use serde_json::json;
 
     fn dmw(spec: Value) -> Value {
@@ -200,7 +198,7 @@ mod tests {
         let ok = dmw(
             json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a"], "window": {"start": "2026-11-22T12:00:00Z", "end": "2026-11-22T14:00:00Z"}}),
         );
-        assert_eq!(validate("DesktopMaintenanceWindow", &ok), Ok(()));
+        assert_eq!(validate(&DesktopMaintenanceWindow::crd(), &ok), Ok(()));
     }
 
     #[test]
@@ -208,7 +206,7 @@ mod tests {
         let bad = dmw(
             json!({"regionId": "Hangzhou", "desktopIds": ["ecd-a", "ecd-a", "x"], "windw": {}, "window": {"start": "soon", "end": "2026-11-22T14:00:00Z"}}),
         );
-        let errs = validate("DesktopMaintenanceWindow", &bad).unwrap_err();
+        let errs = validate(&DesktopMaintenanceWindow::crd(), &bad).unwrap_err();
         let all = errs.join("\n");
         assert!(all.contains("spec.regionId: Invalid value"), "{all}");
         assert!(all.contains("spec.desktopIds[1]: Duplicate value"), "{all}");
@@ -223,7 +221,7 @@ mod tests {
             json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a"], "selector": {"officeSiteId": "s"},
             "window": {"start": "2026-11-22T15:00:00Z", "end": "2026-11-22T14:00:00Z"}}),
         );
-        let all = validate("DesktopMaintenanceWindow", &bad).unwrap_err().join("\n");
+        let all = validate(&DesktopMaintenanceWindow::crd(), &bad).unwrap_err().join("\n");
         assert!(all.contains("set exactly one of desktopIds or selector"), "{all}");
         assert!(all.contains("window.end must be after window.start"), "{all}");
     }
@@ -241,7 +239,7 @@ mod tests {
             ("0 1 * */13 *", "the month (the 4th field) must be within 1-12"),
             ("0 1 * * 1,8", "the day of week (the 5th field) must be within 0-7"),
         ] {
-            let all = validate("DesktopMaintenanceWindow", &with(cron, "UTC"))
+            let all = validate(&DesktopMaintenanceWindow::crd(), &with(cron, "UTC"))
                 .unwrap_err()
                 .join("\n");
             assert!(
@@ -257,12 +255,12 @@ mod tests {
             "10 10 10 10 0",
         ] {
             assert_eq!(
-                validate("DesktopMaintenanceWindow", &with(cron, "Asia/Shanghai")),
+                validate(&DesktopMaintenanceWindow::crd(), &with(cron, "Asia/Shanghai")),
                 Ok(()),
                 "{cron}"
             );
         }
-        let all = validate("DesktopMaintenanceWindow", &with("0 1 * * *", "+08:00"))
+        let all = validate(&DesktopMaintenanceWindow::crd(), &with("0 1 * * *", "+08:00"))
             .unwrap_err()
             .join("\n");
         assert!(
@@ -275,7 +273,7 @@ mod tests {
     fn enums_types_and_required_fields() {
         let bad = json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "ImageShare", "metadata": {"name": "i"},
             "spec": {"regionId": "cn-hangzhou", "shared": "yes", "deletionPolicy": "Delete"}});
-        let all = validate("ImageShare", &bad).unwrap_err().join("\n");
+        let all = validate(&ImageShare::crd(), &bad).unwrap_err().join("\n");
         assert!(all.contains("spec.imageId: Required value"), "{all}");
         assert!(
             all.contains("spec.shared: Invalid value: \"yes\": must be of type boolean"),

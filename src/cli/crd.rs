@@ -28,7 +28,7 @@ pub fn bundle() -> String {
 
 /// (file name, YAML) for each CRD.
 pub fn rendered() -> Vec<(String, String)> {
-    crate::api::crds()
+    crate::controller::registry::crds()
         .into_iter()
         .map(|crd| {
             let name = format!(

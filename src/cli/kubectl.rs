@@ -6,9 +6,11 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use super::kube_args::{Connected, KubeArgs};
-use crate::api::{DesktopMaintenanceWindow, FotaTaskPolicy, ImageShare, OtaSchedule};
+use futures::future::BoxFuture;
+
 use crate::controller::context::RECONCILE_REQUESTED_AT;
 use crate::controller::kind::ManagedKind;
+use crate::controller::registry::{self, EachKind};
 use crate::reconcile::Reason;
 
 /// The name kubectl runs the binary by, and the field manager of its writes.
@@ -95,14 +97,29 @@ async fn rows<K: ManagedKind>(c: &Connected, all: bool) -> Result<Vec<StatusRow>
         .collect())
 }
 
-/// Every resource of the four kinds, with its Ready reason and what the operator does next.
+struct Rows<'a> {
+    c: &'a Connected,
+    all: bool,
+}
+
+impl<'a> EachKind for Rows<'a> {
+    type Output = BoxFuture<'a, Result<Vec<StatusRow>, String>>;
+    fn visit<K: ManagedKind>(&mut self) -> Self::Output {
+        Box::pin(rows::<K>(self.c, self.all))
+    }
+}
+
+/// Every resource of every kind, with its Ready reason and what the operator does next.
 pub async fn status(args: &StatusArgs) -> Result<Vec<StatusRow>, String> {
     let c = args.kube.require().await?;
-    let all = args.all_namespaces;
-    let mut out = rows::<FotaTaskPolicy>(&c, all).await?;
-    out.extend(rows::<DesktopMaintenanceWindow>(&c, all).await?);
-    out.extend(rows::<ImageShare>(&c, all).await?);
-    out.extend(rows::<OtaSchedule>(&c, all).await?);
+    let lists = registry::each_kind(&mut Rows {
+        c: &c,
+        all: args.all_namespaces,
+    });
+    let mut out = Vec::new();
+    for rows in futures::future::try_join_all(lists).await? {
+        out.extend(rows);
+    }
     out.sort_by(|a, b| (&a.namespace, a.kind, &a.name).cmp(&(&b.namespace, b.kind, &b.name)));
     Ok(out)
 }
@@ -151,22 +168,6 @@ pub fn render_status(rows: &[StatusRow], all_namespaces: bool) -> String {
     out
 }
 
-/// The kind named as kubectl would accept it: `ImageShare`, `imageshare` or `imageshares`.
-fn kind_of(text: &str) -> Option<&'static str> {
-    let text = text.to_ascii_lowercase();
-    [
-        (FotaTaskPolicy::KIND, "fotataskpolicies"),
-        (DesktopMaintenanceWindow::KIND, "desktopmaintenancewindows"),
-        (ImageShare::KIND, "imageshares"),
-        (OtaSchedule::KIND, "otaschedules"),
-    ]
-    .into_iter()
-    .find(|(kind, plural)| {
-        text == kind.to_ascii_lowercase() || text == *plural || text.split('.').next() == Some(plural)
-    })
-    .map(|(kind, _)| kind)
-}
-
 async fn request<K: ManagedKind>(c: &Connected, name: &str, at: &str) -> Result<(), String> {
     let patch = json!({"metadata": {"annotations": {RECONCILE_REQUESTED_AT: at}}});
     let params = PatchParams {
@@ -188,30 +189,29 @@ pub async fn reconcile(args: &ReconcileArgs) -> Result<String, String> {
         .split_once('/')
         .filter(|(_, n)| !n.is_empty())
         .ok_or_else(|| format!("{:?}: expected KIND/NAME, e.g. imageshare/app-image", args.resource))?;
-    let kind = kind_of(kind).ok_or_else(|| {
-        format!("{kind:?} is not a kind of ops.alicloud.dev; expected FotaTaskPolicy, DesktopMaintenanceWindow, ImageShare or OtaSchedule")
-    })?;
+    let kind = registry::find(kind)
+        .ok_or_else(|| {
+            format!(
+                "{kind:?} is not a kind of ops.alicloud.dev; expected {}",
+                registry::listed()
+            )
+        })?
+        .kind;
     let c = args.kube.require().await?;
     let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    match kind {
-        "FotaTaskPolicy" => request::<FotaTaskPolicy>(&c, name, &at).await?,
-        "DesktopMaintenanceWindow" => request::<DesktopMaintenanceWindow>(&c, name, &at).await?,
-        "ImageShare" => request::<ImageShare>(&c, name, &at).await?,
-        _ => request::<OtaSchedule>(&c, name, &at).await?,
+    struct Request<'a> {
+        c: &'a Connected,
+        name: &'a str,
+        at: &'a str,
     }
+    impl<'a> EachKind for Request<'a> {
+        type Output = BoxFuture<'a, Result<(), String>>;
+        fn visit<K: ManagedKind>(&mut self) -> Self::Output {
+            Box::pin(request::<K>(self.c, self.name, self.at))
+        }
+    }
+    registry::visit_kind(kind, &mut Request { c: &c, name, at: &at })
+        .expect("a registered kind")
+        .await?;
     Ok(format!("{kind}/{name} in {}: reconcile requested at {at}", c.namespace))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kinds_are_named_as_kubectl_names_them() {
-        assert_eq!(kind_of("imageshare"), Some("ImageShare"));
-        assert_eq!(kind_of("ImageShares"), Some("ImageShare"));
-        assert_eq!(kind_of("otaschedules.ops.alicloud.dev"), Some("OtaSchedule"));
-        assert_eq!(kind_of("FotaTaskPolicy"), Some("FotaTaskPolicy"));
-        assert_eq!(kind_of("pods"), None);
-    }
 }

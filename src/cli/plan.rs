@@ -12,10 +12,11 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::cloud_args::CloudArgs;
-use crate::api::{self, DesktopMaintenanceWindow, FotaTaskPolicy, ImageShare, OtaSchedule};
+use crate::api;
 use crate::cloud::metrics::CloudMetrics;
 use crate::cloud::{CloudClient, CredentialSource, Credentials};
 use crate::controller::kind::{KindEnv, ManagedKind, Stage, account_key};
+use crate::controller::registry::{self, EachKind};
 use crate::controller::runner;
 use crate::controller::snapshot::SnapshotCache;
 use crate::reconcile::PlanContext;
@@ -425,6 +426,36 @@ impl Planner {
     }
 }
 
+/// Plans the input's documents of one kind, each with its place in the input.
+struct PlanKind<'a> {
+    planner: &'a Planner,
+    cluster: &'a Cluster,
+    docs: &'a [&'a Doc],
+    uncertain: &'a Option<String>,
+}
+
+impl<'a> EachKind for PlanKind<'a> {
+    type Output = futures::future::BoxFuture<'a, Result<Vec<(usize, Result<PlannedResource, String>)>, String>>;
+    fn visit<K: ManagedKind>(&mut self) -> Self::Output {
+        let PlanKind {
+            planner,
+            cluster,
+            docs,
+            uncertain,
+        } = *self;
+        Box::pin(async move {
+            let resolved = cluster.resolve(typed::<K>(docs)).await?;
+            // The peers the operator's cache would give the kind, if it reads them.
+            let peers: &[Arc<K>] = if K::READS_PEERS { &resolved } else { &[] };
+            let mut out = Vec::new();
+            for (i, d) in docs.iter().enumerate().filter(|(_, d)| d.value["kind"] == K::KIND) {
+                out.push((i, planner.plan_one(d, uncertain.clone(), &resolved, peers).await));
+            }
+            Ok(out)
+        })
+    }
+}
+
 fn typed<K: ManagedKind>(docs: &[&Doc]) -> Vec<Arc<K>> {
     docs.iter()
         .filter(|d| d.value["kind"] == K::KIND)
@@ -449,12 +480,6 @@ pub async fn run(args: &PlanArgs) -> Result<PlanReport, String> {
         }
     }
     let group_version = format!("{}/{}", api::GROUP, api::VERSION);
-    let kinds = [
-        FotaTaskPolicy::KIND,
-        DesktopMaintenanceWindow::KIND,
-        ImageShare::KIND,
-        OtaSchedule::KIND,
-    ];
     let mut ours: Vec<&Doc> = Vec::new();
     for d in &docs {
         let kind = d.value["kind"].as_str().unwrap_or("");
@@ -465,14 +490,8 @@ pub async fn run(args: &PlanArgs) -> Result<PlanReport, String> {
                     "{}: apiVersion: {api_version:?} is not served; use {group_version}",
                     d.source
                 ));
-            } else if !kinds.contains(&kind) {
-                report.errors.push(format!(
-                    "{}: kind: {kind:?} is not a kind of {group_version}; expected one of {}",
-                    d.source,
-                    kinds.join(", ")
-                ));
-            } else {
-                match api::validate::validate(kind, &d.value) {
+            } else if let Some(crd) = registry::crd_of(kind) {
+                match api::validate::validate(&crd, &d.value) {
                     Ok(()) => ours.push(d),
                     Err(errs) => {
                         let name = meta(&d.value, "name").unwrap_or("?");
@@ -481,6 +500,12 @@ pub async fn run(args: &PlanArgs) -> Result<PlanReport, String> {
                         }
                     }
                 }
+            } else {
+                report.errors.push(format!(
+                    "{}: kind: {kind:?} is not a kind of {group_version}; expected {}",
+                    d.source,
+                    registry::listed()
+                ));
             }
         } else if !(kind == "Secret" && api_version == "v1") {
             let name = meta(&d.value, "name").unwrap_or("?");
@@ -498,21 +523,21 @@ pub async fn run(args: &PlanArgs) -> Result<PlanReport, String> {
         snapshots: Arc::new(SnapshotCache::new(Duration::from_secs(60))),
         resync: Duration::from_secs(600),
     };
-    let fota = cluster.resolve(typed::<FotaTaskPolicy>(&ours)).await?;
-    let windows = cluster.resolve(typed::<DesktopMaintenanceWindow>(&ours)).await?;
-    let shares = cluster.resolve(typed::<ImageShare>(&ours)).await?;
-    let schedules = cluster.resolve(typed::<OtaSchedule>(&ours)).await?;
     let uncertain = cluster.uncertainty();
-    for d in ours {
-        let u = uncertain.clone();
-        let planned = match d.value["kind"].as_str().unwrap_or("") {
-            "FotaTaskPolicy" => planner.plan_one(d, u, &fota, &fota).await,
-            // Every kind that reads its peers gets them, as the operator's cache gives them.
-            "DesktopMaintenanceWindow" => planner.plan_one(d, u, &windows, &windows).await,
-            "ImageShare" => planner.plan_one(d, u, &shares, &[]).await,
-            _ => planner.plan_one(d, u, &schedules, &schedules).await,
-        };
-        match planned {
+    let by_kind = registry::each_kind(&mut PlanKind {
+        planner: &planner,
+        cluster: &cluster,
+        docs: &ours,
+        uncertain: &uncertain,
+    });
+    // In input order, whatever the kind.
+    let mut planned: Vec<(usize, Result<PlannedResource, String>)> = Vec::new();
+    for kind in futures::future::try_join_all(by_kind).await? {
+        planned.extend(kind);
+    }
+    planned.sort_by_key(|(i, _)| *i);
+    for (_, p) in planned {
+        match p {
             Ok(p) => report.resources.push(p),
             Err(e) => report.errors.push(e),
         }

@@ -11,7 +11,6 @@ use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::watch;
 
 use super::cloud_args::CloudArgs;
-use crate::api::{DesktopMaintenanceWindow, FotaTaskPolicy, ImageShare, OtaSchedule};
 use crate::cloud::gate::WriteGate;
 use crate::cloud::metrics::CloudMetrics;
 use crate::controller::context::{Context, DefaultCredentials, RunConfig};
@@ -133,9 +132,6 @@ pub async fn run(args: &RunArgs) -> Result<(), String> {
         tracing::info!("shutdown requested: finishing in-flight reconciles");
         let _ = stop_tx.send(true);
     });
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
 
     let identity = identity(args);
     let mut lease_task = None;
@@ -240,44 +236,7 @@ pub async fn run(args: &RunArgs) -> Result<(), String> {
             let _ = halt_tx.send(true);
         });
     }
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(4);
-    let readiness_task = {
-        let readiness = readiness.clone();
-        tokio::spawn(async move {
-            for _ in 0..4 {
-                if ready_rx.recv().await.is_none() {
-                    return;
-                }
-            }
-            readiness.ready.store(true, Ordering::Relaxed);
-            tracing::info!("caches synced: ready");
-        })
-    };
-    let (secret_tx, _) = tokio::sync::broadcast::channel(1024);
-    let secret_watch = tokio::spawn(reconciler::watch_credentials_secrets(ctx.clone(), secret_tx.clone()));
-    tokio::join!(
-        reconciler::run::<FotaTaskPolicy>(
-            ctx.clone(),
-            stopped(halt_rx.clone()),
-            ready_tx.clone(),
-            secret_tx.subscribe()
-        ),
-        reconciler::run::<DesktopMaintenanceWindow>(
-            ctx.clone(),
-            stopped(halt_rx.clone()),
-            ready_tx.clone(),
-            secret_tx.subscribe()
-        ),
-        reconciler::run::<ImageShare>(
-            ctx.clone(),
-            stopped(halt_rx.clone()),
-            ready_tx.clone(),
-            secret_tx.subscribe()
-        ),
-        reconciler::run::<OtaSchedule>(ctx.clone(), stopped(halt_rx.clone()), ready_tx, secret_tx.subscribe()),
-    );
-    secret_watch.abort();
-    readiness_task.abort();
+    reconciler::run_all(ctx.clone(), halt_rx, readiness.clone()).await;
     if let Some(check) = lease_check {
         check.abort();
     }

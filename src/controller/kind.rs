@@ -168,6 +168,7 @@ pub enum Stage {
 /// A custom resource the operator reconciles against the cloud.
 pub trait ManagedKind:
     kube::Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + kube::CustomResourceExt
     + Clone
     + Debug
     + Serialize

@@ -9,5 +9,6 @@ pub mod leadership;
 pub mod metrics;
 pub mod next_step;
 pub mod reconciler;
+pub mod registry;
 pub mod runner;
 pub mod snapshot;

@@ -20,9 +20,11 @@ use tracing::{Instrument, info_span, warn};
 
 use super::context::{CREDENTIALS_LABEL, Context, FIELD_MANAGER, FINALIZER, RECONCILE_REQUESTED_AT, SKIP_CLEANUP};
 use super::events;
+use super::http::Readiness;
 use super::kind::{ManagedKind, Stage, resync_for};
 use super::metrics::ObjectState;
 use super::next_step::{Requeue, Settled, next_step};
+use super::registry::{EachKind, each_kind};
 use super::runner::{Reconciled, StatusSink, reconcile_once, settle};
 use crate::api::common::CredentialsRef;
 use crate::reconcile::{PlanContext, Reason, Verdict, duration};
@@ -682,8 +684,58 @@ pub async fn watch_credentials_secrets(shared: Arc<Context>, changes: tokio::syn
         .await;
 }
 
+/// Runs the Secret feed and the controller of every registered kind until `halt` turns
+/// true; in-flight reconciles finish. `readiness` turns ready once every kind's cache holds
+/// its first list.
+pub async fn run_all(shared: Arc<Context>, halt: tokio::sync::watch::Receiver<bool>, readiness: Arc<Readiness>) {
+    let kinds = super::registry::names().len();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(kinds);
+    let readiness_task = tokio::spawn(async move {
+        for _ in 0..kinds {
+            if ready_rx.recv().await.is_none() {
+                return;
+            }
+        }
+        readiness.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!("caches synced: ready");
+    });
+    let (secret_tx, _) = tokio::sync::broadcast::channel(1024);
+    let secret_watch = tokio::spawn(watch_credentials_secrets(shared.clone(), secret_tx.clone()));
+
+    struct Controllers {
+        shared: Arc<Context>,
+        halt: tokio::sync::watch::Receiver<bool>,
+        ready: tokio::sync::mpsc::Sender<&'static str>,
+        secrets: tokio::sync::broadcast::Sender<SecretChange>,
+    }
+    impl EachKind for Controllers {
+        type Output = futures::future::BoxFuture<'static, ()>;
+        fn visit<K: ManagedKind>(&mut self) -> Self::Output {
+            let mut halt = self.halt.clone();
+            let stopped = async move {
+                let _ = halt.wait_for(|h| *h).await;
+            };
+            Box::pin(run::<K>(
+                self.shared.clone(),
+                stopped,
+                self.ready.clone(),
+                self.secrets.subscribe(),
+            ))
+        }
+    }
+    let controllers = each_kind(&mut Controllers {
+        shared,
+        halt,
+        ready: ready_tx,
+        secrets: secret_tx,
+    });
+    futures::future::join_all(controllers).await;
+    secret_watch.abort();
+    readiness_task.abort();
+}
+
 /// Runs the controller of one kind until `shutdown` resolves; in-flight reconciles finish.
-pub async fn run<K: ManagedKind>(
+async fn run<K: ManagedKind>(
     shared: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
     ready: tokio::sync::mpsc::Sender<&'static str>,
@@ -761,26 +813,11 @@ pub async fn run<K: ManagedKind>(
         shared: shared.clone(),
         store: store.clone(),
     });
-    // Ready once this kind can be listed (CRD installed, RBAC allows it); the controller's
-    // cache fills from the same list right after.
-    let probe: Api<K> = match &shared.config.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    // Ready once this kind's cache holds its first list (the CRD is installed and RBAC
+    // allows it); the watcher retries with its own backoff until then.
     tokio::spawn(async move {
-        let mut delay = Duration::from_millis(200);
-        loop {
-            match probe.list(&kube::api::ListParams::default().limit(1)).await {
-                Ok(_) => {
-                    let _ = ready.send(K::KIND).await;
-                    return;
-                }
-                Err(e) => {
-                    warn!(kind = K::KIND, error = %e, "cannot list; not ready yet");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                }
-            }
+        if store.wait_until_ready().await.is_ok() {
+            let _ = ready.send(K::KIND).await;
         }
     });
     controller

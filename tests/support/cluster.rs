@@ -165,19 +165,14 @@ async fn install(client: &Client, kubeconfig: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for name in [
-        "fotataskpolicies",
-        "desktopmaintenancewindows",
-        "imageshares",
-        "otaschedules",
-    ] {
-        let full = format!("{name}.ops.alicloud.dev");
+    for kind in alicloud_ops_operator::controller::registry::names() {
+        let full = format!("{}.ops.alicloud.dev", kind.plural);
         tokio::time::timeout(
             Duration::from_secs(60),
             await_condition(crds.clone(), &full, conditions::is_crd_established()),
         )
         .await
-        .expect("CRD established in time")
+        .unwrap_or_else(|_| panic!("CRD {full} not established within 60 s"))
         .unwrap();
     }
 }
