@@ -288,3 +288,52 @@ fn deploy_grants_exactly_the_registered_kinds() {
         );
     }
 }
+
+/// The reasons that need a person are Degraded in the Argo CD health check, and the
+/// `kubectl explain` text of a condition's `reason` names the terminal ones and the others
+/// that need a person, as `Reason` states them.
+#[test]
+fn health_and_explain_state_the_reason_table() {
+    use alicloud_ops_operator::reconcile::Reason;
+    let words = |text: &str| -> BTreeSet<String> {
+        text.split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|w| Reason::parse(w).is_some())
+            .map(String::from)
+            .collect()
+    };
+    let set = |f: fn(Reason) -> bool| -> BTreeSet<String> {
+        Reason::ALL
+            .into_iter()
+            .filter(|r| f(*r))
+            .map(|r| r.as_str().to_string())
+            .collect()
+    };
+    let lua = std::fs::read_to_string(repo("deploy/argocd/health.lua")).unwrap();
+    let table = lua
+        .split("local degraded = {")
+        .nth(1)
+        .and_then(|t| t.split('}').next())
+        .expect("health.lua: `local degraded = { ... }`");
+    let degraded: BTreeSet<String> = table
+        .split(',')
+        .filter_map(|e| e.split('=').next())
+        .map(|w| w.trim().to_string())
+        .filter(|w| !w.is_empty())
+        .collect();
+    assert_eq!(degraded, set(Reason::needs_attention), "deploy/argocd/health.lua");
+
+    let crd = serde_json::to_value(alicloud_ops_operator::controller::registry::crds().remove(0)).unwrap();
+    let explain = crd
+        .pointer("/spec/versions/0/schema/openAPIV3Schema/properties/status/properties/conditions/items/properties/reason/description")
+        .and_then(Value::as_str)
+        .expect("a description of status.conditions[].reason");
+    let (terminal, rest) = explain.split_once("Retried at the resync").expect("two sentences");
+    assert_eq!(words(terminal), set(Reason::is_terminal), "{explain}");
+    assert_eq!(
+        words(rest),
+        set(|r| r.needs_attention() && !r.is_terminal()),
+        "{explain}"
+    );
+}

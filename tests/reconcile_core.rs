@@ -191,7 +191,7 @@ mod fota {
         let out = plan(&input(&s, &tasks, &[], &prev), &ctx("2026-11-22T10:00:10Z"));
         assert!(out.actions.is_empty());
         assert_eq!(out.verdict.reason, Reason::GlobalAutoUpdateEnabled);
-        assert!(!out.verdict.reason.is_terminal());
+        assert!(!out.verdict.reason.needs_attention());
         assert_eq!(out.requeue_after, None, "waits for the resync");
         // A resync (with its jitter) later it tries once more.
         let out = plan(&input(&s, &tasks, &[], &prev), &ctx("2026-11-22T10:11:02Z"));
@@ -214,7 +214,7 @@ mod fota {
             &ctx("2026-11-22T10:00:00Z"),
         );
         assert_eq!(out.verdict.reason, Reason::Conflict);
-        assert!(out.verdict.reason.is_terminal());
+        assert!(out.verdict.reason.needs_attention());
         assert_eq!(
             out.actions.iter().map(|a| a.task_uid.as_str()).collect::<Vec<_>>(),
             vec!["aot-2"]

@@ -1,7 +1,8 @@
 -- Argo CD health check for the ops.alicloud.dev kinds (FotaTaskPolicy,
 -- DesktopMaintenanceWindow, ImageShare, OtaSchedule). Install it under
 -- resource.customizations.health.ops.alicloud.dev_<Kind> in argocd-cm.
-local terminal = {
+-- Degraded: a person must act (Reason::needs_attention; tests/deploy.rs holds them equal).
+local degraded = {
   InvalidSpec = true, NotFound = true, Conflict = true, CredentialsInvalid = true,
   CloudRejected = true, StartTimeInPast = true,
 }
@@ -30,7 +31,7 @@ end
 if ready.reason == "Suspended" then
   return { status = "Suspended", message = ready.message }
 end
-if terminal[ready.reason] then
+if degraded[ready.reason] then
   return { status = "Degraded", message = ready.reason .. ": " .. (ready.message or "") }
 end
 return { status = "Progressing", message = ready.reason .. ": " .. (ready.message or "") }

@@ -56,8 +56,9 @@ pub struct Condition {
     pub type_: String,
     /// `True`, `False` or `Unknown`.
     pub status: String,
-    /// A CamelCase word. Terminal reasons (`InvalidSpec`, `NotFound`, `Conflict`,
-    /// `CredentialsInvalid`, `StartTimeInPast`) wait for a spec change; others are retried.
+    /// A CamelCase word. Terminal: `InvalidSpec`, `StartTimeInPast` (they wait for a change
+    /// of the spec). Retried at the resync, but a person must act: `NotFound`, `Conflict`,
+    /// `CredentialsInvalid`, `CloudRejected`. The others are retried or mean progress.
     pub reason: String,
     pub message: String,
     /// The generation of the spec this condition describes.

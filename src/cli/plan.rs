@@ -388,9 +388,9 @@ impl Planner {
         }
         match runner::plan(&obj, &env, &peers, &ctx, Stage::Apply, false).await {
             Ok(outcome) => {
-                // A terminal reason in the operator is an error in the plan: it waits for a
-                // change of the manifest, so the pull request should not merge as it is.
-                planned.result = if outcome.verdict.reason.is_terminal() {
+                // A reason that needs a person is an error in the plan: the pull request
+                // should not merge as it is.
+                planned.result = if outcome.verdict.reason.needs_attention() {
                     "Error"
                 } else if !outcome.actions.is_empty() {
                     "Changes"

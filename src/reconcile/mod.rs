@@ -109,8 +109,33 @@ impl Reason {
     }
 
     /// What the operator does next about a resource with this Ready reason, in a few words
-    /// for people: the README's "What the operator does next" table, by reason.
+    /// for people (`kubectl alicloud-ops status`); the README's reasons table holds the same
+    /// words, checked by a test.
     pub fn next_step(self) -> &'static str {
+        self.row().1
+    }
+
+    /// How Argo CD shows a resource whose Ready condition has this reason
+    /// (`deploy/argocd/health.lua`, checked by a test).
+    pub fn health(self) -> Health {
+        self.row().0
+    }
+
+    /// Terminal: not retried; only a change of the spec can fix it.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Reason::InvalidSpec | Reason::StartTimeInPast)
+    }
+
+    /// A person must act (Degraded in Argo CD, an error in `plan`, a Warning Event). The
+    /// terminal reasons, and those the operator retries at the resync but that do not fix
+    /// themselves: a Secret, a RAM policy, a missing cloud object, an older resource.
+    pub fn needs_attention(self) -> bool {
+        self.health() == Health::Degraded
+    }
+
+    /// The one table of reasons: Argo CD's health, and what the operator does next.
+    fn row(self) -> (Health, &'static str) {
+        use Health::*;
         match self {
             Reason::InSync
             | Reason::Scheduled
@@ -118,33 +143,51 @@ impl Reason {
             | Reason::Completed
             | Reason::UpToDate
             | Reason::Approved
-            | Reason::UpgradeRunning
-            | Reason::GlobalAutoUpdateEnabled => "looks again at the resync or the next window boundary",
-            Reason::Applying => "confirms the writes within 10s",
-            Reason::DriftDetected => "reports again at the resync; writes nothing (ObserveOnly)",
-            Reason::Suspended => "nothing until spec.suspend is false",
-            Reason::InvalidSpec | Reason::StartTimeInPast => "waits for a change of the spec",
-            Reason::NotFound => "looks again at the resync",
-            Reason::Conflict => "stands back while the older resource exists; looks again at the resync",
-            Reason::CredentialsInvalid => "retries at the resync; fix the Secret or the RAM policy",
-            Reason::CloudRejected => "retries at the resync; the message has the cloud's code",
-            Reason::Throttled => "sends at its turn under the quota, or retries with backoff",
-            Reason::CloudUnavailable => "retries with backoff",
-            Reason::ReconcilePanicked => "retries with backoff (a bug: please report it)",
+            | Reason::UpgradeRunning => (Healthy, "looks again at the resync or the next window boundary"),
+            Reason::GlobalAutoUpdateEnabled => (Progressing, "looks again at the resync"),
+            Reason::Applying => (Progressing, "confirms the writes within 10s"),
+            Reason::DriftDetected => (Progressing, "reports again at the resync; writes nothing (ObserveOnly)"),
+            Reason::Suspended => (Suspended, "nothing until spec.suspend is false"),
+            Reason::InvalidSpec | Reason::StartTimeInPast => (Degraded, "waits for a change of the spec"),
+            Reason::NotFound => (Degraded, "looks again at the resync"),
+            Reason::Conflict => (
+                Degraded,
+                "stands back while the older resource exists; looks again at the resync",
+            ),
+            Reason::CredentialsInvalid => (Degraded, "retries at the resync; fix the Secret or the RAM policy"),
+            Reason::CloudRejected => (Degraded, "retries at the resync; the message has the cloud's code"),
+            Reason::Throttled => (
+                Progressing,
+                "sends at its turn under the quota, or retries with backoff",
+            ),
+            Reason::CloudUnavailable => (Progressing, "retries with backoff"),
+            Reason::ReconcilePanicked => (Progressing, "retries with backoff (a bug: please report it)"),
         }
     }
 
-    /// Terminal: only a change of the spec (or of the Secret) can fix it.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Reason::InvalidSpec
-                | Reason::NotFound
-                | Reason::Conflict
-                | Reason::CredentialsInvalid
-                | Reason::CloudRejected
-                | Reason::StartTimeInPast
-        )
+    /// Whether a resource with this reason is Ready (`True`).
+    pub fn is_ready(self) -> bool {
+        self.health() == Health::Healthy
+    }
+}
+
+/// How Argo CD shows a resource, by its Ready reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    Healthy,
+    Progressing,
+    Suspended,
+    Degraded,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Healthy => "Healthy",
+            Health::Progressing => "Progressing",
+            Health::Suspended => "Suspended",
+            Health::Degraded => "Degraded",
+        }
     }
 }
 
@@ -158,6 +201,7 @@ pub struct Verdict {
 
 impl Verdict {
     pub fn ready(reason: Reason, message: impl Into<String>) -> Self {
+        debug_assert!(reason.is_ready(), "{reason:?} is not a Ready reason");
         Verdict {
             ready: true,
             reason,
@@ -166,6 +210,7 @@ impl Verdict {
     }
 
     pub fn not_ready(reason: Reason, message: impl Into<String>) -> Self {
+        debug_assert!(!reason.is_ready(), "{reason:?} is a Ready reason");
         Verdict {
             ready: false,
             reason,
@@ -235,4 +280,53 @@ pub fn min_requeue(a: Option<Duration>, b: Option<Duration>) -> Option<Duration>
 
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's reasons table is [`Reason::row`]: each row's reasons share one health
+    /// and one next step, shown in its columns, and every reason has exactly one row.
+    #[test]
+    fn the_readme_reasons_table_is_the_reason_table() {
+        let readme = include_str!("../../README.md");
+        let rows: Vec<&str> = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("| Ready reason |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .collect();
+        let mut seen = Vec::new();
+        for row in rows {
+            let cells: Vec<&str> = row.trim_matches('|').split(" | ").map(str::trim).collect();
+            assert_eq!(cells.len(), 4, "{row}");
+            let reasons: Vec<Reason> = cells[0]
+                .split(", ")
+                .map(|r| Reason::parse(r.trim_matches('`')).unwrap_or_else(|| panic!("{row}: {r} is no reason")))
+                .collect();
+            for r in &reasons {
+                assert_eq!(cells[2], r.health().as_str(), "{row}: the health of {r:?}");
+                assert_eq!(cells[3], r.next_step(), "{row}: the next step of {r:?}");
+                assert_eq!(
+                    cells[1].contains("**terminal**"),
+                    r.is_terminal(),
+                    "{row}: terminal or not, as {r:?}"
+                );
+            }
+            seen.extend(reasons);
+        }
+        let mut all = Reason::ALL.to_vec();
+        let key = |r: &Reason| r.as_str();
+        seen.sort_by_key(key);
+        all.sort_by_key(key);
+        assert_eq!(seen, all, "every reason has exactly one row");
+    }
+
+    #[test]
+    fn terminal_reasons_need_a_person() {
+        for r in Reason::ALL {
+            assert!(!r.is_terminal() || r.needs_attention(), "{r:?}");
+        }
+    }
 }
