@@ -13,13 +13,14 @@ use serde_json::Value;
 
 use super::cloud_args::CloudArgs;
 use crate::api;
+use crate::api::common::CredentialsRef;
 use crate::cloud::metrics::CloudMetrics;
 use crate::cloud::{CloudClient, CredentialSource, Credentials};
-use crate::controller::kind::{KindEnv, ManagedKind, Stage, account_key};
+use crate::controller::context::CredentialsError;
+use crate::controller::kind::{KindEnv, ManagedKind, Stage, account_key, account_name};
 use crate::controller::registry::{self, EachKind};
 use crate::controller::runner;
 use crate::controller::snapshot::SnapshotCache;
-use crate::reconcile::PlanContext;
 
 #[derive(Args, Debug)]
 pub struct PlanArgs {
@@ -289,13 +290,17 @@ impl Planner {
     /// The cloud side of a resource: its Secret from the input, else the default chain,
     /// keyed by cloud account as the operator keys it. The second value says which, for the
     /// output.
-    async fn env(&self, namespace: &str, common: &api::common::CommonSpec) -> Result<(KindEnv, String), String> {
+    async fn env(
+        &self,
+        namespace: &str,
+        credentials_ref: Option<&CredentialsRef>,
+    ) -> Result<(KindEnv, String), CredentialsError> {
         let default_chain = self.default_client.credentials().describe();
         let default_env = || async {
             let account = account_key(&self.default_client, "default".into()).await;
             self.env_with(self.default_client.clone(), account)
         };
-        let Some(r) = &common.credentials_ref else {
+        let Some(r) = credentials_ref else {
             return Ok((default_env().await, format!("default chain: {default_chain}")));
         };
         let Some(keys) = self.secrets.get(&(namespace.to_string(), r.name.clone())) else {
@@ -305,10 +310,10 @@ impl Planner {
             );
             return Ok((default_env().await, desc));
         };
-        let key = |name: &str| {
+        let key = |name: &'static str| {
             keys.get(name)
                 .filter(|v| !v.is_empty())
-                .ok_or_else(|| format!("Secret {namespace}/{}: no {name} key", r.name))
+                .ok_or_else(|| CredentialsError::MissingKey(format!("{namespace}/{}", r.name), name))
         };
         let (id, secret) = (key("accessKeyId")?, key("accessKeySecret")?);
         let origin = format!("Secret {namespace}/{} from the input", r.name);
@@ -351,42 +356,35 @@ impl Planner {
             actions: vec![],
             uncertain,
         };
-        if obj.common().suspend {
-            planned.result = "Suspended".into();
-            planned.reason = "Suspended".into();
-            planned.message = "spec.suspend is true: the operator would not read or write the cloud".into();
-            return Ok(planned);
-        }
-        let (mut env, creds) = match self.env(&namespace, obj.common()).await {
-            Ok(e) => e,
-            Err(msg) => {
+        // The operator's own gates, with the Secrets of the input.
+        let (mut env, stage) = match runner::gates(&obj, Stage::Apply, self).await {
+            runner::Gate::Open { env, origin, draining } => {
+                planned.credentials = origin;
+                (env, if draining { Stage::Cleanup } else { Stage::Apply })
+            }
+            runner::Gate::Suspended => {
+                planned.result = "Suspended".into();
+                planned.reason = "Suspended".into();
+                planned.message = "spec.suspend is true: the operator would not read or write the cloud".into();
+                return Ok(planned);
+            }
+            runner::Gate::NoCredentials { error, .. } => {
                 planned.result = "Error".into();
                 planned.reason = "CredentialsInvalid".into();
-                planned.message = msg;
+                planned.message = error.to_string();
+                return Ok(planned);
+            }
+            runner::Gate::CleanupSkipped { message } => {
+                planned.result = "InSync".into();
+                planned.message = message;
                 return Ok(planned);
             }
         };
-        planned.credentials = creds;
-        let ctx = PlanContext {
-            now: chrono::Utc::now(),
-            generation: obj.meta().generation.unwrap_or(1),
-            policy: obj.common().management_policy,
-            resync: crate::controller::kind::resync_for(&obj, self.resync),
-            request: None,
-        };
-        let peers: Vec<Arc<K>> = peers.to_vec();
+        let ctx = runner::plan_context(&obj, self.resync);
         if K::PEERS_BY_ACCOUNT {
-            // The same account resolution as the operator's, from the Secrets in the input.
-            let mut accounts = BTreeMap::new();
-            for p in &peers {
-                let namespace = p.meta().namespace.clone().unwrap_or_default();
-                if let Ok((e, _)) = self.env(&namespace, p.common()).await {
-                    accounts.insert(crate::controller::kind::full_name(p.meta()), e.account);
-                }
-            }
-            env.peer_accounts = Arc::new(accounts);
+            env.peer_accounts = Arc::new(runner::peer_accounts(&obj, peers, self).await);
         }
-        match runner::plan(&obj, &env, &peers, &ctx, Stage::Apply, false).await {
+        match runner::plan(&obj, &env, peers, &ctx, stage, false).await {
             Ok(outcome) => {
                 // A reason that needs a person is an error in the plan: the pull request
                 // should not merge as it is.
@@ -453,6 +451,22 @@ impl<'a> EachKind for PlanKind<'a> {
             }
             Ok(out)
         })
+    }
+}
+
+impl runner::CloudSides for Planner {
+    async fn env_for(
+        &self,
+        namespace: &str,
+        credentials_ref: Option<&CredentialsRef>,
+    ) -> Result<(KindEnv, String), CredentialsError> {
+        self.env(namespace, credentials_ref).await
+    }
+
+    async fn resolve_account(&self, namespace: &str, credentials_ref: Option<&CredentialsRef>) -> Option<String> {
+        // As the operator resolves it: the account STS names, or nothing.
+        let (env, _) = self.env(namespace, credentials_ref).await.ok()?;
+        env.cloud.account().await.ok().map(|a| account_name(&a))
     }
 }
 

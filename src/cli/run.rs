@@ -16,8 +16,8 @@ use crate::cloud::metrics::CloudMetrics;
 use crate::controller::context::{Context, DefaultCredentials, RunConfig};
 use crate::controller::http::{MetricsAuth, MetricsTls, Readiness, serve_health, serve_metrics};
 use crate::controller::metrics::Metrics;
-use crate::controller::reconciler;
 use crate::controller::snapshot::SnapshotCache;
+use crate::controller::wiring;
 use crate::reconcile::duration;
 
 #[derive(Args, Debug)]
@@ -236,7 +236,7 @@ pub async fn run(args: &RunArgs) -> Result<(), String> {
             let _ = halt_tx.send(true);
         });
     }
-    reconciler::run_all(ctx.clone(), halt_rx, readiness.clone()).await;
+    wiring::run_all(ctx.clone(), halt_rx, readiness.clone()).await;
     if let Some(check) = lease_check {
         check.abort();
     }

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::runtime::events::Recorder;
 
-use super::kind::{KindEnv, account_key, account_name};
+use super::kind::{KindEnv, ObjectKey, account_key, account_name};
 use super::metrics::Metrics;
 use super::snapshot::SnapshotCache;
 use crate::api::common::CredentialsRef;
@@ -89,7 +89,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub config: RunConfig,
     /// Consecutive failures per object, for exponential backoff.
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Mutex<HashMap<ObjectKey, u32>>,
     /// Account keys by (namespace, Secret name), with when they were read.
     accounts: Mutex<HashMap<CredentialsKey, (Option<String>, std::time::Instant)>>,
     /// The credential values of Secrets read by name, with when they were read. Only the
@@ -278,9 +278,9 @@ impl Context {
 
     /// Records a failure and returns how long to wait: exponential with full jitter,
     /// never less than the base.
-    pub fn next_backoff(&self, key: &str) -> Duration {
+    pub fn next_backoff(&self, key: &ObjectKey) -> Duration {
         let mut failures = self.failures.lock().expect("failures lock");
-        let n = failures.entry(key.to_string()).or_default();
+        let n = failures.entry(key.clone()).or_default();
         *n = n.saturating_add(1);
         let ceiling = self
             .config
@@ -291,18 +291,35 @@ impl Context {
         Duration::from_secs_f64(jittered).max(self.config.error_backoff_base)
     }
 
-    pub fn reset_backoff(&self, key: &str) {
+    pub fn reset_backoff(&self, key: &ObjectKey) {
         self.failures.lock().expect("failures lock").remove(key);
     }
 
     /// Forgets the backoff of every object of `kind` whose key `exists` denies (the watch
     /// re-listed and it is gone).
-    pub fn forget_backoffs_of(&self, kind: &str, exists: impl Fn(&str) -> bool) {
-        let prefix = format!("{kind}/");
+    pub fn forget_backoffs_of(&self, kind: &str, exists: impl Fn(&ObjectKey) -> bool) {
         self.failures
             .lock()
             .expect("failures lock")
-            .retain(|key, _| !key.starts_with(&prefix) || exists(key));
+            .retain(|key, _| key.kind != kind || exists(key));
+    }
+}
+
+impl super::runner::CloudSides for Context {
+    async fn env_for(
+        &self,
+        namespace: &str,
+        credentials_ref: Option<&CredentialsRef>,
+    ) -> Result<(KindEnv, String), CredentialsError> {
+        Context::env_for(self, namespace, credentials_ref).await
+    }
+
+    async fn resolve_account(&self, namespace: &str, credentials_ref: Option<&CredentialsRef>) -> Option<String> {
+        Context::resolve_account(self, namespace, credentials_ref).await
+    }
+
+    async fn account_of(&self, namespace: &str, credentials_ref: Option<&CredentialsRef>) -> Option<String> {
+        Context::account_of(self, namespace, credentials_ref).await
     }
 }
 

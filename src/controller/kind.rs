@@ -293,6 +293,31 @@ pub fn resync_for<K: ManagedKind>(obj: &K, default: Duration) -> Duration {
         .unwrap_or(default)
 }
 
+/// Which object: its kind, namespace and name. Metrics, backoff and logs key objects by it;
+/// it prints as `Kind/namespace/name`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn of<K: ManagedKind>(obj: &K) -> Self {
+        ObjectKey {
+            kind: K::KIND,
+            namespace: obj.meta().namespace.clone().unwrap_or_default(),
+            name: obj.meta().name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
 /// `namespace/name`, for messages and tie-breaks.
 pub fn full_name(meta: &kube::api::ObjectMeta) -> String {
     format!(

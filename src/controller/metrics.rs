@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::kind::ObjectKey;
 use crate::cloud::metrics::CloudMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -119,10 +120,10 @@ pub struct Metrics {
     /// 1 while this replica leads (or runs without leader election) and reconciles.
     pub leader: Gauge,
     pub cloud: std::sync::Arc<CloudMetrics>,
-    /// What each object showed last, by kind and `namespace/name`.
-    objects: Mutex<HashMap<(String, String), ObjectState>>,
-    /// When each object's next reconcile is due, by kind and `namespace/name`.
-    due: Mutex<HashMap<(String, String), std::time::Instant>>,
+    /// What each object showed last.
+    objects: Mutex<HashMap<ObjectKey, ObjectState>>,
+    /// When each object's next reconcile is due.
+    due: Mutex<HashMap<ObjectKey, std::time::Instant>>,
 }
 
 impl Metrics {
@@ -206,36 +207,32 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    pub fn record_object(&self, kind: &str, name: &str, state: ObjectState) {
-        self.objects
-            .lock()
-            .expect("objects lock")
-            .insert((kind.into(), name.into()), state);
+    pub fn record_object(&self, key: &ObjectKey, state: ObjectState) {
+        self.objects.lock().expect("objects lock").insert(key.clone(), state);
     }
 
-    pub fn forget_object(&self, kind: &str, name: &str) {
-        let key = (kind.to_string(), name.to_string());
-        self.objects.lock().expect("objects lock").remove(&key);
-        self.due.lock().expect("due lock").remove(&key);
+    pub fn forget_object(&self, key: &ObjectKey) {
+        self.objects.lock().expect("objects lock").remove(key);
+        self.due.lock().expect("due lock").remove(key);
     }
 
     /// Forgets every object of `kind` whose key `exists` denies: a resource deleted without
     /// a finalizer is never reconciled again, so its series would stay (and keep alerts
     /// such as `AlicloudOpsResourceNotReady` firing for an object that is gone).
-    pub fn forget_objects_of(&self, kind: &str, exists: impl Fn(&str) -> bool) {
+    pub fn forget_objects_of(&self, kind: &str, exists: impl Fn(&ObjectKey) -> bool) {
         self.objects
             .lock()
             .expect("objects lock")
-            .retain(|(k, name), _| k != kind || exists(name));
+            .retain(|key, _| key.kind != kind || exists(key));
         self.due
             .lock()
             .expect("due lock")
-            .retain(|(k, name), _| k != kind || exists(name));
+            .retain(|key, _| key.kind != kind || exists(key));
     }
 
     /// Records when an object's next reconcile is due (`None`: only on change).
-    pub fn schedule(&self, kind: &str, name: &str, after: Option<Duration>) {
-        let key = (kind.to_string(), name.to_string());
+    pub fn schedule(&self, key: &ObjectKey, after: Option<Duration>) {
+        let key = key.clone();
         let mut due = self.due.lock().expect("due lock");
         match after {
             // A time too far ahead to represent is as good as never.
@@ -254,11 +251,8 @@ impl Metrics {
     }
 
     /// A reconcile of the object has started: it no longer waits.
-    pub fn started(&self, kind: &str, name: &str) {
-        self.due
-            .lock()
-            .expect("due lock")
-            .remove(&(kind.to_string(), name.to_string()));
+    pub fn started(&self, key: &ObjectKey) {
+        self.due.lock().expect("due lock").remove(key);
     }
 
     /// Renders the text exposition format, refreshing the per-object gauges first.
@@ -268,13 +262,13 @@ impl Metrics {
         self.queue_depth.clear();
         // Every kind with resources has a series, 0 when nothing waits: "no data" would hide
         // the difference between an empty queue and a missing operator.
-        for (kind, _) in self.objects.lock().expect("objects lock").keys() {
-            self.queue_depth.get_or_create(&Self::kind(kind)).set(0);
+        for key in self.objects.lock().expect("objects lock").keys() {
+            self.queue_depth.get_or_create(&Self::kind(key.kind)).set(0);
         }
         let late = std::time::Instant::now() - Duration::from_secs(1);
-        for ((kind, _), at) in self.due.lock().expect("due lock").iter() {
+        for (key, at) in self.due.lock().expect("due lock").iter() {
             if *at <= late {
-                self.queue_depth.get_or_create(&Self::kind(kind)).inc();
+                self.queue_depth.get_or_create(&Self::kind(key.kind)).inc();
             }
         }
         self.managed.clear();
@@ -282,16 +276,15 @@ impl Metrics {
         for (_, family) in &self.resource_gauges {
             family.clear();
         }
-        for ((kind, key), state) in self.objects.lock().expect("objects lock").iter() {
+        for (key, state) in self.objects.lock().expect("objects lock").iter() {
+            let kind = key.kind.to_string();
+            let (namespace, name) = (key.namespace.as_str(), key.name.as_str());
             let labels = ObjectLabels {
                 kind: kind.clone(),
                 ready: if state.ready { "True" } else { "False" }.into(),
                 reason: state.reason.clone(),
             };
             self.managed.get_or_create(&labels).inc();
-            // Keys are `namespace/name`, with the kind in front in the controller's.
-            let key = key.strip_prefix(&format!("{kind}/")).unwrap_or(key);
-            let (namespace, name) = key.split_once('/').unwrap_or(("", key));
             let resource = ResourceLabels {
                 kind: kind.clone(),
                 namespace: namespace.into(),
@@ -323,6 +316,14 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    fn key(kind: &'static str, namespace: &str, name: &str) -> ObjectKey {
+        ObjectKey {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
     fn state(
         ready: bool,
         reason: &str,
@@ -341,15 +342,13 @@ mod tests {
     fn renders_objects_queue_depth_and_cloud_calls() {
         let cloud = std::sync::Arc::new(CloudMetrics::default());
         let m = Metrics::new(cloud.clone());
-        m.record_object("ImageShare", "ImageShare/ns/a", state(true, "InSync", None, vec![]));
+        m.record_object(&key("ImageShare", "ns", "a"), state(true, "InSync", None, vec![]));
         m.record_object(
-            "ImageShare",
-            "ImageShare/ns/b",
+            &key("ImageShare", "ns", "b"),
             state(false, "NotFound", Some(1_700_000_000.0), vec![]),
         );
         m.record_object(
-            "DesktopMaintenanceWindow",
-            "DesktopMaintenanceWindow/ns/w",
+            &key("DesktopMaintenanceWindow", "ns", "w"),
             state(
                 true,
                 "Active",
@@ -360,8 +359,8 @@ mod tests {
                 ],
             ),
         );
-        m.schedule("ImageShare", "ImageShare/ns/a", Some(Duration::ZERO));
-        m.schedule("ImageShare", "ImageShare/ns/b", Some(Duration::from_secs(3600)));
+        m.schedule(&key("ImageShare", "ns", "a"), Some(Duration::ZERO));
+        m.schedule(&key("ImageShare", "ns", "b"), Some(Duration::from_secs(3600)));
         cloud.observe("swas-open", "ListCustomImages", "success", Duration::from_millis(3));
         m.observe_reconcile("ImageShare", Duration::from_millis(20));
         std::thread::sleep(Duration::from_millis(1100));
@@ -393,8 +392,8 @@ mod tests {
             text.contains(r#"alicloud_ops_maintenance_window_end_timestamp_seconds{kind="DesktopMaintenanceWindow",namespace="ns",name="w"} 1800000000.0"#),
             "{text}"
         );
-        m.started("ImageShare", "ImageShare/ns/a");
-        m.forget_object("ImageShare", "ImageShare/ns/b");
+        m.started(&key("ImageShare", "ns", "a"));
+        m.forget_object(&key("ImageShare", "ns", "b"));
         let text = m.render();
         assert!(!text.contains("queue_depth{kind=\"ImageShare\"} 1"), "{text}");
         assert!(

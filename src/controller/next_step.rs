@@ -36,6 +36,13 @@ pub enum Settled {
     KubeFailed,
     /// The reconcile panicked (reason `ReconcilePanicked`).
     Panicked,
+    /// The spec names another cloud account: what the old credentials recorded was undone
+    /// with them (`remaining` is what is left); the new account takes over next.
+    Draining { remaining: usize },
+    /// The finalizer was just added; the watch brings the object back with it.
+    FinalizerAdded,
+    /// Deleted, and the operator's finalizer is not on it: there is nothing to clean up.
+    NoFinalizer,
 }
 
 /// When to reconcile the object again.
@@ -85,6 +92,10 @@ pub fn next_step(stage: Stage, settled: &Settled, resync: Duration) -> Next {
         (_, Settled::ObjectGone) => next(OnChange, false, false, true),
         (_, Settled::KubeFailed) => next(Backoff, false, false, false),
         (_, Settled::Panicked) => next(Backoff, true, false, false),
+        (_, Settled::FinalizerAdded) => next(OnChange, false, false, true),
+        (_, Settled::NoFinalizer) => next(OnChange, false, false, true),
+        // Straight on to the new account (the drain may take more rounds).
+        (_, Settled::Draining { .. }) => next(After(STALE_RETRY), false, false, true),
 
         (Stage::Apply, Settled::Suspended) => next(OnChange, false, false, true),
         (Stage::Apply, Settled::CredentialsUnavailable { .. }) => next(Resync, true, false, true),
@@ -161,7 +172,7 @@ mod tests {
     }
 
     fn render_requeue(n: &Next, settled: &Settled) -> String {
-        if n.release_finalizer || *settled == Settled::ObjectGone {
+        if n.release_finalizer || matches!(settled, Settled::ObjectGone | Settled::NoFinalizer) {
             return "none".into();
         }
         match n.requeue {
@@ -176,6 +187,8 @@ mod tests {
         match (n.release_finalizer, settled) {
             (true, _) => "**released**",
             (false, Settled::ObjectGone) => "(gone)",
+            (false, Settled::NoFinalizer) => "(none)",
+            (false, Settled::FinalizerAdded) => "added",
             (false, _) => "kept",
         }
     }
@@ -244,6 +257,18 @@ mod tests {
                 planned(Reason::InvalidSpec, Some(30), 2),
             ),
             ("apply", vec![Apply], "`Suspended`", Settled::Suspended),
+            (
+                "apply",
+                vec![Apply],
+                "the finalizer was just added",
+                Settled::FinalizerAdded,
+            ),
+            (
+                "apply",
+                vec![Apply],
+                "credentialsRef moved to another account: the old record was undone with the old credentials",
+                Settled::Draining { remaining: 0 },
+            ),
             (
                 "apply",
                 vec![Apply],
@@ -333,6 +358,12 @@ mod tests {
                 vec![Cleanup],
                 "`skip-cleanup: \"true\"`",
                 Settled::CleanupSkipped,
+            ),
+            (
+                "delete",
+                vec![Cleanup],
+                "the operator's finalizer is not on it",
+                Settled::NoFinalizer,
             ),
             (
                 "either",

@@ -1,9 +1,24 @@
-//! The steps every kind shares: plan (re-reading fresh before writes where the kind needs
-//! it), then write intent, act, and settle the status. Used by the controller and `plan`.
+//! The spine every kind shares, with no Kubernetes API in it: the gates (skip-cleanup,
+//! suspend, credentials, the credentials drain), then plan (re-reading fresh before writes
+//! where the kind needs it), admission, intent, act, and the conditions; it ends in one
+//! [`Report`], which [`super::next_step`] turns into what happens next. The controller runs
+//! it with the status subresource as its [`StatusSink`] and the cluster's Secrets as its
+//! [`CloudSides`]; `plan` runs the gates and the plan with the Secrets of its input; tests
+//! run all of it in memory against the emulator.
 
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::kind::{KindEnv, ManagedKind, Stage};
+use futures::StreamExt;
+
+use super::context::{CredentialsError, RECONCILE_REQUESTED_AT, SKIP_CLEANUP};
+use super::events;
+use super::kind::{KindEnv, ManagedKind, ObjectKey, Stage, full_name, resync_for};
+use super::metrics::ObjectState;
+use super::next_step::Settled;
+use crate::api::common::CredentialsRef;
 use crate::cloud::{CloudError, ErrorClass};
 use crate::reconcile::{Outcome, PlanContext, Reason, Verdict};
 
@@ -177,7 +192,7 @@ pub async fn reconcile_once<K: ManagedKind, S: StatusSink<K>>(
             }
         }
     };
-    let status = settle(obj, status, &verdict, synced && error.is_none(), ctx, sink).await?;
+    let status = write_conditions(obj, status, &verdict, synced && error.is_none(), ctx, sink).await?;
     Ok(Reconciled {
         recorded: obj.recorded(&status),
         status,
@@ -190,9 +205,9 @@ pub async fn reconcile_once<K: ManagedKind, S: StatusSink<K>>(
     })
 }
 
-/// The one way a status is settled: the Ready and Synced conditions from `verdict`, written
+/// The one way conditions are written: the Ready and Synced conditions from `verdict`, written
 /// only when something changed. `synced` is false when the reconcile failed.
-pub async fn settle<K: ManagedKind, S: StatusSink<K>>(
+pub async fn write_conditions<K: ManagedKind, S: StatusSink<K>>(
     obj: &K,
     mut status: K::Status,
     verdict: &Verdict,
@@ -214,4 +229,456 @@ pub async fn settle<K: ManagedKind, S: StatusSink<K>>(
         sink.write(obj, &status).await?;
     }
     Ok(status)
+}
+
+/// Where a reconcile finds the cloud side of a resource: the controller reads the Secrets of
+/// the cluster ([`super::context::Context`]), `plan` those of its input.
+pub trait CloudSides: Send + Sync {
+    /// A client with the credentials `credentials_ref` names in `namespace` (`None`: the
+    /// operator's own), keyed by cloud account; and where the credentials came from, in words.
+    fn env_for(
+        &self,
+        namespace: &str,
+        credentials_ref: Option<&CredentialsRef>,
+    ) -> impl Future<Output = Result<(KindEnv, String), CredentialsError>> + Send;
+
+    /// The account key the credentials act in, asked now (`None`: they cannot be read, or
+    /// the cloud cannot say). A drain is decided on this, never on a cached failure.
+    fn resolve_account(
+        &self,
+        namespace: &str,
+        credentials_ref: Option<&CredentialsRef>,
+    ) -> impl Future<Output = Option<String>> + Send;
+
+    /// [`CloudSides::resolve_account`], possibly cached: for the peers of every reconcile.
+    fn account_of(
+        &self,
+        namespace: &str,
+        credentials_ref: Option<&CredentialsRef>,
+    ) -> impl Future<Output = Option<String>> + Send {
+        self.resolve_account(namespace, credentials_ref)
+    }
+}
+
+/// What the gates let through, or why they stop a reconcile before the cloud is read.
+pub enum Gate {
+    /// Plan with `env`; `draining`: the record is undone with the credentials that made it
+    /// first (the spec names another cloud account now), so the plan is a cleanup.
+    Open {
+        env: KindEnv,
+        origin: String,
+        draining: bool,
+    },
+    /// Deletion with `skip-cleanup: "true"`: released without cloud cleanup.
+    CleanupSkipped { message: String },
+    /// `spec.suspend: true`.
+    Suspended,
+    /// The credentials cannot be used; `remaining` counts what they are needed to undo.
+    NoCredentials { error: CredentialsError, remaining: usize },
+}
+
+/// "a, b, c, d, e, ... (n in all)", for messages about what a resource recorded.
+pub fn summarize(items: &[String]) -> String {
+    if items.len() > 5 {
+        format!("{}, ... ({} in all)", items[..5].join(", "), items.len())
+    } else {
+        items.join(", ")
+    }
+}
+
+/// The gates, in order: skip-cleanup, suspend, then the credentials.
+///
+/// Recorded writes are undone with the credentials that made them. When the spec now names
+/// another cloud account, the record is undone first (a "drain"), then the new one takes
+/// over. A key rotated within one account (a new Secret name, another RAM user) is no drain,
+/// and neither are credentials that cannot be resolved (a Secret pruned by the same apply, a
+/// typo): nothing is exited on a guess.
+pub async fn gates<K: ManagedKind, C: CloudSides>(obj: &K, stage: Stage, sides: &C) -> Gate {
+    let previous = obj.status().cloned().unwrap_or_default();
+    let recorded = obj.recorded(&previous);
+    if stage == Stage::Cleanup
+        && obj
+            .meta()
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SKIP_CLEANUP))
+            .map(String::as_str)
+            == Some("true")
+    {
+        let message = if recorded.is_empty() {
+            format!("{SKIP_CLEANUP}=true: released without cloud cleanup")
+        } else {
+            format!(
+                "{SKIP_CLEANUP}=true: released without cloud cleanup, leaving {} as they are: {}",
+                recorded.len(),
+                summarize(&recorded)
+            )
+        };
+        return Gate::CleanupSkipped { message };
+    }
+    if stage == Stage::Apply && obj.common().suspend {
+        return Gate::Suspended;
+    }
+    let ns = obj.meta().namespace.clone().unwrap_or_default();
+    let spec_ref = obj.common().credentials_ref.clone();
+    let pinned = K::recorded_with(&previous).filter(|p| !recorded.is_empty() && *p != spec_ref);
+    let use_pinned = match &pinned {
+        Some(p) => {
+            let old = sides.resolve_account(&ns, p.as_ref()).await;
+            let new = sides.resolve_account(&ns, spec_ref.as_ref()).await;
+            matches!((old, new), (Some(old), Some(new)) if old != new)
+        }
+        None => false,
+    };
+    let credentials_ref = if use_pinned { pinned.flatten() } else { spec_ref };
+    match sides.env_for(&ns, credentials_ref.as_ref()).await {
+        Ok((env, origin)) => Gate::Open {
+            env,
+            origin,
+            draining: use_pinned && stage == Stage::Apply,
+        },
+        Err(error) => Gate::NoCredentials {
+            error,
+            remaining: recorded.len(),
+        },
+    }
+}
+
+/// How many peers' accounts one reconcile resolves at once.
+const PEER_READS_AT_ONCE: usize = 8;
+
+/// The account keys of `obj`'s peers in its region (by `namespace/name`), for kinds whose
+/// conflicts are decided by cloud account; resolved side by side, each Secret once.
+pub async fn peer_accounts<K: ManagedKind, C: CloudSides>(
+    obj: &K,
+    peers: &[Arc<K>],
+    sides: &C,
+) -> BTreeMap<String, String> {
+    // By name, not uid: `plan`'s manifests may have none yet.
+    let this = full_name(obj.meta());
+    let wanted: Vec<(String, String, Option<CredentialsRef>)> = peers
+        .iter()
+        .filter(|p| p.region() == obj.region() && full_name(p.meta()) != this)
+        .map(|p| {
+            (
+                full_name(p.meta()),
+                p.meta().namespace.clone().unwrap_or_default(),
+                p.common().credentials_ref.clone(),
+            )
+        })
+        .collect();
+    futures::stream::iter(wanted)
+        .map(|(key, ns, credentials)| async move { (key, sides.account_of(&ns, credentials.as_ref()).await) })
+        .buffer_unordered(PEER_READS_AT_ONCE)
+        .filter_map(|(key, account)| async move { Some((key, account?)) })
+        .collect()
+        .await
+}
+
+/// The context of one decision about `obj`, now.
+pub fn plan_context<K: ManagedKind>(obj: &K, default_resync: Duration) -> PlanContext {
+    PlanContext {
+        now: chrono::Utc::now(),
+        generation: obj.meta().generation.unwrap_or_default(),
+        policy: obj.common().management_policy,
+        resync: resync_for(obj, default_resync),
+        request: None,
+    }
+}
+
+/// An Event of a reconcile that went as it should (a write sent, cleanup skipped, a drain).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub reason: &'static str,
+    /// `Apply` or `Delete`.
+    pub action: &'static str,
+    pub note: String,
+}
+
+/// How one reconcile of one object ended: everything the glue does afterwards (Events,
+/// metrics, the requeue, the finalizer) follows from it and [`super::next_step`].
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub settled: Settled,
+    /// The reason and message of a Warning Event, when [`super::next_step`] asks for one.
+    pub reason: String,
+    pub message: String,
+    /// Normal Events, in order.
+    pub notes: Vec<Note>,
+    /// What `/metrics` shows of the object now; `None` when the reconcile decided nothing.
+    pub observed: Option<ObjectState>,
+    /// Whether the plan found the cloud differing from the spec.
+    pub drift: bool,
+}
+
+/// The HTTP status of a Kubernetes API error, if it was one.
+pub fn api_status(err: &kube::Error) -> Option<u16> {
+    match err {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+impl Report {
+    pub fn new(settled: Settled, reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Report {
+            settled,
+            reason: reason.into(),
+            message: message.into(),
+            notes: Vec::new(),
+            observed: None,
+            drift: false,
+        }
+    }
+
+    /// A Kubernetes API call failed (a status write, the finalizer).
+    pub fn kube(what: &str, err: kube::Error) -> Self {
+        let settled = match api_status(&err) {
+            Some(409) => Settled::StaleObject,
+            Some(404) => Settled::ObjectGone,
+            _ => Settled::KubeFailed,
+        };
+        Report::new(settled, "Kubernetes", format!("{what}: {err}"))
+    }
+
+    fn observed<K: ManagedKind>(mut self, status: Option<&K::Status>, verdict: &Verdict) -> Self {
+        self.observed = Some(observed::<K>(status, verdict));
+        self
+    }
+
+    /// The label of `alicloud_ops_reconcile_errors_total`, for a failed reconcile.
+    pub fn error_label(&self) -> Option<&str> {
+        match &self.settled {
+            Settled::CloudFailed { class, .. } => Some(class.as_str()),
+            Settled::CredentialsUnavailable { .. } => Some("Credentials"),
+            Settled::StaleObject => Some("Conflict"),
+            Settled::KubeFailed => Some("Kubernetes"),
+            Settled::Panicked => Some("ReconcilePanicked"),
+            _ => None,
+        }
+    }
+}
+
+/// What `/metrics` shows of a resource: the verdict, since when it has not been Ready (the
+/// Ready condition's lastTransitionTime in `status` when that already says False, else now),
+/// and its kind's figures.
+fn observed<K: ManagedKind>(status: Option<&K::Status>, verdict: &Verdict) -> ObjectState {
+    let not_ready_since = (!verdict.ready).then(|| {
+        status
+            .cloned()
+            .and_then(|mut s| {
+                let ready = K::common_status(&mut s).condition("Ready")?.clone();
+                (ready.status == "False").then_some(ready.last_transition_time)
+            })
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+            .map_or_else(chrono::Utc::now, |t| t.to_utc())
+            .timestamp() as f64
+    });
+    ObjectState {
+        ready: verdict.ready,
+        reason: verdict.reason.as_str().to_string(),
+        not_ready_since,
+        gauges: status.map(K::status_gauges).unwrap_or_default(),
+    }
+}
+
+/// The whole route of one stage of one object through the spine: gates, plan, admission,
+/// intent, act, conditions. `peers` are the other resources of the kind (empty for kinds
+/// that do not read them); `default_resync` is the operator's.
+pub async fn run_stage<K: ManagedKind, S: StatusSink<K>, C: CloudSides>(
+    obj: &K,
+    stage: Stage,
+    peers: &[Arc<K>],
+    sides: &C,
+    sink: &S,
+    default_resync: Duration,
+) -> Report {
+    let previous = obj.status().cloned().unwrap_or_default();
+    let mut plan_ctx = plan_context(obj, default_resync);
+    let (mut env, origin, draining) = match gates(obj, stage, sides).await {
+        Gate::Open { env, origin, draining } => (env, origin, draining),
+        Gate::CleanupSkipped { message } => {
+            let mut report = Report::new(Settled::CleanupSkipped, "CleanupSkipped", message.clone());
+            report.notes.push(Note {
+                reason: events::CLEANUP_SKIPPED,
+                action: "Delete",
+                note: message,
+            });
+            return report;
+        }
+        Gate::Suspended => {
+            let v = Verdict::not_ready(Reason::Suspended, "spec.suspend is true: nothing is read or written");
+            return match write_conditions(obj, previous, &v, false, &plan_ctx, sink).await {
+                Ok(_) => Report::new(Settled::Suspended, v.reason.as_str(), &v.message).observed::<K>(obj.status(), &v),
+                Err(e) => Report::kube("writing status", e),
+            };
+        }
+        // Kubernetes failed to answer: back off and read again; the Secret may be fine.
+        Gate::NoCredentials { error, .. } if error.is_transient() => {
+            return Report::new(Settled::KubeFailed, "Kubernetes", error.to_string());
+        }
+        Gate::NoCredentials { error, remaining } => {
+            let message = if remaining > 0 {
+                format!(
+                    "{error}; it is needed to undo what this resource did ({remaining}: {}). Restore the Secret, or \
+                     set the annotation {SKIP_CLEANUP}=true to release the resource without cloud cleanup",
+                    summarize(&obj.recorded(&previous))
+                )
+            } else {
+                error.to_string()
+            };
+            let v = Verdict::not_ready(Reason::CredentialsInvalid, message);
+            let report = Report::new(
+                Settled::CredentialsUnavailable { remaining },
+                v.reason.as_str(),
+                &v.message,
+            )
+            .observed::<K>(obj.status(), &v);
+            return match write_conditions(obj, previous, &v, false, &plan_ctx, sink).await {
+                Ok(_) => report,
+                // On deletion the object may already be gone; that is not a reason to stay.
+                Err(e) if stage == Stage::Cleanup && remaining == 0 && api_status(&e) == Some(404) => report,
+                Err(e) => Report::kube("writing status", e),
+            };
+        }
+    };
+    let key = ObjectKey::of(obj);
+    tracing::debug!(credentials = %origin, draining, "resolved credentials");
+    env.max_age = plan_ctx.resync;
+    env.cloud = env.cloud.for_holder(&key.to_string());
+    // Each value of the annotation is honoured once: the status records it, so a restart
+    // does not read the whole fleet fresh again.
+    let requested = obj
+        .meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RECONCILE_REQUESTED_AT))
+        .cloned();
+    let honoured = K::common_status(&mut previous.clone()).reconcile_requested_at.clone();
+    let fresh = requested.is_some() && requested != honoured;
+    if fresh {
+        plan_ctx.request = requested;
+    }
+    if K::PEERS_BY_ACCOUNT {
+        env.peer_accounts = Arc::new(peer_accounts(obj, peers, sides).await);
+    }
+    let plan_stage = if draining { Stage::Cleanup } else { stage };
+    let r: Reconciled<K> = match reconcile_once(obj, &env, peers, &plan_ctx, plan_stage, fresh, sink).await {
+        Ok(r) => r,
+        Err(e) => return Report::kube("writing status", e),
+    };
+    let action = if stage == Stage::Cleanup { "Delete" } else { "Apply" };
+    let notes: Vec<Note> = r
+        .events
+        .iter()
+        .map(|(reason, note)| Note {
+            reason,
+            action: "Apply",
+            note: note.clone(),
+        })
+        .collect();
+    let remaining = r.recorded.len();
+    let mut report = if let Some(err) = &r.error {
+        let message = if stage == Stage::Cleanup && remaining > 0 {
+            format!(
+                "{err}; {remaining} change(s) still to undo ({}). Deletion waits for them; set the \
+                 annotation {SKIP_CLEANUP}=true to release the resource without cloud cleanup",
+                summarize(&r.recorded)
+            )
+        } else {
+            err.to_string()
+        };
+        Report::new(
+            Settled::CloudFailed {
+                class: err.class(),
+                remaining,
+            },
+            r.verdict.reason.as_str(),
+            message,
+        )
+    } else if draining {
+        let mut report = Report::new(
+            Settled::Draining { remaining },
+            Reason::Applying.as_str(),
+            &r.verdict.message,
+        );
+        report.notes.push(Note {
+            reason: events::CREDENTIALS_CHANGED,
+            action,
+            note: "credentialsRef changed: what the old credentials did is undone with them first".into(),
+        });
+        report
+    } else {
+        let message = if stage == Stage::Cleanup && remaining > 0 {
+            format!(
+                "{} change(s) still to undo ({}): {}",
+                remaining,
+                summarize(&r.recorded),
+                r.verdict.message
+            )
+        } else {
+            r.verdict.message.clone()
+        };
+        Report::new(
+            Settled::Planned {
+                reason: r.verdict.reason,
+                requeue_after: r.requeue_after,
+                remaining,
+            },
+            r.verdict.reason.as_str(),
+            message,
+        )
+    };
+    let drain_note = std::mem::take(&mut report.notes);
+    report.notes = notes;
+    report.notes.extend(drain_note);
+    report.drift = r.drift;
+    report.observed::<K>(Some(&r.status), &r.verdict)
+}
+
+/// A reconcile panicked (a bug): say so in status (`ReconcilePanicked`) and report it; the
+/// object is backed off alone, and the process and every other object go on.
+pub async fn report_panic<K: ManagedKind, S: StatusSink<K>>(
+    obj: &K,
+    panic: &str,
+    sink: &S,
+    default_resync: Duration,
+) -> Report {
+    tracing::error!(panic = %panic, "reconcile panicked");
+    let message = format!("the reconcile panicked: {panic}; backing off this object");
+    let v = Verdict::not_ready(Reason::ReconcilePanicked, message.clone());
+    let previous = obj.status().cloned().unwrap_or_default();
+    if let Err(e) = write_conditions(obj, previous, &v, false, &plan_context(obj, default_resync), sink).await {
+        tracing::warn!(error = %e, "cannot record the panic in status");
+    }
+    Report::new(Settled::Panicked, v.reason.as_str(), message).observed::<K>(obj.status(), &v)
+}
+
+/// Runs `work`, turning a panic into its message.
+pub async fn guarded<F: Future>(work: F) -> Result<F::Output, String> {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .map_err(|payload| {
+            payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::guarded;
+
+    #[tokio::test]
+    async fn a_panic_becomes_its_message() {
+        assert_eq!(guarded(async { 7 }).await, Ok(7));
+        let r: Result<(), String> = guarded(async { panic!("boom {}", 42) }).await;
+        assert_eq!(r, Err("boom 42".to_string()));
+        let r: Result<(), String> = guarded(async { std::panic::panic_any(3u8) }).await;
+        assert_eq!(r, Err("a panic without a message".to_string()));
+    }
 }

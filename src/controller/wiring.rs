@@ -1,0 +1,236 @@
+//! The wiring: one watch and one controller per registered kind, the shared watch of
+//! credentials Secrets, readiness, and which watch events are worth a reconcile. What
+//! happens to one object is in [`super::object`].
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher::{self, watcher};
+use kube::{Api, ResourceExt};
+use tracing::warn;
+
+use super::context::{CREDENTIALS_LABEL, Context};
+use super::http::Readiness;
+use super::kind::{ManagedKind, ObjectKey};
+use super::object::{KindContext, error_policy, reconcile};
+use super::registry::{EachKind, each_kind};
+
+/// What a change must touch to bring a resource back before its requeue: the spec (the
+/// generation, which deletion also bumps), annotations (`reconcile-requested-at`,
+/// `skip-cleanup`) and finalizers. The operator's own status writes are not among them, so
+/// each write does not cost a second reconcile; requeues and resyncs come on their own.
+fn what_the_operator_acts_on<K: ManagedKind>(obj: &K) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let meta = obj.meta();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut h);
+    meta.annotations.hash(&mut h);
+    meta.finalizers.hash(&mut h);
+    meta.deletion_timestamp.is_some().hash(&mut h);
+    h.finish()
+}
+
+/// The last look at each object: [`what_the_operator_acts_on`], and whether it had a status.
+type LastSeen<K> = Arc<Mutex<std::collections::HashMap<ObjectRef<K>, (u64, bool)>>>;
+
+/// Whether a watched object should be reconciled: what the operator acts on changed, or its
+/// status disappeared (a restore without status, a replace of the status subresource: the
+/// record is taken back from the cloud at once). A status that appears (the operator's
+/// first write) brings nothing. Deleted objects are dropped from `seen` by the watch.
+fn worth_a_reconcile<K: ManagedKind>(seen: &LastSeen<K>, obj: &K) -> bool {
+    let hash = what_the_operator_acts_on(obj);
+    let has_status = obj.status().is_some_and(|s| *s != K::Status::default());
+    let before = seen
+        .lock()
+        .expect("seen lock")
+        .insert(ObjectRef::from_obj(obj), (hash, has_status));
+    match before {
+        None => true,
+        Some((h, had)) => h != hash || (had && !has_status),
+    }
+}
+
+/// A credentials Secret that changed (or went away): `(namespace, name)`.
+pub type SecretChange = (String, String);
+
+/// The one shared watch of credentials Secrets: metadata only, only Secrets labelled
+/// [`CREDENTIALS_LABEL`]`=true` (a metadata watch of every Secret would still carry the
+/// values that `kubectl apply` copies into an annotation). Each change drops the cached
+/// values and is passed on to every kind's controller.
+pub async fn watch_credentials_secrets(shared: Arc<Context>, changes: tokio::sync::broadcast::Sender<SecretChange>) {
+    use kube::core::PartialObjectMeta;
+    let api: Api<PartialObjectMeta<Secret>> = match &shared.config.namespace {
+        Some(ns) => Api::namespaced(shared.client.clone(), ns),
+        None => Api::all(shared.client.clone()),
+    };
+    let config = watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}=true"));
+    watcher(api, config)
+        .default_backoff()
+        .for_each(|event| {
+            let shared = shared.clone();
+            let changes = changes.clone();
+            async move {
+                match event {
+                    Ok(watcher::Event::Apply(m) | watcher::Event::Delete(m)) => {
+                        let (ns, name) = (m.namespace().unwrap_or_default(), m.name_any());
+                        shared.forget_secret(&ns, &name);
+                        let _ = changes.send((ns, name));
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "watching credentials Secrets"),
+                }
+            }
+        })
+        .await;
+}
+
+/// Runs the Secret feed and the controller of every registered kind until `halt` turns
+/// true; in-flight reconciles finish. `readiness` turns ready once every kind's cache holds
+/// its first list.
+pub async fn run_all(shared: Arc<Context>, halt: tokio::sync::watch::Receiver<bool>, readiness: Arc<Readiness>) {
+    let kinds = super::registry::names().len();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(kinds);
+    let readiness_task = tokio::spawn(async move {
+        for _ in 0..kinds {
+            if ready_rx.recv().await.is_none() {
+                return;
+            }
+        }
+        readiness.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!("caches synced: ready");
+    });
+    let (secret_tx, _) = tokio::sync::broadcast::channel(1024);
+    let secret_watch = tokio::spawn(watch_credentials_secrets(shared.clone(), secret_tx.clone()));
+
+    struct Controllers {
+        shared: Arc<Context>,
+        halt: tokio::sync::watch::Receiver<bool>,
+        ready: tokio::sync::mpsc::Sender<&'static str>,
+        secrets: tokio::sync::broadcast::Sender<SecretChange>,
+    }
+    impl EachKind for Controllers {
+        type Output = futures::future::BoxFuture<'static, ()>;
+        fn visit<K: ManagedKind>(&mut self) -> Self::Output {
+            let mut halt = self.halt.clone();
+            let stopped = async move {
+                let _ = halt.wait_for(|h| *h).await;
+            };
+            Box::pin(run::<K>(
+                self.shared.clone(),
+                stopped,
+                self.ready.clone(),
+                self.secrets.subscribe(),
+            ))
+        }
+    }
+    let controllers = each_kind(&mut Controllers {
+        shared,
+        halt,
+        ready: ready_tx,
+        secrets: secret_tx,
+    });
+    futures::future::join_all(controllers).await;
+    secret_watch.abort();
+    readiness_task.abort();
+}
+
+/// Runs the controller of one kind until `shutdown` resolves; in-flight reconciles finish.
+async fn run<K: ManagedKind>(
+    shared: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    ready: tokio::sync::mpsc::Sender<&'static str>,
+    secret_changes: tokio::sync::broadcast::Receiver<SecretChange>,
+) {
+    let client = shared.client.clone();
+    let api: Api<K> = match &shared.config.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    // Lists come from the apiserver's quorum read, never its watch cache: a list older than
+    // what was already observed could undo a recorded intent. (Writes carry a precondition
+    // as well; this keeps conflicts rare.)
+    let (store, writer) = kube::runtime::reflector::store::<K>();
+    let seen: LastSeen<K> = Arc::default();
+    let forget = {
+        let (shared, store, seen) = (shared.clone(), store.clone(), seen.clone());
+        move |event: &watcher::Event<K>| match event {
+            // Gone: its series and its backoff go too (a resource without a finalizer is
+            // never reconciled again). After a re-list, whatever the list no longer has.
+            watcher::Event::Delete(obj) => {
+                shared.metrics.forget_object(&ObjectKey::of(obj));
+                shared.reset_backoff(&ObjectKey::of(obj));
+                seen.lock().expect("seen lock").remove(&ObjectRef::from_obj(obj));
+            }
+            watcher::Event::InitDone => {
+                let keys: HashSet<ObjectKey> = store.state().iter().map(|o| ObjectKey::of(o.as_ref())).collect();
+                shared.metrics.forget_objects_of(K::KIND, |key| keys.contains(key));
+                shared.forget_backoffs_of(K::KIND, |key| keys.contains(key));
+                let refs: HashSet<ObjectRef<K>> =
+                    store.state().iter().map(|o| ObjectRef::from_obj(o.as_ref())).collect();
+                seen.lock().expect("seen lock").retain(|r, _| refs.contains(r));
+            }
+            _ => {}
+        }
+    };
+    let changes = watcher(api, watcher::Config::default())
+        .default_backoff()
+        // The cache keeps no managedFields: nothing reads them, and they are most of an
+        // object's size (10,000 resources).
+        .modify(|o: &mut K| o.managed_fields_mut().clear())
+        .reflect(writer)
+        .inspect_ok(forget)
+        .applied_objects()
+        .try_filter(move |obj| futures::future::ready(worth_a_reconcile(&seen, obj)));
+    let controller = Controller::for_stream(changes, store.clone());
+    let mapper_store = store.clone();
+    // Rotating a key re-reconciles every resource that names the Secret.
+    let affected = futures::stream::unfold(secret_changes, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(change) => return Some((change, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .flat_map(move |(ns, name): SecretChange| {
+        let refs: Vec<ObjectRef<K>> = mapper_store
+            .state()
+            .into_iter()
+            .filter(|o| {
+                o.namespace().as_deref() == Some(ns.as_str())
+                    && o.common().credentials_ref.as_ref().is_some_and(|r| r.name == name)
+            })
+            .map(|o| ObjectRef::from_obj(o.as_ref()))
+            .collect();
+        futures::stream::iter(refs)
+    });
+    let controller = controller
+        .reconcile_on(affected)
+        .with_config(ControllerConfig::default().concurrency(shared.config.concurrency))
+        .graceful_shutdown_on(shutdown);
+    let kctx = Arc::new(KindContext {
+        shared: shared.clone(),
+        store: store.clone(),
+    });
+    // Ready once this kind's cache holds its first list (the CRD is installed and RBAC
+    // allows it); the watcher retries with its own backoff until then.
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            let _ = ready.send(K::KIND).await;
+        }
+    });
+    controller
+        .run(reconcile::<K>, error_policy::<K>, kctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+}
