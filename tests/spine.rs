@@ -48,10 +48,7 @@ impl<K: ManagedKind> StatusSink<K> for Memory {
 
 impl Memory {
     /// Puts what was written on the object, as the apiserver would.
-    fn onto<K: ManagedKind>(&self, obj: &mut K)
-    where
-        K: serde::Serialize + serde::de::DeserializeOwned,
-    {
+    fn onto<K: ManagedKind>(&self, obj: &mut K) {
         let mut value = serde_json::to_value(&*obj).unwrap();
         if let Some(s) = self.last.lock().unwrap().clone() {
             value["status"] = s;
