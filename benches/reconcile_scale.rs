@@ -17,11 +17,11 @@ use alicloud_ops_operator::cloud::endpoint::{Endpoints, parse_endpoint};
 use alicloud_ops_operator::cloud::ops::ecd::Desktop;
 use alicloud_ops_operator::cloud::ops::swas::CustomImage;
 use alicloud_ops_operator::cloud::ratelimit::RateLimitConfig;
+use alicloud_ops_operator::cloud::snapshot::SnapshotCache;
 use alicloud_ops_operator::cloud::transport::TransportConfig;
 use alicloud_ops_operator::cloud::{CloudClient, CredentialSource, Credentials};
 use alicloud_ops_operator::controller::kind::{KindEnv, ManagedKind, Stage};
 use alicloud_ops_operator::controller::runner::{StatusSink, reconcile_once};
-use alicloud_ops_operator::controller::snapshot::SnapshotCache;
 use alicloud_ops_operator::emulator::state::{EcdRegion, SwasRegion};
 use alicloud_ops_operator::emulator::{
     CloudState, DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET, Emulator, EmulatorConfig,

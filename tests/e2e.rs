@@ -1215,10 +1215,10 @@ async fn a_key_rotated_within_the_account_or_a_typo_never_exits_a_desktop() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_copy_of_a_resource_never_acts() {
+    use alicloud_ops_operator::cloud::snapshot::SnapshotCache;
     use alicloud_ops_operator::controller::kind::{KindEnv, Stage};
     use alicloud_ops_operator::controller::object::KubeStatus;
     use alicloud_ops_operator::controller::runner::reconcile_once;
-    use alicloud_ops_operator::controller::snapshot::SnapshotCache;
     use alicloud_ops_operator::reconcile::PlanContext;
     let client = admin().await;
     let ns = namespace(&client, "stale").await;

@@ -15,9 +15,9 @@ use alicloud_ops_operator::api::maintenance::{
 };
 use alicloud_ops_operator::api::ota::{ApprovalSource, OtaSchedule, OtaScheduleSpec, OtaType};
 use alicloud_ops_operator::cloud::SignatureVersion;
+use alicloud_ops_operator::cloud::snapshot::SnapshotCache;
 use alicloud_ops_operator::controller::kind::{KindEnv, ManagedKind, Stage};
 use alicloud_ops_operator::controller::runner::{Reconciled, StatusSink, reconcile_once};
-use alicloud_ops_operator::controller::snapshot::SnapshotCache;
 use alicloud_ops_operator::emulator::{Emulator, World};
 use alicloud_ops_operator::reconcile::{PlanContext, Reason};
 use chrono::{DateTime, Utc};

@@ -15,12 +15,12 @@ use alicloud_ops_operator::api::image_share::{ImageShare, ImageShareSpec};
 use alicloud_ops_operator::api::maintenance::{
     DesktopId, DesktopMaintenanceWindow, DesktopMaintenanceWindowSpec, FixedWindow,
 };
+use alicloud_ops_operator::cloud::snapshot::SnapshotCache;
 use alicloud_ops_operator::cloud::{CredentialSource, Credentials, SignatureVersion};
 use alicloud_ops_operator::controller::context::{CredentialsError, SKIP_CLEANUP};
 use alicloud_ops_operator::controller::kind::{KindEnv, ManagedKind, Stage, account_key, account_name};
 use alicloud_ops_operator::controller::next_step::{Requeue, STALE_RETRY, Settled, next_step};
 use alicloud_ops_operator::controller::runner::{CloudSides, Report, StatusSink, report_panic, run_stage};
-use alicloud_ops_operator::controller::snapshot::SnapshotCache;
 use alicloud_ops_operator::emulator::{CloudState, Emulator};
 use kube::Resource;
 use support::*;

@@ -15,12 +15,12 @@ use super::cloud_args::CloudArgs;
 use crate::api;
 use crate::api::common::CredentialsRef;
 use crate::cloud::metrics::CloudMetrics;
+use crate::cloud::snapshot::SnapshotCache;
 use crate::cloud::{CloudClient, CredentialSource, Credentials};
 use crate::controller::context::CredentialsError;
 use crate::controller::kind::{KindEnv, ManagedKind, Stage, account_key, account_name};
 use crate::controller::registry::{self, EachKind};
 use crate::controller::runner;
-use crate::controller::snapshot::SnapshotCache;
 
 #[derive(Args, Debug)]
 pub struct PlanArgs {

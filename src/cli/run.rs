@@ -13,10 +13,10 @@ use tokio::sync::watch;
 use super::cloud_args::CloudArgs;
 use crate::cloud::gate::WriteGate;
 use crate::cloud::metrics::CloudMetrics;
+use crate::cloud::snapshot::SnapshotCache;
 use crate::controller::context::{Context, DefaultCredentials, RunConfig};
 use crate::controller::http::{MetricsAuth, MetricsTls, Readiness, serve_health, serve_metrics};
 use crate::controller::metrics::Metrics;
-use crate::controller::snapshot::SnapshotCache;
 use crate::controller::wiring;
 use crate::reconcile::duration;
 

@@ -15,6 +15,7 @@ pub mod request;
 pub mod retry;
 pub mod secret;
 pub mod signer;
+pub mod snapshot;
 pub mod transport;
 
 pub use client::{CloudClient, Cost, measure};

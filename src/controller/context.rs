@@ -10,8 +10,8 @@ use kube::runtime::events::Recorder;
 
 use super::kind::{KindEnv, ObjectKey, account_key, account_name};
 use super::metrics::Metrics;
-use super::snapshot::SnapshotCache;
 use crate::api::common::CredentialsRef;
+use crate::cloud::snapshot::SnapshotCache;
 use crate::cloud::{CloudClient, CredentialSource, Credentials};
 
 /// The field manager of every write the operator makes.

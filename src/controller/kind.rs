@@ -10,9 +10,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::metrics::ResourceGauge;
-use super::snapshot::{SnapshotCache, SnapshotKey};
 use crate::api::ResourceStatus;
 use crate::api::common::{CommonSpec, CredentialsRef};
+use crate::cloud::snapshot::{SnapshotCache, SnapshotKey};
 use crate::cloud::{CloudClient, CloudError, Product};
 use crate::reconcile::{Outcome, PlanContext, Verdict, duration};
 

@@ -11,5 +11,4 @@ pub mod next_step;
 pub mod object;
 pub mod registry;
 pub mod runner;
-pub mod snapshot;
 pub mod wiring;

@@ -671,7 +671,16 @@ pub async fn guarded<F: Future>(work: F) -> Result<F::Output, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::guarded;
+    use super::{error_verdict, guarded};
+    use crate::cloud::CloudError;
+    use crate::reconcile::Reason;
+
+    /// A bug of ours (a panicking shared list) is never reported as the cloud's answer.
+    #[test]
+    fn an_internal_failure_is_reported_as_ours() {
+        let v = error_verdict(&CloudError::Internal("a list panicked".into()));
+        assert_eq!(v.reason, Reason::ReconcilePanicked);
+    }
 
     #[tokio::test]
     async fn a_panic_becomes_its_message() {

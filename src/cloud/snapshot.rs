@@ -144,8 +144,15 @@ pub struct SnapshotCache {
     pub metrics: SnapshotMetrics,
 }
 
-fn typed<T: Send + Sync + 'static>(v: Value) -> Arc<T> {
-    v.downcast::<T>().expect("one type per snapshot key")
+/// The list as the reader's type. Two readers of one key that disagree on its type are a
+/// bug of ours, reported as such (never a panic in a reconcile).
+fn typed<T: Send + Sync + 'static>(list: &str, v: Value) -> Result<Arc<T>, CloudError> {
+    v.downcast::<T>().map_err(|_| {
+        CloudError::Internal(format!(
+            "the shared list {list} is read as {}, but holds another type",
+            std::any::type_name::<T>()
+        ))
+    })
 }
 
 impl SnapshotCache {
@@ -193,6 +200,7 @@ impl SnapshotCache {
         Fut: Future<Output = Result<T, CloudError>> + Send + 'static,
     {
         let limit = max_age.min(self.cap);
+        let list = key.list;
         let landing = {
             let mut entries = self.entries.lock().expect("snapshot lock");
             if !entries.contains_key(&key) {
@@ -204,7 +212,7 @@ impl SnapshotCache {
                 && !entry.stale
                 && completed.elapsed() < limit
             {
-                return Ok((typed(value.clone()), *listed_at));
+                return Ok((typed(key.list, value.clone())?, *listed_at));
             }
             match &entry.in_flight {
                 Some(f) => f.landing.clone(),
@@ -221,7 +229,8 @@ impl SnapshotCache {
                 }
             }
         };
-        landing.await.map(|(v, at)| (typed(v), at))
+        let (v, at) = landing.await?;
+        Ok((typed(list, v)?, at))
     }
 
     /// Runs one list as its own task and lands its result in the entry.
@@ -513,10 +522,23 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.class(), crate::cloud::ErrorClass::Internal, "{err}");
-        assert_eq!(
-            crate::controller::runner::error_verdict(&err).reason,
-            crate::reconcile::Reason::ReconcilePanicked
-        );
+    }
+
+    /// Two readers of one list that disagree on its type are a bug of ours: an error that
+    /// says so, never a panic in a reconcile.
+    #[tokio::test]
+    async fn a_list_read_as_another_type_is_an_error_of_ours() {
+        let cache = SnapshotCache::new(LONG);
+        cache
+            .get::<Vec<i32>, _, _>(key("r"), LONG, || async { Ok(vec![1]) })
+            .await
+            .unwrap();
+        let err = cache
+            .get::<String, _, _>(key("r"), LONG, || async { Ok(String::new()) })
+            .await
+            .unwrap_err();
+        assert_eq!(err.class(), crate::cloud::ErrorClass::Internal, "{err}");
+        assert!(err.to_string().contains("holds another type"), "{err}");
     }
 
     /// Lists nobody reads any more (rotated keys, a region no resource names) are dropped.
