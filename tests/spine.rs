@@ -371,3 +371,28 @@ async fn a_panic_is_recorded_on_the_object_and_backed_off() {
     assert_eq!((next.requeue, next.warn), (Requeue::Backoff, true));
     assert_eq!(report.error_label(), Some("ReconcilePanicked"));
 }
+
+/// A resync interval out of bounds (stored before the CRD's rule, or written around it) is
+/// the terminal `InvalidSpec` naming the field, never a silent fallback to the default; a
+/// deletion is not held up by it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resync_interval_out_of_bounds_is_invalid_not_replaced() {
+    let sides = scene().await;
+    let sink = Memory::default();
+    let mut s = image("a");
+    s.spec.common.resync_interval = Some("5s".into());
+    let report = run(&sides, &sink, &s, Stage::Apply).await;
+    assert_eq!(sink.ready_reason(), "InvalidSpec");
+    assert!(report.message.contains("spec.resyncInterval"), "{}", report.message);
+    assert_eq!(sides.emu.world().counters().total, 0, "nothing read or written");
+    assert_eq!(
+        next_step(Stage::Apply, &report.settled, RESYNC).requeue,
+        Requeue::OnChange
+    );
+    let report = run(&sides, &sink, &s, Stage::Cleanup).await;
+    assert!(
+        next_step(Stage::Cleanup, &report.settled, RESYNC).release_finalizer,
+        "{:?}",
+        report.settled
+    );
+}

@@ -357,10 +357,21 @@ impl Planner {
             uncertain,
         };
         // The operator's own gates, with the Secrets of the input.
-        let (mut env, stage) = match runner::gates(&obj, Stage::Apply, self).await {
-            runner::Gate::Open { env, origin, draining } => {
+        let (mut env, stage, resync) = match runner::gates(&obj, Stage::Apply, self, self.resync).await {
+            runner::Gate::Open {
+                env,
+                origin,
+                draining,
+                resync,
+            } => {
                 planned.credentials = origin;
-                (env, if draining { Stage::Cleanup } else { Stage::Apply })
+                (env, if draining { Stage::Cleanup } else { Stage::Apply }, resync)
+            }
+            runner::Gate::InvalidSpec { message } => {
+                planned.result = "Error".into();
+                planned.reason = "InvalidSpec".into();
+                planned.message = message;
+                return Ok(planned);
             }
             runner::Gate::Suspended => {
                 planned.result = "Suspended".into();
@@ -380,7 +391,7 @@ impl Planner {
                 return Ok(planned);
             }
         };
-        let ctx = runner::plan_context(&obj, self.resync);
+        let ctx = runner::plan_context(&obj, resync);
         if K::PEERS_BY_ACCOUNT {
             env.peer_accounts = Arc::new(runner::peer_accounts(&obj, peers, self).await);
         }

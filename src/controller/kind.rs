@@ -284,13 +284,14 @@ pub fn created_at(meta: &kube::api::ObjectMeta) -> chrono::DateTime<chrono::Utc>
         .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
 }
 
-/// The resource's own resync interval, or the operator's default (`plan` uses it too).
-pub fn resync_for<K: ManagedKind>(obj: &K, default: Duration) -> Duration {
-    obj.common()
-        .resync_interval
-        .as_deref()
-        .and_then(|r| duration::parse_within("spec.resyncInterval", r, duration::RESYNC_MIN, duration::RESYNC_MAX).ok())
-        .unwrap_or(default)
+/// The resource's own resync interval, or `default` when it names none. A value the CRD's
+/// validation let through but that is out of bounds is an error naming the field, never a
+/// silent fallback.
+pub fn resync_for<K: ManagedKind>(obj: &K, default: Duration) -> Result<Duration, String> {
+    match obj.common().resync_interval.as_deref() {
+        None => Ok(default),
+        Some(r) => duration::parse_within("spec.resyncInterval", r, duration::RESYNC_MIN, duration::RESYNC_MAX),
+    }
 }
 
 /// Which object: its kind, namespace and name. Metrics, backoff and logs key objects by it;

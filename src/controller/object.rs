@@ -16,7 +16,7 @@ use serde_json::json;
 use tracing::{Instrument, info_span, warn};
 
 use super::context::{Context, FIELD_MANAGER, FINALIZER};
-use super::kind::{ManagedKind, ObjectKey, Stage, resync_for};
+use super::kind::{ManagedKind, ObjectKey, Stage};
 use super::metrics::{ErrorLabels, Metrics};
 use super::next_step::{Requeue, Settled, next_step};
 use super::runner::{self, Report, StatusSink};
@@ -140,7 +140,7 @@ async fn carry_out<K: ManagedKind>(
 ) -> Action {
     let ctx = &kctx.shared;
     let key = ObjectKey::of(obj);
-    let resync = resync_for(obj, ctx.config.resync);
+    let resync = report.resync.unwrap_or(ctx.config.resync);
     let mut next = next_step(stage, &report.settled, resync);
     for n in &report.notes {
         publish(ctx, obj, EventType::Normal, n.reason, n.action, n.note.clone()).await;

@@ -262,13 +262,17 @@ pub trait CloudSides: Send + Sync {
 
 /// What the gates let through, or why they stop a reconcile before the cloud is read.
 pub enum Gate {
-    /// Plan with `env`; `draining`: the record is undone with the credentials that made it
-    /// first (the spec names another cloud account now), so the plan is a cleanup.
+    /// Plan with `env`, resyncing every `resync`; `draining`: the record is undone with the
+    /// credentials that made it first (the spec names another cloud account now), so the
+    /// plan is a cleanup.
     Open {
         env: KindEnv,
         origin: String,
         draining: bool,
+        resync: Duration,
     },
+    /// The spec is invalid in a way admission could not catch (terminal `InvalidSpec`).
+    InvalidSpec { message: String },
     /// Deletion with `skip-cleanup: "true"`: released without cloud cleanup.
     CleanupSkipped { message: String },
     /// `spec.suspend: true`.
@@ -286,14 +290,14 @@ pub fn summarize(items: &[String]) -> String {
     }
 }
 
-/// The gates, in order: skip-cleanup, suspend, then the credentials.
+/// The gates, in order: skip-cleanup, suspend, the resync interval, then the credentials.
 ///
 /// Recorded writes are undone with the credentials that made them. When the spec now names
 /// another cloud account, the record is undone first (a "drain"), then the new one takes
 /// over. A key rotated within one account (a new Secret name, another RAM user) is no drain,
 /// and neither are credentials that cannot be resolved (a Secret pruned by the same apply, a
 /// typo): nothing is exited on a guess.
-pub async fn gates<K: ManagedKind, C: CloudSides>(obj: &K, stage: Stage, sides: &C) -> Gate {
+pub async fn gates<K: ManagedKind, C: CloudSides>(obj: &K, stage: Stage, sides: &C, default_resync: Duration) -> Gate {
     let previous = obj.status().cloned().unwrap_or_default();
     let recorded = obj.recorded(&previous);
     if stage == Stage::Cleanup
@@ -319,6 +323,12 @@ pub async fn gates<K: ManagedKind, C: CloudSides>(obj: &K, stage: Stage, sides: 
     if stage == Stage::Apply && obj.common().suspend {
         return Gate::Suspended;
     }
+    // A deletion is never held up by it: it cleans up at the operator's resync.
+    let resync = match resync_for(obj, default_resync) {
+        Ok(d) => d,
+        Err(message) if stage == Stage::Apply => return Gate::InvalidSpec { message },
+        Err(_) => default_resync,
+    };
     let ns = obj.meta().namespace.clone().unwrap_or_default();
     let spec_ref = obj.common().credentials_ref.clone();
     let pinned = K::recorded_with(&previous).filter(|p| !recorded.is_empty() && *p != spec_ref);
@@ -336,6 +346,7 @@ pub async fn gates<K: ManagedKind, C: CloudSides>(obj: &K, stage: Stage, sides: 
             env,
             origin,
             draining: use_pinned && stage == Stage::Apply,
+            resync,
         },
         Err(error) => Gate::NoCredentials {
             error,
@@ -376,12 +387,12 @@ pub async fn peer_accounts<K: ManagedKind, C: CloudSides>(
 }
 
 /// The context of one decision about `obj`, now.
-pub fn plan_context<K: ManagedKind>(obj: &K, default_resync: Duration) -> PlanContext {
+pub fn plan_context<K: ManagedKind>(obj: &K, resync: Duration) -> PlanContext {
     PlanContext {
         now: chrono::Utc::now(),
         generation: obj.meta().generation.unwrap_or_default(),
         policy: obj.common().management_policy,
-        resync: resync_for(obj, default_resync),
+        resync,
         request: None,
     }
 }
@@ -409,6 +420,9 @@ pub struct Report {
     pub observed: Option<ObjectState>,
     /// Whether the plan found the cloud differing from the spec.
     pub drift: bool,
+    /// The resync interval the reconcile used (`None`: it got no further than the gates
+    /// that need none; the operator's default applies).
+    pub resync: Option<Duration>,
 }
 
 /// The HTTP status of a Kubernetes API error, if it was one.
@@ -428,6 +442,7 @@ impl Report {
             notes: Vec::new(),
             observed: None,
             drift: false,
+            resync: None,
         }
     }
 
@@ -494,9 +509,31 @@ pub async fn run_stage<K: ManagedKind, S: StatusSink<K>, C: CloudSides>(
     default_resync: Duration,
 ) -> Report {
     let previous = obj.status().cloned().unwrap_or_default();
-    let mut plan_ctx = plan_context(obj, default_resync);
-    let (mut env, origin, draining) = match gates(obj, stage, sides).await {
-        Gate::Open { env, origin, draining } => (env, origin, draining),
+    // The conditions of a reconcile stopped at a gate; the interval is not read there.
+    let gate_ctx = plan_context(obj, default_resync);
+    let (mut env, origin, draining, resync) = match gates(obj, stage, sides, default_resync).await {
+        Gate::Open {
+            env,
+            origin,
+            draining,
+            resync,
+        } => (env, origin, draining, resync),
+        Gate::InvalidSpec { message } => {
+            let v = Verdict::not_ready(Reason::InvalidSpec, message);
+            return match write_conditions(obj, previous, &v, false, &gate_ctx, sink).await {
+                Ok(status) => Report::new(
+                    Settled::Planned {
+                        reason: v.reason,
+                        requeue_after: None,
+                        remaining: obj.recorded(&status).len(),
+                    },
+                    v.reason.as_str(),
+                    &v.message,
+                )
+                .observed::<K>(Some(&status), &v),
+                Err(e) => Report::kube("writing status", e),
+            };
+        }
         Gate::CleanupSkipped { message } => {
             let mut report = Report::new(Settled::CleanupSkipped, "CleanupSkipped", message.clone());
             report.notes.push(Note {
@@ -508,7 +545,7 @@ pub async fn run_stage<K: ManagedKind, S: StatusSink<K>, C: CloudSides>(
         }
         Gate::Suspended => {
             let v = Verdict::not_ready(Reason::Suspended, "spec.suspend is true: nothing is read or written");
-            return match write_conditions(obj, previous, &v, false, &plan_ctx, sink).await {
+            return match write_conditions(obj, previous, &v, false, &gate_ctx, sink).await {
                 Ok(_) => Report::new(Settled::Suspended, v.reason.as_str(), &v.message).observed::<K>(obj.status(), &v),
                 Err(e) => Report::kube("writing status", e),
             };
@@ -534,7 +571,7 @@ pub async fn run_stage<K: ManagedKind, S: StatusSink<K>, C: CloudSides>(
                 &v.message,
             )
             .observed::<K>(obj.status(), &v);
-            return match write_conditions(obj, previous, &v, false, &plan_ctx, sink).await {
+            return match write_conditions(obj, previous, &v, false, &gate_ctx, sink).await {
                 Ok(_) => report,
                 // On deletion the object may already be gone; that is not a reason to stay.
                 Err(e) if stage == Stage::Cleanup && remaining == 0 && api_status(&e) == Some(404) => report,
@@ -542,6 +579,7 @@ pub async fn run_stage<K: ManagedKind, S: StatusSink<K>, C: CloudSides>(
             };
         }
     };
+    let mut plan_ctx = plan_context(obj, resync);
     let key = ObjectKey::of(obj);
     tracing::debug!(credentials = %origin, draining, "resolved credentials");
     env.max_age = plan_ctx.resync;
@@ -633,6 +671,7 @@ pub async fn run_stage<K: ManagedKind, S: StatusSink<K>, C: CloudSides>(
     report.notes = notes;
     report.notes.extend(drain_note);
     report.drift = r.drift;
+    report.resync = Some(resync);
     report.observed::<K>(Some(&r.status), &r.verdict)
 }
 
