@@ -9,9 +9,15 @@ use alicloud_ops_operator::cli;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log format: text or json.
-    #[arg(long, env = "ALICLOUD_OPS_LOG_FORMAT", default_value = "text", global = true, value_parser = ["text", "json"])]
-    log_format: String,
+    /// Log format.
+    #[arg(long, env = "ALICLOUD_OPS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -25,9 +31,9 @@ enum Command {
     Plan(cli::plan::PlanArgs),
     /// Request an immediate reconcile of KIND/NAME (sets the reconcile-requested-at annotation).
     Reconcile(cli::kubectl::ReconcileArgs),
-    /// Run the operator: reconcile the four kinds against the cloud.
+    /// Run the operator: reconcile every kind against the cloud.
     Run(cli::run::RunArgs),
-    /// Show every resource of the four kinds with its Ready reason and what the operator does next.
+    /// Show every resource of every kind with its Ready reason and what the operator does next.
     Status(cli::kubectl::StatusArgs),
 }
 
@@ -45,13 +51,13 @@ fn parse() -> Cli {
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
-fn init_logging(format: &str) {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if format == "json" {
+    if format == LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();
@@ -61,7 +67,7 @@ fn init_logging(format: &str) {
 #[tokio::main]
 async fn main() {
     let cli = parse();
-    init_logging(&cli.log_format);
+    init_logging(cli.log_format);
     let code = match &cli.command {
         Command::Call(args) => match cli::call::run(args).await {
             Ok(json) => {
@@ -75,10 +81,12 @@ async fn main() {
         },
         Command::Plan(args) => match cli::plan::run(args).await {
             Ok(report) => {
-                match args.output.as_str() {
-                    "json" => println!("{}", serde_json::to_string_pretty(&report).expect("JSON prints")),
-                    "markdown" => print!("{}", cli::plan::render_markdown(&report)),
-                    _ => print!("{}", cli::plan::render_table(&report)),
+                match args.output {
+                    cli::plan::Output::Json => {
+                        println!("{}", serde_json::to_string_pretty(&report).expect("JSON prints"))
+                    }
+                    cli::plan::Output::Markdown => print!("{}", cli::plan::render_markdown(&report)),
+                    cli::plan::Output::Table => print!("{}", cli::plan::render_table(&report)),
                 }
                 report.exit_code()
             }

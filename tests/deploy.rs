@@ -247,7 +247,11 @@ fn the_ci_snippets_parse_and_call_plan_as_it_is() {
         let args: Vec<&str> = line.split(" > ").next().unwrap().split_whitespace().collect();
         let parsed = Wrapper::try_parse_from(std::iter::once("plan").chain(args.iter().copied()))
             .unwrap_or_else(|e| panic!("{file}: {args:?}: {e}"));
-        assert_eq!(parsed.plan.output, "markdown", "{file}");
+        assert_eq!(
+            parsed.plan.output,
+            alicloud_ops_operator::cli::plan::Output::Markdown,
+            "{file}"
+        );
     }
 }
 

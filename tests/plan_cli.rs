@@ -6,7 +6,7 @@ mod support;
 use std::process::Command;
 
 use alicloud_ops_operator::cli::cloud_args::CloudArgs;
-use alicloud_ops_operator::cli::plan::{PlanArgs, run};
+use alicloud_ops_operator::cli::plan::{PlanArgs, PlanResult, run};
 use clap::Parser;
 use support::*;
 
@@ -131,7 +131,7 @@ async fn credentials_come_from_a_secret_in_the_input_and_others_are_skipped() {
     assert_eq!(report.skipped.len(), 1, "{:?}", report.skipped);
     assert!(report.skipped[0].contains("ConfigMap unrelated"));
     let ok = report.resources.iter().find(|r| r.name == "shared-already").unwrap();
-    assert_eq!(ok.result, "InSync", "{ok:?}");
+    assert_eq!(ok.result, PlanResult::InSync, "{ok:?}");
     assert!(
         ok.credentials.starts_with("Secret team-a/team-a-cloud from the input"),
         "{}",

@@ -29,8 +29,8 @@ pub struct PlanArgs {
     pub files: Vec<PathBuf>,
     /// Output format: `table` (text), `json`, or `markdown` (a table GitHub and GitLab
     /// render, for a pull-request comment).
-    #[arg(short = 'o', long, default_value = "table", value_parser = ["table", "json", "markdown"])]
-    pub output: String,
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
     /// Where the live objects are read from; `-n` is the namespace of documents that name none.
     #[command(flatten)]
     pub kube: super::kube_args::KubeArgs,
@@ -42,6 +42,47 @@ pub struct PlanArgs {
     pub cloud: CloudArgs,
 }
 
+/// How `plan` prints its report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+    Markdown,
+}
+
+/// What the operator would do about one resource, in one word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum PlanResult {
+    /// The cloud matches the spec.
+    InSync,
+    /// The operator would write.
+    Changes,
+    /// ObserveOnly: the cloud differs, and the operator would only report it.
+    Drift,
+    /// `spec.suspend: true`.
+    Suspended,
+    /// The resource cannot be reconciled as it is (a reason that needs a person).
+    Error,
+}
+
+impl PlanResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanResult::InSync => "InSync",
+            PlanResult::Changes => "Changes",
+            PlanResult::Drift => "Drift",
+            PlanResult::Suspended => "Suspended",
+            PlanResult::Error => "Error",
+        }
+    }
+}
+
+impl std::fmt::Display for PlanResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What `plan` found for one resource.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -50,9 +91,7 @@ pub struct PlannedResource {
     pub namespace: String,
     pub name: String,
     pub source: String,
-    /// `InSync`, `Changes` (the operator would write), `Drift` (ObserveOnly: it would only
-    /// report), `Suspended` or `Error`.
-    pub result: String,
+    pub result: PlanResult,
     pub reason: String,
     pub message: String,
     pub credentials: String,
@@ -76,9 +115,9 @@ pub struct PlanReport {
 impl PlanReport {
     /// 0 in sync, 2 changes pending, 1 any error.
     pub fn exit_code(&self) -> i32 {
-        if !self.errors.is_empty() || self.resources.iter().any(|r| r.result == "Error") {
+        if !self.errors.is_empty() || self.resources.iter().any(|r| r.result == PlanResult::Error) {
             1
-        } else if self.resources.iter().any(|r| r.result == "Changes") {
+        } else if self.resources.iter().any(|r| r.result == PlanResult::Changes) {
             2
         } else {
             0
@@ -349,7 +388,7 @@ impl Planner {
             namespace: namespace.clone(),
             name,
             source: doc.source.clone(),
-            result: String::new(),
+            result: PlanResult::InSync,
             reason: String::new(),
             message: String::new(),
             credentials: String::new(),
@@ -368,25 +407,25 @@ impl Planner {
                 (env, if draining { Stage::Cleanup } else { Stage::Apply }, resync)
             }
             runner::Gate::InvalidSpec { message } => {
-                planned.result = "Error".into();
+                planned.result = PlanResult::Error;
                 planned.reason = "InvalidSpec".into();
                 planned.message = message;
                 return Ok(planned);
             }
             runner::Gate::Suspended => {
-                planned.result = "Suspended".into();
+                planned.result = PlanResult::Suspended;
                 planned.reason = "Suspended".into();
                 planned.message = "spec.suspend is true: the operator would not read or write the cloud".into();
                 return Ok(planned);
             }
             runner::Gate::NoCredentials { error, .. } => {
-                planned.result = "Error".into();
+                planned.result = PlanResult::Error;
                 planned.reason = "CredentialsInvalid".into();
                 planned.message = error.to_string();
                 return Ok(planned);
             }
             runner::Gate::CleanupSkipped { message } => {
-                planned.result = "InSync".into();
+                planned.result = PlanResult::InSync;
                 planned.message = message;
                 return Ok(planned);
             }
@@ -400,15 +439,14 @@ impl Planner {
                 // A reason that needs a person is an error in the plan: the pull request
                 // should not merge as it is.
                 planned.result = if outcome.verdict.reason.needs_attention() {
-                    "Error"
+                    PlanResult::Error
                 } else if !outcome.actions.is_empty() {
-                    "Changes"
+                    PlanResult::Changes
                 } else if outcome.has_drift() {
-                    "Drift"
+                    PlanResult::Drift
                 } else {
-                    "InSync"
-                }
-                .into();
+                    PlanResult::InSync
+                };
                 planned.reason = outcome.verdict.reason.as_str().into();
                 planned.message = outcome.verdict.message.clone();
                 if outcome.verdict.reason == crate::reconcile::Reason::Conflict && obj.meta().uid.is_none() {
@@ -426,7 +464,7 @@ impl Planner {
             }
             Err(e) => {
                 let v = runner::error_verdict(&e);
-                planned.result = "Error".into();
+                planned.result = PlanResult::Error;
                 planned.reason = v.reason.as_str().into();
                 planned.message = v.message;
             }
@@ -578,14 +616,14 @@ fn cell(text: &str) -> String {
 /// The plan as Markdown for a pull-request comment: stable (input order, no timestamps or
 /// request ids), so the comment diffs cleanly when the manifests change.
 pub fn render_markdown(report: &PlanReport) -> String {
-    let count = |what: &str| report.resources.iter().filter(|r| r.result == what).count();
+    let count = |what: PlanResult| report.resources.iter().filter(|r| r.result == what).count();
     let mut out = format!(
         "### alicloud-ops-operator plan\n\n**{} in sync, {} with changes, {} drifted (ObserveOnly), {} suspended, {} errors**\n\n",
-        count("InSync"),
-        count("Changes"),
-        count("Drift"),
-        count("Suspended"),
-        count("Error") + report.errors.len()
+        count(PlanResult::InSync),
+        count(PlanResult::Changes),
+        count(PlanResult::Drift),
+        count(PlanResult::Suspended),
+        count(PlanResult::Error) + report.errors.len()
     );
     if !report.resources.is_empty() {
         out.push_str("| resource | result | reason | what the operator would do |\n|---|---|---|---|\n");
@@ -651,17 +689,17 @@ pub fn render_table(report: &PlanReport) -> String {
     for e in &report.errors {
         out.push_str(&format!("error: {e}\n"));
     }
-    let count = |what: &str| report.resources.iter().filter(|r| r.result == what).count();
+    let count = |what: PlanResult| report.resources.iter().filter(|r| r.result == what).count();
     if !report.cluster.is_empty() {
         out.push_str(&format!("Cluster: {}.\n", report.cluster));
     }
     out.push_str(&format!(
         "Plan: {} in sync, {} with changes, {} drifted (ObserveOnly), {} suspended, {} errors.\n",
-        count("InSync"),
-        count("Changes"),
-        count("Drift"),
-        count("Suspended"),
-        count("Error") + report.errors.len()
+        count(PlanResult::InSync),
+        count(PlanResult::Changes),
+        count(PlanResult::Drift),
+        count(PlanResult::Suspended),
+        count(PlanResult::Error) + report.errors.len()
     ));
     out
 }

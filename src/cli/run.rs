@@ -46,8 +46,8 @@ pub struct RunArgs {
     /// Who may read /metrics: `kubernetes` (a bearer token that Kubernetes authenticates and
     /// authorises for `get /metrics`, by TokenReview and SubjectAccessReview) or `none`.
     /// /healthz and /readyz are always open, for the kubelet's probes.
-    #[arg(long, env = "ALICLOUD_OPS_METRICS_AUTH", default_value = "kubernetes", value_parser = ["kubernetes", "none"])]
-    pub metrics_auth: String,
+    #[arg(long, env = "ALICLOUD_OPS_METRICS_AUTH", value_enum, default_value_t = MetricsAuthArg::Kubernetes)]
+    pub metrics_auth: MetricsAuthArg,
     /// Address of /metrics, served over HTTPS.
     #[arg(long, env = "ALICLOUD_OPS_METRICS_ADDR", default_value = "0.0.0.0:8443")]
     pub metrics_addr: SocketAddr,
@@ -71,6 +71,13 @@ pub struct RunArgs {
     pub identity: Option<String>,
     #[command(flatten)]
     pub cloud: CloudArgs,
+}
+
+/// Who may read /metrics (see [`MetricsAuth`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricsAuthArg {
+    Kubernetes,
+    None,
 }
 
 fn identity(args: &RunArgs) -> String {
@@ -108,9 +115,9 @@ pub async fn run(args: &RunArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot reach Kubernetes: {e}"))?;
     let readiness = Arc::new(Readiness::default());
-    let auth = match args.metrics_auth.as_str() {
-        "none" => MetricsAuth::None,
-        _ => MetricsAuth::Kubernetes(client.clone()),
+    let auth = match args.metrics_auth {
+        MetricsAuthArg::None => MetricsAuth::None,
+        MetricsAuthArg::Kubernetes => MetricsAuth::Kubernetes(client.clone()),
     };
     let tls = match &args.metrics_cert_dir {
         Some(dir) => MetricsTls::Dir(dir.clone()),

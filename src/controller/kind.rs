@@ -267,10 +267,33 @@ pub trait ManagedKind:
         vec![]
     }
 
-    /// The credentials that made the recorded writes, when they must also undo them:
-    /// `Some(None)` for the operator's own, `Some(Some(ref))` for a Secret.
-    fn recorded_with(_status: &Self::Status) -> Option<Option<CredentialsRef>> {
+    /// The credentials that made the recorded writes, for kinds whose writes must be undone
+    /// with them (`None`: the kind does not record them).
+    fn recorded_with(_status: &Self::Status) -> Option<MadeWith> {
         None
+    }
+}
+
+/// Which credentials made a resource's recorded writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MadeWith {
+    /// The operator's own (the default chain).
+    Operator,
+    /// The Secret the spec named then.
+    Secret(CredentialsRef),
+}
+
+impl MadeWith {
+    pub fn from_ref(credentials_ref: Option<CredentialsRef>) -> Self {
+        credentials_ref.map_or(MadeWith::Operator, MadeWith::Secret)
+    }
+
+    /// As a spec's `credentialsRef` names them.
+    pub fn credentials_ref(&self) -> Option<&CredentialsRef> {
+        match self {
+            MadeWith::Operator => None,
+            MadeWith::Secret(r) => Some(r),
+        }
     }
 }
 

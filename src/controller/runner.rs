@@ -331,16 +331,20 @@ pub async fn gates<K: ManagedKind, C: CloudSides>(obj: &K, stage: Stage, sides: 
     };
     let ns = obj.meta().namespace.clone().unwrap_or_default();
     let spec_ref = obj.common().credentials_ref.clone();
-    let pinned = K::recorded_with(&previous).filter(|p| !recorded.is_empty() && *p != spec_ref);
+    let pinned =
+        K::recorded_with(&previous).filter(|p| !recorded.is_empty() && p.credentials_ref() != spec_ref.as_ref());
     let use_pinned = match &pinned {
         Some(p) => {
-            let old = sides.resolve_account(&ns, p.as_ref()).await;
+            let old = sides.resolve_account(&ns, p.credentials_ref()).await;
             let new = sides.resolve_account(&ns, spec_ref.as_ref()).await;
             matches!((old, new), (Some(old), Some(new)) if old != new)
         }
         None => false,
     };
-    let credentials_ref = if use_pinned { pinned.flatten() } else { spec_ref };
+    let credentials_ref = match pinned {
+        Some(p) if use_pinned => p.credentials_ref().cloned(),
+        _ => spec_ref,
+    };
     match sides.env_for(&ns, credentials_ref.as_ref()).await {
         Ok((env, origin)) => Gate::Open {
             env,

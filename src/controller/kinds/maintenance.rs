@@ -5,12 +5,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::api::ManagementPolicy;
-use crate::api::common::CredentialsRef;
 use crate::api::maintenance::{DesktopMaintenanceWindow, DesktopMaintenanceWindowStatus};
 use crate::cloud::ops::ecd::{self, Desktop, DesktopFilter};
 use crate::cloud::{CloudError, ErrorClass};
 use crate::controller::events;
-use crate::controller::kind::{KindEnv, ManagedKind, Stage};
+use crate::controller::kind::{KindEnv, MadeWith, ManagedKind, Stage};
 use crate::controller::metrics::ResourceGauge;
 use crate::reconcile::maintenance::{MaintenanceInput, SetMaintenance, plan, schedule};
 use crate::reconcile::{Outcome, PlanContext};
@@ -372,8 +371,11 @@ impl ManagedKind for DesktopMaintenanceWindow {
         status.desktops_in_maintenance.clone()
     }
 
-    fn recorded_with(status: &DesktopMaintenanceWindowStatus) -> Option<Option<CredentialsRef>> {
-        status.entered_with.as_ref().map(|w| w.credentials_ref.clone())
+    fn recorded_with(status: &DesktopMaintenanceWindowStatus) -> Option<MadeWith> {
+        status
+            .entered_with
+            .as_ref()
+            .map(|w| MadeWith::from_ref(w.credentials_ref.clone()))
     }
 
     fn event_reason(action: &SetMaintenance) -> &'static str {
