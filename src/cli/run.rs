@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use super::cloud_args::CloudArgs;
 use crate::cloud::gate::WriteGate;
 use crate::cloud::metrics::CloudMetrics;
+use crate::cloud::retry::RetryPolicy;
 use crate::cloud::snapshot::SnapshotCache;
 use crate::controller::context::{Context, DefaultCredentials, RunConfig};
 use crate::controller::http::{MetricsAuth, MetricsTls, Readiness, serve_health, serve_metrics};
@@ -208,8 +209,11 @@ pub async fn run(args: &RunArgs) -> Result<(), String> {
             concurrency: args.concurrency,
             namespace: args.namespace.clone(),
             default_credentials: DefaultCredentials::from_list(&args.default_credentials_namespaces),
-            error_backoff_base: Duration::from_secs(1),
-            error_backoff_max: Duration::from_secs(300),
+            error_backoff: RetryPolicy {
+                base_delay: Duration::from_secs(1),
+                max_delay: Duration::from_secs(300),
+                ..RetryPolicy::default()
+            },
         },
     ));
 

@@ -11,6 +11,7 @@ use kube::runtime::events::Recorder;
 use super::kind::{KindEnv, ObjectKey, account_key, account_name};
 use super::metrics::Metrics;
 use crate::api::common::CredentialsRef;
+use crate::cloud::retry::RetryPolicy;
 use crate::cloud::snapshot::SnapshotCache;
 use crate::cloud::{CloudClient, CredentialSource, Credentials};
 
@@ -76,8 +77,10 @@ pub struct RunConfig {
     pub namespace: Option<String>,
     /// Where a resource without `credentialsRef` may use the operator's own credentials.
     pub default_credentials: DefaultCredentials,
-    pub error_backoff_base: Duration,
-    pub error_backoff_max: Duration,
+    /// The per-object backoff after a failed reconcile: exponential with full jitter, never
+    /// less than its base (its attempt and time bounds do not apply: an object is retried
+    /// until it succeeds).
+    pub error_backoff: RetryPolicy,
 }
 
 pub struct Context {
@@ -282,13 +285,8 @@ impl Context {
         let mut failures = self.failures.lock().expect("failures lock");
         let n = failures.entry(key.clone()).or_default();
         *n = n.saturating_add(1);
-        let ceiling = self
-            .config
-            .error_backoff_base
-            .saturating_mul(2u32.saturating_pow((*n - 1).min(16)))
-            .min(self.config.error_backoff_max);
-        let jittered = rand::Rng::random_range(&mut rand::rng(), 0.0..=ceiling.as_secs_f64());
-        Duration::from_secs_f64(jittered).max(self.config.error_backoff_base)
+        let policy = &self.config.error_backoff;
+        policy.delay(*n, &mut rand::rng()).max(policy.base_delay)
     }
 
     pub fn reset_backoff(&self, key: &ObjectKey) {

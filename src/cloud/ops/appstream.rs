@@ -7,7 +7,6 @@ use crate::cloud::client::CloudClient;
 use crate::cloud::endpoint::Product;
 use crate::cloud::error::CloudError;
 use crate::cloud::request::RpcRequest;
-use crate::cloud::transport::check_body_code;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -95,12 +94,8 @@ pub async fn approve_ota_task(client: &CloudClient, r: &ApproveOtaTask) -> Resul
         .body("StartTime", r.start_time.clone())
         .body("TaskId", r.task_id.clone())
         .not_idempotent();
-    let json = client.call(&req).await?;
-    check_body_code(req.action, &json)?;
-    serde_json::from_value(json).map_err(|e| CloudError::Decode {
-        action: req.action.into(),
-        message: e.to_string(),
-    })
+    // The client checks the body's Code; a write is decoded once, never sent again for it.
+    client.call_typed(&req).await
 }
 
 /// One approved OTA task of a delivery group, as ListOtaTask reports it.

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::all_token_pages;
 use crate::cloud::client::CloudClient;
 use crate::cloud::endpoint::Product;
 use crate::cloud::error::CloudError;
@@ -56,20 +57,18 @@ pub async fn describe_fota_tasks(
 ) -> Result<Vec<FotaTask>, CloudError> {
     let mut out = Vec::new();
     for chunk in chunks_or_all(task_uids, 100) {
-        let mut next: Option<String> = None;
-        loop {
-            let req = RpcRequest::new(Product::Ecd, "DescribeFotaTasks", region)
-                .query("RegionId", region)
-                .query("MaxResults", "100")
-                .query_list("TaskUid", chunk)
-                .query_opt("NextToken", next.clone());
-            let page: DescribeFotaTasksResponse = client.call_typed(&req).await?;
-            out.extend(page.fota_tasks);
-            match page.next_token.filter(|t| !t.is_empty()) {
-                Some(t) => next = Some(t),
-                None => break,
-            }
-        }
+        out.extend(
+            all_token_pages(|token| async move {
+                let req = RpcRequest::new(Product::Ecd, "DescribeFotaTasks", region)
+                    .query("RegionId", region)
+                    .query("MaxResults", "100")
+                    .query_list("TaskUid", chunk)
+                    .query_opt("NextToken", token);
+                let page: DescribeFotaTasksResponse = client.call_typed(&req).await?;
+                Ok((page.fota_tasks, page.next_token))
+            })
+            .await?,
+        );
     }
     Ok(out)
 }
@@ -149,21 +148,19 @@ pub async fn describe_desktops(
 ) -> Result<Vec<Desktop>, CloudError> {
     let mut out = Vec::new();
     for chunk in chunks_or_all(&filter.desktop_ids, MAX_DESKTOP_IDS_PER_CALL) {
-        let mut next: Option<String> = None;
-        loop {
-            let req = RpcRequest::new(Product::Ecd, "DescribeDesktops", region)
-                .query("RegionId", region)
-                .query("MaxResults", "100")
-                .query_list("DesktopId", chunk)
-                .query_opt("OfficeSiteId", filter.office_site_id.clone())
-                .query_opt("NextToken", next.clone());
-            let page: DescribeDesktopsResponse = client.call_typed(&req).await?;
-            out.extend(page.desktops);
-            match page.next_token.filter(|t| !t.is_empty()) {
-                Some(t) => next = Some(t),
-                None => break,
-            }
-        }
+        out.extend(
+            all_token_pages(|token| async move {
+                let req = RpcRequest::new(Product::Ecd, "DescribeDesktops", region)
+                    .query("RegionId", region)
+                    .query("MaxResults", "100")
+                    .query_list("DesktopId", chunk)
+                    .query_opt("OfficeSiteId", filter.office_site_id.clone())
+                    .query_opt("NextToken", token);
+                let page: DescribeDesktopsResponse = client.call_typed(&req).await?;
+                Ok((page.desktops, page.next_token))
+            })
+            .await?,
+        );
     }
     Ok(out)
 }

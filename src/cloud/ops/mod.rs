@@ -38,6 +38,26 @@ where
     }
 }
 
+/// Reads page after page of a `NextToken`/`MaxResults` listing until the cloud gives no
+/// further token. `fetch` gets the token of the page to read (`None` for the first) and
+/// returns its items and the next token.
+pub(crate) async fn all_token_pages<T, F, Fut>(mut fetch: F) -> Result<Vec<T>, CloudError>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: Future<Output = Result<(Vec<T>, Option<String>), CloudError>>,
+{
+    let mut out = Vec::new();
+    let mut token = None;
+    loop {
+        let (items, next) = fetch(token).await?;
+        out.extend(items);
+        match next.filter(|t| !t.is_empty()) {
+            Some(t) => token = Some(t),
+            None => return Ok(out),
+        }
+    }
+}
+
 /// Accepts a count that arrives as a JSON number or as a string (SWAS documents its
 /// pagination counts as strings).
 pub fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
