@@ -7,3 +7,4 @@ pub mod cloud;
 pub mod controller;
 pub mod emulator;
 pub mod reconcile;
+pub mod ttl_cache;

@@ -6,46 +6,45 @@
 //! by the credential set ([`super::Credentials::account_key`]), bounded, and forgets sets
 //! unused for an hour, so STS keys that rotate at every refresh do not pile up.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::ttl_cache::TtlCache;
 
 /// A set not used for this long is forgotten (it is resolved again if it comes back).
 pub const UNUSED_FOR: Duration = Duration::from_secs(3600);
 /// The most sets the book holds; the least recently used goes first.
 pub const CAPACITY: usize = 10_000;
 
-#[derive(Debug, Default)]
 pub struct AccountBook {
-    entries: Mutex<HashMap<String, (String, Instant)>>,
+    entries: TtlCache<String, String>,
+}
+
+impl Default for AccountBook {
+    fn default() -> Self {
+        AccountBook {
+            entries: TtlCache::sliding(UNUSED_FOR, CAPACITY),
+        }
+    }
+}
+
+impl std::fmt::Debug for AccountBook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AccountBook({} sets)", self.len())
+    }
 }
 
 impl AccountBook {
     /// The account of the credential set `key`, if it was resolved.
     pub fn get(&self, key: &str) -> Option<String> {
-        let mut entries = self.entries.lock().expect("accounts lock");
-        let (account, used) = entries.get_mut(key)?;
-        *used = Instant::now();
-        Some(account.clone())
+        self.entries.get(&key.to_string())
     }
 
     pub fn insert(&self, key: String, account: String) {
-        let now = Instant::now();
-        let mut entries = self.entries.lock().expect("accounts lock");
-        entries.retain(|_, (_, used)| now.duration_since(*used) < UNUSED_FOR);
-        if entries.len() >= CAPACITY
-            && let Some(oldest) = entries
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(k, _)| k.clone())
-        {
-            entries.remove(&oldest);
-        }
-        entries.insert(key, (account, now));
+        self.entries.insert(key, account);
     }
 
     pub fn len(&self) -> usize {
-        self.entries.lock().expect("accounts lock").len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {

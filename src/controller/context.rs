@@ -14,6 +14,7 @@ use crate::api::common::CredentialsRef;
 use crate::cloud::retry::RetryPolicy;
 use crate::cloud::snapshot::SnapshotCache;
 use crate::cloud::{CloudClient, CredentialSource, Credentials};
+use crate::ttl_cache::TtlCache;
 
 /// The field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "alicloud-ops-operator";
@@ -94,10 +95,10 @@ pub struct Context {
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectKey, u32>>,
     /// Account keys by (namespace, Secret name), with when they were read.
-    accounts: Mutex<HashMap<CredentialsKey, (Option<String>, std::time::Instant)>>,
+    accounts: TtlCache<CredentialsKey, Option<String>>,
     /// The credential values of Secrets read by name, with when they were read. Only the
     /// three keys the operator uses are kept, as redacting strings.
-    secrets: Mutex<HashMap<(String, String), (SecretKeys, std::time::Instant)>>,
+    secrets: TtlCache<(String, String), SecretKeys>,
 }
 
 /// The values the operator takes from a credentials Secret.
@@ -112,6 +113,8 @@ struct SecretKeys {
 type CredentialsKey = (String, Option<String>);
 
 const ACCOUNT_CACHE_TTL: Duration = Duration::from_secs(30);
+/// The most Secrets (and accounts) the caches hold; the least recently read goes first.
+const CACHE_CAPACITY: usize = 10_000;
 
 /// Why the credentials of a resource cannot be used. Never holds a secret value.
 #[derive(Debug, thiserror::Error)]
@@ -160,8 +163,8 @@ impl Context {
             recorder,
             config,
             failures: Mutex::new(HashMap::new()),
-            accounts: Mutex::new(HashMap::new()),
-            secrets: Mutex::new(HashMap::new()),
+            accounts: TtlCache::new(ACCOUNT_CACHE_TTL, CACHE_CAPACITY),
+            secrets: TtlCache::new(SECRET_CACHE_TTL, CACHE_CAPACITY),
         }
     }
 
@@ -206,10 +209,8 @@ impl Context {
     /// The credential values of a Secret, read by name (never listed), cached briefly.
     async fn secret_keys(&self, namespace: &str, name: &str, full: &str) -> Result<SecretKeys, CredentialsError> {
         let key = (namespace.to_string(), name.to_string());
-        if let Some((keys, at)) = self.secrets.lock().expect("secrets lock").get(&key)
-            && at.elapsed() < SECRET_CACHE_TTL
-        {
-            return Ok(keys.clone());
+        if let Some(keys) = self.secrets.get(&key) {
+            return Ok(keys);
         }
         let secret = Api::<Secret>::namespaced(self.client.clone(), namespace)
             .get_opt(name)
@@ -233,21 +234,15 @@ impl Context {
             access_key_secret: value("accessKeySecret").map(crate::cloud::SecretString::new),
             security_token: value("securityToken").map(crate::cloud::SecretString::new),
         };
-        self.secrets
-            .lock()
-            .expect("secrets lock")
-            .insert(key, (keys.clone(), std::time::Instant::now()));
+        self.secrets.insert(key, keys.clone());
         Ok(keys)
     }
 
     /// A watched Secret changed or went away: read it again next time.
     pub fn forget_secret(&self, namespace: &str, name: &str) {
         let key = (namespace.to_string(), name.to_string());
-        self.secrets.lock().expect("secrets lock").remove(&key);
-        self.accounts
-            .lock()
-            .expect("accounts lock")
-            .remove(&(key.0, Some(key.1)));
+        self.secrets.remove(&key);
+        self.accounts.remove(&(key.0, Some(key.1)));
     }
 
     /// The cloud account a resource's credentials act in (`None`: they cannot be read, or
@@ -255,18 +250,13 @@ impl Context {
     /// every reconcile.
     pub async fn account_of(&self, namespace: &str, credentials_ref: Option<&CredentialsRef>) -> Option<String> {
         let key = (namespace.to_string(), credentials_ref.map(|r| r.name.clone()));
-        if let Some((account, at)) = self.accounts.lock().expect("accounts lock").get(&key)
-            && at.elapsed() < ACCOUNT_CACHE_TTL
-        {
-            return account.clone();
+        if let Some(account) = self.accounts.get(&key) {
+            return account;
         }
         // A failure is kept as long as an answer: a missing Secret is not read again at every
         // reconcile of every peer (a change of a labelled Secret forgets it at once).
         let account = self.resolve_account(namespace, credentials_ref).await;
-        let mut accounts = self.accounts.lock().expect("accounts lock");
-        // Bounded: what has not been asked for within the cache's life goes.
-        accounts.retain(|_, (_, at)| at.elapsed() < ACCOUNT_CACHE_TTL);
-        accounts.insert(key, (account.clone(), std::time::Instant::now()));
+        self.accounts.insert(key, account.clone());
         account
     }
 

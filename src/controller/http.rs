@@ -2,7 +2,6 @@
 //! controller-runtime serves it), and `/healthz` and `/readyz` over HTTP on a port of their
 //! own, for the kubelet's probes.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +13,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use super::metrics::Metrics;
+use crate::ttl_cache::TtlCache;
 
 /// Readiness: true once this replica is either a standby waiting for the Lease, or the
 /// leader and able to list every kind (the CRDs are installed and RBAC allows it).
@@ -78,7 +78,7 @@ struct AppState {
     metrics: Arc<Metrics>,
     auth: MetricsAuth,
     /// Token digest → (allowed, when decided).
-    decisions: Arc<Mutex<HashMap<String, (StatusCode, Instant)>>>,
+    decisions: Arc<TtlCache<String, StatusCode>>,
     reviews: Arc<Mutex<ReviewBudget>>,
 }
 
@@ -115,7 +115,7 @@ async fn render_metrics(State(s): State<AppState>, headers: HeaderMap) -> axum::
 async fn authorize(
     client: &kube::Client,
     token: &str,
-    decisions: &Mutex<HashMap<String, (StatusCode, Instant)>>,
+    decisions: &TtlCache<String, StatusCode>,
     reviews: &Mutex<ReviewBudget>,
 ) -> StatusCode {
     use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
@@ -123,10 +123,8 @@ async fn authorize(
     use kube::api::{Api, PostParams};
     use sha2::{Digest, Sha256};
     let key = hex::encode(Sha256::digest(token.as_bytes()));
-    if let Some((verdict, at)) = decisions.lock().expect("decisions lock").get(&key)
-        && at.elapsed() < AUTH_CACHE_TTL
-    {
-        return *verdict;
+    if let Some(verdict) = decisions.get(&key) {
+        return verdict;
     }
     if !reviews.lock().expect("reviews lock").take() {
         return StatusCode::TOO_MANY_REQUESTS;
@@ -181,18 +179,8 @@ async fn authorize(
             }
         },
     };
-    let mut d = decisions.lock().expect("decisions lock");
-    // A flood of distinct tokens cannot grow the cache without bound.
-    if d.len() >= AUTH_CACHE_MAX {
-        d.retain(|_, (_, at)| at.elapsed() < AUTH_CACHE_TTL);
-    }
-    while d.len() >= AUTH_CACHE_MAX {
-        let Some(oldest) = d.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| k.clone()) else {
-            break;
-        };
-        d.remove(&oldest);
-    }
-    d.insert(key, (verdict, Instant::now()));
+    // Bounded: a flood of distinct tokens cannot grow the cache.
+    decisions.insert(key, verdict);
     verdict
 }
 
@@ -268,7 +256,7 @@ pub async fn serve_metrics(
         .with_state(AppState {
             metrics,
             auth,
-            decisions: Arc::default(),
+            decisions: Arc::new(TtlCache::new(AUTH_CACHE_TTL, AUTH_CACHE_MAX)),
             reviews: Arc::default(),
         });
     tokio::spawn(async move {
