@@ -1,0 +1,177 @@
+//! DesktopMaintenanceWindow: enter and exit at the window, foreign maintenance, restarts mid-window, deletion that waits for its credentials, overlapping windows.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn maintenance_window_story_enter_exit_foreign_and_delete_during_window() {
+    let Scene { client, ns, emu } = Scene::new("dmw").await;
+    let _op = operator(&ns, &emu);
+    let now = chrono::Utc::now();
+    let in_maint = |emu: &alicloud_ops_operator::emulator::Emulator, id: &str| {
+        emu.world().state().ecd["cn-hangzhou"]
+            .desktops
+            .iter()
+            .find(|d| d.desktop_id == id)
+            .unwrap()
+            .in_maintenance()
+    };
+    // ecd-hz10001 is in maintenance by someone else.
+    create::<DesktopMaintenanceWindow>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "DesktopMaintenanceWindow", "metadata": {"name": "short"},
+               "spec": {"regionId": "cn-hangzhou", "desktopIds": ["ecd-hz10001", "ecd-hz10021", "ecd-hz10022"],
+                        "window": {"start": (now - chrono::Duration::minutes(1)).to_rfc3339(), "end": (now + chrono::Duration::seconds(40)).to_rfc3339()}}}),
+    )
+    .await;
+    let status = wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "short", "Active").await;
+    assert_eq!(status["desktopsInMaintenance"], json!(["ecd-hz10021", "ecd-hz10022"]));
+    assert_eq!(status["foreignMaintenance"], json!(["ecd-hz10001"]));
+    assert!(in_maint(&emu, "ecd-hz10021") && in_maint(&emu, "ecd-hz10022"));
+    // The window ends: the operator requeued itself for the boundary.
+    wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "short", "Completed").await;
+    assert!(!in_maint(&emu, "ecd-hz10021") && !in_maint(&emu, "ecd-hz10022"));
+    assert!(in_maint(&emu, "ecd-hz10001"), "the foreign one stays");
+
+    // Deleting during a window exits maintenance first, through the finalizer.
+    create::<DesktopMaintenanceWindow>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "DesktopMaintenanceWindow", "metadata": {"name": "long"},
+               "spec": {"regionId": "cn-hangzhou", "selector": {"officeSiteId": "cn-hangzhou+dir-0000000003"},
+                        "window": {"start": (now - chrono::Duration::minutes(1)).to_rfc3339(), "end": (now + chrono::Duration::hours(2)).to_rfc3339()}}}),
+    )
+    .await;
+    let status = wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "long", "Active").await;
+    assert_eq!(status["desktopsInMaintenanceCount"], 100);
+    // Drift inside the window: someone takes a computer out; the resync puts it back.
+    emu.world().update_state(|s| {
+        s.ecd
+            .get_mut("cn-hangzhou")
+            .unwrap()
+            .desktops
+            .iter_mut()
+            .find(|d| d.desktop_id == "ecd-hz30050")
+            .unwrap()
+            .management_flags = vec!["NoFlag".into()]
+    });
+    eventually("ecd-hz30050 back in maintenance", WAIT, || async {
+        in_maint(&emu, "ecd-hz30050").then_some(())
+    })
+    .await;
+    let api = Api::<DesktopMaintenanceWindow>::namespaced(client.clone(), &ns);
+    assert!(
+        api.get("long")
+            .await
+            .unwrap()
+            .finalizers()
+            .contains(&"ops.alicloud.dev/cleanup".to_string())
+    );
+    api.delete("long", &DeleteParams::default()).await.unwrap();
+    eventually("deleted", WAIT, || async {
+        api.get_opt("long").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    let left = emu.world().state().ecd["cn-hangzhou"]
+        .desktops
+        .iter()
+        .filter(|d| d.office_site_id.ends_with("0000000003") && d.in_maintenance())
+        .count();
+    assert_eq!(left, 0, "no desktop left in maintenance");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_in_the_middle_of_a_window_leaves_no_desktop_in_maintenance() {
+    let Scene { client, ns, emu } = Scene::new("dmwr").await;
+    let mut op = operator(&ns, &emu);
+    let now = chrono::Utc::now();
+    create::<DesktopMaintenanceWindow>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "DesktopMaintenanceWindow", "metadata": {"name": "w"},
+               "spec": {"regionId": "cn-shanghai", "desktopIds": ["ecd-sh10002", "ecd-sh10003"],
+                        "window": {"start": (now - chrono::Duration::minutes(1)).to_rfc3339(), "end": (now + chrono::Duration::seconds(40)).to_rfc3339()}}}),
+    )
+    .await;
+    wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "w", "Active").await;
+    op.crash();
+    // Down across the window's end.
+    tokio::time::sleep(
+        (now + chrono::Duration::seconds(42) - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default(),
+    )
+    .await;
+    let _op2 = operator(&ns, &emu);
+    wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "w", "Completed").await;
+    let left: Vec<String> = emu.world().state().ecd["cn-shanghai"]
+        .desktops
+        .iter()
+        .filter(|d| d.in_maintenance() && d.desktop_id != "ecd-sh10001")
+        .map(|d| d.desktop_id.clone())
+        .collect();
+    assert!(left.is_empty(), "left in maintenance: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deletion_waits_for_the_credentials_that_entered_the_desktops() {
+    let Scene { client, ns, emu } = Scene::new("nscred").await;
+    let key = KEY_SECRET;
+    secret(&client, &ns, "cloud", key).await;
+    let _op = operator(&ns, &emu);
+    let ids = ["ecd-hz10031", "ecd-hz10032"];
+    create::<DesktopMaintenanceWindow>(&client, &ns, dmw("w", &ids, chrono::Duration::hours(2), Some("cloud"))).await;
+    wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "w", "Active").await;
+    assert!(ids.iter().all(|id| in_maintenance(&emu, id)));
+
+    // The order a namespace deletion can take: the Secret goes before the window.
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .delete("cloud", &DeleteParams::default())
+        .await
+        .unwrap();
+    let api = Api::<DesktopMaintenanceWindow>::namespaced(client.clone(), &ns);
+    api.delete("w", &DeleteParams::default()).await.unwrap();
+    let warning = warning_about(&client, &ns, "w", "skip-cleanup").await;
+    let note = warning.note.unwrap();
+    assert!(note.contains("ecd-hz10031") && note.contains("cloud"), "{note}");
+    assert!(api.get_opt("w").await.unwrap().is_some(), "the finalizer holds");
+    assert!(ids.iter().all(|id| in_maintenance(&emu, id)), "nothing was undone yet");
+
+    // The Secret comes back: the desktops are exited, then the window goes.
+    secret(&client, &ns, "cloud", key).await;
+    gone::<DesktopMaintenanceWindow>(&client, &ns, "w", WAIT).await;
+    assert!(
+        ids.iter().all(|id| !in_maintenance(&emu, id)),
+        "no desktop left in maintenance"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overlapping_windows_exit_a_shared_desktop_with_the_last_one() {
+    let Scene { client, ns, emu } = Scene::new("overlap").await;
+    let _op = operator(&ns, &emu);
+    let (only_first, shared) = ("ecd-hz10051", "ecd-hz10052");
+    create::<DesktopMaintenanceWindow>(
+        &client,
+        &ns,
+        dmw("first", &[only_first, shared], chrono::Duration::seconds(30), None),
+    )
+    .await;
+    create::<DesktopMaintenanceWindow>(&client, &ns, dmw("second", &[shared], chrono::Duration::hours(2), None)).await;
+    wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "first", "Active").await;
+    let second = wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "second", "Active").await;
+    assert_eq!(
+        second["desktopsInMaintenance"],
+        json!([shared]),
+        "held, not foreign: {second}"
+    );
+    wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "first", "Completed").await;
+    assert!(!in_maintenance(&emu, only_first));
+    assert!(in_maintenance(&emu, shared), "the second window still holds it");
+    Api::<DesktopMaintenanceWindow>::namespaced(client.clone(), &ns)
+        .delete("second", &DeleteParams::default())
+        .await
+        .unwrap();
+    gone::<DesktopMaintenanceWindow>(&client, &ns, "second", WAIT).await;
+    assert!(!in_maintenance(&emu, shared), "the last window exits it");
+}
