@@ -434,7 +434,7 @@ impl Planner {
         if K::PEERS_BY_ACCOUNT {
             env.peer_accounts = Arc::new(runner::peer_accounts(&obj, peers, self).await);
         }
-        match runner::plan(&obj, &env, peers, &ctx, stage, false).await {
+        match runner::decide(&obj, &env, peers, &ctx, stage, false).await {
             Ok(outcome) => {
                 // A reason that needs a person is an error in the plan: the pull request
                 // should not merge as it is.

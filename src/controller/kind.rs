@@ -198,7 +198,7 @@ pub trait ManagedKind:
     /// Whether deleting this resource has cloud work to do, so it needs a finalizer.
     fn needs_finalizer(&self) -> bool;
 
-    /// Whether [`ManagedKind::plan`] reads its peers (the other resources of the kind).
+    /// Whether [`ManagedKind::read_and_plan`] reads its peers (the other resources of the kind).
     /// Kinds that do not are given none, instead of a copy of the whole cache each time.
     const READS_PEERS: bool = true;
 
@@ -207,7 +207,7 @@ pub trait ManagedKind:
     const PEERS_BY_ACCOUNT: bool = false;
 
     /// Reads the cloud (through the snapshots unless `fresh`) and plans.
-    fn plan(
+    fn read_and_plan(
         &self,
         env: &KindEnv,
         peers: &[Arc<Self>],

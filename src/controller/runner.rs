@@ -22,8 +22,10 @@ use crate::api::common::CredentialsRef;
 use crate::cloud::{CloudError, ErrorClass};
 use crate::reconcile::{Outcome, PlanContext, Reason, Verdict};
 
-/// Plans `obj` against the cloud. `fresh` skips the snapshots (a requested reconcile).
-pub async fn plan<K: ManagedKind>(
+/// Reads the cloud and plans `obj` ([`ManagedKind::read_and_plan`]); a kind that reads fresh
+/// before writing plans again on a fresh read when the plan has writes. `fresh` skips the
+/// shared lists from the start (a requested reconcile).
+pub async fn decide<K: ManagedKind>(
     obj: &K,
     env: &KindEnv,
     peers: &[Arc<K>],
@@ -31,13 +33,13 @@ pub async fn plan<K: ManagedKind>(
     stage: Stage,
     fresh: bool,
 ) -> Result<Outcome<K::Action, K::Status>, CloudError> {
-    let outcome = obj.plan(env, peers, ctx, stage, fresh).await?;
+    let outcome = obj.read_and_plan(env, peers, ctx, stage, fresh).await?;
     if fresh {
         return Ok(outcome);
     }
     if K::FRESH_READ_BEFORE_WRITE && !outcome.actions.is_empty() {
         // The snapshot may be seconds old; decide again on what the cloud says now.
-        return obj.plan(env, peers, ctx, stage, true).await;
+        return obj.read_and_plan(env, peers, ctx, stage, true).await;
     }
     Ok(outcome)
 }
@@ -107,7 +109,7 @@ pub async fn reconcile_once<K: ManagedKind, S: StatusSink<K>>(
     let mut applied = Vec::new();
     let mut events = Vec::new();
     let mut synced = true;
-    let planned = plan(obj, env, peers, ctx, stage, fresh).await;
+    let planned = decide(obj, env, peers, ctx, stage, fresh).await;
     let refused = match &planned {
         Ok(outcome) if !outcome.actions.is_empty() => admission(obj, env).await.err(),
         _ => None,

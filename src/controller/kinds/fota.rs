@@ -36,7 +36,7 @@ impl ManagedKind for FotaTaskPolicy {
     /// whichever Secrets hold the key.
     const PEERS_BY_ACCOUNT: bool = true;
 
-    async fn plan(
+    async fn read_and_plan(
         &self,
         env: &KindEnv,
         peers: &[Arc<Self>],

@@ -27,7 +27,7 @@ impl ManagedKind for ImageShare {
     const WRITE: (Product, &'static str) = (Product::SwasOpen, "ModifyImageShareStatus");
     const READS_PEERS: bool = false;
     /// Every write is decided on a read of its own image (one call): a list that is
-    /// minutes old must not send a second Share while the first one settles.
+    /// minutes old must not send a second Share while the first one propagates.
     const FRESH_READ_BEFORE_WRITE: bool = true;
 
     crate::kind_accessors!(ImageShareStatus, region_id);
@@ -35,7 +35,7 @@ impl ManagedKind for ImageShare {
         self.spec.deletion_policy == DeletionPolicy::UnShare
     }
 
-    async fn plan(
+    async fn read_and_plan(
         &self,
         env: &KindEnv,
         _peers: &[Arc<Self>],

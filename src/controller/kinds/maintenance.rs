@@ -210,7 +210,7 @@ impl ManagedKind for DesktopMaintenanceWindow {
         true
     }
 
-    async fn plan(
+    async fn read_and_plan(
         &self,
         env: &KindEnv,
         peers: &[Arc<Self>],

@@ -33,7 +33,7 @@ impl ManagedKind for OtaSchedule {
         false
     }
 
-    async fn plan(
+    async fn read_and_plan(
         &self,
         env: &KindEnv,
         peers: &[Arc<Self>],
