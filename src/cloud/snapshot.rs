@@ -45,10 +45,50 @@ type Landing = Shared<BoxFuture<'static, Result<Listed, CloudError>>>;
 struct InFlight {
     id: u64,
     landing: Landing,
-    /// Writes made while the list runs, applied to its result.
+    /// Writes made while the list runs, applied to its result (and to its pages so far).
     updates: Vec<Update>,
     /// A write with an unknown effect happened meanwhile: the result is stale on arrival.
     invalidated: bool,
+    /// When the list started (the wall clock).
+    listed_at: chrono::DateTime<chrono::Utc>,
+    /// What the pages read so far hold, for readers looking up one item ([`SnapshotCache::lookup`]);
+    /// `None` until a list publishes its first page ([`Pages`]).
+    partial: Option<Box<dyn Any + Send + Sync>>,
+    /// Counts the pages published, so that lookups waiting for theirs look again.
+    progress: tokio::sync::watch::Sender<u64>,
+}
+
+/// Hands the pages of a list in flight to its readers as they arrive: a reader that looks up
+/// one item ([`SnapshotCache::lookup`]) is answered by the first page that holds it, so the
+/// work of the resources whose items come early starts while the list still pages.
+pub struct Pages<T> {
+    entries: Arc<Mutex<HashMap<SnapshotKey, Entry>>>,
+    key: SnapshotKey,
+    id: u64,
+    _list: std::marker::PhantomData<fn(T)>,
+}
+
+impl<T: Default + Send + Sync + 'static> Pages<T> {
+    /// Adds a page to what the list shows so far (`add` puts its items into `T`). The writes
+    /// of ours made meanwhile are applied again, so a page read before a write does not undo it.
+    pub fn publish(&self, add: impl FnOnce(&mut T)) {
+        let mut entries = self.entries.lock().expect("snapshot lock");
+        let Some(flight) = entries
+            .get_mut(&self.key)
+            .and_then(|e| e.in_flight.as_mut())
+            .filter(|f| f.id == self.id)
+        else {
+            return;
+        };
+        let partial = flight.partial.get_or_insert_with(|| Box::new(T::default()));
+        if let Some(so_far) = partial.downcast_mut::<T>() {
+            add(so_far);
+            for update in &mut flight.updates {
+                update(so_far);
+            }
+        }
+        flight.progress.send_modify(|n| *n += 1);
+    }
 }
 
 struct Entry {
@@ -216,25 +256,120 @@ impl SnapshotCache {
             }
             match &entry.in_flight {
                 Some(f) => f.landing.clone(),
-                None => {
-                    let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let landing = self.start(key, id, fetch());
-                    entry.in_flight = Some(InFlight {
-                        id,
-                        landing: landing.clone(),
-                        updates: Vec::new(),
-                        invalidated: false,
-                    });
-                    landing
-                }
+                None => self.begin(entry, key, |_| fetch()),
             }
         };
         let (v, at) = landing.await?;
         Ok((typed(list, v)?, at))
     }
 
+    /// Starts the entry's list in flight: `fetch` makes it, given the list's id.
+    fn begin<T, Fut>(&self, entry: &mut Entry, key: SnapshotKey, fetch: impl FnOnce(u64) -> Fut) -> Landing
+    where
+        T: Send + Sync + 'static,
+        Fut: Future<Output = Result<T, CloudError>> + Send + 'static,
+    {
+        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let fetch = fetch(id);
+        // The list shows the cloud as of some time after it started; writes made while it
+        // runs may or may not show (our own are replayed onto it), so a reader compares its
+        // writes with the start.
+        let listed_at = chrono::Utc::now();
+        let landing = self.start(key, id, listed_at, fetch);
+        entry.in_flight = Some(InFlight {
+            id,
+            landing: landing.clone(),
+            updates: Vec::new(),
+            invalidated: false,
+            listed_at,
+            partial: None,
+            progress: tokio::sync::watch::channel(0).0,
+        });
+        landing
+    }
+
+    /// One item of the list for `key`, as `look` finds it, with when the list that answered
+    /// started: from a list young enough (as [`SnapshotCache::get_listed`]), else from the
+    /// pages the list in flight has read so far, as soon as one holds it. `None` once the
+    /// whole list shows no such item. `fetch` gets the [`Pages`] to publish its pages to.
+    pub async fn lookup<T, R, F, Fut>(
+        &self,
+        key: SnapshotKey,
+        max_age: Duration,
+        fetch: F,
+        look: impl Fn(&T) -> Option<R>,
+    ) -> Result<(Option<R>, chrono::DateTime<chrono::Utc>), CloudError>
+    where
+        T: Default + Send + Sync + 'static,
+        F: FnOnce(Pages<T>) -> Fut,
+        Fut: Future<Output = Result<T, CloudError>> + Send + 'static,
+    {
+        let limit = max_age.min(self.cap);
+        let list = key.list;
+        let mut fetch = Some(fetch);
+        let mut followed: Option<Landing> = None;
+        loop {
+            let (mut progress, landing) = {
+                let mut entries = self.entries.lock().expect("snapshot lock");
+                if !entries.contains_key(&key) {
+                    entries.retain(|_, e| e.in_flight.is_some() || e.read.elapsed() < UNREAD_FOR);
+                }
+                let entry = entries.entry(key.clone()).or_default();
+                entry.read = tokio::time::Instant::now();
+                if let Some((value, completed, listed_at)) = &entry.value
+                    && !entry.stale
+                    && completed.elapsed() < limit
+                {
+                    return Ok((look(&*typed::<T>(list, value.clone())?), *listed_at));
+                }
+                match (&entry.in_flight, fetch.take()) {
+                    (Some(f), fetch_unused) => {
+                        fetch = fetch_unused;
+                        let so_far = f.partial.as_ref().and_then(|p| p.downcast_ref::<T>());
+                        if let Some(found) = so_far.and_then(&look) {
+                            return Ok((Some(found), f.listed_at));
+                        }
+                        (Some(f.progress.subscribe()), f.landing.clone())
+                    }
+                    (None, Some(fetch)) => {
+                        let entries = self.entries.clone();
+                        let pages = |id| Pages {
+                            entries,
+                            key: key.clone(),
+                            id,
+                            _list: std::marker::PhantomData,
+                        };
+                        let landing = self.begin(entry, key.clone(), |id| fetch(pages(id)));
+                        let progress = entry.in_flight.as_ref().map(|f| f.progress.subscribe());
+                        (progress, landing)
+                    }
+                    // The list this reader followed has landed, and a write made it stale
+                    // meanwhile: its answer is what the reader gets, as from `get_listed`.
+                    (None, None) => (None, followed.take().expect("a list was followed")),
+                }
+            };
+            followed = Some(landing.clone());
+            let page = async {
+                match &mut progress {
+                    Some(rx) => rx.changed().await.is_ok(),
+                    None => false,
+                }
+            };
+            tokio::select! {
+                more = page => if more { continue },
+                landed = landing.clone() => {
+                    let (v, at) = landed?;
+                    return Ok((look(&*typed::<T>(list, v)?), at));
+                }
+            }
+            // No more pages will come (the list landed or went): its landing answers.
+            let (v, at) = landing.await?;
+            return Ok((look(&*typed::<T>(list, v)?), at));
+        }
+    }
+
     /// Runs one list as its own task and lands its result in the entry.
-    fn start<T, Fut>(&self, key: SnapshotKey, id: u64, fetch: Fut) -> Landing
+    fn start<T, Fut>(&self, key: SnapshotKey, id: u64, listed_at: chrono::DateTime<chrono::Utc>, fetch: Fut) -> Landing
     where
         T: Send + Sync + 'static,
         Fut: Future<Output = Result<T, CloudError>> + Send + 'static,
@@ -243,10 +378,6 @@ impl SnapshotCache {
         let metrics = self.metrics.clone();
         let task = tokio::spawn(async move {
             let started = Instant::now();
-            // The list shows the cloud as of some time after it started; writes made while
-            // it runs may or may not show (our own are replayed onto it below), so a reader
-            // compares its writes with the start.
-            let listed_at = chrono::Utc::now();
             let (result, cost) = measure(std::panic::AssertUnwindSafe(fetch).catch_unwind()).await;
             let label = ListLabel {
                 list: key.list.to_string(),
@@ -297,6 +428,9 @@ impl SnapshotCache {
             *value = Arc::new(next);
         }
         if let Some(flight) = &mut entry.in_flight {
+            if let Some(so_far) = flight.partial.as_mut().and_then(|p| p.downcast_mut::<T>()) {
+                f(so_far);
+            }
             flight.updates.push(Box::new(move |any: &mut dyn Any| {
                 if let Some(v) = any.downcast_mut::<T>() {
                     f(v);
@@ -522,6 +656,53 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.class(), crate::cloud::ErrorClass::Internal, "{err}");
+    }
+
+    /// A reader looking up one item is answered by the first page that holds it, while the
+    /// list still pages; a reader whose item no page holds is answered, `None`, by the whole
+    /// list; and a write of ours made meanwhile holds for the pages read before it.
+    #[tokio::test]
+    async fn a_lookup_is_answered_by_the_first_page_that_holds_the_item() {
+        type Map = HashMap<String, i32>;
+        let cache = Arc::new(SnapshotCache::new(LONG));
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let released = Arc::new(Mutex::new(Some(released)));
+        let fetch = {
+            let released = released.clone();
+            move |pages: Pages<Map>| async move {
+                pages.publish(|m: &mut Map| {
+                    m.insert("a".into(), 1);
+                });
+                let rx = released.lock().unwrap().take().unwrap();
+                rx.await.unwrap();
+                // A page read before the write below, showing the old value again.
+                pages.publish(|m: &mut Map| {
+                    m.insert("a".into(), 1);
+                    m.insert("b".into(), 2);
+                });
+                Ok(Map::from([("a".into(), 1), ("b".into(), 2)]))
+            }
+        };
+        let look = |name: &'static str| move |m: &Map| m.get(name).copied();
+        let (a, _) = cache.lookup(key("r"), LONG, fetch, look("a")).await.unwrap();
+        assert_eq!(a, Some(1), "answered by the first page, before the list lands");
+        let never = |_: Pages<Map>| async { Ok(Map::new()) };
+        let missing = {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.lookup(key("r"), LONG, never, look("z")).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(
+            !missing.is_finished(),
+            "no page holds z yet, and the list has not landed"
+        );
+        cache.update(&key("r"), |m: &mut Map| {
+            m.insert("a".into(), 10);
+        });
+        release.send(()).unwrap();
+        assert_eq!(missing.await.unwrap().unwrap().0, None, "the whole list has no z");
+        let (a, _) = cache.lookup(key("r"), LONG, never, look("a")).await.unwrap();
+        assert_eq!(a, Some(10), "the write holds over the pages read before it");
     }
 
     /// Two readers of one list that disagree on its type are a bug of ours: an error that

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use super::metrics::ResourceGauge;
 use crate::api::ResourceStatus;
 use crate::api::common::{CommonSpec, CredentialsRef};
-use crate::cloud::snapshot::{SnapshotCache, SnapshotKey};
+use crate::cloud::snapshot::{Pages, SnapshotCache, SnapshotKey};
 use crate::cloud::{CloudClient, CloudError, Product};
 use crate::reconcile::{Outcome, PlanContext, Verdict, duration};
 
@@ -93,6 +93,28 @@ impl KindEnv {
         let cloud = self.cloud.shared();
         self.snapshots
             .get_listed(self.key(list, region), self.max_age, || fetch(cloud))
+            .await
+    }
+
+    /// One item of the shared list `list` of `region` (see [`SnapshotCache::lookup`]): answered
+    /// by the first page that holds it while the list is in flight, so a resource whose item
+    /// comes early need not wait for the last page. `fetch` gets a client that lists on
+    /// behalf of every reader, and the [`Pages`] to publish each page to.
+    pub async fn snapshot_lookup<T, R, F, Fut>(
+        &self,
+        list: &'static str,
+        region: &str,
+        fetch: F,
+        look: impl Fn(&T) -> Option<R>,
+    ) -> Result<(Option<R>, chrono::DateTime<chrono::Utc>), CloudError>
+    where
+        T: Default + Send + Sync + 'static,
+        F: FnOnce(CloudClient, Pages<T>) -> Fut,
+        Fut: Future<Output = Result<T, CloudError>> + Send + 'static,
+    {
+        let cloud = self.cloud.shared();
+        self.snapshots
+            .lookup(self.key(list, region), self.max_age, |pages| fetch(cloud, pages), look)
             .await
     }
 

@@ -20,6 +20,19 @@ use super::kind::{ManagedKind, ObjectKey};
 use super::object::{KindContext, error_policy, reconcile};
 use super::registry::{EachKind, each_kind};
 
+/// Where `kubectl apply` keeps the whole object it applied.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// What the cache keeps of an object: neither managedFields nor the copy of the whole object
+/// that `kubectl apply` leaves in an annotation. Nothing reads them, and they are most of an
+/// object's size (10,000 resources).
+fn trim_for_cache<K: ManagedKind>(o: &mut K) {
+    o.managed_fields_mut().clear();
+    if let Some(annotations) = o.meta_mut().annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
 /// What a change must touch to bring a resource back before its requeue: the spec (the
 /// generation, which deletion also bumps), annotations (`reconcile-requested-at`,
 /// `skip-cleanup`) and finalizers. The operator's own status writes are not among them, so
@@ -179,9 +192,7 @@ async fn run<K: ManagedKind>(
     };
     let changes = watcher(api, watcher::Config::default())
         .default_backoff()
-        // The cache keeps no managedFields: nothing reads them, and they are most of an
-        // object's size (10,000 resources).
-        .modify(|o: &mut K| o.managed_fields_mut().clear())
+        .modify(trim_for_cache::<K>)
         .reflect(writer)
         .inspect_ok(forget)
         .applied_objects()
@@ -233,4 +244,30 @@ async fn run<K: ManagedKind>(
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ImageShare;
+    use kube::Resource;
+
+    #[test]
+    fn the_cache_keeps_what_the_operator_reads_and_nothing_else() {
+        let mut obj: ImageShare = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "ImageShare",
+            "metadata": {"name": "s", "namespace": "ns",
+                "annotations": {LAST_APPLIED: "{\"spec\": {}}", "ops.alicloud.dev/skip-cleanup": "true"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]},
+            "spec": {"regionId": "cn-hangzhou", "imageId": "m-1"}
+        }))
+        .unwrap();
+        trim_for_cache(&mut obj);
+        assert!(obj.meta().managed_fields.as_ref().is_none_or(Vec::is_empty));
+        let annotations = obj.meta().annotations.clone().unwrap();
+        assert_eq!(
+            annotations.keys().collect::<Vec<_>>(),
+            vec!["ops.alicloud.dev/skip-cleanup"]
+        );
+    }
 }

@@ -42,12 +42,24 @@ pub async fn list_custom_images(
     region: &str,
     image_ids: &[String],
 ) -> Result<Vec<CustomImage>, CloudError> {
+    list_custom_images_paged(client, region, image_ids, |_| {}).await
+}
+
+/// [`list_custom_images`], handing each page to `on_page` as it arrives (a reader waiting for
+/// one image need not wait for the last page).
+pub async fn list_custom_images_paged(
+    client: &CloudClient,
+    region: &str,
+    image_ids: &[String],
+    on_page: impl Fn(&[CustomImage]) + Sync,
+) -> Result<Vec<CustomImage>, CloudError> {
     let mut out = Vec::new();
     let groups: Vec<&[String]> = if image_ids.is_empty() {
         vec![&[]]
     } else {
         image_ids.chunks(100).collect()
     };
+    let on_page = &on_page;
     for ids in groups {
         let pages = all_pages(|page| async move {
             let mut req = RpcRequest::new(Product::SwasOpen, "ListCustomImages", region)
@@ -59,6 +71,7 @@ pub async fn list_custom_images(
                 req = req.query("ImageIds", serde_json::to_string(ids).expect("strings serialize"));
             }
             let resp: ListCustomImagesResponse = client.call_typed(&req).await?;
+            on_page(&resp.custom_images);
             Ok(Page {
                 items: resp.custom_images,
                 page_size: resp.page_size,

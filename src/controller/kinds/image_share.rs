@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::api::image_share::{DeletionPolicy, ImageShare, ImageShareStatus};
 use crate::cloud::CloudError;
 use crate::cloud::ops::swas;
+use crate::cloud::snapshot::Pages;
 use crate::controller::events;
 use crate::controller::kind::{KindEnv, ManagedKind, Stage};
 use crate::reconcile::image_share::{ImageShareInput, ModifyShare, cleanup, plan};
@@ -53,13 +54,24 @@ impl ManagedKind for ImageShare {
             let images = swas::list_custom_images(&env.cloud, &region, &ids).await?;
             (images.into_iter().find(|i| &i.image_id == id), listed_at)
         } else {
-            let (images, listed_at) = env
-                .snapshot_listed(LIST, &region, false, |cloud| {
+            // Answered by the first page that holds the image: at a cold start, the writes of
+            // the resources whose images come early start while the list still pages.
+            env.snapshot_lookup(
+                LIST,
+                &region,
+                |cloud, pages: Pages<Images>| {
                     let region = region.clone();
-                    async move { swas::list_custom_images(&cloud, &region, &[]).await.map(by_id) }
-                })
-                .await?;
-            (images.get(id).cloned(), listed_at)
+                    async move {
+                        let publish =
+                            |page: &[swas::CustomImage]| pages.publish(|so_far| so_far.extend(by_id(page.to_vec())));
+                        swas::list_custom_images_paged(&cloud, &region, &[], publish)
+                            .await
+                            .map(by_id)
+                    }
+                },
+                |images: &Images| images.get(id).cloned(),
+            )
+            .await?
         };
         let previous = self.status.clone().unwrap_or_default();
         let uid = self.metadata.uid.clone().unwrap_or_default();
