@@ -88,6 +88,14 @@ impl ResourceGauge {
     }
 }
 
+/// What `/metrics` keeps of one resource: what its last reconcile showed, and when the next
+/// one is due (one entry, one copy of the key).
+#[derive(Default)]
+struct Tracked {
+    state: Option<ObjectState>,
+    due: Option<std::time::Instant>,
+}
+
 /// What `/metrics` shows of one resource after its last reconcile.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ObjectState {
@@ -121,9 +129,7 @@ pub struct Metrics {
     pub leader: Gauge,
     pub cloud: std::sync::Arc<CloudMetrics>,
     /// What each object showed last.
-    objects: Mutex<HashMap<ObjectKey, ObjectState>>,
-    /// When each object's next reconcile is due.
-    due: Mutex<HashMap<ObjectKey, std::time::Instant>>,
+    objects: Mutex<HashMap<ObjectKey, Tracked>>,
 }
 
 impl Metrics {
@@ -142,7 +148,6 @@ impl Metrics {
             leader: Gauge::default(),
             cloud,
             objects: Mutex::new(HashMap::new()),
-            due: Mutex::new(HashMap::new()),
         };
         {
             let mut r = m.registry.lock().expect("registry lock");
@@ -208,12 +213,12 @@ impl Metrics {
     }
 
     pub fn record_object(&self, key: &ObjectKey, state: ObjectState) {
-        self.objects.lock().expect("objects lock").insert(key.clone(), state);
+        let mut objects = self.objects.lock().expect("objects lock");
+        objects.entry(key.clone()).or_default().state = Some(state);
     }
 
     pub fn forget_object(&self, key: &ObjectKey) {
         self.objects.lock().expect("objects lock").remove(key);
-        self.due.lock().expect("due lock").remove(key);
     }
 
     /// Forgets every object of `kind` whose key `exists` denies: a resource deleted without
@@ -224,35 +229,33 @@ impl Metrics {
             .lock()
             .expect("objects lock")
             .retain(|key, _| key.kind != kind || exists(key));
-        self.due
-            .lock()
-            .expect("due lock")
-            .retain(|key, _| key.kind != kind || exists(key));
     }
 
-    /// Records when an object's next reconcile is due (`None`: only on change).
+    /// Records when an object's next reconcile is due (`None`: only on change). A time too
+    /// far ahead to represent is as good as never.
     pub fn schedule(&self, key: &ObjectKey, after: Option<Duration>) {
-        let key = key.clone();
-        let mut due = self.due.lock().expect("due lock");
-        match after {
-            // A time too far ahead to represent is as good as never.
-            Some(d) => match std::time::Instant::now().checked_add(d) {
-                Some(at) => {
-                    due.insert(key, at);
-                }
-                None => {
-                    due.remove(&key);
-                }
-            },
-            None => {
-                due.remove(&key);
+        let due = after.and_then(|d| std::time::Instant::now().checked_add(d));
+        let mut objects = self.objects.lock().expect("objects lock");
+        match (objects.get_mut(key), due) {
+            (Some(t), due) => t.due = due,
+            (None, Some(due)) => {
+                objects.insert(
+                    key.clone(),
+                    Tracked {
+                        state: None,
+                        due: Some(due),
+                    },
+                );
             }
+            (None, None) => {}
         }
     }
 
     /// A reconcile of the object has started: it no longer waits.
     pub fn started(&self, key: &ObjectKey) {
-        self.due.lock().expect("due lock").remove(key);
+        if let Some(t) = self.objects.lock().expect("objects lock").get_mut(key) {
+            t.due = None;
+        }
     }
 
     /// Renders the text exposition format, refreshing the per-object gauges first.
@@ -262,12 +265,15 @@ impl Metrics {
         self.queue_depth.clear();
         // Every kind with resources has a series, 0 when nothing waits: "no data" would hide
         // the difference between an empty queue and a missing operator.
-        for key in self.objects.lock().expect("objects lock").keys() {
-            self.queue_depth.get_or_create(&Self::kind(key.kind)).set(0);
+        let objects = self.objects.lock().expect("objects lock");
+        for (key, t) in objects.iter() {
+            if t.state.is_some() {
+                self.queue_depth.get_or_create(&Self::kind(key.kind)).set(0);
+            }
         }
         let late = std::time::Instant::now() - Duration::from_secs(1);
-        for (key, at) in self.due.lock().expect("due lock").iter() {
-            if *at <= late {
+        for (key, t) in objects.iter() {
+            if t.due.is_some_and(|at| at <= late) {
                 self.queue_depth.get_or_create(&Self::kind(key.kind)).inc();
             }
         }
@@ -276,7 +282,7 @@ impl Metrics {
         for (_, family) in &self.resource_gauges {
             family.clear();
         }
-        for (key, state) in self.objects.lock().expect("objects lock").iter() {
+        for (key, state) in objects.iter().filter_map(|(k, t)| Some((k, t.state.as_ref()?))) {
             let kind = key.kind.to_string();
             let (namespace, name) = (key.namespace.as_str(), key.name.as_str());
             let labels = ObjectLabels {

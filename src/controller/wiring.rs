@@ -48,20 +48,31 @@ fn what_the_operator_acts_on<K: ManagedKind>(obj: &K) -> u64 {
     h.finish()
 }
 
-/// The last look at each object: [`what_the_operator_acts_on`], and whether it had a status.
-type LastSeen<K> = Arc<Mutex<std::collections::HashMap<ObjectRef<K>, (u64, bool)>>>;
+/// The last look at each object, by [`seen_key`]: [`what_the_operator_acts_on`], and whether
+/// it had a status. Keyed by a hash of the name, not a copy of it: one entry per resource
+/// (10,000 of them) is 24 bytes instead of four strings.
+type LastSeen = Arc<Mutex<std::collections::HashMap<u64, (u64, bool)>>>;
+
+/// The key of an object in [`LastSeen`]: a hash of its namespace and name.
+fn seen_key<K: ManagedKind>(obj: &K) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    obj.meta().namespace.hash(&mut h);
+    obj.meta().name.hash(&mut h);
+    h.finish()
+}
 
 /// Whether a watched object should be reconciled: what the operator acts on changed, or its
 /// status disappeared (a restore without status, a replace of the status subresource: the
 /// record is taken back from the cloud at once). A status that appears (the operator's
 /// first write) brings nothing. Deleted objects are dropped from `seen` by the watch.
-fn worth_a_reconcile<K: ManagedKind>(seen: &LastSeen<K>, obj: &K) -> bool {
+fn worth_a_reconcile<K: ManagedKind>(seen: &LastSeen, obj: &K) -> bool {
     let hash = what_the_operator_acts_on(obj);
     let has_status = obj.status().is_some_and(|s| *s != K::Status::default());
     let before = seen
         .lock()
         .expect("seen lock")
-        .insert(ObjectRef::from_obj(obj), (hash, has_status));
+        .insert(seen_key(obj), (hash, has_status));
     match before {
         None => true,
         Some((h, had)) => h != hash || (had && !has_status),
@@ -168,7 +179,7 @@ async fn run<K: ManagedKind>(
     // what was already observed could undo a recorded intent. (Writes carry a precondition
     // as well; this keeps conflicts rare.)
     let (store, writer) = kube::runtime::reflector::store::<K>();
-    let seen: LastSeen<K> = Arc::default();
+    let seen: LastSeen = Arc::default();
     let forget = {
         let (shared, store, seen) = (shared.clone(), store.clone(), seen.clone());
         move |event: &watcher::Event<K>| match event {
@@ -177,15 +188,14 @@ async fn run<K: ManagedKind>(
             watcher::Event::Delete(obj) => {
                 shared.metrics.forget_object(&ObjectKey::of(obj));
                 shared.reset_backoff(&ObjectKey::of(obj));
-                seen.lock().expect("seen lock").remove(&ObjectRef::from_obj(obj));
+                seen.lock().expect("seen lock").remove(&seen_key(obj));
             }
             watcher::Event::InitDone => {
                 let keys: HashSet<ObjectKey> = store.state().iter().map(|o| ObjectKey::of(o.as_ref())).collect();
                 shared.metrics.forget_objects_of(K::KIND, |key| keys.contains(key));
                 shared.forget_backoffs_of(K::KIND, |key| keys.contains(key));
-                let refs: HashSet<ObjectRef<K>> =
-                    store.state().iter().map(|o| ObjectRef::from_obj(o.as_ref())).collect();
-                seen.lock().expect("seen lock").retain(|r, _| refs.contains(r));
+                let listed: HashSet<u64> = store.state().iter().map(|o| seen_key(o.as_ref())).collect();
+                seen.lock().expect("seen lock").retain(|k, _| listed.contains(k));
             }
             _ => {}
         }
