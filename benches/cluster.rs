@@ -364,11 +364,27 @@ async fn scale(client: &Client, emu: &Emulator, n: usize, s: &Settings) {
     let started = Instant::now();
     let op = s.operator(&ns, emu);
     let pid = op.pid().unwrap();
+    // What the operator's workers do meanwhile: reconciles in flight, sampled from /metrics.
+    let in_flight: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let sampler = {
+        let (url, in_flight) = (op.metrics.clone(), in_flight.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                if let Ok(r) = https_client().get(&url).bearer_auth(admin_token()).send().await {
+                    let text = r.text().await.unwrap_or_default();
+                    let sample = metric_sum(&text, "alicloud_ops_reconciles_in_flight", "ImageShare");
+                    in_flight.lock().unwrap().push(sample);
+                }
+            }
+        })
+    };
     let offset = tracker.started.elapsed().as_secs_f64() - started.elapsed().as_secs_f64();
     let all = tracker
         .until("all Ready", Duration::from_secs(600), |st| st.ready == n)
         .await
         - offset;
+    sampler.abort();
     let first = tracker.first_ready() - offset;
     let pages = emu.world().counters().count("ListCustomImages");
     let rate = n as f64 / (all - first);
@@ -382,6 +398,16 @@ async fn scale(client: &Client, emu: &Emulator, n: usize, s: &Settings) {
     println!(
         "  convergence: {rate:.0}/s from first to last Ready = {:.0} % of the raw rate",
         100.0 * rate / raw
+    );
+    let samples = in_flight.lock().unwrap().clone();
+    let metrics = op.scrape().await;
+    let reconcile_seconds = metric_sum(&metrics, "alicloud_ops_reconcile_duration_seconds_sum", "ImageShare");
+    let reconciles = metric_sum(&metrics, "alicloud_ops_reconcile_duration_seconds_count", "ImageShare");
+    println!(
+        "  reconciles in flight during the cold start: {:.1} on average of {concurrency} ({} samples); a reconcile took {:.0} ms on average ({reconciles} reconciles)",
+        samples.iter().sum::<f64>() / samples.len().max(1) as f64,
+        samples.len(),
+        1000.0 * reconcile_seconds / reconciles.max(1.0)
     );
     println!("  lists at cold start: {pages} ListCustomImages pages");
     tracker.write_csv(&s.out.join("ready.csv"), "ImageShare cold start");
