@@ -18,7 +18,7 @@ use crate::cloud::metrics::CloudMetrics;
 use crate::cloud::snapshot::SnapshotCache;
 use crate::cloud::{CloudClient, CredentialSource, Credentials};
 use crate::controller::context::CredentialsError;
-use crate::controller::kind::{KindEnv, ManagedKind, Stage, account_key, account_name};
+use crate::controller::kind::{KindEnv, ManagedKind, Stage, account_key};
 use crate::controller::registry::{self, EachKind};
 use crate::controller::runner;
 
@@ -326,46 +326,6 @@ impl Planner {
         KindEnv::new(cloud, account, self.snapshots.clone())
     }
 
-    /// The cloud side of a resource: its Secret from the input, else the default chain,
-    /// keyed by cloud account as the operator keys it. The second value says which, for the
-    /// output.
-    async fn env(
-        &self,
-        namespace: &str,
-        credentials_ref: Option<&CredentialsRef>,
-    ) -> Result<(KindEnv, String), CredentialsError> {
-        let default_chain = self.default_client.credentials().describe();
-        let default_env = || async {
-            let account = account_key(&self.default_client, "default".into()).await;
-            self.env_with(self.default_client.clone(), account)
-        };
-        let Some(r) = credentials_ref else {
-            return Ok((default_env().await, format!("default chain: {default_chain}")));
-        };
-        let Some(keys) = self.secrets.get(&(namespace.to_string(), r.name.clone())) else {
-            let desc = format!(
-                "Secret {namespace}/{} is not in the input; default chain: {default_chain}",
-                r.name
-            );
-            return Ok((default_env().await, desc));
-        };
-        let key = |name: &'static str| {
-            keys.get(name)
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| CredentialsError::MissingKey(format!("{namespace}/{}", r.name), name))
-        };
-        let (id, secret) = (key("accessKeyId")?, key("accessKeySecret")?);
-        let origin = format!("Secret {namespace}/{} from the input", r.name);
-        let creds = Credentials::new(id.clone(), secret.clone(), keys.get("securityToken").cloned(), None);
-        let fallback = creds.account_key();
-        let client = self.default_client.with_credentials(CredentialSource::Static {
-            credentials: creds,
-            origin: origin.clone(),
-        });
-        let account = account_key(&client, fallback).await;
-        Ok((self.env_with(client, account), format!("{origin} (AccessKeyId {id})")))
-    }
-
     /// Plans one document of kind `K`. `resolved` is the kind's [`Cluster::resolve`]; the
     /// operator compares a resource with `peers`.
     async fn plan_one<K: ManagedKind>(
@@ -504,18 +464,44 @@ impl<'a> EachKind for PlanKind<'a> {
 }
 
 impl runner::CloudSides for Planner {
+    /// The cloud side of a resource: its Secret from the input, else the default chain,
+    /// keyed by cloud account as the operator keys it. The second value says which, for the
+    /// output.
     async fn env_for(
         &self,
         namespace: &str,
         credentials_ref: Option<&CredentialsRef>,
     ) -> Result<(KindEnv, String), CredentialsError> {
-        self.env(namespace, credentials_ref).await
-    }
-
-    async fn resolve_account(&self, namespace: &str, credentials_ref: Option<&CredentialsRef>) -> Option<String> {
-        // As the operator resolves it: the account STS names, or nothing.
-        let (env, _) = self.env(namespace, credentials_ref).await.ok()?;
-        env.cloud.account().await.ok().map(|a| account_name(&a))
+        let default_chain = self.default_client.credentials().describe();
+        let default_env = || async {
+            let account = account_key(&self.default_client, "default".into()).await;
+            self.env_with(self.default_client.clone(), account)
+        };
+        let Some(r) = credentials_ref else {
+            return Ok((default_env().await, format!("default chain: {default_chain}")));
+        };
+        let Some(keys) = self.secrets.get(&(namespace.to_string(), r.name.clone())) else {
+            let desc = format!(
+                "Secret {namespace}/{} is not in the input; default chain: {default_chain}",
+                r.name
+            );
+            return Ok((default_env().await, desc));
+        };
+        let key = |name: &'static str| {
+            keys.get(name)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| CredentialsError::MissingKey(format!("{namespace}/{}", r.name), name))
+        };
+        let (id, secret) = (key("accessKeyId")?, key("accessKeySecret")?);
+        let origin = format!("Secret {namespace}/{} from the input", r.name);
+        let creds = Credentials::new(id.clone(), secret.clone(), keys.get("securityToken").cloned(), None);
+        let fallback = creds.account_key();
+        let client = self.default_client.with_credentials(CredentialSource::Static {
+            credentials: creds,
+            origin: origin.clone(),
+        });
+        let account = account_key(&client, fallback).await;
+        Ok((self.env_with(client, account), format!("{origin} (AccessKeyId {id})")))
     }
 }
 

@@ -112,6 +112,24 @@ impl Default for Entry {
     }
 }
 
+impl Entry {
+    /// The list, if it is not stale and completed less than `limit` ago, with when it started.
+    fn young(&self, limit: Duration) -> Option<(Value, chrono::DateTime<chrono::Utc>)> {
+        let (value, completed, listed_at) = self.value.as_ref()?;
+        (!self.stale && completed.elapsed() < limit).then(|| (value.clone(), *listed_at))
+    }
+}
+
+/// The entry of `key`, marked as read now; lists nobody reads any more go when a new key comes.
+fn read_entry<'a>(entries: &'a mut HashMap<SnapshotKey, Entry>, key: &SnapshotKey) -> &'a mut Entry {
+    if !entries.contains_key(key) {
+        entries.retain(|_, e| e.in_flight.is_some() || e.read.elapsed() < UNREAD_FOR);
+    }
+    let entry = entries.entry(key.clone()).or_default();
+    entry.read = tokio::time::Instant::now();
+    entry
+}
+
 /// A list nobody has asked for this long is dropped (credentials that are gone, a region no
 /// resource names any more); it is listed again if someone asks.
 pub const UNREAD_FOR: Duration = Duration::from_secs(3600);
@@ -243,16 +261,9 @@ impl SnapshotCache {
         let list = key.list;
         let landing = {
             let mut entries = self.entries.lock().expect("snapshot lock");
-            if !entries.contains_key(&key) {
-                entries.retain(|_, e| e.in_flight.is_some() || e.read.elapsed() < UNREAD_FOR);
-            }
-            let entry = entries.entry(key.clone()).or_default();
-            entry.read = tokio::time::Instant::now();
-            if let Some((value, completed, listed_at)) = &entry.value
-                && !entry.stale
-                && completed.elapsed() < limit
-            {
-                return Ok((typed(key.list, value.clone())?, *listed_at));
+            let entry = read_entry(&mut entries, &key);
+            if let Some((value, listed_at)) = entry.young(limit) {
+                return Ok((typed(key.list, value)?, listed_at));
             }
             match &entry.in_flight {
                 Some(f) => f.landing.clone(),
@@ -311,16 +322,9 @@ impl SnapshotCache {
         loop {
             let (mut progress, landing) = {
                 let mut entries = self.entries.lock().expect("snapshot lock");
-                if !entries.contains_key(&key) {
-                    entries.retain(|_, e| e.in_flight.is_some() || e.read.elapsed() < UNREAD_FOR);
-                }
-                let entry = entries.entry(key.clone()).or_default();
-                entry.read = tokio::time::Instant::now();
-                if let Some((value, completed, listed_at)) = &entry.value
-                    && !entry.stale
-                    && completed.elapsed() < limit
-                {
-                    return Ok((look(&*typed::<T>(list, value.clone())?), *listed_at));
+                let entry = read_entry(&mut entries, &key);
+                if let Some((value, listed_at)) = entry.young(limit) {
+                    return Ok((look(&*typed::<T>(list, value)?), listed_at));
                 }
                 match (&entry.in_flight, fetch.take()) {
                     (Some(f), fetch_unused) => {

@@ -8,8 +8,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::runtime::events::Recorder;
 
-use super::kind::{KindEnv, ObjectKey, account_key, account_name};
+use super::kind::{KindEnv, ObjectKey, account_key};
 use super::metrics::Metrics;
+use super::runner::CloudSides;
 use crate::api::common::CredentialsRef;
 use crate::cloud::retry::RetryPolicy;
 use crate::cloud::snapshot::SnapshotCache;
@@ -168,44 +169,6 @@ impl Context {
         }
     }
 
-    /// The cloud side for a resource: its Secret (same namespace only) or the default chain.
-    pub async fn env_for(
-        &self,
-        namespace: &str,
-        credentials_ref: Option<&CredentialsRef>,
-    ) -> Result<(KindEnv, String), CredentialsError> {
-        let Some(r) = credentials_ref else {
-            if !self.config.default_credentials.allows(namespace) {
-                return Err(CredentialsError::DefaultNotAllowed(namespace.to_string()));
-            }
-            let account = account_key(&self.cloud, "default".into()).await;
-            let env = KindEnv::new(self.cloud.clone(), account, self.snapshots.clone());
-            return Ok((env, "the operator's credentials".into()));
-        };
-        let full = format!("{namespace}/{}", r.name);
-        let keys = self.secret_keys(namespace, &r.name, &full).await?;
-        let id = keys
-            .access_key_id
-            .ok_or_else(|| CredentialsError::MissingKey(full.clone(), "accessKeyId"))?;
-        let key_secret = keys
-            .access_key_secret
-            .ok_or_else(|| CredentialsError::MissingKey(full.clone(), "accessKeySecret"))?;
-        let creds = Credentials {
-            access_key_id: id,
-            access_key_secret: key_secret,
-            security_token: keys.security_token,
-            expiration: None,
-        };
-        let fallback = creds.account_key();
-        let origin = format!("Secret {full}");
-        let cloud = self.cloud.with_credentials(CredentialSource::Static {
-            credentials: creds,
-            origin: origin.clone(),
-        });
-        let account = account_key(&cloud, fallback).await;
-        Ok((KindEnv::new(cloud, account, self.snapshots.clone()), origin))
-    }
-
     /// The credential values of a Secret, read by name (never listed), cached briefly.
     async fn secret_keys(&self, namespace: &str, name: &str, full: &str) -> Result<SecretKeys, CredentialsError> {
         let key = (namespace.to_string(), name.to_string());
@@ -245,30 +208,6 @@ impl Context {
         self.accounts.remove(&(key.0, Some(key.1)));
     }
 
-    /// The cloud account a resource's credentials act in (`None`: they cannot be read, or
-    /// the cloud cannot say). Cached briefly: conflicts between peers are decided on it at
-    /// every reconcile.
-    pub async fn account_of(&self, namespace: &str, credentials_ref: Option<&CredentialsRef>) -> Option<String> {
-        let key = (namespace.to_string(), credentials_ref.map(|r| r.name.clone()));
-        if let Some(account) = self.accounts.get(&key) {
-            return account;
-        }
-        // A failure is kept as long as an answer: a missing Secret is not read again at every
-        // reconcile of every peer (a change of a labelled Secret forgets it at once).
-        let account = self.resolve_account(namespace, credentials_ref).await;
-        self.accounts.insert(key, account.clone());
-        account
-    }
-
-    /// [`Context::account_of`] without the cache: for decisions that act on a failure (a
-    /// drain is never decided on a Secret that was missing a moment ago).
-    pub async fn resolve_account(&self, namespace: &str, credentials_ref: Option<&CredentialsRef>) -> Option<String> {
-        match self.env_for(namespace, credentials_ref).await {
-            Ok((env, _)) => env.cloud.account().await.ok().map(|a| account_name(&a)),
-            Err(_) => None,
-        }
-    }
-
     /// Records a failure and returns how long to wait: exponential with full jitter,
     /// never less than the base.
     pub fn next_backoff(&self, key: &ObjectKey) -> Duration {
@@ -293,21 +232,58 @@ impl Context {
     }
 }
 
-impl super::runner::CloudSides for Context {
+impl CloudSides for Context {
+    /// The cloud side for a resource: its Secret (same namespace only) or the default chain.
     async fn env_for(
         &self,
         namespace: &str,
         credentials_ref: Option<&CredentialsRef>,
     ) -> Result<(KindEnv, String), CredentialsError> {
-        Context::env_for(self, namespace, credentials_ref).await
+        let Some(r) = credentials_ref else {
+            if !self.config.default_credentials.allows(namespace) {
+                return Err(CredentialsError::DefaultNotAllowed(namespace.to_string()));
+            }
+            let account = account_key(&self.cloud, "default".into()).await;
+            let env = KindEnv::new(self.cloud.clone(), account, self.snapshots.clone());
+            return Ok((env, "the operator's credentials".into()));
+        };
+        let full = format!("{namespace}/{}", r.name);
+        let keys = self.secret_keys(namespace, &r.name, &full).await?;
+        let id = keys
+            .access_key_id
+            .ok_or_else(|| CredentialsError::MissingKey(full.clone(), "accessKeyId"))?;
+        let key_secret = keys
+            .access_key_secret
+            .ok_or_else(|| CredentialsError::MissingKey(full.clone(), "accessKeySecret"))?;
+        let creds = Credentials {
+            access_key_id: id,
+            access_key_secret: key_secret,
+            security_token: keys.security_token,
+            expiration: None,
+        };
+        let fallback = creds.account_key();
+        let origin = format!("Secret {full}");
+        let cloud = self.cloud.with_credentials(CredentialSource::Static {
+            credentials: creds,
+            origin: origin.clone(),
+        });
+        let account = account_key(&cloud, fallback).await;
+        Ok((KindEnv::new(cloud, account, self.snapshots.clone()), origin))
     }
 
-    async fn resolve_account(&self, namespace: &str, credentials_ref: Option<&CredentialsRef>) -> Option<String> {
-        Context::resolve_account(self, namespace, credentials_ref).await
-    }
-
+    /// The cloud account a resource's credentials act in (`None`: they cannot be read, or
+    /// the cloud cannot say). Cached briefly: conflicts between peers are decided on it at
+    /// every reconcile.
     async fn account_of(&self, namespace: &str, credentials_ref: Option<&CredentialsRef>) -> Option<String> {
-        Context::account_of(self, namespace, credentials_ref).await
+        let key = (namespace.to_string(), credentials_ref.map(|r| r.name.clone()));
+        if let Some(account) = self.accounts.get(&key) {
+            return account;
+        }
+        // A failure is kept as long as an answer: a missing Secret is not read again at every
+        // reconcile of every peer (a change of a labelled Secret forgets it at once).
+        let account = self.resolve_account(namespace, credentials_ref).await;
+        self.accounts.insert(key, account.clone());
+        account
     }
 }
 

@@ -105,6 +105,15 @@ fn jittered(d: Duration) -> Duration {
     d.saturating_add(Duration::try_from_secs_f64(extra).unwrap_or_default())
 }
 
+/// One more `alicloud_ops_reconcile_errors_total` for kind `K`, by `label`.
+fn count_error<K: ManagedKind>(ctx: &Context, label: &str) {
+    let labels = ErrorLabels {
+        kind: K::KIND.into(),
+        reason: label.to_string(),
+    };
+    ctx.metrics.errors.get_or_create(&labels).inc();
+}
+
 fn has_finalizer<K: ManagedKind>(obj: &K) -> bool {
     obj.finalizers().iter().any(|f| f == FINALIZER)
 }
@@ -158,11 +167,7 @@ async fn carry_out<K: ManagedKind>(
         .await;
     }
     if let Some(label) = report.error_label() {
-        let labels = ErrorLabels {
-            kind: K::KIND.into(),
-            reason: label.to_string(),
-        };
-        ctx.metrics.errors.get_or_create(&labels).inc();
+        count_error::<K>(ctx, label);
         warn!(reason = label, error = %report.message, "reconcile failed");
     }
     if report.drift {
@@ -182,11 +187,7 @@ async fn carry_out<K: ManagedKind>(
                 warn!(error = %failed.message, "cannot release the finalizer");
                 next = next_step(stage, &failed.settled, resync);
                 if let Some(label) = failed.error_label() {
-                    let labels = ErrorLabels {
-                        kind: K::KIND.into(),
-                        reason: label.to_string(),
-                    };
-                    ctx.metrics.errors.get_or_create(&labels).inc();
+                    count_error::<K>(ctx, label);
                 }
             }
         }

@@ -15,7 +15,7 @@ use futures::StreamExt;
 
 use super::context::{CredentialsError, RECONCILE_REQUESTED_AT, SKIP_CLEANUP};
 use super::events;
-use super::kind::{KindEnv, ManagedKind, ObjectKey, Stage, full_name, resync_for};
+use super::kind::{KindEnv, ManagedKind, ObjectKey, Stage, account_name, full_name, resync_for};
 use super::metrics::ObjectState;
 use super::next_step::Settled;
 use crate::api::common::CredentialsRef;
@@ -250,7 +250,12 @@ pub trait CloudSides: Send + Sync {
         &self,
         namespace: &str,
         credentials_ref: Option<&CredentialsRef>,
-    ) -> impl Future<Output = Option<String>> + Send;
+    ) -> impl Future<Output = Option<String>> + Send {
+        async move {
+            let (env, _) = self.env_for(namespace, credentials_ref).await.ok()?;
+            env.cloud.account().await.ok().map(|a| account_name(&a))
+        }
+    }
 
     /// [`CloudSides::resolve_account`], possibly cached: for the peers of every reconcile.
     fn account_of(
@@ -611,8 +616,7 @@ pub async fn run_stage<K: ManagedKind, S: StatusSink<K>, C: CloudSides>(
         Ok(r) => r,
         Err(e) => return Report::kube("writing status", e),
     };
-    let action = if stage == Stage::Cleanup { "Delete" } else { "Apply" };
-    let notes: Vec<Note> = r
+    let mut notes: Vec<Note> = r
         .events
         .iter()
         .map(|(reason, note)| Note {
@@ -641,17 +645,16 @@ pub async fn run_stage<K: ManagedKind, S: StatusSink<K>, C: CloudSides>(
             message,
         )
     } else if draining {
-        let mut report = Report::new(
+        notes.push(Note {
+            reason: events::CREDENTIALS_CHANGED,
+            action: "Apply",
+            note: "credentialsRef changed: what the old credentials did is undone with them first".into(),
+        });
+        Report::new(
             Settled::Draining { remaining },
             Reason::Applying.as_str(),
             &r.verdict.message,
-        );
-        report.notes.push(Note {
-            reason: events::CREDENTIALS_CHANGED,
-            action,
-            note: "credentialsRef changed: what the old credentials did is undone with them first".into(),
-        });
-        report
+        )
     } else {
         let message = if stage == Stage::Cleanup && remaining > 0 {
             format!(
@@ -673,9 +676,7 @@ pub async fn run_stage<K: ManagedKind, S: StatusSink<K>, C: CloudSides>(
             message,
         )
     };
-    let drain_note = std::mem::take(&mut report.notes);
     report.notes = notes;
-    report.notes.extend(drain_note);
     report.drift = r.drift;
     report.resync = Some(resync);
     report.observed::<K>(Some(&r.status), &r.verdict)
