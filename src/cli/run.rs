@@ -151,13 +151,7 @@ pub async fn run(args: &RunArgs) -> Result<(), String> {
             .clone()
             .or_else(|| std::env::var("POD_NAMESPACE").ok())
             .unwrap_or_else(|| "default".into());
-        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-            .with_namespace(&ns)
-            .with_identity(&identity)
-            .with_duration(15)
-            .with_grace(5)
-            .with_field_manager(crate::controller::context::FIELD_MANAGER)
-            .build()
+        let manager = crate::controller::leadership::lease_manager(client.clone(), &ns, &args.lease_name, &identity)
             .await
             .map_err(|e| format!("leader election on Lease {ns}/{}: {e}", args.lease_name))?;
         let (mut rx, task) = manager.watch().await;

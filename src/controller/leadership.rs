@@ -21,6 +21,31 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(2);
 /// The gate closes this long before the Lease expires, for clock skew and a write in flight.
 pub const MARGIN: chrono::Duration = chrono::Duration::seconds(2);
 
+/// The field manager of one replica's writes to the Lease. It names the replica: a claim of
+/// a free Lease is a server-side apply of `holderIdentity`, and only an apply by another
+/// manager conflicts with it. Were every replica one manager, two replicas that both saw the
+/// Lease free would both claim it without a conflict, and both lead.
+pub fn lease_field_manager(identity: &str) -> String {
+    format!("{}-lease-{identity}", crate::controller::context::FIELD_MANAGER)
+}
+
+/// The lease manager of one replica: a Lease of 15 s, renewed 5 s before it ends.
+pub async fn lease_manager(
+    client: kube::Client,
+    namespace: &str,
+    lease: &str,
+    identity: &str,
+) -> Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError> {
+    kube_lease_manager::LeaseManagerBuilder::new(client, lease)
+        .with_namespace(namespace)
+        .with_identity(identity)
+        .with_duration(15)
+        .with_grace(5)
+        .with_field_manager(lease_field_manager(identity))
+        .build()
+        .await
+}
+
 /// Until when `lease` lets `identity` act: its last renewal plus the lease's duration, less
 /// [`MARGIN`]; `None` when another identity holds it (or it says nothing).
 pub fn valid_until(lease: &Lease, identity: &str) -> Option<DateTime<Utc>> {

@@ -40,6 +40,51 @@ async fn two_replicas_exactly_one_reconciles() {
     assert!(metric_sum(&standby.scrape().await, "alicloud_ops_reconciles_total", "ImageShare") > 0.0);
 }
 
+/// Two replicas that both see the Lease free both claim it, at once. The apiserver lets only
+/// one claim stand, and only because each replica claims under a field manager of its own:
+/// the second apply then conflicts on `holderIdentity` instead of silently overwriting it,
+/// and its replica stays a standby. (With one manager for both, both led: CI saw both
+/// replicas reconcile.)
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_claiming_a_free_lease_at_once_cannot_both_lead() {
+    use alicloud_ops_operator::controller::leadership::{lease_field_manager, lease_manager};
+    use k8s_openapi::api::coordination::v1::Lease;
+    let client = admin().await;
+    let ns = namespace(&client, "claim").await;
+    // The manager creates the Lease free, as a first replica does.
+    lease_manager(client.clone(), &ns, "claimed", "replica-a")
+        .await
+        .unwrap();
+    let leases = Api::<Lease>::namespaced(client.clone(), &ns);
+    let claim = |identity: &str| {
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(k8s_openapi::jiff::Timestamp::now());
+        // What kube-lease-manager sends to claim a Lease it saw free.
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+               "spec": {"holderIdentity": identity, "acquireTime": now, "renewTime": now, "leaseDurationSeconds": 15}})
+    };
+    leases
+        .patch(
+            "claimed",
+            &PatchParams::apply(&lease_field_manager("replica-a")),
+            &Patch::Apply(claim("replica-a")),
+        )
+        .await
+        .unwrap();
+    let second = leases
+        .patch(
+            "claimed",
+            &PatchParams::apply(&lease_field_manager("replica-b")),
+            &Patch::Apply(claim("replica-b")),
+        )
+        .await;
+    assert!(
+        matches!(&second, Err(kube::Error::Api(e)) if e.code == 409),
+        "the second claim must conflict, got {second:?}"
+    );
+    let holder = leases.get("claimed").await.unwrap().spec.unwrap().holder_identity;
+    assert_eq!(holder.as_deref(), Some("replica-a"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_copy_of_a_resource_never_acts() {
     use alicloud_ops_operator::cloud::snapshot::SnapshotCache;
