@@ -241,12 +241,59 @@ impl Drop for Tracker {
     }
 }
 
+/// The apiserver's own request counts (`apiserver_request_total`) by resource, verb and
+/// subresource: what a phase asked of the apiserver is the difference of two readings.
+async fn apiserver_requests(client: &Client) -> HashMap<String, f64> {
+    let request = axum::http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = client.request_text(request).await.unwrap_or_default();
+    let mut out = HashMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let label = |name: &str| {
+            line.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("")
+        };
+        let key = format!(
+            "{} {}{}",
+            label("verb"),
+            label("resource"),
+            match label("subresource") {
+                "" => String::new(),
+                sub => format!("/{sub}"),
+            }
+        );
+        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *out.entry(key).or_default() += value;
+    }
+    out
+}
+
+/// The requests made between two readings, largest first, of the resources named.
+fn requests_between(before: &HashMap<String, f64>, after: &HashMap<String, f64>, resources: &[&str]) -> String {
+    let mut diff: Vec<(String, f64)> = after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(k, v)| *v > 0.0 && resources.iter().any(|r| k.contains(r)))
+        .collect();
+    diff.sort_by(|a, b| b.1.total_cmp(&a.1));
+    diff.iter()
+        .map(|(k, v)| format!("{k} {v:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn peak_rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmHWM:")
+}
+
+/// A `/proc/<pid>/status` figure given in kB, in MiB.
+fn status_mib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .unwrap_or(0.0)
@@ -361,6 +408,7 @@ async fn scale(client: &Client, emu: &Emulator, n: usize, s: &Settings) {
         .until("the tracker's initial list", Duration::from_secs(60), |_| true)
         .await;
     emu.world().reset_counters();
+    let requests_before = apiserver_requests(client).await;
     let started = Instant::now();
     let op = s.operator(&ns, emu);
     let pid = op.pid().unwrap();
@@ -410,6 +458,14 @@ async fn scale(client: &Client, emu: &Emulator, n: usize, s: &Settings) {
         1000.0 * reconcile_seconds / reconciles.max(1.0)
     );
     println!("  lists at cold start: {pages} ListCustomImages pages");
+    println!(
+        "  apiserver requests during the cold start: {}",
+        requests_between(
+            &requests_before,
+            &apiserver_requests(client).await,
+            &["imageshares", "events", "leases"]
+        )
+    );
     tracker.write_csv(&s.out.join("ready.csv"), "ImageShare cold start");
 
     // One steady resync interval: what it costs.
@@ -457,7 +513,12 @@ async fn scale(client: &Client, emu: &Emulator, n: usize, s: &Settings) {
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99)
     );
-    println!("  operator peak RSS: {:.0} MiB", peak_rss_mib(pid));
+    println!(
+        "  operator peak RSS: {:.0} MiB (now: {:.0} MiB heap and stacks, {:.0} MiB mapped from the binary and libraries)",
+        peak_rss_mib(pid),
+        status_mib(pid, "RssAnon:"),
+        status_mib(pid, "RssFile:")
+    );
     drop(op);
 }
 

@@ -89,6 +89,21 @@ impl<T: Default + Send + Sync + 'static> Pages<T> {
         }
         flight.progress.send_modify(|n| *n += 1);
     }
+
+    /// What the pages published hold, as the list's result: a list that files every page
+    /// here returns this instead of a second copy it kept itself. Readers that come before
+    /// the list lands wait for the landing.
+    pub fn into_listed(self) -> T {
+        let mut entries = self.entries.lock().expect("snapshot lock");
+        entries
+            .get_mut(&self.key)
+            .and_then(|e| e.in_flight.as_mut())
+            .filter(|f| f.id == self.id)
+            .and_then(|f| f.partial.take())
+            .and_then(|p| p.downcast::<T>().ok())
+            .map(|p| *p)
+            .unwrap_or_default()
+    }
 }
 
 struct Entry {
@@ -707,6 +722,43 @@ mod tests {
         assert_eq!(missing.await.unwrap().unwrap().0, None, "the whole list has no z");
         let (a, _) = cache.lookup(key("r"), LONG, never, look("a")).await.unwrap();
         assert_eq!(a, Some(10), "the write holds over the pages read before it");
+    }
+
+    /// A list that files its pages in [`Pages`] and returns what they hold lands whole, with
+    /// a write of ours made while it paged, and keeps no second copy: the pages it held are
+    /// what readers get.
+    #[tokio::test]
+    async fn a_list_made_of_its_published_pages_lands_whole() {
+        type Map = HashMap<String, i32>;
+        let cache = Arc::new(SnapshotCache::new(LONG));
+        let (paged, wait_paged) = tokio::sync::oneshot::channel::<()>();
+        let (go_on, wait_go_on) = tokio::sync::oneshot::channel::<()>();
+        let fetch = move |pages: Pages<Map>| async move {
+            pages.publish(|m: &mut Map| {
+                m.insert("a".into(), 1);
+            });
+            paged.send(()).unwrap();
+            wait_go_on.await.unwrap();
+            pages.publish(|m: &mut Map| {
+                m.insert("b".into(), 2);
+            });
+            Ok(pages.into_listed())
+        };
+        let reader = {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.lookup(key("r"), LONG, fetch, |m: &Map| m.get("b").copied()).await })
+        };
+        wait_paged.await.unwrap();
+        cache.update(&key("r"), |m: &mut Map| {
+            m.insert("a".into(), 10);
+        });
+        go_on.send(()).unwrap();
+        assert_eq!(reader.await.unwrap().unwrap().0, Some(2));
+        let whole = cache
+            .get::<Map, _, _>(key("r"), LONG, || async { Ok(Map::new()) })
+            .await
+            .unwrap();
+        assert_eq!(*whole, Map::from([("a".into(), 10), ("b".into(), 2)]));
     }
 
     /// Two readers of one list that disagree on its type are a bug of ours: an error that

@@ -103,11 +103,16 @@ async fn render_metrics(State(s): State<AppState>, headers: HeaderMap) -> axum::
             return (verdict, text).into_response();
         }
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        s.metrics.render(),
-    )
-        .into_response()
+    // Rendering walks every resource: off the reconcilers' threads.
+    let metrics = s.metrics.clone();
+    match tokio::task::spawn_blocking(move || metrics.render()).await {
+        Ok(text) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            text,
+        )
+            .into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "rendering the metrics failed").into_response(),
+    }
 }
 
 /// 200 when `token` belongs to someone allowed to `get /metrics`, 401 when Kubernetes

@@ -90,7 +90,7 @@ impl ResourceGauge {
 
 /// What `/metrics` keeps of one resource: what its last reconcile showed, and when the next
 /// one is due (one entry, one copy of the key).
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Tracked {
     state: Option<ObjectState>,
     due: Option<std::time::Instant>,
@@ -265,7 +265,15 @@ impl Metrics {
         self.queue_depth.clear();
         // Every kind with resources has a series, 0 when nothing waits: "no data" would hide
         // the difference between an empty queue and a missing operator.
-        let objects = self.objects.lock().expect("objects lock");
+        // A copy, so that reconciles recording their objects do not wait for the rendering
+        // (at 10,000 resources it takes milliseconds; the copy takes a fraction of that).
+        let objects: Vec<(ObjectKey, Tracked)> = self
+            .objects
+            .lock()
+            .expect("objects lock")
+            .iter()
+            .map(|(k, t)| (k.clone(), t.clone()))
+            .collect();
         for (key, t) in objects.iter() {
             if t.state.is_some() {
                 self.queue_depth.get_or_create(&Self::kind(key.kind)).set(0);

@@ -277,7 +277,17 @@ impl Operator {
         let (port, health_port) = (free_port(), free_port());
         let log = cluster().dir.join(format!("operator-{namespace}-{port}.log"));
         let file = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_alicloud-ops-operator"));
+        // OPERATOR_WRAPPER runs the operator under a profiler, e.g. `heaptrack -o /tmp/op`.
+        let wrapper = std::env::var("OPERATOR_WRAPPER").unwrap_or_default();
+        let mut wrapper = wrapper.split_whitespace();
+        let mut cmd = match wrapper.next() {
+            Some(program) => {
+                let mut cmd = Command::new(program);
+                cmd.args(wrapper).arg(env!("CARGO_BIN_EXE_alicloud-ops-operator"));
+                cmd
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_alicloud-ops-operator")),
+        };
         cmd.args([
             "run",
             "--namespace",

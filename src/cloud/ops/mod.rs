@@ -19,20 +19,31 @@ pub(crate) struct Page<T> {
 }
 
 /// Reads page after page (from 1) until every item is read, or a page comes back empty.
-pub(crate) async fn all_pages<T, F, Fut>(mut fetch: F) -> Result<Vec<T>, CloudError>
+pub(crate) async fn all_pages<T, F, Fut>(fetch: F) -> Result<Vec<T>, CloudError>
 where
     F: FnMut(i64) -> Fut,
     Fut: Future<Output = Result<Page<T>, CloudError>>,
 {
     let mut out = Vec::new();
+    each_page(fetch, |items| out.extend(items)).await?;
+    Ok(out)
+}
+
+/// [`all_pages`], handing each page's items to `on_items` as it arrives instead of keeping
+/// them: a caller that files them elsewhere holds one copy of the list, not two.
+pub(crate) async fn each_page<T, F, Fut>(mut fetch: F, mut on_items: impl FnMut(Vec<T>)) -> Result<(), CloudError>
+where
+    F: FnMut(i64) -> Fut,
+    Fut: Future<Output = Result<Page<T>, CloudError>>,
+{
     let mut page = 1i64;
     loop {
         let p = fetch(page).await?;
         let got = p.items.len() as i64;
-        out.extend(p.items);
+        on_items(p.items);
         let size = if p.page_size > 0 { p.page_size } else { 100 };
         if got == 0 || page.saturating_mul(size) >= p.total_count {
-            return Ok(out);
+            return Ok(());
         }
         page += 1;
     }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Page, all_pages, lenient_i64};
+use super::{Page, each_page, lenient_i64};
 use crate::cloud::client::CloudClient;
 use crate::cloud::endpoint::Product;
 use crate::cloud::error::CloudError;
@@ -42,26 +42,26 @@ pub async fn list_custom_images(
     region: &str,
     image_ids: &[String],
 ) -> Result<Vec<CustomImage>, CloudError> {
-    list_custom_images_paged(client, region, image_ids, |_| {}).await
+    let mut out = Vec::new();
+    list_custom_images_paged(client, region, image_ids, |page| out.extend(page)).await?;
+    Ok(out)
 }
 
 /// [`list_custom_images`], handing each page to `on_page` as it arrives (a reader waiting for
-/// one image need not wait for the last page).
+/// one image need not wait for the last page) instead of keeping it.
 pub async fn list_custom_images_paged(
     client: &CloudClient,
     region: &str,
     image_ids: &[String],
-    on_page: impl Fn(&[CustomImage]) + Sync,
-) -> Result<Vec<CustomImage>, CloudError> {
-    let mut out = Vec::new();
+    mut on_page: impl FnMut(Vec<CustomImage>),
+) -> Result<(), CloudError> {
     let groups: Vec<&[String]> = if image_ids.is_empty() {
         vec![&[]]
     } else {
         image_ids.chunks(100).collect()
     };
-    let on_page = &on_page;
     for ids in groups {
-        let pages = all_pages(|page| async move {
+        let read = |page: i64| async move {
             let mut req = RpcRequest::new(Product::SwasOpen, "ListCustomImages", region)
                 .query("RegionId", region)
                 .query("PageSize", "100")
@@ -71,17 +71,15 @@ pub async fn list_custom_images_paged(
                 req = req.query("ImageIds", serde_json::to_string(ids).expect("strings serialize"));
             }
             let resp: ListCustomImagesResponse = client.call_typed(&req).await?;
-            on_page(&resp.custom_images);
             Ok(Page {
                 items: resp.custom_images,
                 page_size: resp.page_size,
                 total_count: resp.total_count,
             })
-        })
-        .await?;
-        out.extend(pages);
+        };
+        each_page(read, &mut on_page).await?;
     }
-    Ok(out)
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -62,11 +62,12 @@ impl ManagedKind for ImageShare {
                 |cloud, pages: Pages<Images>| {
                     let region = region.clone();
                     async move {
-                        let publish =
-                            |page: &[swas::CustomImage]| pages.publish(|so_far| so_far.extend(by_id(page.to_vec())));
-                        swas::list_custom_images_paged(&cloud, &region, &[], publish)
-                            .await
-                            .map(by_id)
+                        // The pages, filed by id as they come, are the list: one copy of it.
+                        let publish = |page: Vec<swas::CustomImage>| {
+                            pages.publish(|so_far: &mut Images| so_far.extend(by_id(page)))
+                        };
+                        swas::list_custom_images_paged(&cloud, &region, &[], publish).await?;
+                        Ok(pages.into_listed())
                     }
                 },
                 |images: &Images| images.get(id).cloned(),
