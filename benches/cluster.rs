@@ -609,7 +609,7 @@ async fn windows(client: &Client, emu: &Emulator, s: &Settings) {
                         desktop_status: "Running".into(),
                         office_site_id: format!("{region}+dir-{:04}", i / per_site),
                         management_flags: vec!["NoFlag".into()],
-                        tags: Vec::new(),
+                        ..Default::default()
                     })
                     .collect(),
                 ..Default::default()

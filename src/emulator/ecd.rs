@@ -76,8 +76,23 @@ pub fn describe_desktops(state: &mut CloudState, params: &Params) -> ApiResult<V
     let ids = params.list("DesktopId", MAX_DESKTOP_IDS_PER_CALL)?;
     let office_site = params.optional("OfficeSiteId").map(str::to_string);
     let status = params.optional("DesktopStatus").map(str::to_string);
+    // "If you specify DesktopId, this DesktopGroupId parameter is ignored."
+    let group = params
+        .optional("DesktopGroupId")
+        .filter(|_| ids.is_empty())
+        .map(str::to_string);
+    let policy = params.optional("PolicyGroupId").map(str::to_string);
+    let users = params.list("EndUserId", MAX_DESKTOP_IDS_PER_CALL)?;
+    // Every pair must match (AND: the safe reading; the API does not say).
+    let tags = params.pairs_list("Tag", MAX_TAGS_PER_CALL)?;
     let r = region(state, params)?;
-    let unfiltered = ids.is_empty() && office_site.is_none() && status.is_none();
+    let unfiltered = ids.is_empty()
+        && office_site.is_none()
+        && status.is_none()
+        && group.is_none()
+        && policy.is_none()
+        && users.is_empty()
+        && tags.is_empty();
     // Unfiltered (how the operator lists): the page is cut from the region's list as it is.
     let (page, next, total): (Vec<Desktop>, _, _) = if unfiltered {
         let (page, next) = token_page(&r.desktops, params, 10, 100)?;
@@ -89,6 +104,10 @@ pub fn describe_desktops(state: &mut CloudState, params: &Params) -> ApiResult<V
             .filter(|d| ids.is_empty() || ids.contains(&d.desktop_id))
             .filter(|d| office_site.as_ref().is_none_or(|o| &d.office_site_id == o))
             .filter(|d| status.as_ref().is_none_or(|s| &d.desktop_status == s))
+            .filter(|d| group.as_ref().is_none_or(|g| &d.desktop_group_id == g))
+            .filter(|d| policy.as_ref().is_none_or(|p| d.has_policy(p)))
+            .filter(|d| users.is_empty() || d.end_user_ids.iter().any(|u| users.contains(u)))
+            .filter(|d| d.has_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))))
             .collect();
         let (page, next) = token_page(&desktops, params, 10, 100)?;
         (page.into_iter().cloned().collect(), next, desktops.len())
@@ -154,7 +173,7 @@ pub fn set_desktop_maintenance(state: &mut CloudState, params: &Params, now: Dat
             }
             state.settling.push(Settling { at, effect });
         }
-        None => state.apply(&effect),
+        None => state.apply(&effect, now),
     }
     Ok(json!({}))
 }
@@ -292,4 +311,146 @@ pub fn list_tag_resources(state: &mut CloudState, params: &Params) -> ApiResult<
         body["NextToken"] = json!(n);
     }
     Ok(body)
+}
+
+/// DisconnectDesktopSessions takes at most this many sessions a call (META).
+pub const MAX_SESSIONS_PER_DISCONNECT: usize = 20;
+
+pub fn describe_desktop_sessions(state: &mut CloudState, params: &Params, now: DateTime<Utc>) -> ApiResult<Value> {
+    let ids = params.list("DesktopId", MAX_DESKTOP_IDS_PER_CALL)?;
+    let status = match params.optional("SessionStatus") {
+        Some(_) => Some(params.one_of("SessionStatus", &["Connected", "Disconnected"])?),
+        None => None,
+    };
+    let user = params.optional("EndUserId").map(str::to_string);
+    let page_number = params.int("PageNumber", 1, i64::from(i32::MAX), 1)? as usize;
+    let page_size = params.int("PageSize", 1, 100, 10)? as usize;
+    let r = region(state, params)?;
+    let since = now - chrono::Duration::days(30);
+    let sessions: Vec<Value> = r
+        .session_log
+        .iter()
+        // Refused connections never were sessions; the API keeps 30 days.
+        .filter(|s| s.ended_by != "refused" && s.end.is_none_or(|e| e >= since))
+        .filter(|s| ids.is_empty() || ids.contains(&s.desktop_id))
+        .filter(|s| user.as_ref().is_none_or(|u| &s.end_user_id == u))
+        .filter(|s| match status {
+            Some("Connected") => s.open(),
+            Some(_) => !s.open(),
+            None => true,
+        })
+        .map(|s| {
+            let desktop = r.desktops.iter().find(|d| d.desktop_id == s.desktop_id);
+            let end = s.end.unwrap_or(now);
+            let mut v = json!({
+                "DesktopId": s.desktop_id,
+                "DesktopName": desktop.map(|d| d.desktop_name.as_str()).unwrap_or_default(),
+                "OfficeSiteId": desktop.map(|d| d.office_site_id.as_str()).unwrap_or_default(),
+                "EndUserId": s.end_user_id,
+                "SessionStatus": if s.open() { "Connected" } else { "Disconnected" },
+                "SessionStartTime": s.start.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                "SessionIdleTime": s.idle_since.map(|i| (now - i).num_seconds().max(0)).unwrap_or(0),
+                "LatestConnectionTime": (end - s.start).num_seconds().max(0),
+                "TotalConnectionTime": (end - s.start).num_seconds().max(0),
+            });
+            if let Some(e) = s.end {
+                v["SessionEndTime"] = json!(e.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+            }
+            v
+        })
+        .collect();
+    let total = sessions.len();
+    let page: Vec<Value> = sessions
+        .into_iter()
+        .skip((page_number - 1).saturating_mul(page_size))
+        .take(page_size)
+        .collect();
+    Ok(json!({"Sessions": page, "TotalCount": total}))
+}
+
+pub fn disconnect_desktop_sessions(state: &mut CloudState, params: &Params, now: DateTime<Utc>) -> ApiResult<Value> {
+    let sessions = params.objects("Sessions", &["DesktopId", "EndUserId"], MAX_SESSIONS_PER_DISCONNECT)?;
+    if sessions.is_empty() {
+        return Err(ApiFailure::missing("Sessions.1.DesktopId"));
+    }
+    for (i, s) in sessions.iter().enumerate() {
+        for field in ["DesktopId", "EndUserId"] {
+            if s.get(field).is_none_or(|v| v.is_empty()) {
+                return Err(ApiFailure::missing(&format!("Sessions.{}.{field}", i + 1)));
+            }
+        }
+    }
+    let pre_check = params.optional("PreCheck") == Some("true");
+    let r = region(state, params)?;
+    let mut invalid = Vec::new();
+    for s in &sessions {
+        let (desktop, user) = (&s["DesktopId"], &s["EndUserId"]);
+        let connected = r
+            .desktops
+            .iter()
+            .any(|d| &d.desktop_id == desktop && d.sessions.iter().any(|x| &x.end_user_id == user));
+        if !connected {
+            invalid.push(json!({"DesktopId": desktop, "EndUserId": user}));
+        } else if !pre_check {
+            r.end_session(desktop, user, now, "DisconnectDesktopSessions");
+        }
+    }
+    let mut body = json!({});
+    if !invalid.is_empty() {
+        body["InvalidSessions"] = json!(invalid);
+    }
+    Ok(body)
+}
+
+pub fn send_console_message(state: &mut CloudState, params: &Params, now: DateTime<Utc>) -> ApiResult<Value> {
+    let id = params.required("MessageId")?.to_string();
+    let message = state
+        .console_messages
+        .iter()
+        .find(|m| m.message_id == id)
+        .ok_or_else(|| {
+            ApiFailure::new(
+                404,
+                "InvalidMessageId.NotFound",
+                format!("The specified message {id} does not exist."),
+            )
+        })?;
+    if message.status != "Published" {
+        return Err(ApiFailure::new(
+            400,
+            "InvalidMessageStatus",
+            format!(
+                "The message {id} is {}; only a Published message can be sent.",
+                message.status
+            ),
+        ));
+    }
+    state.console_messages_sent.push(super::state::SentConsoleMessage {
+        message_id: id,
+        at: now,
+    });
+    Ok(json!({"Success": true}))
+}
+
+pub fn describe_console_messages(state: &mut CloudState, params: &Params) -> ApiResult<Value> {
+    let ids = params.list("MessageIds", 100)?;
+    let page_num = params.int("PageNum", 1, i64::from(i32::MAX), 1)? as usize;
+    let page_size = params.int("PageSize", 1, 200, 200)? as usize;
+    let messages: Vec<Value> = state
+        .console_messages
+        .iter()
+        .filter(|m| ids.is_empty() || ids.contains(&m.message_id))
+        .map(|m| {
+            json!({"MessageId": m.message_id, "Status": m.status, "MessageType": m.message_type,
+                   "TargetType": m.target_type})
+        })
+        .collect();
+    // TotalCount is a string in this API.
+    let total = messages.len().to_string();
+    let page: Vec<Value> = messages
+        .into_iter()
+        .skip((page_num - 1).saturating_mul(page_size))
+        .take(page_size)
+        .collect();
+    Ok(json!({"MessageList": page, "TotalCount": total}))
 }

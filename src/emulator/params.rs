@@ -66,29 +66,46 @@ impl Params {
     /// A repeated pair `Name.N.Key` / `Name.N.Value` (tags), in index order. A pair without
     /// a key is an error; a value may be empty.
     pub fn pairs_list(&self, name: &str, max: usize) -> ApiResult<Vec<(String, String)>> {
+        self.objects(name, &["Key", "Value"], max)?
+            .into_iter()
+            .enumerate()
+            .map(|(pos, mut item)| match item.remove("Key") {
+                Some(key) if !key.is_empty() => Ok((key, item.remove("Value").unwrap_or_default())),
+                _ => Err(ApiFailure::missing(&format!("{name}.{}.Key", pos + 1))),
+            })
+            .collect()
+    }
+
+    /// A repeated object `Name.N.Field` (for example `Sessions.N.DesktopId`), each with
+    /// only `fields`, in index order. Gaps and unknown fields are errors.
+    pub fn objects(
+        &self,
+        name: &str,
+        fields: &[&str],
+        max: usize,
+    ) -> ApiResult<Vec<std::collections::BTreeMap<String, String>>> {
         let prefix = format!("{name}.");
-        let mut items: std::collections::BTreeMap<usize, (Option<String>, String)> = Default::default();
+        let shape = || {
+            fields
+                .iter()
+                .map(|f| format!("{name}.N.{f}"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        };
+        let mut items: std::collections::BTreeMap<usize, std::collections::BTreeMap<String, String>> =
+            Default::default();
         for (k, v) in &self.pairs {
             let Some(rest) = k.strip_prefix(&prefix) else { continue };
             let (idx, field) = rest
                 .split_once('.')
-                .ok_or_else(|| ApiFailure::invalid(name, format!("{k} is not {name}.N.Key or {name}.N.Value")))?;
+                .filter(|(_, f)| fields.contains(f))
+                .ok_or_else(|| ApiFailure::invalid(name, format!("{k} is not {}", shape())))?;
             let i: usize = idx
                 .parse()
                 .ok()
                 .filter(|i| *i >= 1)
                 .ok_or_else(|| ApiFailure::invalid(name, format!("{k} is not a 1-based index")))?;
-            let item = items.entry(i).or_default();
-            match field {
-                "Key" => item.0 = Some(v.clone()),
-                "Value" => item.1 = v.clone(),
-                _ => {
-                    return Err(ApiFailure::invalid(
-                        name,
-                        format!("{k} is not {name}.N.Key or {name}.N.Value"),
-                    ));
-                }
-            }
+            items.entry(i).or_default().insert(field.to_string(), v.clone());
         }
         if items.len() > max {
             return Err(ApiFailure::invalid(
@@ -99,10 +116,12 @@ impl Params {
         items
             .into_iter()
             .enumerate()
-            .map(|(pos, (i, (key, value)))| match key {
-                _ if i != pos + 1 => Err(ApiFailure::invalid(name, format!("{name}.{}.Key is missing", pos + 1))),
-                Some(key) if !key.is_empty() => Ok((key, value)),
-                _ => Err(ApiFailure::missing(&format!("{name}.{i}.Key"))),
+            .map(|(pos, (i, item))| {
+                if i == pos + 1 {
+                    Ok(item)
+                } else {
+                    Err(ApiFailure::invalid(name, format!("{name}.{} is missing", pos + 1)))
+                }
             })
             .collect()
     }

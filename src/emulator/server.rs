@@ -195,6 +195,10 @@ impl World {
             (Product::Ecd, "TagResources") => ecd::tag_resources(state, params),
             (Product::Ecd, "UntagResources") => ecd::untag_resources(state, params),
             (Product::Ecd, "ListTagResources") => ecd::list_tag_resources(state, params),
+            (Product::Ecd, "DescribeDesktopSessions") => ecd::describe_desktop_sessions(state, params, now),
+            (Product::Ecd, "DisconnectDesktopSessions") => ecd::disconnect_desktop_sessions(state, params, now),
+            (Product::Ecd, "SendConsoleMessage") => ecd::send_console_message(state, params, now),
+            (Product::Ecd, "DescribeConsoleMessages") => ecd::describe_console_messages(state, params),
             (Product::SwasOpen, "ListCustomImages") => swas::list_custom_images(state, params),
             (Product::SwasOpen, "ModifyImageShareStatus") => {
                 let mut book = self.shares.lock().expect("shares lock");

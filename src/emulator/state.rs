@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::cloud::ops::appstream::{AppInstanceGroup, OtaInfo};
-use crate::cloud::ops::ecd::{Desktop, FotaTask};
+use crate::cloud::ops::ecd::{Desktop, DesktopSession, FotaTask};
 use crate::cloud::ops::swas::CustomImage;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -28,6 +28,87 @@ pub struct CloudState {
     /// Writes that have not shown yet, with when they will.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub settling: Vec<Settling>,
+    /// The other reading of maintenance mode: `SetDesktopMaintenance ENTER` disconnects every
+    /// session at once. Off (the documented reading): a desktop with someone connected shows
+    /// `EnterMaintenance` until its last session ends, then `UnderMaintenance`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub maintenance_disconnects: bool,
+    /// Messages made in the console, which `SendConsoleMessage` sends by id.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub console_messages: Vec<ConsoleMessage>,
+    /// Every `SendConsoleMessage` accepted, oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub console_messages_sent: Vec<SentConsoleMessage>,
+}
+
+/// A message made in the console (`DescribeConsoleMessages` names).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ConsoleMessage {
+    pub message_id: String,
+    /// `Init`, `Pushing`, `Published`, `Expired`, `Deleting` or `Failed`: only a `Published`
+    /// message can be sent.
+    pub status: String,
+    /// `OPERATIONAL`, `WALLPAPER`, `NOTIFICATION` or `CUSTOM_WALLPAPER`.
+    pub message_type: String,
+    /// `AllUsers`, `EndUser`, `Desktop`, `Tag`, ...
+    pub target_type: String,
+}
+
+/// A `SendConsoleMessage` the emulator accepted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SentConsoleMessage {
+    pub message_id: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A scripted change of one user's session on a desktop, applied when the emulator's clock
+/// reaches `at`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionEvent {
+    pub at: DateTime<Utc>,
+    pub desktop_id: String,
+    pub end_user_id: String,
+    pub action: SessionAction,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionAction {
+    /// The user connects (refused while the desktop has a maintenance flag).
+    Connect,
+    /// The user disconnects.
+    Disconnect,
+    /// The user stops working; the session counts as idle from then.
+    Idle,
+    /// The user works again.
+    Active,
+}
+
+/// One session as the emulator remembers it, for `DescribeDesktopSessions`; also every
+/// connection that was refused.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionRecord {
+    pub desktop_id: String,
+    pub end_user_id: String,
+    pub start: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<DateTime<Utc>>,
+    /// Idle since then, while the session lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_since: Option<DateTime<Utc>>,
+    /// What ended it: `user`, `DisconnectDesktopSessions` or `SetDesktopMaintenance`; or
+    /// `refused` for a connection refused because the desktop was in maintenance.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ended_by: String,
+}
+
+impl SessionRecord {
+    pub fn open(&self) -> bool {
+        self.end.is_none()
+    }
 }
 
 /// The actions whose effect may take time to show.
@@ -66,6 +147,152 @@ pub struct EcdRegion {
     pub global_auto_update: bool,
     pub fota_tasks: Vec<FotaTask>,
     pub desktops: Vec<Desktop>,
+    /// Scripted session changes, applied in time order as the clock passes them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub session_events: Vec<SessionEvent>,
+    /// Every session seen (open ones have no end) and every connection refused.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub session_log: Vec<SessionRecord>,
+}
+
+/// The time format of `Sessions[].EstablishmentTime` (`2021-03-07T08:23Z`).
+pub const ESTABLISHMENT_TIME: &str = "%Y-%m-%dT%H:%MZ";
+
+impl EcdRegion {
+    /// Ends `user`'s session on `desktop_id` at `at` (by `by`), if it is connected.
+    pub fn end_session(&mut self, desktop_id: &str, user: &str, at: DateTime<Utc>, by: &str) -> bool {
+        let Some(d) = self.desktops.iter_mut().find(|d| d.desktop_id == desktop_id) else {
+            return false;
+        };
+        let before = d.sessions.len();
+        d.sessions.retain(|s| s.end_user_id != user);
+        if d.sessions.len() == before {
+            return false;
+        }
+        for r in self
+            .session_log
+            .iter_mut()
+            .filter(|r| r.open() && r.desktop_id == desktop_id && r.end_user_id == user)
+        {
+            r.end = Some(at);
+            r.idle_since = None;
+            r.ended_by = by.to_string();
+        }
+        true
+    }
+
+    /// Applies one scripted change.
+    fn apply_session_event(&mut self, e: &SessionEvent) {
+        match e.action {
+            SessionAction::Connect => {
+                let Some(d) = self.desktops.iter_mut().find(|d| d.desktop_id == e.desktop_id) else {
+                    return;
+                };
+                if d.in_maintenance() {
+                    self.session_log.push(SessionRecord {
+                        desktop_id: e.desktop_id.clone(),
+                        end_user_id: e.end_user_id.clone(),
+                        start: e.at,
+                        end: Some(e.at),
+                        idle_since: None,
+                        ended_by: "refused".into(),
+                    });
+                } else if !d.sessions.iter().any(|s| s.end_user_id == e.end_user_id) {
+                    d.sessions.push(DesktopSession {
+                        end_user_id: e.end_user_id.clone(),
+                        establishment_time: e.at.format(ESTABLISHMENT_TIME).to_string(),
+                        external_user_name: String::new(),
+                    });
+                    self.session_log.push(SessionRecord {
+                        desktop_id: e.desktop_id.clone(),
+                        end_user_id: e.end_user_id.clone(),
+                        start: e.at,
+                        end: None,
+                        idle_since: None,
+                        ended_by: String::new(),
+                    });
+                }
+            }
+            SessionAction::Disconnect => {
+                self.end_session(&e.desktop_id, &e.end_user_id, e.at, "user");
+            }
+            SessionAction::Idle | SessionAction::Active => {
+                let idle = (e.action == SessionAction::Idle).then_some(e.at);
+                for r in self
+                    .session_log
+                    .iter_mut()
+                    .filter(|r| r.open() && r.desktop_id == e.desktop_id && r.end_user_id == e.end_user_id)
+                {
+                    r.idle_since = idle;
+                }
+            }
+        }
+    }
+
+    /// Brings what follows from the desktops' `Sessions` up to date at `now`, however they
+    /// changed (a scripted event, or the state edited through `PUT /_emulator/state`): a
+    /// session listed on a desktop in maintenance is refused, the log opens and closes
+    /// sessions, `ConnectionStatus` follows, and a draining desktop whose last user has left
+    /// is in maintenance (unless its ENTER has not settled yet: `pending`).
+    fn follow_sessions(&mut self, now: DateTime<Utc>, pending: &std::collections::HashSet<String>) {
+        let EcdRegion {
+            desktops, session_log, ..
+        } = self;
+        for d in desktops.iter_mut() {
+            let mut open: Vec<&mut SessionRecord> = session_log
+                .iter_mut()
+                .filter(|r| r.open() && r.desktop_id == d.desktop_id)
+                .collect();
+            // Users listed without an open session: new connections, refused in maintenance.
+            let mut refused = Vec::new();
+            let mut opened = Vec::new();
+            for s in &d.sessions {
+                if open.iter().any(|r| r.end_user_id == s.end_user_id) {
+                    continue;
+                }
+                let at = chrono::NaiveDateTime::parse_from_str(&s.establishment_time, ESTABLISHMENT_TIME)
+                    .map(|t| t.and_utc())
+                    .unwrap_or(now);
+                if d.in_maintenance() {
+                    refused.push(s.end_user_id.clone());
+                }
+                opened.push((s.end_user_id.clone(), at));
+            }
+            // Open sessions whose users are no longer listed: they disconnected.
+            for r in open
+                .iter_mut()
+                .filter(|r| !d.sessions.iter().any(|s| s.end_user_id == r.end_user_id))
+            {
+                r.end = Some(now);
+                r.idle_since = None;
+                r.ended_by = "user".into();
+            }
+            d.sessions.retain(|s| !refused.contains(&s.end_user_id));
+            for (user, at) in opened {
+                let refused = refused.contains(&user);
+                session_log.push(SessionRecord {
+                    desktop_id: d.desktop_id.clone(),
+                    end_user_id: user,
+                    start: at,
+                    end: refused.then_some(now),
+                    idle_since: None,
+                    ended_by: if refused { "refused".into() } else { String::new() },
+                });
+            }
+            if !d.sessions.is_empty() {
+                d.connection_status = "Connected".into();
+            } else if d.connection_status == "Connected" {
+                d.connection_status = "Disconnected".into();
+            }
+            if d.sessions.is_empty()
+                && d.management_flags.iter().any(|f| f == "EnterMaintenance")
+                && !pending.contains(&d.desktop_id)
+            {
+                d.management_flags.retain(|f| f != "EnterMaintenance");
+                d.management_flags.push("UnderMaintenance".into());
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -162,7 +389,7 @@ impl CloudState {
     }
 
     /// Makes a write's effect true now.
-    pub fn apply(&mut self, effect: &Effect) {
+    pub fn apply(&mut self, effect: &Effect, at: DateTime<Utc>) {
         match effect {
             Effect::ImageShare {
                 region,
@@ -181,19 +408,49 @@ impl CloudState {
                 region,
                 desktop_ids,
                 enter,
-            } => {
-                let ids: std::collections::HashSet<&String> = desktop_ids.iter().collect();
-                let Some(r) = self.ecd.get_mut(region) else { return };
-                for d in r.desktops.iter_mut().filter(|d| ids.contains(&d.desktop_id)) {
-                    d.management_flags
-                        .retain(|f| f != "NoFlag" && f != "UnderMaintenance" && f != "EnterMaintenance");
-                    if *enter {
-                        d.management_flags.push("UnderMaintenance".into());
-                    }
-                    if d.management_flags.is_empty() {
-                        d.management_flags.push("NoFlag".into());
-                    }
+            } => self.apply_maintenance(region, desktop_ids, *enter, at),
+        }
+    }
+
+    /// Maintenance mode as documented: a desktop nobody uses is in maintenance at once; one
+    /// with users connected drains (`EnterMaintenance`) until the last one leaves, or, with
+    /// `maintenanceDisconnects`, has them disconnected now. EXIT clears both flags.
+    fn apply_maintenance(&mut self, region: &str, desktop_ids: &[String], enter: bool, at: DateTime<Utc>) {
+        let disconnects = self.maintenance_disconnects;
+        let ids: std::collections::HashSet<&String> = desktop_ids.iter().collect();
+        let Some(r) = self.ecd.get_mut(region) else { return };
+        let targets: Vec<(String, Vec<String>)> = r
+            .desktops
+            .iter()
+            .filter(|d| ids.contains(&d.desktop_id))
+            .map(|d| {
+                (
+                    d.desktop_id.clone(),
+                    d.sessions.iter().map(|s| s.end_user_id.clone()).collect(),
+                )
+            })
+            .collect();
+        for (id, users) in targets {
+            if enter && disconnects {
+                for user in &users {
+                    r.end_session(&id, user, at, "SetDesktopMaintenance");
                 }
+            }
+            let Some(d) = r.desktops.iter_mut().find(|d| d.desktop_id == id) else {
+                continue;
+            };
+            d.management_flags
+                .retain(|f| f != "NoFlag" && f != "UnderMaintenance" && f != "EnterMaintenance");
+            if enter {
+                let flag = if d.sessions.is_empty() {
+                    "UnderMaintenance"
+                } else {
+                    "EnterMaintenance"
+                };
+                d.management_flags.push(flag.into());
+            }
+            if d.management_flags.is_empty() {
+                d.management_flags.push("NoFlag".into());
             }
         }
     }
@@ -207,8 +464,35 @@ impl CloudState {
                 .partition(|s| s.at <= now);
             self.settling = later;
             for s in due {
-                self.apply(&s.effect);
+                self.apply(&s.effect, s.at);
             }
+        }
+        // Sessions: the scripted changes that are due, in time order, then what follows.
+        let pending: std::collections::HashSet<String> = self
+            .settling
+            .iter()
+            .filter_map(|s| match &s.effect {
+                Effect::Maintenance {
+                    desktop_ids,
+                    enter: true,
+                    ..
+                } => Some(desktop_ids.iter().cloned()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        for r in self.ecd.values_mut() {
+            if r.session_events.iter().any(|e| e.at <= now) {
+                let (mut due, later): (Vec<SessionEvent>, Vec<SessionEvent>) = std::mem::take(&mut r.session_events)
+                    .into_iter()
+                    .partition(|e| e.at <= now);
+                r.session_events = later;
+                due.sort_by_key(|e| e.at);
+                for e in &due {
+                    r.apply_session_event(e);
+                }
+            }
+            r.follow_sessions(now, &pending);
         }
         for g in &mut self.appstream.app_instance_groups {
             let Some(up) = &g.scheduled_upgrade else { continue };
@@ -276,7 +560,7 @@ fn ecd_region(tag: &str, sites: usize, per_site: usize, foreign_maintenance: usi
                     }
                     .into(),
                 ],
-                tags: Vec::new(),
+                ..Default::default()
             });
         }
     }
@@ -284,6 +568,7 @@ fn ecd_region(tag: &str, sites: usize, per_site: usize, foreign_maintenance: usi
         global_auto_update: false,
         fota_tasks,
         desktops,
+        ..Default::default()
     }
 }
 

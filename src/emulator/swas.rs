@@ -169,7 +169,7 @@ pub fn modify_image_share_status(
     // Accepted now; it shows now, or once it settles.
     match state.settles_at("ModifyImageShareStatus", now) {
         Some(at) => state.settling.push(Settling { at, effect }),
-        None => state.apply(&effect),
+        None => state.apply(&effect, now),
     }
     let request_id = super::new_request_id();
     if let Some(t) = token {

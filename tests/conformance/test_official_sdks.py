@@ -9,10 +9,12 @@ The emulator binary comes from EMULATOR_BIN (default: target/debug/alicloud-clou
 
 import copy
 import datetime
+import json
 import os
 import pathlib
 import subprocess
 import typing
+import urllib.request
 
 import pytest
 from alibabacloud_appstream_center20210901 import models as asc_models
@@ -211,6 +213,127 @@ def test_ecd_desktops_and_maintenance(emulator, algorithm):
     )
     got = call(client, bodies, "describe_desktops", ecd_models.DescribeDesktopsRequest(region_id="cn-shanghai", desktop_id=ids))
     assert all(d.management_flags == ["NoFlag"] for d in got.body.desktops)
+
+
+def edit_state(host, change):
+    """Changes the emulator's state through its admin API (GET, change, PUT)."""
+    with urllib.request.urlopen(f"http://{host}/_emulator/state") as r:
+        state = json.load(r)
+    change(state)
+    put = urllib.request.Request(
+        f"http://{host}/_emulator/state", data=json.dumps(state).encode(), method="PUT",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(put) as r:
+        assert r.status == 204
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_ecd_people_on_desktops(emulator, algorithm):
+    """Who works on a desktop (DescribeDesktops' people fields and filters,
+    DescribeDesktopSessions), maintenance that waits for them, DisconnectDesktopSessions,
+    and console messages: every answer read by the SDK's own models."""
+    client = EcdClient(config(emulator, algorithm))
+    bodies = recorded(client)
+    index = 12 if algorithm == "v2" else 13
+    user, other = f"user-{algorithm}", f"other-{algorithm}"
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+
+    def people(state):
+        d = state["ecd"]["cn-shanghai"]["desktops"][index]
+        d["Sessions"] = [{"EndUserId": user, "EstablishmentTime": now}]
+        d["EndUserIds"] = [user, other]
+        d["DesktopGroupId"] = f"dg-{algorithm}"
+        d["PolicyGroupId"] = f"pg-{algorithm}"
+        d["PolicyGroupIdList"] = [f"pg-{algorithm}", "pg-shared"]
+        d["Tags"] = [{"Key": "team", "Value": algorithm}]
+        state["consoleMessages"] = [
+            {"MessageId": "msg-published", "Status": "Published", "MessageType": "NOTIFICATION", "TargetType": "Tag"},
+            {"MessageId": "msg-draft", "Status": "Init", "MessageType": "NOTIFICATION", "TargetType": "Tag"},
+        ]
+
+    edit_state(emulator, people)
+    for request in [
+        ecd_models.DescribeDesktopsRequest(region_id="cn-shanghai", desktop_group_id=f"dg-{algorithm}"),
+        ecd_models.DescribeDesktopsRequest(region_id="cn-shanghai", policy_group_id=f"pg-{algorithm}"),
+        ecd_models.DescribeDesktopsRequest(region_id="cn-shanghai", end_user_id=[other]),
+        ecd_models.DescribeDesktopsRequest(
+            region_id="cn-shanghai", tag=[ecd_models.DescribeDesktopsRequestTag(key="team", value=algorithm)]
+        ),
+    ]:
+        got = call(client, bodies, "describe_desktops", request).body.desktops
+        assert len(got) == 1, request
+        d = got[0]
+        assert (d.connection_status, [s.end_user_id for s in d.sessions]) == ("Connected", [user])
+        assert d.policy_group_id_list == [f"pg-{algorithm}", "pg-shared"]
+    desktop_id = d.desktop_id
+
+    # ENTER waits for the user: the desktop drains.
+    call(
+        client,
+        bodies,
+        "set_desktop_maintenance",
+        ecd_models.SetDesktopMaintenanceRequest(region_id="cn-shanghai", mode="ENTER", desktop_ids=[desktop_id]),
+    )
+    got = call(client, bodies, "describe_desktops", ecd_models.DescribeDesktopsRequest(region_id="cn-shanghai", desktop_id=[desktop_id]))
+    assert got.body.desktops[0].management_flags == ["EnterMaintenance"]
+    sessions = call(
+        client,
+        bodies,
+        "describe_desktop_sessions",
+        ecd_models.DescribeDesktopSessionsRequest(
+            region_id="cn-shanghai", desktop_id=[desktop_id], session_status="Connected", page_number=1, page_size=100
+        ),
+    ).body
+    assert sessions.total_count == 1
+    assert (sessions.sessions[0].end_user_id, sessions.sessions[0].session_status) == (user, "Connected")
+
+    # The session is disconnected (the other user was never connected): then it is maintained.
+    answer = call(
+        client,
+        bodies,
+        "disconnect_desktop_sessions",
+        ecd_models.DisconnectDesktopSessionsRequest(
+            region_id="cn-shanghai",
+            sessions=[
+                ecd_models.DisconnectDesktopSessionsRequestSessions(desktop_id=desktop_id, end_user_id=user),
+                ecd_models.DisconnectDesktopSessionsRequestSessions(desktop_id=desktop_id, end_user_id=other),
+            ],
+        ),
+    ).body
+    assert [(s.desktop_id, s.end_user_id) for s in answer.invalid_sessions] == [(desktop_id, other)]
+    got = call(client, bodies, "describe_desktops", ecd_models.DescribeDesktopsRequest(region_id="cn-shanghai", desktop_id=[desktop_id]))
+    assert got.body.desktops[0].management_flags == ["UnderMaintenance"]
+    assert got.body.desktops[0].connection_status == "Disconnected"
+    ended = call(
+        client,
+        bodies,
+        "describe_desktop_sessions",
+        ecd_models.DescribeDesktopSessionsRequest(region_id="cn-shanghai", desktop_id=[desktop_id], session_status="Disconnected"),
+    ).body
+    assert [s.end_user_id for s in ended.sessions] == [user] and ended.sessions[0].session_end_time
+    with pytest.raises(TeaException, match="Sessions"):
+        client.disconnect_desktop_sessions(
+            ecd_models.DisconnectDesktopSessionsRequest(
+                region_id="cn-shanghai",
+                sessions=[
+                    ecd_models.DisconnectDesktopSessionsRequestSessions(desktop_id=desktop_id, end_user_id=f"u{i}")
+                    for i in range(21)
+                ],
+            )
+        )
+    call(
+        client,
+        bodies,
+        "set_desktop_maintenance",
+        ecd_models.SetDesktopMaintenanceRequest(region_id="cn-shanghai", mode="EXIT", desktop_ids=[desktop_id]),
+    )
+
+    listed = call(client, bodies, "describe_console_messages", ecd_models.DescribeConsoleMessagesRequest(message_ids=["msg-published"])).body
+    assert listed.total_count == "1" and listed.message_list[0].status == "Published"
+    assert call(client, bodies, "send_console_message", ecd_models.SendConsoleMessageRequest(message_id="msg-published")).body.success is True
+    with pytest.raises(TeaException, match="InvalidMessageStatus"):
+        client.send_console_message(ecd_models.SendConsoleMessageRequest(message_id="msg-draft"))
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)

@@ -101,6 +101,35 @@ pub struct Desktop {
     /// The desktop's tags (a window records the desktops it entered in one of its own).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<Tag>,
+    /// The end users' connection: `Connected`, `Disconnected` or `Unknown`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub connection_status: String,
+    /// The sessions connected now.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sessions: Vec<DesktopSession>,
+    /// The end users the desktop is assigned to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub end_user_ids: Vec<String>,
+    /// The pool (desktop group) the desktop belongs to; empty for a dedicated desktop.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub desktop_group_id: String,
+    /// The cloud computer policy.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub policy_group_id: String,
+    /// Every policy attached, when there are several.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policy_group_id_list: Vec<String>,
+}
+
+/// A session connected to a desktop, as `DescribeDesktops` lists it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DesktopSession {
+    pub end_user_id: String,
+    /// When the session was established (ISO 8601 UTC, e.g. `2021-03-07T08:23Z`).
+    pub establishment_time: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub external_user_name: String,
 }
 
 /// A tag of a cloud resource.
@@ -117,10 +146,32 @@ impl Desktop {
         self.tags.iter().find(|t| t.key == key).map(|t| t.value.as_str())
     }
 
+    /// Either maintenance flag: an EXIT is owed for it.
     pub fn in_maintenance(&self) -> bool {
         self.management_flags
             .iter()
             .any(|f| f == "UnderMaintenance" || f == "EnterMaintenance")
+    }
+
+    /// In maintenance and drained: `UnderMaintenance` (the zh metadata's reading: the
+    /// desktop is in maintenance once its last user has left).
+    pub fn maintained(&self) -> bool {
+        self.management_flags.iter().any(|f| f == "UnderMaintenance")
+    }
+
+    /// Someone is connected: a session listed, or `ConnectionStatus` `Connected`.
+    pub fn connected(&self) -> bool {
+        !self.sessions.is_empty() || self.connection_status == "Connected"
+    }
+
+    /// Whether the desktop has every tag of `tags` (an empty list matches any desktop).
+    pub fn has_tags<'a>(&self, mut tags: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
+        tags.all(|(k, v)| self.tag(k) == Some(v))
+    }
+
+    /// Whether the desktop belongs to the policy `id` (alone or among several).
+    pub fn has_policy(&self, id: &str) -> bool {
+        self.policy_group_id == id || self.policy_group_id_list.iter().any(|p| p == id)
     }
 }
 
@@ -268,6 +319,111 @@ async fn tag_call(
         client.call(&call).await?;
     }
     Ok(())
+}
+
+/// DisconnectDesktopSessions takes at most this many sessions a call.
+pub const MAX_SESSIONS_PER_DISCONNECT: usize = 20;
+
+/// One session as `DescribeDesktopSessions` reports it.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct SessionInfo {
+    pub desktop_id: String,
+    pub end_user_id: String,
+    /// `Connected` or `Disconnected`.
+    pub session_status: String,
+    pub session_start_time: String,
+    /// How long the session has been idle, in seconds.
+    pub session_idle_time: i64,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct DescribeDesktopSessionsResponse {
+    sessions: Vec<SessionInfo>,
+    total_count: i64,
+}
+
+/// The connected sessions of `desktop_ids` (100 ids a call, every page of 100).
+pub async fn describe_connected_sessions(
+    client: &CloudClient,
+    region: &str,
+    desktop_ids: &[String],
+) -> Result<Vec<SessionInfo>, CloudError> {
+    let mut out = Vec::new();
+    for chunk in desktop_ids.chunks(MAX_DESKTOP_IDS_PER_CALL) {
+        let read = |page: i64| async move {
+            let req = RpcRequest::new(Product::Ecd, "DescribeDesktopSessions", region)
+                .query("RegionId", region)
+                .query("SessionStatus", "Connected")
+                .query("PageSize", "100")
+                .query("PageNumber", page.to_string())
+                .query_list("DesktopId", chunk);
+            let resp: DescribeDesktopSessionsResponse = client.call_typed(&req).await?;
+            Ok(super::Page {
+                items: resp.sessions,
+                page_size: 100,
+                total_count: resp.total_count,
+            })
+        };
+        super::each_page(read, |items| out.extend(items)).await?;
+    }
+    Ok(out)
+}
+
+/// One user's session on one desktop.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SessionRef {
+    pub desktop_id: String,
+    pub end_user_id: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct DisconnectDesktopSessionsResponse {
+    invalid_sessions: Vec<SessionRef>,
+}
+
+/// One DisconnectDesktopSessions call (1 to 20 sessions). Returns the sessions the cloud
+/// called invalid (not connected any more, for one).
+pub async fn disconnect_desktop_sessions(
+    client: &CloudClient,
+    region: &str,
+    sessions: &[SessionRef],
+) -> Result<Vec<SessionRef>, CloudError> {
+    if sessions.is_empty() || sessions.len() > MAX_SESSIONS_PER_DISCONNECT {
+        return Err(CloudError::InvalidRequest(format!(
+            "DisconnectDesktopSessions takes 1 to {MAX_SESSIONS_PER_DISCONNECT} sessions, got {}",
+            sessions.len()
+        )));
+    }
+    let mut req = RpcRequest::new(Product::Ecd, "DisconnectDesktopSessions", region)
+        .write()
+        .query("RegionId", region);
+    for (i, s) in sessions.iter().enumerate() {
+        req = req
+            .query(&format!("Sessions.{}.DesktopId", i + 1), &s.desktop_id)
+            .query(&format!("Sessions.{}.EndUserId", i + 1), &s.end_user_id);
+    }
+    let resp: DisconnectDesktopSessionsResponse = client.call_typed(&req).await?;
+    Ok(resp.invalid_sessions)
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct SendConsoleMessageResponse {
+    success: bool,
+}
+
+/// Sends the console message `message_id` (made and published in the console) to its
+/// targets. `Ok(false)` when the cloud did not accept it.
+pub async fn send_console_message(client: &CloudClient, region: &str, message_id: &str) -> Result<bool, CloudError> {
+    let req = RpcRequest::new(Product::Ecd, "SendConsoleMessage", region)
+        .write()
+        .query("MessageId", message_id);
+    let resp: SendConsoleMessageResponse = client.call_typed(&req).await?;
+    Ok(resp.success)
 }
 
 /// Splits ids into chunks, or yields one empty chunk (meaning "no id filter").
