@@ -139,19 +139,28 @@ struct Tracker {
 
 impl Tracker {
     /// Watches `ns`; an object counts once its Ready condition, at its generation, has a
-    /// reason in `want`.
-    fn start<K: Kind>(client: &Client, ns: &str, want: &'static [&'static str]) -> Tracker {
+    /// reason in `want`. Returns once the watch's initial list is read, so that listing
+    /// what exists already loads neither the apiserver nor the cores during a measurement.
+    async fn start<K: Kind>(client: &Client, ns: &str, want: &'static [&'static str]) -> Tracker {
         let api: Api<K> = Api::namespaced(client.clone(), ns);
         let state = Arc::new(Mutex::new(Readiness::default()));
         let changed = Arc::new(tokio::sync::Notify::new());
         let started = Instant::now();
         let (s, c) = (state.clone(), changed.clone());
+        let (listed_tx, listed) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let stream = watcher(api, watcher::Config::default()).default_backoff();
             futures::pin_mut!(stream);
+            let mut listed_tx = Some(listed_tx);
             while let Ok(Some(event)) = stream.try_next().await {
                 let objs = match event {
                     watcher::Event::Apply(o) | watcher::Event::InitApply(o) => vec![o],
+                    watcher::Event::InitDone => {
+                        if let Some(tx) = listed_tx.take() {
+                            let _ = tx.send(());
+                        }
+                        continue;
+                    }
                     _ => continue,
                 };
                 let mut st = s.lock().unwrap();
@@ -189,6 +198,9 @@ impl Tracker {
                 c.notify_waiters();
             }
         });
+        if tokio::time::timeout(Duration::from_secs(120), listed).await.is_err() {
+            panic!("timed out waiting for the tracker's initial list of {ns}");
+        }
         Tracker {
             state,
             changed,
@@ -382,7 +394,7 @@ async fn scale(client: &Client, emu: &Emulator, n: usize, s: &Settings) {
     let concurrency = s.concurrency;
     // The bench watches the raw namespace as it watches the operator's: the same load on the
     // apiserver and on the two cores, apart from the operator itself.
-    let raw_watch = Tracker::start::<ImageShare>(client, &raw_ns, &["Raw"]);
+    let raw_watch = Tracker::start::<ImageShare>(client, &raw_ns, &["Raw"]).await;
     let condition = |type_: &str, reason: &str, message: &str| {
         json!({"type": type_, "status": "True", "reason": reason, "message": message,
                "lastTransitionTime": "2026-11-23T00:00:00Z", "observedGeneration": 1})
@@ -403,10 +415,7 @@ async fn scale(client: &Client, emu: &Emulator, n: usize, s: &Settings) {
         "  raw apiserver status-patch rate (kube-rs, SSA, {concurrency} in flight, the bench watching): {raw:.0}/s"
     );
 
-    let tracker = Tracker::start::<ImageShare>(client, &ns, &["InSync"]);
-    tracker
-        .until("the tracker's initial list", Duration::from_secs(60), |_| true)
-        .await;
+    let tracker = Tracker::start::<ImageShare>(client, &ns, &["InSync"]).await;
     emu.world().reset_counters();
     let requests_before = apiserver_requests(client).await;
     let started = Instant::now();
@@ -538,10 +547,7 @@ async fn quota(client: &Client, emu: &Emulator, n: usize, writes: usize, seconds
             .map(|i| image_share(&format!("share-{i:05}"), region, &image_id(region, i)))
             .collect();
         create_all::<ImageShare>(client, &ns, bodies, 32).await;
-        let tracker = Tracker::start::<ImageShare>(client, &ns, &["InSync"]);
-        tracker
-            .until("the tracker's initial list", Duration::from_secs(60), |_| true)
-            .await;
+        let tracker = Tracker::start::<ImageShare>(client, &ns, &["InSync"]).await;
         emu.world().reset_counters();
         let started = Instant::now();
         let op = s.operator(&ns, emu);
@@ -627,7 +633,7 @@ async fn windows(client: &Client, emu: &Emulator, s: &Settings) {
         })
         .collect();
     create_all::<DesktopMaintenanceWindow>(client, &ns, bodies, 32).await;
-    let tracker = Tracker::start::<DesktopMaintenanceWindow>(client, &ns, &["Active"]);
+    let tracker = Tracker::start::<DesktopMaintenanceWindow>(client, &ns, &["Active"]).await;
     emu.world().reset_counters();
     let op = s.operator(&ns, emu);
     let wait = (opens - chrono::Utc::now()).to_std().unwrap_or_default();
@@ -706,7 +712,7 @@ async fn cold_start<K: Kind>(
 ) -> f64 {
     let count = bodies.len();
     create_all::<K>(client, ns, bodies, 32).await;
-    let tracker = Tracker::start::<K>(client, ns, want);
+    let tracker = Tracker::start::<K>(client, ns, want).await;
     emu.world().reset_counters();
     let started = Instant::now();
     let _op = s.operator(ns, emu);
