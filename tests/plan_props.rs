@@ -216,6 +216,7 @@ proptest! {
             selector: listed.is_none().then_some(DesktopSelector { office_site_id: site }),
             window: fixed.then(|| FixedWindow { start: start.clone(), end: end.clone() }),
             recurring: (!fixed).then(|| RecurringWindow { cron: cron.clone(), duration: length.clone(), time_zone: zone.clone() }),
+            drain: None,
             common,
         };
         let previous = DesktopMaintenanceWindowStatus {
@@ -240,7 +241,7 @@ proptest! {
         let out = maintenance::plan(&input, &ctx);
         // Whatever else happens, deletion never keeps a record it could act on.
         if deleting && ctx.policy == ManagementPolicy::Manage {
-            prop_assert!(out.actions.iter().all(|a| a.mode == alicloud_ops_operator::cloud::ops::ecd::MaintenanceMode::Exit));
+            prop_assert!(out.actions.iter().all(|a| a.maintenance().is_some_and(|m| m.mode == alicloud_ops_operator::cloud::ops::ecd::MaintenanceMode::Exit)));
         }
     }
 

@@ -8,8 +8,8 @@ use alicloud_ops_operator::api::fota::{
 };
 use alicloud_ops_operator::api::image_share::{DeletionPolicy, ImageShareSpec, ImageShareStatus, ShareWrite};
 use alicloud_ops_operator::api::maintenance::{
-    DesktopId, DesktopMaintenanceWindowSpec, DesktopMaintenanceWindowStatus, DesktopSelector, FixedWindow, Phase,
-    RecurringWindow, WindowTimes,
+    DesktopId, DesktopMaintenanceWindowSpec, DesktopMaintenanceWindowStatus, DesktopSelector, Drain, DrainPolicy,
+    FixedWindow, Phase, RecurringWindow, WindowTimes,
 };
 use alicloud_ops_operator::api::ota::{
     Approval, ApprovalSource, OtaScheduleSpec, OtaScheduleStatus, OtaType, OtaWindow,
@@ -266,6 +266,7 @@ mod maintenance {
                 end: "2026-11-22T14:00:00Z".into(),
             }),
             recurring: None,
+            drain: None,
             common: CommonSpec::default(),
         }
     }
@@ -291,7 +292,7 @@ mod maintenance {
         prev: &DesktopMaintenanceWindowStatus,
         now: &str,
         deleting: bool,
-    ) -> reconcile::Outcome<reconcile::maintenance::SetMaintenance, DesktopMaintenanceWindowStatus> {
+    ) -> reconcile::Outcome<reconcile::maintenance::DesktopAction, DesktopMaintenanceWindowStatus> {
         plan(
             &MaintenanceInput {
                 spec,
@@ -306,6 +307,118 @@ mod maintenance {
             },
             &ctx(now),
         )
+    }
+
+    /// A desktop this window entered, with `users` still connected (the cloud shows it
+    /// draining).
+    fn busy(id: &str, users: &[&str]) -> Desktop {
+        Desktop {
+            desktop_id: id.into(),
+            management_flags: vec!["EnterMaintenance".into()],
+            connection_status: "Connected".into(),
+            sessions: users
+                .iter()
+                .map(|u| alicloud_ops_operator::cloud::ops::ecd::DesktopSession {
+                    end_user_id: u.to_string(),
+                    establishment_time: "2026-11-22T11:30Z".into(),
+                    external_user_name: String::new(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn draining(policy: DrainPolicy, force_after: Option<&str>) -> DesktopMaintenanceWindowSpec {
+        DesktopMaintenanceWindowSpec {
+            drain: Some(Drain {
+                policy,
+                force_after: force_after.map(str::to_string),
+            }),
+            ..spec(&["ecd-a", "ecd-b"])
+        }
+    }
+
+    fn disconnects(
+        out: &reconcile::Outcome<reconcile::maintenance::DesktopAction, DesktopMaintenanceWindowStatus>,
+    ) -> Vec<String> {
+        out.actions
+            .iter()
+            .filter_map(|a| match a {
+                reconcile::maintenance::DesktopAction::Disconnect(s) => Some(s),
+                _ => None,
+            })
+            .flatten()
+            .map(|s| format!("{}/{}", s.desktop_id, s.end_user_id))
+            .collect()
+    }
+
+    /// A connected user is never disconnected by `Wait`, nor before `forceAfter`; at the
+    /// deadline every session still connected to a desktop this window entered is, and the
+    /// status says when beforehand. The window is `Draining` until the users have gone.
+    #[test]
+    fn sessions_are_disconnected_only_at_the_drain_deadline() {
+        let desks = [busy("ecd-a", &["alice", "bob"]), desk("ecd-b", "UnderMaintenance")];
+        let prev = status_with(&["ecd-a", "ecd-b"]);
+        let waits = run(&spec(&["ecd-a", "ecd-b"]), &desks, &prev, "2026-11-22T13:59:00Z", false);
+        assert!(disconnects(&waits).is_empty(), "Wait never disconnects");
+        assert_eq!(waits.verdict.reason, Reason::Draining, "{}", waits.verdict.message);
+        assert_eq!(waits.status.desktops_draining_count, 1);
+        assert_eq!(waits.status.busy_desktops[0].end_user_ids, ["alice", "bob"]);
+        assert_eq!(waits.status.force_at, None);
+
+        let force = draining(DrainPolicy::WaitThenForce, Some("90m"));
+        let before = run(&force, &desks, &prev, "2026-11-22T13:29:59Z", false);
+        assert!(disconnects(&before).is_empty(), "not a second before the deadline");
+        assert_eq!(before.status.force_at.as_deref(), Some("2026-11-22T13:30:00Z"));
+        assert!(
+            before.verdict.message.contains("2026-11-22T13:30:00Z"),
+            "{}",
+            before.verdict.message
+        );
+        assert_eq!(
+            before.requeue_after,
+            Some(Duration::from_secs(1)),
+            "comes back at the deadline, which is sooner than the drain's recheck"
+        );
+        let at = run(&force, &desks, &prev, "2026-11-22T13:30:00Z", false);
+        assert_eq!(disconnects(&at), ["ecd-a/alice", "ecd-a/bob"]);
+
+        let immediate = run(
+            &draining(DrainPolicy::Immediate, None),
+            &desks,
+            &prev,
+            "2026-11-22T12:00:00Z",
+            false,
+        );
+        assert_eq!(disconnects(&immediate), ["ecd-a/alice", "ecd-a/bob"]);
+
+        // A deadline at or after the window's end never comes.
+        let late = run(
+            &draining(DrainPolicy::WaitThenForce, Some("2h")),
+            &desks,
+            &prev,
+            "2026-11-22T13:59:59Z",
+            false,
+        );
+        assert!(disconnects(&late).is_empty());
+        assert_eq!(late.status.force_at, None);
+    }
+
+    /// Only the people on desktops this window holds are disconnected: not on a desktop in
+    /// someone else's maintenance, nor on one it does not target.
+    #[test]
+    fn the_deadline_disconnects_nobody_on_desktops_the_window_does_not_hold() {
+        let foreign = busy("ecd-b", &["carol"]);
+        let elsewhere = busy("ecd-z", &["dave"]);
+        let desks = [busy("ecd-a", &["alice"]), foreign, elsewhere];
+        let out = run(
+            &draining(DrainPolicy::Immediate, None),
+            &desks,
+            &status_with(&["ecd-a"]),
+            "2026-11-22T12:30:00Z",
+            false,
+        );
+        assert_eq!(disconnects(&out), ["ecd-a/alice"]);
     }
 
     fn invalid_recurring(mut s: DesktopMaintenanceWindowSpec) -> DesktopMaintenanceWindowSpec {
@@ -325,7 +438,10 @@ mod maintenance {
         let out = run(&s, &desks, &status_with(&["ecd-a"]), "2026-11-22T12:30:00Z", true);
         assert_eq!(out.actions.len(), 1);
         assert_eq!(
-            (out.actions[0].mode, out.actions[0].desktop_ids.clone()),
+            (
+                out.actions[0].maintenance().unwrap().mode,
+                out.actions[0].maintenance().unwrap().desktop_ids.clone()
+            ),
             (MaintenanceMode::Exit, vec!["ecd-a".to_string()]),
             "only what this window entered"
         );
@@ -357,8 +473,8 @@ mod maintenance {
         );
         let after = run(&s, &desks, &during.status, "2026-11-22T14:00:01Z", false);
         assert_eq!(after.actions.len(), 1);
-        assert_eq!(after.actions[0].mode, MaintenanceMode::Exit);
-        assert_eq!(after.actions[0].desktop_ids, vec!["ecd-a"]);
+        assert_eq!(after.actions[0].maintenance().unwrap().mode, MaintenanceMode::Exit);
+        assert_eq!(after.actions[0].maintenance().unwrap().desktop_ids, vec!["ecd-a"]);
         assert_eq!(after.verdict.reason, Reason::InvalidSpec);
     }
 
@@ -394,7 +510,7 @@ mod maintenance {
         assert!(after.status.desktops_in_maintenance.is_empty());
         // With nobody else holding it, the last window exits it.
         let last = run(&s, &desks, &during.status, "2026-11-22T14:30:00Z", false);
-        assert_eq!(last.actions[0].mode, MaintenanceMode::Exit);
+        assert_eq!(last.actions[0].maintenance().unwrap().mode, MaintenanceMode::Exit);
     }
 
     #[test]
@@ -447,8 +563,11 @@ mod maintenance {
         ];
         let out = run(&s, &desks, &Default::default(), "2026-11-22T12:30:00Z", false);
         assert_eq!(out.actions.len(), 1);
-        assert_eq!(out.actions[0].mode, MaintenanceMode::Enter);
-        assert_eq!(out.actions[0].desktop_ids, vec!["ecd-a", "ecd-c"]);
+        assert_eq!(out.actions[0].maintenance().unwrap().mode, MaintenanceMode::Enter);
+        assert_eq!(
+            out.actions[0].maintenance().unwrap().desktop_ids,
+            vec!["ecd-a", "ecd-c"]
+        );
         let intent = out.intent.expect("ids are recorded before the call");
         assert_eq!(intent.desktops_in_maintenance, vec!["ecd-a", "ecd-c"]);
         assert_eq!(out.status.foreign_maintenance, vec!["ecd-b"]);
@@ -463,8 +582,8 @@ mod maintenance {
         // The operator was down across the window end: it exits on the next reconcile.
         let out = run(&s, &desks, &status_with(&["ecd-a"]), "2026-11-23T09:00:00Z", false);
         assert_eq!(out.actions.len(), 1);
-        assert_eq!(out.actions[0].mode, MaintenanceMode::Exit);
-        assert_eq!(out.actions[0].desktop_ids, vec!["ecd-a"]);
+        assert_eq!(out.actions[0].maintenance().unwrap().mode, MaintenanceMode::Exit);
+        assert_eq!(out.actions[0].maintenance().unwrap().desktop_ids, vec!["ecd-a"]);
         assert!(out.status.desktops_in_maintenance.is_empty());
         assert_eq!(out.status.phase, Some(Phase::Completed));
     }
@@ -480,7 +599,7 @@ mod maintenance {
             true,
         );
         assert_eq!(out.actions.len(), 1);
-        assert_eq!(out.actions[0].mode, MaintenanceMode::Exit);
+        assert_eq!(out.actions[0].maintenance().unwrap().mode, MaintenanceMode::Exit);
     }
 
     #[test]
@@ -494,7 +613,7 @@ mod maintenance {
             "2026-11-22T13:00:00Z",
             false,
         );
-        assert_eq!(in_window.actions[0].mode, MaintenanceMode::Enter);
+        assert_eq!(in_window.actions[0].maintenance().unwrap().mode, MaintenanceMode::Enter);
         let after = run(
             &s,
             &[desk("ecd-a", "NoFlag")],
@@ -513,7 +632,7 @@ mod maintenance {
         let s = spec(&refs);
         let desks: Vec<Desktop> = ids.iter().map(|i| desk(i, "NoFlag")).collect();
         let out = run(&s, &desks, &Default::default(), "2026-11-22T12:00:00Z", false);
-        assert_eq!(out.actions[0].desktop_ids.len(), 250);
+        assert_eq!(out.actions[0].maintenance().unwrap().desktop_ids.len(), 250);
         assert_eq!(out.intent.unwrap().desktops_in_maintenance_count, 250);
     }
 
@@ -529,7 +648,7 @@ mod maintenance {
         );
         assert_eq!(out.verdict.reason, Reason::NotFound);
         assert_eq!(out.status.unknown_desktop_ids, vec!["ecd-ghost"]);
-        assert_eq!(out.actions[0].desktop_ids, vec!["ecd-a"]);
+        assert_eq!(out.actions[0].maintenance().unwrap().desktop_ids, vec!["ecd-a"]);
     }
 
     #[test]
@@ -553,8 +672,8 @@ mod maintenance {
             &ctx("2026-11-22T12:30:00Z"),
         );
         assert_eq!(out.actions.len(), 1);
-        assert_eq!(out.actions[0].mode, MaintenanceMode::Exit);
-        assert_eq!(out.actions[0].desktop_ids, vec!["ecd-old"]);
+        assert_eq!(out.actions[0].maintenance().unwrap().mode, MaintenanceMode::Exit);
+        assert_eq!(out.actions[0].maintenance().unwrap().desktop_ids, vec!["ecd-old"]);
         assert_eq!(out.status.desktops_in_maintenance, vec!["ecd-a"]);
     }
 

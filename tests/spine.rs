@@ -177,6 +177,7 @@ fn window(secret: &str) -> DesktopMaintenanceWindow {
                     end: (now + chrono::Duration::hours(1)).to_rfc3339(),
                 }),
                 recurring: None,
+                drain: None,
                 common: credentials(secret),
             },
         ),

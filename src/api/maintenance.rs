@@ -35,6 +35,7 @@ use super::common::{CommonSpec, ResourceStatus};
         type_ = "integer",
         json_path = ".status.desktopsInMaintenanceCount"
     ),
+    printcolumn(name = "Draining", type_ = "integer", json_path = ".status.desktopsDrainingCount"),
     printcolumn(name = "Next-Window", type_ = "string", json_path = ".status.nextWindow.start"),
     printcolumn(
         name = "Reason",
@@ -66,8 +67,46 @@ pub struct DesktopMaintenanceWindowSpec {
     /// A window that repeats. Set this or `window`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recurring: Option<RecurringWindow>,
+    /// What happens to people still connected when the window opens. Default: `Wait`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<Drain>,
     #[serde(flatten)]
     pub common: CommonSpec,
+}
+
+/// What happens to people still connected to a computer when the window opens. Every
+/// target is entered at the start whatever the policy: Alibaba's maintenance mode lets
+/// nobody new connect and keeps a computer "entering maintenance" until its last user
+/// leaves. The policy says whether the operator ends the sessions still there, and when.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new("(has(self.policy) && self.policy == 'WaitThenForce') == has(self.forceAfter)").message("drain.forceAfter is required with policy WaitThenForce, and allowed with no other policy"))]
+#[serde(rename_all = "camelCase")]
+pub struct Drain {
+    /// `Wait` (default): nobody is disconnected; a computer is in maintenance once its users
+    /// leave. `WaitThenForce`: the sessions still connected `forceAfter` after the window
+    /// opened are disconnected. `Immediate`: the sessions are disconnected as the window
+    /// opens. A disconnect is not a logoff, but unsaved work may be lost if maintenance
+    /// restarts the computer.
+    #[serde(default)]
+    pub policy: DrainPolicy,
+    /// WaitThenForce: how long after the window opens the remaining sessions are
+    /// disconnected, e.g. `2h` or `30m`: at most `168h`. A deadline at or after the window's
+    /// end never comes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(s|m|h))+$"), length(max = 16))]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('168h')").message("drain.forceAfter is at most 168h (7 days)"))]
+    pub force_after: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DrainPolicy {
+    /// Nobody is disconnected.
+    #[default]
+    Wait,
+    /// The sessions still connected at `forceAfter` are disconnected.
+    WaitThenForce,
+    /// The sessions are disconnected as the window opens.
+    Immediate,
 }
 
 /// A cloud computer id, such as `ecd-dzeotbgawdnfo****`.
@@ -183,4 +222,31 @@ pub struct DesktopMaintenanceWindowStatus {
     /// Ids in `desktopIds` that the cloud does not know.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unknown_desktop_ids: Vec<String>,
+    /// Of `desktopsInMaintenance`, those that still have users connected (the cloud shows
+    /// `EnterMaintenance`, or sessions): they are in maintenance only once the users leave.
+    #[serde(default)]
+    pub desktops_draining_count: i32,
+    /// Some of the computers still draining, with who is connected (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub busy_desktops: Vec<BusyDesktop>,
+    /// When the sessions still connected to the computers in maintenance are disconnected
+    /// (`drain.policy` WaitThenForce or Immediate), for the window open now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_at: Option<String>,
 }
+
+/// A computer someone is still working on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BusyDesktop {
+    pub desktop_id: String,
+    /// The end users connected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub end_user_ids: Vec<String>,
+    /// When the earliest of their sessions was established, as the cloud reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_since: Option<String>,
+}
+
+/// How many busy computers `status.busyDesktops` shows.
+pub const BUSY_SAMPLE: usize = 10;

@@ -12,6 +12,8 @@ pub const UNSHARED: &str = "Unshared";
 pub const ENTERED_MAINTENANCE: &str = "EnteredMaintenance";
 /// SetDesktopMaintenance `EXIT`.
 pub const EXITED_MAINTENANCE: &str = "ExitedMaintenance";
+/// DisconnectDesktopSessions at a window's drain deadline.
+pub const DISCONNECTED_SESSIONS: &str = "SessionsDisconnected";
 /// ApproveOtaTask.
 pub const APPROVED: &str = "Approved";
 /// UpdateFotaTask `UserStatus=Running`: the task is pushed to users automatically.

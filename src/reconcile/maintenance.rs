@@ -4,16 +4,61 @@ use std::collections::BTreeSet;
 
 use super::schedule::{Schedule, Window, WindowState};
 use super::{Outcome, PlanContext, Reason, VERIFY_AFTER, Verdict, min_requeue, rfc3339, until};
+use crate::api::maintenance::DrainPolicy;
 use crate::api::maintenance::{
-    DesktopMaintenanceWindowSpec, DesktopMaintenanceWindowStatus, EnteredWith, Phase, WindowTimes,
+    BUSY_SAMPLE, BusyDesktop, DesktopMaintenanceWindowSpec, DesktopMaintenanceWindowStatus, EnteredWith, Phase,
+    WindowTimes,
 };
-use crate::cloud::ops::ecd::{Desktop, MaintenanceMode};
+use crate::cloud::ops::ecd::{Desktop, MaintenanceMode, SessionRef};
+use chrono::{DateTime, Utc};
+
+/// How often a window with users still connected looks again.
+pub const DRAIN_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SetMaintenance {
     pub mode: MaintenanceMode,
     /// Any number; the executor sends them 100 at a time.
     pub desktop_ids: Vec<String>,
+}
+
+/// A write of a DesktopMaintenanceWindow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DesktopAction {
+    Maintenance(SetMaintenance),
+    /// The sessions still connected at the drain's deadline, disconnected (any number; the
+    /// executor sends them 20 at a time). A session gone meanwhile is no failure.
+    Disconnect(Vec<SessionRef>),
+}
+
+impl DesktopAction {
+    /// The SetDesktopMaintenance this is, if it is one.
+    pub fn maintenance(&self) -> Option<&SetMaintenance> {
+        match self {
+            DesktopAction::Maintenance(m) => Some(m),
+            DesktopAction::Disconnect(_) => None,
+        }
+    }
+}
+
+/// When the sessions still connected to the computers a window entered are disconnected:
+/// never with `Wait`, at the start with `Immediate`, `forceAfter` after it with
+/// `WaitThenForce`.
+pub fn force_at(spec: &DesktopMaintenanceWindowSpec, window: Window) -> Result<Option<DateTime<Utc>>, String> {
+    let Some(drain) = &spec.drain else { return Ok(None) };
+    match drain.policy {
+        DrainPolicy::Wait => Ok(None),
+        DrainPolicy::Immediate => Ok(Some(window.start)),
+        DrainPolicy::WaitThenForce => {
+            let after = drain
+                .force_after
+                .as_deref()
+                .ok_or_else(|| "spec.drain.forceAfter: required with policy WaitThenForce".to_string())?;
+            let after = super::duration::parse("spec.drain.forceAfter", after)?;
+            let after = chrono::Duration::from_std(after).map_err(|e| format!("spec.drain.forceAfter: {e}"))?;
+            Ok(window.start.checked_add_signed(after).filter(|at| *at < window.end))
+        }
+    }
 }
 
 pub struct MaintenanceInput<'a> {
@@ -83,10 +128,7 @@ pub fn listed_ids(spec: &DesktopMaintenanceWindowSpec) -> Vec<String> {
     spec.desktop_ids.iter().flatten().map(|d| d.0.clone()).collect()
 }
 
-pub fn plan(
-    input: &MaintenanceInput<'_>,
-    ctx: &PlanContext,
-) -> Outcome<SetMaintenance, DesktopMaintenanceWindowStatus> {
+pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopAction, DesktopMaintenanceWindowStatus> {
     let mut status = input.previous.clone();
     // Deletion undoes the record whatever the spec says; it may no longer be valid.
     let (state, schedule, invalid) = if input.deleting {
@@ -98,6 +140,14 @@ pub fn plan(
             // the window recorded as open runs to its recorded end, then everything exits.
             Err(msg) => (recorded_window(input.previous, ctx.now), None, Some(msg)),
         }
+    };
+    // The drain's deadline in the window open now; an invalid one forces nobody.
+    let (force, invalid) = match (state.current, invalid) {
+        (Some(w), None) => match force_at(input.spec, w) {
+            Ok(at) => (at, None),
+            Err(msg) => (None, Some(msg)),
+        },
+        (_, invalid) => (None, invalid),
     };
     let known: Vec<&Desktop> = input.desktops.iter().chain(input.recorded_elsewhere).collect();
     let mut ours: BTreeSet<String> = input.previous.desktops_in_maintenance.iter().cloned().collect();
@@ -165,16 +215,34 @@ pub fn plan(
     let manages = ctx.manages() || input.deleting;
     let mut actions = Vec::new();
     if manages && !exit.is_empty() {
-        actions.push(SetMaintenance {
+        actions.push(DesktopAction::Maintenance(SetMaintenance {
             mode: MaintenanceMode::Exit,
             desktop_ids: exit.clone(),
-        });
+        }));
     }
     if manages && !enter.is_empty() {
-        actions.push(SetMaintenance {
+        actions.push(DesktopAction::Maintenance(SetMaintenance {
             mode: MaintenanceMode::Enter,
             desktop_ids: enter.clone(),
-        });
+        }));
+    }
+    // At the drain's deadline, the sessions still connected to the computers this window
+    // entered (and holds) are disconnected; nobody else's, and never before.
+    let forced: Vec<SessionRef> = match force {
+        Some(at) if manages && ctx.now >= at => known
+            .iter()
+            .filter(|d| keep.contains(&d.desktop_id) && ours.contains(&d.desktop_id))
+            .flat_map(|d| {
+                d.sessions.iter().map(|s| SessionRef {
+                    desktop_id: d.desktop_id.clone(),
+                    end_user_id: s.end_user_id.clone(),
+                })
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    if !forced.is_empty() {
+        actions.push(DesktopAction::Disconnect(forced.clone()));
     }
     let intent = (manages && (!enter.is_empty() || !adopted.is_empty())).then(|| {
         // Record the desktops before entering them, so a restart part-way still exits them;
@@ -208,6 +276,25 @@ pub fn plan(
             credentials_ref: input.spec.common.credentials_ref.clone(),
         },
     });
+    // Ours that someone still works on: entered, but in maintenance only once they leave.
+    let draining: Vec<&Desktop> = known
+        .iter()
+        .filter(|d| status.desktops_in_maintenance.binary_search(&d.desktop_id).is_ok())
+        .filter(|d| d.connected() || (d.in_maintenance() && !d.maintained()))
+        .copied()
+        .collect();
+    status.desktops_draining_count = draining.len() as i32;
+    status.busy_desktops = draining
+        .iter()
+        .filter(|d| d.connected())
+        .take(BUSY_SAMPLE)
+        .map(|d| BusyDesktop {
+            desktop_id: d.desktop_id.clone(),
+            end_user_ids: d.sessions.iter().map(|s| s.end_user_id.clone()).collect(),
+            connected_since: d.sessions.iter().map(|s| s.establishment_time.clone()).min(),
+        })
+        .collect();
+    status.force_at = force.map(rfc3339);
     status.foreign_maintenance = foreign;
     status.unknown_desktop_ids = unknown.clone();
     status.current_window = state.current.map(times);
@@ -240,9 +327,18 @@ pub fn plan(
             ),
         )
     } else if !actions.is_empty() {
+        let disconnecting = if forced.is_empty() {
+            String::new()
+        } else {
+            format!(", disconnecting {} session(s) at the drain's deadline", forced.len())
+        };
         Verdict::not_ready(
             Reason::Applying,
-            format!("entering maintenance: {}, exiting: {}", enter.len(), exit.len()),
+            format!(
+                "entering maintenance: {}, exiting: {}{disconnecting}",
+                enter.len(),
+                exit.len()
+            ),
         )
     } else if !manages && (!enter.is_empty() || !exit.is_empty()) {
         Verdict::not_ready(
@@ -255,6 +351,19 @@ pub fn plan(
         )
     } else {
         match status.phase {
+            Some(Phase::Active) if status.desktops_draining_count > 0 => Verdict::not_ready(
+                Reason::Draining,
+                format!(
+                    "{} computer(s) entered maintenance; {} still have users connected and are in maintenance once \
+                     they leave{}",
+                    status.desktops_in_maintenance_count,
+                    status.desktops_draining_count,
+                    match &status.force_at {
+                        Some(at) => format!("; their sessions are disconnected at {at}"),
+                        None => String::new(),
+                    }
+                ),
+            ),
             Some(Phase::Active) => Verdict::ready(
                 Reason::Active,
                 format!("{} computer(s) in maintenance", status.desktops_in_maintenance_count),
@@ -279,11 +388,14 @@ pub fn plan(
     let boundary = state.next_boundary().map(|b| until(ctx.now, b));
     // Writes are confirmed soon; a hand-over is looked at again until the other holds it.
     let verify = (!actions.is_empty() || handing_over > 0).then_some(VERIFY_AFTER);
+    // People leave on their own time: a draining window looks again soon.
+    let drain = (status.desktops_draining_count > 0).then_some(DRAIN_RECHECK);
+    let drain = min_requeue(drain, force.filter(|at| *at > ctx.now).map(|at| until(ctx.now, at)));
     Outcome {
         actions,
         intent,
         status,
         verdict,
-        requeue_after: min_requeue(boundary, verify),
+        requeue_after: min_requeue(boundary, min_requeue(verify, drain)),
     }
 }

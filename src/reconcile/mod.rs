@@ -43,6 +43,9 @@ pub enum Reason {
     Scheduled,
     Active,
     Completed,
+    /// DesktopMaintenanceWindow: the window is open and every target was entered, but some
+    /// still have users connected; they are in maintenance once the users leave.
+    Draining,
     /// OtaSchedule: no new version.
     UpToDate,
     /// OtaSchedule: a new version is approved for a start time.
@@ -73,6 +76,7 @@ impl Reason {
             Reason::Scheduled => "Scheduled",
             Reason::Active => "Active",
             Reason::Completed => "Completed",
+            Reason::Draining => "Draining",
             Reason::UpToDate => "UpToDate",
             Reason::Approved => "Approved",
             Reason::UpgradeRunning => "UpgradeRunning",
@@ -81,7 +85,7 @@ impl Reason {
         }
     }
 
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 21] = [
         Reason::InSync,
         Reason::Applying,
         Reason::DriftDetected,
@@ -97,6 +101,7 @@ impl Reason {
         Reason::Scheduled,
         Reason::Active,
         Reason::Completed,
+        Reason::Draining,
         Reason::UpToDate,
         Reason::Approved,
         Reason::UpgradeRunning,
@@ -145,6 +150,10 @@ impl Reason {
             | Reason::Approved
             | Reason::UpgradeRunning => (Healthy, "looks again at the resync or the next window boundary"),
             Reason::GlobalAutoUpdateEnabled => (Progressing, "looks again at the resync"),
+            Reason::Draining => (
+                Progressing,
+                "looks again every 30s until the users have left, and at the window's end",
+            ),
             Reason::Applying => (Progressing, "confirms the writes within 10s"),
             Reason::DriftDetected => (Progressing, "reports again at the resync; writes nothing (ObserveOnly)"),
             Reason::Suspended => (Suspended, "nothing until spec.suspend is false"),

@@ -175,3 +175,146 @@ async fn overlapping_windows_exit_a_shared_desktop_with_the_last_one() {
     gone::<DesktopMaintenanceWindow>(&client, &ns, "second", WAIT).await;
     assert!(!in_maintenance(&emu, shared), "the last window exits it");
 }
+
+/// Connects `user` to desktop `id` of cn-hangzhou, as an edit of the emulator's state.
+fn connect(emu: &alicloud_ops_operator::emulator::Emulator, id: &str, user: &str) {
+    emu.world().update_state(|s| {
+        let d = s
+            .ecd
+            .get_mut("cn-hangzhou")
+            .unwrap()
+            .desktops
+            .iter_mut()
+            .find(|d| d.desktop_id == id)
+            .unwrap();
+        d.sessions.push(alicloud_ops_operator::cloud::ops::ecd::DesktopSession {
+            end_user_id: user.into(),
+            establishment_time: chrono::Utc::now().format("%Y-%m-%dT%H:%MZ").to_string(),
+            external_user_name: String::new(),
+        });
+    });
+}
+
+fn flags(emu: &alicloud_ops_operator::emulator::Emulator, id: &str) -> Vec<String> {
+    emu.world().state().ecd["cn-hangzhou"]
+        .desktops
+        .iter()
+        .find(|d| d.desktop_id == id)
+        .unwrap()
+        .management_flags
+        .clone()
+}
+
+/// Someone still working when the window opens is not thrown out (the default policy,
+/// `Wait`): the desktop is entered and drains, the window says `Draining` and who is
+/// connected, and it is `Active` only once she has left. Her desktop is exited at the end
+/// like every other, and nobody was ever disconnected by the operator.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_window_waits_for_the_people_still_working_and_says_so() {
+    let Scene { client, ns, emu } = Scene::new("drain").await;
+    connect(&emu, "ecd-hz10031", "alice");
+    let _op = operator(&ns, &emu);
+    create::<DesktopMaintenanceWindow>(
+        &client,
+        &ns,
+        dmw(
+            "people",
+            &["ecd-hz10031", "ecd-hz10032"],
+            chrono::Duration::seconds(50),
+            None,
+        ),
+    )
+    .await;
+    let status = wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "people", "Draining").await;
+    assert_eq!(status["desktopsInMaintenance"], json!(["ecd-hz10031", "ecd-hz10032"]));
+    assert_eq!(status["desktopsDrainingCount"], 1);
+    assert_eq!(status["busyDesktops"][0]["desktopId"], "ecd-hz10031");
+    assert_eq!(status["busyDesktops"][0]["endUserIds"], json!(["alice"]));
+    assert_eq!(flags(&emu, "ecd-hz10031"), ["EnterMaintenance"], "alice keeps working");
+    assert_eq!(flags(&emu, "ecd-hz10032"), ["UnderMaintenance"]);
+
+    // Alice leaves: the desktop is in maintenance, and so is the window.
+    emu.world().update_state(|s| {
+        let d = s
+            .ecd
+            .get_mut("cn-hangzhou")
+            .unwrap()
+            .desktops
+            .iter_mut()
+            .find(|d| d.desktop_id == "ecd-hz10031")
+            .unwrap();
+        d.sessions.clear();
+    });
+    let status = wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "people", "Active").await;
+    assert_eq!(status["desktopsDrainingCount"], 0);
+    assert_eq!(flags(&emu, "ecd-hz10031"), ["UnderMaintenance"]);
+
+    wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "people", "Completed").await;
+    assert!(!in_maintenance(&emu, "ecd-hz10031") && !in_maintenance(&emu, "ecd-hz10032"));
+    let log = emu.world().state().ecd["cn-hangzhou"].session_log.clone();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(
+        (log[0].end_user_id.as_str(), log[0].ended_by.as_str()),
+        ("alice", "user"),
+        "she left on her own"
+    );
+}
+
+/// `WaitThenForce`: the window says when it will force; Bob, who leaves before the
+/// deadline on his own, is left alone; Alice, still connected at the deadline, is
+/// disconnected then (by the emulator's own log of who ended her session, and when), with
+/// an Event that names her session; then the window is `Active`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_drain_deadline_disconnects_who_is_left_and_nobody_before_it() {
+    let Scene { client, ns, emu } = Scene::new("force").await;
+    connect(&emu, "ecd-hz10041", "alice");
+    connect(&emu, "ecd-hz10042", "bob");
+    let _op = operator(&ns, &emu);
+    let mut body = dmw(
+        "forced",
+        &["ecd-hz10041", "ecd-hz10042"],
+        chrono::Duration::minutes(5),
+        None,
+    );
+    // The window opened a minute ago: the deadline is 40 s from now.
+    body["spec"]["drain"] = json!({"policy": "WaitThenForce", "forceAfter": "100s"});
+    create::<DesktopMaintenanceWindow>(&client, &ns, body).await;
+    let status = wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "forced", "Draining").await;
+    let force_at: chrono::DateTime<chrono::Utc> = status["forceAt"].as_str().unwrap().parse().unwrap();
+    assert_eq!(status["desktopsDrainingCount"], 2);
+    emu.world().update_state(|s| {
+        let d = s
+            .ecd
+            .get_mut("cn-hangzhou")
+            .unwrap()
+            .desktops
+            .iter_mut()
+            .find(|d| d.desktop_id == "ecd-hz10042")
+            .unwrap();
+        d.sessions.clear();
+    });
+    wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "forced", "Active").await;
+    let log = emu.world().state().ecd["cn-hangzhou"].session_log.clone();
+    let ended = |user: &str| log.iter().find(|r| r.end_user_id == user).cloned().unwrap();
+    assert_eq!(ended("bob").ended_by, "user");
+    let alice = ended("alice");
+    assert_eq!(alice.ended_by, "DisconnectDesktopSessions");
+    assert!(
+        alice.end.unwrap() >= force_at,
+        "disconnected at {:?}, before the deadline {force_at}",
+        alice.end
+    );
+    assert_eq!(flags(&emu, "ecd-hz10041"), ["UnderMaintenance"]);
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let listed = events.list(&Default::default()).await.unwrap();
+    let disconnected: Vec<String> = listed
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("SessionsDisconnected"))
+        .filter_map(|e| e.note.clone())
+        .collect();
+    assert!(
+        disconnected.len() == 1 && disconnected[0].contains("ecd-hz10041/alice"),
+        "{disconnected:?}"
+    );
+}

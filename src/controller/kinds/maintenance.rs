@@ -11,7 +11,7 @@ use crate::cloud::{CloudError, ErrorClass};
 use crate::controller::events;
 use crate::controller::kind::{KindEnv, MadeWith, ManagedKind, Stage};
 use crate::controller::metrics::ResourceGauge;
-use crate::reconcile::maintenance::{MaintenanceInput, SetMaintenance, plan, schedule};
+use crate::reconcile::maintenance::{DesktopAction, MaintenanceInput, SetMaintenance, plan, schedule};
 use crate::reconcile::{Outcome, PlanContext};
 
 const LIST: &str = "DescribeDesktops";
@@ -185,6 +185,105 @@ async fn still_listed(env: &KindEnv, region: &str, ids: &[String]) -> Result<Vec
         .collect())
 }
 
+/// A desktop is tagged with the window's record tag before it enters, and untagged after
+/// it exits, so the record outlives the status.
+async fn set_maintenance(
+    window: &DesktopMaintenanceWindow,
+    env: &KindEnv,
+    action: &SetMaintenance,
+) -> Result<(), CloudError> {
+    let region = &window.spec.region_id;
+
+    let (key, value) = record_tag(window);
+    let r = match action.mode {
+        ecd::MaintenanceMode::Enter => match change_tags_of_known(
+            env,
+            region,
+            &action.desktop_ids,
+            &TagChange::Set {
+                key: &key,
+                value: &value,
+            },
+        )
+        .await
+        {
+            Ok(()) => set_maintenance_of_known(env, region, action).await,
+            Err(e) => Err((Vec::new(), e)),
+        },
+        ecd::MaintenanceMode::Exit => match set_maintenance_of_known(env, region, action).await {
+            Ok(()) => change_tags_of_known(env, region, &action.desktop_ids, &TagChange::Remove { key: &key })
+                .await
+                .map_err(|e| (action.desktop_ids.clone(), e)),
+            Err(e) => Err(e),
+        },
+    };
+    match &r {
+        Ok(()) => env.write_through(LIST, region, {
+            let ids: HashSet<String> = action.desktop_ids.iter().cloned().collect();
+            let mode = action.mode;
+            move |desktops: &mut Vec<Desktop>| {
+                for d in desktops.iter_mut().filter(|d| ids.contains(&d.desktop_id)) {
+                    d.tags.retain(|t| t.key != key);
+                    if mode == ecd::MaintenanceMode::Enter {
+                        d.tags.push(ecd::Tag {
+                            key: key.clone(),
+                            value: value.clone(),
+                        });
+                    }
+                    d.management_flags
+                        .retain(|f| !matches!(f.as_str(), "NoFlag" | "UnderMaintenance" | "EnterMaintenance"));
+                    if mode == ecd::MaintenanceMode::Enter {
+                        // As the cloud does: someone connected keeps it draining.
+                        let flag = if d.connected() {
+                            "EnterMaintenance"
+                        } else {
+                            "UnderMaintenance"
+                        };
+                        d.management_flags.push(flag.into());
+                    }
+                    if d.management_flags.is_empty() {
+                        d.management_flags.push("NoFlag".into());
+                    }
+                }
+            }
+        }),
+        Err(_) => env.invalidate(LIST, region),
+    }
+    r.map_err(|(_, e)| e)
+}
+
+/// Disconnects `sessions`, 20 a call. A session the cloud calls invalid has ended already.
+async fn disconnect(
+    window: &DesktopMaintenanceWindow,
+    env: &KindEnv,
+    sessions: &[ecd::SessionRef],
+) -> Result<(), CloudError> {
+    let region = &window.spec.region_id;
+    for chunk in sessions.chunks(ecd::MAX_SESSIONS_PER_DISCONNECT) {
+        if let Err(e) = ecd::disconnect_desktop_sessions(&env.cloud, region, chunk).await {
+            env.invalidate(LIST, region);
+            return Err(e);
+        }
+    }
+    let gone: HashSet<ecd::SessionRef> = sessions.iter().cloned().collect();
+    env.write_through(LIST, region, move |desktops: &mut Vec<Desktop>| {
+        for d in desktops.iter_mut() {
+            d.sessions.retain(|s| {
+                !gone.contains(&ecd::SessionRef {
+                    desktop_id: d.desktop_id.clone(),
+                    end_user_id: s.end_user_id.clone(),
+                })
+            });
+            if d.sessions.is_empty() && d.management_flags.iter().any(|f| f == "EnterMaintenance") {
+                d.management_flags.retain(|f| f != "EnterMaintenance");
+                d.management_flags.push("UnderMaintenance".into());
+                d.connection_status = "Disconnected".into();
+            }
+        }
+    });
+    Ok(())
+}
+
 impl ManagedKind for DesktopMaintenanceWindow {
     fn status_gauges(status: &DesktopMaintenanceWindowStatus) -> Vec<(ResourceGauge, f64)> {
         let held = status.desktops_in_maintenance.len();
@@ -201,7 +300,7 @@ impl ManagedKind for DesktopMaintenanceWindow {
     }
 
     type Status = DesktopMaintenanceWindowStatus;
-    type Action = SetMaintenance;
+    type Action = DesktopAction;
     const KIND: &'static str = "DesktopMaintenanceWindow";
     const WRITE: (Product, &'static str) = (Product::Ecd, "SetDesktopMaintenance");
 
@@ -217,7 +316,7 @@ impl ManagedKind for DesktopMaintenanceWindow {
         ctx: &PlanContext,
         stage: Stage,
         fresh: bool,
-    ) -> Result<Outcome<SetMaintenance, DesktopMaintenanceWindowStatus>, CloudError> {
+    ) -> Result<Outcome<DesktopAction, DesktopMaintenanceWindowStatus>, CloudError> {
         let region = self.spec.region_id.clone();
         let previous = self.status.clone().unwrap_or_default();
         // A fresh read is of this window's own desktops: its ids (or its office site) and
@@ -311,60 +410,11 @@ impl ManagedKind for DesktopMaintenanceWindow {
         ))
     }
 
-    /// A desktop is tagged with the window's record tag before it enters, and untagged after
-    /// it exits, so the record outlives the status.
-    async fn execute(&self, env: &KindEnv, action: &SetMaintenance) -> Result<(), CloudError> {
-        let region = &self.spec.region_id;
-        let (key, value) = record_tag(self);
-        let r = match action.mode {
-            ecd::MaintenanceMode::Enter => match change_tags_of_known(
-                env,
-                region,
-                &action.desktop_ids,
-                &TagChange::Set {
-                    key: &key,
-                    value: &value,
-                },
-            )
-            .await
-            {
-                Ok(()) => set_maintenance_of_known(env, region, action).await,
-                Err(e) => Err((Vec::new(), e)),
-            },
-            ecd::MaintenanceMode::Exit => match set_maintenance_of_known(env, region, action).await {
-                Ok(()) => change_tags_of_known(env, region, &action.desktop_ids, &TagChange::Remove { key: &key })
-                    .await
-                    .map_err(|e| (action.desktop_ids.clone(), e)),
-                Err(e) => Err(e),
-            },
-        };
-        match &r {
-            Ok(()) => env.write_through(LIST, region, {
-                let ids: HashSet<String> = action.desktop_ids.iter().cloned().collect();
-                let mode = action.mode;
-                move |desktops: &mut Vec<Desktop>| {
-                    for d in desktops.iter_mut().filter(|d| ids.contains(&d.desktop_id)) {
-                        d.tags.retain(|t| t.key != key);
-                        if mode == ecd::MaintenanceMode::Enter {
-                            d.tags.push(ecd::Tag {
-                                key: key.clone(),
-                                value: value.clone(),
-                            });
-                        }
-                        d.management_flags
-                            .retain(|f| !matches!(f.as_str(), "NoFlag" | "UnderMaintenance" | "EnterMaintenance"));
-                        if mode == ecd::MaintenanceMode::Enter {
-                            d.management_flags.push("UnderMaintenance".into());
-                        }
-                        if d.management_flags.is_empty() {
-                            d.management_flags.push("NoFlag".into());
-                        }
-                    }
-                }
-            }),
-            Err(_) => env.invalidate(LIST, region),
+    async fn execute(&self, env: &KindEnv, action: &DesktopAction) -> Result<(), CloudError> {
+        match action {
+            DesktopAction::Maintenance(set) => set_maintenance(self, env, set).await,
+            DesktopAction::Disconnect(sessions) => disconnect(self, env, sessions).await,
         }
-        r.map_err(|(_, e)| e)
     }
 
     fn recorded(&self, status: &DesktopMaintenanceWindowStatus) -> Vec<String> {
@@ -378,20 +428,41 @@ impl ManagedKind for DesktopMaintenanceWindow {
             .map(|w| MadeWith::from_ref(w.credentials_ref.clone()))
     }
 
-    fn event_reason(action: &SetMaintenance) -> &'static str {
-        match action.mode {
-            ecd::MaintenanceMode::Enter => events::ENTERED_MAINTENANCE,
-            ecd::MaintenanceMode::Exit => events::EXITED_MAINTENANCE,
+    fn event_reason(action: &DesktopAction) -> &'static str {
+        match action {
+            DesktopAction::Maintenance(m) => match m.mode {
+                ecd::MaintenanceMode::Enter => events::ENTERED_MAINTENANCE,
+                ecd::MaintenanceMode::Exit => events::EXITED_MAINTENANCE,
+            },
+            DesktopAction::Disconnect(_) => events::DISCONNECTED_SESSIONS,
         }
     }
 
-    fn describe(action: &SetMaintenance) -> String {
-        let ids = &action.desktop_ids;
-        let shown = if ids.len() > 5 {
-            format!("{} ... ({} in all)", ids[..5].join(", "), ids.len())
-        } else {
-            ids.join(", ")
+    fn describe(action: &DesktopAction) -> String {
+        let first_five = |items: Vec<String>| {
+            if items.len() > 5 {
+                format!("{} ... ({} in all)", items[..5].join(", "), items.len())
+            } else {
+                items.join(", ")
+            }
         };
-        format!("SetDesktopMaintenance {} {shown}", action.mode.as_str())
+        match action {
+            DesktopAction::Maintenance(m) => {
+                format!(
+                    "SetDesktopMaintenance {} {}",
+                    m.mode.as_str(),
+                    first_five(m.desktop_ids.clone())
+                )
+            }
+            DesktopAction::Disconnect(sessions) => format!(
+                "DisconnectDesktopSessions {}",
+                first_five(
+                    sessions
+                        .iter()
+                        .map(|s| format!("{}/{}", s.desktop_id, s.end_user_id))
+                        .collect()
+                )
+            ),
+        }
     }
 }
