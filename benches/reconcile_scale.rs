@@ -149,6 +149,7 @@ fn main() {
                     window: Some(FixedWindow { start: (now - chrono::Duration::hours(1)).to_rfc3339(), end: (now + chrono::Duration::hours(1)).to_rfc3339() }),
                     recurring: None,
                     drain: None,
+                    exclude: None,
                     common: CommonSpec::default(),
                 };
                 named(DesktopMaintenanceWindow::new(&format!("w-{i}"), spec), i)

@@ -213,10 +213,11 @@ proptest! {
         let spec = DesktopMaintenanceWindowSpec {
             region_id: "cn-hangzhou".into(),
             desktop_ids: listed.clone().map(|l| l.into_iter().map(DesktopId).collect()),
-            selector: listed.is_none().then_some(DesktopSelector { office_site_id: site }),
+            selector: listed.is_none().then_some(DesktopSelector { office_site_id: Some(site), ..Default::default() }),
             window: fixed.then(|| FixedWindow { start: start.clone(), end: end.clone() }),
             recurring: (!fixed).then(|| RecurringWindow { cron: cron.clone(), duration: length.clone(), time_zone: zone.clone() }),
             drain: None,
+            exclude: None,
             common,
         };
         let previous = DesktopMaintenanceWindowStatus {

@@ -267,6 +267,7 @@ mod maintenance {
             }),
             recurring: None,
             drain: None,
+            exclude: None,
             common: CommonSpec::default(),
         }
     }
@@ -419,6 +420,128 @@ mod maintenance {
             false,
         );
         assert_eq!(disconnects(&out), ["ecd-a/alice"]);
+    }
+
+    /// A selector takes the computers that meet every criterion it gives (any of the values
+    /// a criterion lists), and an exclusion always wins.
+    #[test]
+    fn a_selector_takes_what_meets_every_criterion_and_exclusions_win() {
+        use alicloud_ops_operator::api::maintenance::{DesktopExclusion, ShortId};
+        use alicloud_ops_operator::reconcile::maintenance::selects;
+        let tag = |k: &str, v: &str| alicloud_ops_operator::cloud::ops::ecd::Tag {
+            key: k.into(),
+            value: v.into(),
+        };
+        let d = |id: &str,
+                 tags: Vec<alicloud_ops_operator::cloud::ops::ecd::Tag>,
+                 group: &str,
+                 policy: &str,
+                 user: &str| Desktop {
+            desktop_id: id.into(),
+            office_site_id: "site-1".into(),
+            tags,
+            desktop_group_id: group.into(),
+            policy_group_id: policy.into(),
+            end_user_ids: vec![user.into()],
+            ..Default::default()
+        };
+        let desks = [
+            d(
+                "ecd-1",
+                vec![tag("team", "fin"), tag("tier", "gold")],
+                "dg-a",
+                "pg-1",
+                "u1",
+            ),
+            d("ecd-2", vec![tag("team", "fin")], "dg-b", "pg-1", "u2"),
+            d(
+                "ecd-3",
+                vec![tag("team", "dev"), tag("tier", "gold")],
+                "dg-a",
+                "pg-2",
+                "u3",
+            ),
+            d(
+                "ecd-4",
+                vec![tag("team", "fin"), tag("tier", "gold"), tag("hold", "yes")],
+                "dg-a",
+                "pg-1",
+                "u4",
+            ),
+        ];
+        let chosen = |selector: DesktopSelector, exclude: Option<DesktopExclusion>| {
+            let s = DesktopMaintenanceWindowSpec {
+                desktop_ids: None,
+                selector: Some(selector),
+                exclude,
+                ..spec(&[])
+            };
+            let none = Default::default();
+            desks
+                .iter()
+                .filter(|x| selects(&s, &none, x))
+                .map(|x| x.desktop_id.clone())
+                .collect::<Vec<_>>()
+        };
+        let tags = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let ids = |v: &[&str]| v.iter().map(|s| ShortId(s.to_string())).collect();
+        let sel = |t: &[(&str, &str)]| DesktopSelector {
+            tags: tags(t),
+            ..Default::default()
+        };
+        assert_eq!(
+            chosen(sel(&[("team", "fin"), ("tier", "gold")]), None),
+            ["ecd-1", "ecd-4"],
+            "every pair"
+        );
+        assert_eq!(
+            chosen(
+                DesktopSelector {
+                    desktop_group_ids: ids(&["dg-a"]),
+                    policy_group_ids: ids(&["pg-1", "pg-9"]),
+                    ..Default::default()
+                },
+                None
+            ),
+            ["ecd-1", "ecd-4"],
+            "every criterion, any value of each"
+        );
+        assert_eq!(
+            chosen(
+                DesktopSelector {
+                    end_user_ids: ids(&["u2", "u3"]),
+                    office_site_id: Some("site-1".into()),
+                    ..Default::default()
+                },
+                None
+            ),
+            ["ecd-2", "ecd-3"]
+        );
+        let exclude = DesktopExclusion {
+            desktop_ids: vec![DesktopId("ecd-1".into())],
+            tags: tags(&[("hold", "yes")]),
+        };
+        assert!(
+            chosen(sel(&[("team", "fin"), ("tier", "gold")]), Some(exclude)).is_empty(),
+            "exclusions win"
+        );
+        // A desktop listed by id and excluded is not taken either.
+        let s = DesktopMaintenanceWindowSpec {
+            exclude: Some(DesktopExclusion {
+                desktop_ids: vec![DesktopId("ecd-2".into())],
+                ..Default::default()
+            }),
+            ..spec(&["ecd-1", "ecd-2"])
+        };
+        let listed = ["ecd-1", "ecd-2"].into_iter().collect();
+        assert_eq!(
+            desks
+                .iter()
+                .filter(|x| selects(&s, &listed, x))
+                .map(|x| x.desktop_id.as_str())
+                .collect::<Vec<_>>(),
+            ["ecd-1"]
+        );
     }
 
     fn invalid_recurring(mut s: DesktopMaintenanceWindowSpec) -> DesktopMaintenanceWindowSpec {
@@ -682,7 +805,8 @@ mod maintenance {
         let mut s = spec(&["ecd-a"]);
         s.window = None;
         s.selector = Some(DesktopSelector {
-            office_site_id: "site".into(),
+            office_site_id: Some("site".into()),
+            ..Default::default()
         });
         s.desktop_ids = None;
         s.recurring = Some(RecurringWindow {

@@ -178,6 +178,7 @@ fn window(secret: &str) -> DesktopMaintenanceWindow {
                 }),
                 recurring: None,
                 drain: None,
+                exclude: None,
                 common: credentials(secret),
             },
         ),

@@ -1,5 +1,8 @@
 //! DesktopMaintenanceWindow: cloud computers in maintenance mode during a window.
 
+use std::collections::BTreeMap;
+
+use kube::core::Rule;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -58,7 +61,8 @@ pub struct DesktopMaintenanceWindowSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 5000), extend("x-kubernetes-list-type" = "set"))]
     pub desktop_ids: Option<Vec<DesktopId>>,
-    /// Selects the cloud computers by office site instead of by id. Set this or `desktopIds`.
+    /// Selects the cloud computers by office site, tags, pools, policies or end users
+    /// instead of by id. Set this or `desktopIds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<DesktopSelector>,
     /// A one-off window. Set this or `recurring`.
@@ -67,6 +71,10 @@ pub struct DesktopMaintenanceWindowSpec {
     /// A window that repeats. Set this or `window`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recurring: Option<RecurringWindow>,
+    /// Cloud computers never touched, whatever `desktopIds` or `selector` says. A computer
+    /// that becomes excluded while the window is open is taken out of maintenance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude: Option<DesktopExclusion>,
     /// What happens to people still connected when the window opens. Default: `Wait`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<Drain>,
@@ -114,12 +122,62 @@ pub enum DrainPolicy {
 #[serde(transparent)]
 pub struct DesktopId(#[schemars(regex(pattern = r"^ecd-[A-Za-z0-9*]+$"), length(max = 64))] pub String);
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// Which cloud computers a window takes: those that meet every criterion given (a
+/// criterion that lists several values takes a computer that has any of them).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.officeSiteId) || (has(self.tags) && size(self.tags) > 0) || (has(self.desktopGroupIds) && size(self.desktopGroupIds) > 0) || (has(self.policyGroupIds) && size(self.policyGroupIds) > 0) || (has(self.endUserIds) && size(self.endUserIds) > 0)").message("selector: give at least one of officeSiteId, tags, desktopGroupIds, policyGroupIds, endUserIds"))]
 #[serde(rename_all = "camelCase")]
 pub struct DesktopSelector {
-    /// Every cloud computer of this office site, e.g. `cn-hangzhou+dir-363353****`.
+    /// The cloud computers of this office site, e.g. `cn-hangzhou+dir-363353****`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
-    pub office_site_id: String,
+    pub office_site_id: Option<String>,
+    /// The cloud computers that carry every one of these tags (key: value), at most 20.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 20))]
+    #[x_kube(validation = tag_keys("selector.tags"))]
+    pub tags: BTreeMap<String, String>,
+    /// The cloud computers of any of these pools (desktop groups, `dg-...`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100), extend("x-kubernetes-list-type" = "set"))]
+    pub desktop_group_ids: Vec<ShortId>,
+    /// The cloud computers under any of these policies (`pg-...`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100), extend("x-kubernetes-list-type" = "set"))]
+    pub policy_group_ids: Vec<ShortId>,
+    /// The cloud computers assigned to any of these end users.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100), extend("x-kubernetes-list-type" = "set"))]
+    pub end_user_ids: Vec<ShortId>,
+}
+
+/// An id of a pool, a policy or an end user.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct ShortId(#[schemars(length(min = 1, max = 128))] pub String);
+
+/// Cloud computers a window never touches, whatever its selection says.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DesktopExclusion {
+    /// These cloud computers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5000), extend("x-kubernetes-list-type" = "set"))]
+    pub desktop_ids: Vec<DesktopId>,
+    /// The cloud computers that carry every one of these tags, at most 20.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 20))]
+    #[x_kube(validation = tag_keys("exclude.tags"))]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Tag keys as the cloud takes them: 1 to 128 characters, not starting with `aliyun` or
+/// `acs:` (the cloud's own).
+fn tag_keys(field: &str) -> Rule {
+    Rule::new("self.all(k, size(k) >= 1 && size(k) <= 128 && !k.startsWith('aliyun') && !k.startsWith('acs:'))")
+        .message(kube::core::Message::Message(format!(
+            "{field}: a tag key is 1 to 128 characters and does not start with aliyun or acs:"
+        )))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]

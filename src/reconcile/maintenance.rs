@@ -1,6 +1,6 @@
 //! DesktopMaintenanceWindow: enter maintenance in the window, exit what we entered after it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use super::schedule::{Schedule, Window, WindowState};
 use super::{Outcome, PlanContext, Reason, VERIFY_AFTER, Verdict, min_requeue, rfc3339, until};
@@ -121,6 +121,33 @@ fn times(w: Window) -> WindowTimes {
         start: rfc3339(w.start),
         end: rfc3339(w.end),
     }
+}
+
+/// Whether the window's selection takes `desktop`: listed by id, or meeting every criterion
+/// of the selector; and not excluded (an exclusion always wins).
+pub fn selects(spec: &DesktopMaintenanceWindowSpec, listed: &HashSet<&str>, desktop: &Desktop) -> bool {
+    let chosen = match &spec.selector {
+        Some(s) => {
+            s.office_site_id
+                .as_ref()
+                .is_none_or(|site| &desktop.office_site_id == site)
+                && desktop.has_tags(s.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                && (s.desktop_group_ids.is_empty()
+                    || s.desktop_group_ids.iter().any(|g| g.0 == desktop.desktop_group_id))
+                && (s.policy_group_ids.is_empty() || s.policy_group_ids.iter().any(|p| desktop.has_policy(&p.0)))
+                && (s.end_user_ids.is_empty() || s.end_user_ids.iter().any(|u| desktop.end_user_ids.contains(&u.0)))
+        }
+        None => listed.contains(desktop.desktop_id.as_str()),
+    };
+    chosen && !excluded(spec, desktop)
+}
+
+/// Whether `exclude` names `desktop`, by id or by tags.
+pub fn excluded(spec: &DesktopMaintenanceWindowSpec, desktop: &Desktop) -> bool {
+    spec.exclude.as_ref().is_some_and(|x| {
+        x.desktop_ids.iter().any(|id| id.0 == desktop.desktop_id)
+            || (!x.tags.is_empty() && desktop.has_tags(x.tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))))
+    })
 }
 
 /// The ids the spec lists (empty when it uses a selector).

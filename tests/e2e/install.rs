@@ -6,11 +6,52 @@ use super::*;
 async fn invalid_resources_are_rejected_naming_the_field() {
     let client = admin().await;
     let ns = namespace(&client, "bad").await;
+    let window = json!({"start": "2026-12-01T00:00:00Z", "end": "2026-12-01T01:00:00Z"});
     let cases: Vec<(&str, Value, &str)> = vec![
         (
             "DesktopMaintenanceWindow",
             json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a"]}),
             "set exactly one of window or recurring",
+        ),
+        (
+            "DesktopMaintenanceWindow",
+            json!({"regionId": "cn-hangzhou", "selector": {}, "window": window}),
+            "selector: give at least one of officeSiteId, tags, desktopGroupIds, policyGroupIds, endUserIds",
+        ),
+        (
+            "DesktopMaintenanceWindow",
+            json!({"regionId": "cn-hangzhou", "selector": {"tags": {"acs:owner": "x"}}, "window": window}),
+            "selector.tags: a tag key is 1 to 128 characters and does not start with aliyun or acs:",
+        ),
+        (
+            "DesktopMaintenanceWindow",
+            json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a"], "exclude": {"tags": {"aliyun-x": "y"}}, "window": window}),
+            "exclude.tags: a tag key is 1 to 128 characters and does not start with aliyun or acs:",
+        ),
+        (
+            "DesktopMaintenanceWindow",
+            json!({"regionId": "cn-hangzhou", "selector": {"tags": (0..21).map(|i| (format!("k{i}"), json!("v"))).collect::<serde_json::Map<_, _>>()}, "window": window}),
+            "spec.selector.tags",
+        ),
+        (
+            "DesktopMaintenanceWindow",
+            json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a"], "drain": {"forceAfter": "1h"}, "window": window}),
+            "drain.forceAfter is required with policy WaitThenForce, and allowed with no other policy",
+        ),
+        (
+            "DesktopMaintenanceWindow",
+            json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a"], "drain": {"policy": "WaitThenForce"}, "window": window}),
+            "drain.forceAfter is required with policy WaitThenForce, and allowed with no other policy",
+        ),
+        (
+            "DesktopMaintenanceWindow",
+            json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a"], "drain": {"policy": "Sometimes"}, "window": window}),
+            "spec.drain.policy",
+        ),
+        (
+            "DesktopMaintenanceWindow",
+            json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a"], "drain": {"policy": "WaitThenForce", "forceAfter": "200h"}, "window": window}),
+            "drain.forceAfter is at most 168h",
         ),
         (
             "DesktopMaintenanceWindow",

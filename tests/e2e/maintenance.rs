@@ -318,3 +318,62 @@ async fn the_drain_deadline_disconnects_who_is_left_and_nobody_before_it() {
         "{disconnected:?}"
     );
 }
+
+/// A window chooses its computers by tags, never touches an excluded one, and takes a
+/// computer out of maintenance when it leaves the selection (its tag removed) while the
+/// window is open.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_window_chosen_by_tags_skips_exclusions_and_lets_go_of_what_leaves() {
+    let Scene { client, ns, emu } = Scene::new("tags").await;
+    let team = |id: &str, value: &str| (id.to_string(), value.to_string());
+    let teams = [
+        team("ecd-hz20011", "finance"),
+        team("ecd-hz20012", "finance"),
+        team("ecd-hz20013", "finance"),
+        team("ecd-hz20014", "dev"),
+    ];
+    emu.world().update_state(|s| {
+        for d in s.ecd.get_mut("cn-hangzhou").unwrap().desktops.iter_mut() {
+            if let Some((_, value)) = teams.iter().find(|(id, _)| *id == d.desktop_id) {
+                d.tags.push(alicloud_ops_operator::cloud::ops::ecd::Tag {
+                    key: "team".into(),
+                    value: value.clone(),
+                });
+            }
+        }
+    });
+    let _op = operator(&ns, &emu);
+    let now = chrono::Utc::now();
+    create::<DesktopMaintenanceWindow>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "DesktopMaintenanceWindow", "metadata": {"name": "finance"},
+               "spec": {"regionId": "cn-hangzhou", "selector": {"tags": {"team": "finance"}},
+                        "exclude": {"desktopIds": ["ecd-hz20013"]},
+                        "window": {"start": (now - chrono::Duration::minutes(1)).to_rfc3339(), "end": (now + chrono::Duration::hours(1)).to_rfc3339()}}}),
+    )
+    .await;
+    let status = wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "finance", "Active").await;
+    assert_eq!(status["desktopsInMaintenance"], json!(["ecd-hz20011", "ecd-hz20012"]));
+    assert!(!in_maintenance(&emu, "ecd-hz20013"), "excluded");
+    assert!(!in_maintenance(&emu, "ecd-hz20014"), "another team");
+
+    // ecd-hz20012 leaves the team while the window is open: it is let go.
+    emu.world().update_state(|s| {
+        let d = s
+            .ecd
+            .get_mut("cn-hangzhou")
+            .unwrap()
+            .desktops
+            .iter_mut()
+            .find(|d| d.desktop_id == "ecd-hz20012")
+            .unwrap();
+        d.tags.retain(|t| t.key != "team");
+    });
+    eventually("ecd-hz20012 out of maintenance", WAIT, || async {
+        (!in_maintenance(&emu, "ecd-hz20012")).then_some(())
+    })
+    .await;
+    let status = wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "finance", "Active").await;
+    assert_eq!(status["desktopsInMaintenance"], json!(["ecd-hz20011"]));
+}

@@ -11,7 +11,7 @@ use crate::cloud::{CloudError, ErrorClass};
 use crate::controller::events;
 use crate::controller::kind::{KindEnv, MadeWith, ManagedKind, Stage};
 use crate::controller::metrics::ResourceGauge;
-use crate::reconcile::maintenance::{DesktopAction, MaintenanceInput, SetMaintenance, plan, schedule};
+use crate::reconcile::maintenance::{DesktopAction, MaintenanceInput, SetMaintenance, plan, schedule, selects};
 use crate::reconcile::{Outcome, PlanContext};
 
 const LIST: &str = "DescribeDesktops";
@@ -99,15 +99,14 @@ fn wanted_by_others(
 
 /// Whether `window`'s selection takes `desktop`.
 fn targets(window: &DesktopMaintenanceWindow, desktop: &Desktop) -> bool {
-    match &window.spec.selector {
-        Some(s) => desktop.office_site_id == s.office_site_id,
-        None => window
-            .spec
-            .desktop_ids
-            .iter()
-            .flatten()
-            .any(|id| id.0 == desktop.desktop_id),
-    }
+    let listed: HashSet<&str> = window
+        .spec
+        .desktop_ids
+        .iter()
+        .flatten()
+        .map(|id| id.0.as_str())
+        .collect();
+    selects(&window.spec, &listed, desktop)
 }
 
 /// SetDesktopMaintenance refuses a whole batch when one id is unknown. The ids the cloud
@@ -328,17 +327,23 @@ impl ManagedKind for DesktopMaintenanceWindow {
                 ids.extend(previous.desktops_in_maintenance.iter().cloned());
                 ids.sort();
                 ids.dedup();
-                let mut filters = vec![DesktopFilter {
-                    desktop_ids: ids,
-                    office_site_id: None,
-                }];
-                if let Some(s) = selector {
+                let mut filters = Vec::new();
+                if !ids.is_empty() {
                     filters.push(DesktopFilter {
-                        desktop_ids: Vec::new(),
-                        office_site_id: Some(s.office_site_id.clone()),
+                        desktop_ids: ids,
+                        office_site_id: None,
                     });
                 }
-                filters.retain(|f| !f.desktop_ids.is_empty() || f.office_site_id.is_some());
+                // An office site is read by itself; other criteria are matched here, on the
+                // region's list (the cloud's tag filter is not documented as all-pairs).
+                match selector {
+                    Some(s) if s.office_site_id.is_some() => filters.push(DesktopFilter {
+                        desktop_ids: Vec::new(),
+                        office_site_id: s.office_site_id.clone(),
+                    }),
+                    Some(_) => filters = vec![DesktopFilter::default()],
+                    None => {}
+                }
                 filters
             }
         };
@@ -360,14 +365,9 @@ impl ManagedKind for DesktopMaintenanceWindow {
             })
             .await?;
         // Sets, not lists: a region may hold 10,000 desktops and a window 1,000 ids.
-        let listed: HashSet<String> = crate::reconcile::maintenance::listed_ids(&self.spec)
-            .into_iter()
-            .collect();
-        let site = self.spec.selector.as_ref().map(|s| s.office_site_id.as_str());
-        let targeted = |d: &Desktop| match site {
-            Some(site) => d.office_site_id == site,
-            None => listed.contains(&d.desktop_id),
-        };
+        let ids = crate::reconcile::maintenance::listed_ids(&self.spec);
+        let listed: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let targeted = |d: &Desktop| selects(&self.spec, &listed, d);
         let desktops: Vec<Desktop> = all.iter().filter(|d| targeted(d)).cloned().collect();
         let recorded: HashSet<&String> = previous.desktops_in_maintenance.iter().collect();
         let (tag_key, _) = record_tag(self);
