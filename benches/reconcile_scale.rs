@@ -150,6 +150,7 @@ fn main() {
                     recurring: None,
                     drain: None,
                     exclude: None,
+                    blackouts: Vec::new(),
                     common: CommonSpec::default(),
                 };
                 named(DesktopMaintenanceWindow::new(&format!("w-{i}"), spec), i)

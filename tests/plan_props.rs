@@ -218,6 +218,7 @@ proptest! {
             recurring: (!fixed).then(|| RecurringWindow { cron: cron.clone(), duration: length.clone(), time_zone: zone.clone() }),
             drain: None,
             exclude: None,
+            blackouts: Vec::new(),
             common,
         };
         let previous = DesktopMaintenanceWindowStatus {

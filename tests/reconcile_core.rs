@@ -268,6 +268,7 @@ mod maintenance {
             recurring: None,
             drain: None,
             exclude: None,
+            blackouts: Vec::new(),
             common: CommonSpec::default(),
         }
     }
@@ -542,6 +543,64 @@ mod maintenance {
                 .collect::<Vec<_>>(),
             ["ecd-1"]
         );
+    }
+
+    /// A window that would open inside a blackout does not open: nothing is entered, the
+    /// reason says so and names the blackout, and the next window shown is the first one
+    /// outside any blackout. A window already open is not cut short by a blackout added
+    /// since.
+    #[test]
+    fn a_blackout_keeps_a_window_shut_but_never_cuts_one_short() {
+        use alicloud_ops_operator::api::maintenance::Blackout;
+        let mut s = spec(&["ecd-a"]);
+        s.window = None;
+        s.recurring = Some(RecurringWindow {
+            cron: "0 12 * * *".into(),
+            duration: "2h".into(),
+            time_zone: "UTC".into(),
+        });
+        s.blackouts = vec![Blackout {
+            start: "2026-11-22T00:00:00Z".into(),
+            end: "2026-11-24T00:00:00Z".into(),
+        }];
+        let desks = [desk("ecd-a", "NoFlag")];
+        let out = run(&s, &desks, &status_with(&[]), "2026-11-22T12:30:00Z", false);
+        assert!(out.actions.is_empty(), "{:?}", out.actions);
+        assert_eq!(out.verdict.reason, Reason::BlackedOut, "{}", out.verdict.message);
+        assert!(
+            out.verdict.message.contains("2026-11-22T12:00:00Z"),
+            "{}",
+            out.verdict.message
+        );
+        assert_eq!(out.status.current_window, None);
+        assert_eq!(
+            out.status.next_window.as_ref().map(|w| w.start.as_str()),
+            Some("2026-11-24T12:00:00Z"),
+            "the 23rd is blacked out too"
+        );
+        assert_eq!(
+            out.status.next_blackout.as_ref().map(|b| b.end.as_str()),
+            Some("2026-11-24T00:00:00Z")
+        );
+
+        // The window of the 22nd opened before the blackout was added: it runs to its end.
+        let opened = DesktopMaintenanceWindowStatus {
+            current_window: Some(WindowTimes {
+                start: "2026-11-22T12:00:00Z".into(),
+                end: "2026-11-22T14:00:00Z".into(),
+            }),
+            ..status_with(&["ecd-a"])
+        };
+        let held = run(
+            &s,
+            &[desk("ecd-a", "UnderMaintenance")],
+            &opened,
+            "2026-11-22T12:30:00Z",
+            false,
+        );
+        assert!(held.actions.is_empty(), "{:?}", held.actions);
+        assert_eq!(held.verdict.reason, Reason::Active, "{}", held.verdict.message);
+        assert_eq!(held.status.desktops_in_maintenance, ["ecd-a"]);
     }
 
     fn invalid_recurring(mut s: DesktopMaintenanceWindowSpec) -> DesktopMaintenanceWindowSpec {

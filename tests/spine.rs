@@ -179,6 +179,7 @@ fn window(secret: &str) -> DesktopMaintenanceWindow {
                 recurring: None,
                 drain: None,
                 exclude: None,
+                blackouts: Vec::new(),
                 common: credentials(secret),
             },
         ),

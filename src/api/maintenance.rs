@@ -78,8 +78,28 @@ pub struct DesktopMaintenanceWindowSpec {
     /// What happens to people still connected when the window opens. Default: `Wait`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<Drain>,
+    /// Periods (change freezes, holidays) in which no window opens: an occurrence that would
+    /// open inside one is skipped. A window already open is not cut short. At most 50, none
+    /// overlapping.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    #[x_kube(validation = Rule::new("self.all(a, self.all(b, a == b || timestamp(a.end) <= timestamp(b.start) || timestamp(b.end) <= timestamp(a.start)))").message("blackouts must not overlap"))]
+    pub blackouts: Vec<Blackout>,
     #[serde(flatten)]
     pub common: CommonSpec,
+}
+
+/// A period in which no window opens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new("timestamp(self.end) > timestamp(self.start)").message("a blackout's end must be after its start"))]
+#[serde(rename_all = "camelCase")]
+pub struct Blackout {
+    /// RFC 3339, e.g. `2026-12-24T00:00:00+08:00`.
+    #[schemars(extend("format" = "date-time"), length(max = 64))]
+    pub start: String,
+    /// RFC 3339; after `start`.
+    #[schemars(extend("format" = "date-time"), length(max = 64))]
+    pub end: String,
 }
 
 /// What happens to people still connected to a computer when the window opens. Every
@@ -287,6 +307,9 @@ pub struct DesktopMaintenanceWindowStatus {
     /// Some of the computers still draining, with who is connected (at most 10).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub busy_desktops: Vec<BusyDesktop>,
+    /// The blackout in force now, or the next one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_blackout: Option<WindowTimes>,
     /// When the sessions still connected to the computers in maintenance are disconnected
     /// (`drain.policy` WaitThenForce or Immediate), for the window open now.
     #[serde(default, skip_serializing_if = "Option::is_none")]

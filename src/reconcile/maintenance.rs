@@ -41,6 +41,51 @@ impl DesktopAction {
     }
 }
 
+/// The blackouts as instants, in order; an unreadable one names its field.
+pub fn blackouts(spec: &DesktopMaintenanceWindowSpec) -> Result<Vec<Window>, String> {
+    let mut out = Vec::new();
+    for (i, b) in spec.blackouts.iter().enumerate() {
+        let at = |field: &str, v: &str| {
+            DateTime::parse_from_rfc3339(v)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| format!("spec.blackouts[{i}].{field}: {v:?} is not an RFC 3339 time: {e}"))
+        };
+        let (start, end) = (at("start", &b.start)?, at("end", &b.end)?);
+        if end <= start {
+            return Err(format!("spec.blackouts[{i}]: the end must be after the start"));
+        }
+        out.push(Window { start, end });
+    }
+    out.sort_by_key(|w| w.start);
+    Ok(out)
+}
+
+/// The windows as the schedule has them, less the ones that would open in a blackout (those
+/// do not open at all); a window recorded as opened is not cut short by a blackout added
+/// since. Also the occurrence skipped now, if any.
+fn outside_blackouts(
+    schedule: &Schedule,
+    blackouts: &[Window],
+    opened: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> (WindowState, Option<Window>) {
+    let blacked = |w: &Window| blackouts.iter().any(|b| b.start <= w.start && w.start < b.end);
+    let mut state = schedule.at(now);
+    let mut skipped = None;
+    if let Some(w) = state.current.filter(|w| blacked(w) && opened != Some(w.start)) {
+        state.current = None;
+        skipped = Some(w);
+    }
+    // The next window that is not blacked out (a bounded look ahead).
+    for _ in 0..100 {
+        match state.next {
+            Some(n) if blacked(&n) => state.next = schedule.at(n.start).next,
+            _ => break,
+        }
+    }
+    (state, skipped)
+}
+
 /// When the sessions still connected to the computers a window entered are disconnected:
 /// never with `Wait`, at the start with `Immediate`, `forceAfter` after it with
 /// `WaitThenForce`.
@@ -158,14 +203,28 @@ pub fn listed_ids(spec: &DesktopMaintenanceWindowSpec) -> Vec<String> {
 pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopAction, DesktopMaintenanceWindowStatus> {
     let mut status = input.previous.clone();
     // Deletion undoes the record whatever the spec says; it may no longer be valid.
-    let (state, schedule, invalid) = if input.deleting {
-        (WindowState::default(), None, None)
+    let opened = input
+        .previous
+        .current_window
+        .as_ref()
+        .and_then(|w| w.start.parse::<DateTime<Utc>>().ok());
+    let (state, schedule, invalid, skipped, blackout_list) = if input.deleting {
+        (WindowState::default(), None, None, None, Vec::new())
     } else {
-        match schedule(input.spec) {
-            Ok(s) => (s.at(ctx.now), Some(s), None),
+        match schedule(input.spec).and_then(|s| Ok((s, blackouts(input.spec)?))) {
+            Ok((s, b)) => {
+                let (state, skipped) = outside_blackouts(&s, &b, opened, ctx.now);
+                (state, Some(s), None, skipped, b)
+            }
             // An invalid edit does not end an open window early, nor keep it open forever:
             // the window recorded as open runs to its recorded end, then everything exits.
-            Err(msg) => (recorded_window(input.previous, ctx.now), None, Some(msg)),
+            Err(msg) => (
+                recorded_window(input.previous, ctx.now),
+                None,
+                Some(msg),
+                None,
+                Vec::new(),
+            ),
         }
     };
     // The drain's deadline in the window open now; an invalid one forces nobody.
@@ -322,6 +381,7 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
         })
         .collect();
     status.force_at = force.map(rfc3339);
+    status.next_blackout = blackout_list.iter().find(|b| b.end > ctx.now).map(|b| times(*b));
     status.foreign_maintenance = foreign;
     status.unknown_desktop_ids = unknown.clone();
     status.current_window = state.current.map(times);
@@ -389,6 +449,18 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
                         Some(at) => format!("; their sessions are disconnected at {at}"),
                         None => String::new(),
                     }
+                ),
+            ),
+            _ if skipped.is_some() => Verdict::ready(
+                Reason::BlackedOut,
+                format!(
+                    "the window from {} is skipped: it starts inside the blackout {}",
+                    skipped.map(|w| rfc3339(w.start)).unwrap_or_default(),
+                    status
+                        .next_blackout
+                        .as_ref()
+                        .map(|b| format!("{} to {}", b.start, b.end))
+                        .unwrap_or_default()
                 ),
             ),
             Some(Phase::Active) => Verdict::ready(

@@ -43,6 +43,9 @@ pub enum Reason {
     Scheduled,
     Active,
     Completed,
+    /// DesktopMaintenanceWindow: the window that would be open now starts inside a blackout,
+    /// so it does not open.
+    BlackedOut,
     /// DesktopMaintenanceWindow: the window is open and every target was entered, but some
     /// still have users connected; they are in maintenance once the users leave.
     Draining,
@@ -77,6 +80,7 @@ impl Reason {
             Reason::Active => "Active",
             Reason::Completed => "Completed",
             Reason::Draining => "Draining",
+            Reason::BlackedOut => "BlackedOut",
             Reason::UpToDate => "UpToDate",
             Reason::Approved => "Approved",
             Reason::UpgradeRunning => "UpgradeRunning",
@@ -85,7 +89,7 @@ impl Reason {
         }
     }
 
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 22] = [
         Reason::InSync,
         Reason::Applying,
         Reason::DriftDetected,
@@ -102,6 +106,7 @@ impl Reason {
         Reason::Active,
         Reason::Completed,
         Reason::Draining,
+        Reason::BlackedOut,
         Reason::UpToDate,
         Reason::Approved,
         Reason::UpgradeRunning,
@@ -146,6 +151,7 @@ impl Reason {
             | Reason::Scheduled
             | Reason::Active
             | Reason::Completed
+            | Reason::BlackedOut
             | Reason::UpToDate
             | Reason::Approved
             | Reason::UpgradeRunning => (Healthy, "looks again at the resync or the next window boundary"),

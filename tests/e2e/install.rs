@@ -35,6 +35,19 @@ async fn invalid_resources_are_rejected_naming_the_field() {
         ),
         (
             "DesktopMaintenanceWindow",
+            json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a"], "window": window,
+                   "blackouts": [{"start": "2026-12-24T00:00:00Z", "end": "2026-12-23T00:00:00Z"}]}),
+            "a blackout's end must be after its start",
+        ),
+        (
+            "DesktopMaintenanceWindow",
+            json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a"], "window": window,
+                   "blackouts": [{"start": "2026-12-24T00:00:00Z", "end": "2026-12-27T00:00:00Z"},
+                                 {"start": "2026-12-26T00:00:00+08:00", "end": "2027-01-02T00:00:00Z"}]}),
+            "blackouts must not overlap",
+        ),
+        (
+            "DesktopMaintenanceWindow",
             json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a"], "drain": {"forceAfter": "1h"}, "window": window}),
             "drain.forceAfter is required with policy WaitThenForce, and allowed with no other policy",
         ),
