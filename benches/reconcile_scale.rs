@@ -151,6 +151,7 @@ fn main() {
                     drain: None,
                     exclude: None,
                     blackouts: Vec::new(),
+                    notify: None,
                     common: CommonSpec::default(),
                 };
                 named(DesktopMaintenanceWindow::new(&format!("w-{i}"), spec), i)

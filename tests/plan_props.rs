@@ -219,6 +219,7 @@ proptest! {
             drain: None,
             exclude: None,
             blackouts: Vec::new(),
+            notify: None,
             common,
         };
         let previous = DesktopMaintenanceWindowStatus {

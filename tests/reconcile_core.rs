@@ -269,6 +269,7 @@ mod maintenance {
             drain: None,
             exclude: None,
             blackouts: Vec::new(),
+            notify: None,
             common: CommonSpec::default(),
         }
     }
@@ -601,6 +602,83 @@ mod maintenance {
         assert!(held.actions.is_empty(), "{:?}", held.actions);
         assert_eq!(held.verdict.reason, Reason::Active, "{}", held.verdict.message);
         assert_eq!(held.status.desktops_in_maintenance, ["ecd-a"]);
+    }
+
+    /// Notices: each lead time once per occurrence (recorded before it goes, in the
+    /// intent); after an outage only the nearest lead still ahead is sent, the farther ones
+    /// recorded as passed; none once the window has opened; and the window comes back when
+    /// the next one is due.
+    #[test]
+    fn notices_go_once_per_lead_and_never_announce_a_time_past() {
+        use alicloud_ops_operator::api::maintenance::Notify;
+        use alicloud_ops_operator::reconcile::maintenance::DesktopAction;
+        let s = DesktopMaintenanceWindowSpec {
+            notify: Some(Notify {
+                before: vec!["1h".into(), "15m".into()],
+                console_message_id: Some("msg-1".into()),
+            }),
+            ..spec(&["ecd-a"])
+        };
+        let desks = [desk("ecd-a", "NoFlag")];
+        let notices = |out: &reconcile::Outcome<DesktopAction, DesktopMaintenanceWindowStatus>| {
+            out.actions
+                .iter()
+                .filter_map(|a| match a {
+                    DesktopAction::Notice {
+                        text,
+                        console_message_id,
+                    } => Some((text.clone(), console_message_id.clone())),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        // 10:30: nothing due yet; back at 11:00 for the first.
+        let early = run(&s, &desks, &status_with(&[]), "2026-11-22T10:30:00Z", false);
+        assert!(notices(&early).is_empty());
+        assert_eq!(early.requeue_after, Some(Duration::from_secs(1800)));
+        // 11:00: the 1h notice, recorded in the intent before it goes.
+        let first = run(&s, &desks, &status_with(&[]), "2026-11-22T11:00:00Z", false);
+        let sent = notices(&first);
+        assert_eq!(sent.len(), 1);
+        assert!(
+            sent[0]
+                .0
+                .starts_with("in 1h: the maintenance window opens at 2026-11-22T12:00:00Z"),
+            "{}",
+            sent[0].0
+        );
+        assert_eq!(sent[0].1.as_deref(), Some("msg-1"));
+        let recorded = first.intent.clone().expect("recorded before it goes").notices;
+        assert_eq!(recorded.len(), 1);
+        // Again at 11:10: already recorded, nothing goes.
+        let prev = DesktopMaintenanceWindowStatus {
+            notices: recorded,
+            ..status_with(&[])
+        };
+        assert!(notices(&run(&s, &desks, &prev, "2026-11-22T11:10:00Z", false)).is_empty());
+        // After an outage from 10:00 to 11:50: only the 15m notice goes; the 1h is recorded as passed.
+        let late = run(&s, &desks, &status_with(&[]), "2026-11-22T11:50:00Z", false);
+        let sent = notices(&late);
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].0.starts_with("in 15m:"), "{}", sent[0].0);
+        assert_eq!(late.status.notices.len(), 2);
+        // A start given to the nanosecond is recognised as recorded all the same.
+        let precise = DesktopMaintenanceWindowSpec {
+            window: Some(FixedWindow {
+                start: "2026-11-22T12:00:00.123456789Z".into(),
+                end: "2026-11-22T14:00:00Z".into(),
+            }),
+            ..s.clone()
+        };
+        let once = run(&precise, &desks, &status_with(&[]), "2026-11-22T11:00:00.5Z", false);
+        assert_eq!(notices(&once).len(), 1);
+        let again = DesktopMaintenanceWindowStatus {
+            notices: once.status.notices.clone(),
+            ..status_with(&[])
+        };
+        assert!(notices(&run(&precise, &desks, &again, "2026-11-22T11:00:03Z", false)).is_empty());
+        // Once the window is open, no notice announces its opening.
+        assert!(notices(&run(&s, &desks, &status_with(&[]), "2026-11-22T12:01:00Z", false)).is_empty());
     }
 
     fn invalid_recurring(mut s: DesktopMaintenanceWindowSpec) -> DesktopMaintenanceWindowSpec {

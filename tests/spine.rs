@@ -180,6 +180,7 @@ fn window(secret: &str) -> DesktopMaintenanceWindow {
                 drain: None,
                 exclude: None,
                 blackouts: Vec::new(),
+                notify: None,
                 common: credentials(secret),
             },
         ),

@@ -78,6 +78,10 @@ pub struct DesktopMaintenanceWindowSpec {
     /// What happens to people still connected when the window opens. Default: `Wait`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<Drain>,
+    /// Warnings to the people on the computers: Kubernetes Events on this resource and,
+    /// with `consoleMessageId`, a message in the Workspace client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Notify>,
     /// Periods (change freezes, holidays) in which no window opens: an occurrence that would
     /// open inside one is skipped. A window already open is not cut short. At most 50, none
     /// overlapping.
@@ -87,6 +91,27 @@ pub struct DesktopMaintenanceWindowSpec {
     pub blackouts: Vec<Blackout>,
     #[serde(flatten)]
     pub common: CommonSpec,
+}
+
+/// When, and how, people are told.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Notify {
+    /// Lead times before the window opens, and before the sessions left are disconnected
+    /// (`drain`), e.g. `[1h, 15m]`: each at most `168h`, at most 10. A notice goes out once
+    /// per lead time and occurrence, across restarts; after a long outage only the nearest
+    /// lead still ahead is sent, never one that would announce a time already past.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10), inner(regex(pattern = r"^([0-9]+(s|m|h))+$"), length(max = 16)))]
+    #[x_kube(validation = Rule::new("self.all(d, duration(d) > duration('0s') && duration(d) <= duration('168h'))").message("notify.before: each lead time is a duration such as 1h or 15m, longer than 0 and at most 168h"))]
+    pub before: Vec<String>,
+    /// A message made and published in the Workspace console (its text and its targets are
+    /// set there); each notice sends it with SendConsoleMessage. A message the cloud does
+    /// not know, or that is not published, gives a Warning and never holds up the
+    /// maintenance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub console_message_id: Option<String>,
 }
 
 /// A period in which no window opens.
@@ -307,6 +332,10 @@ pub struct DesktopMaintenanceWindowStatus {
     /// Some of the computers still draining, with who is connected (at most 10).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub busy_desktops: Vec<BusyDesktop>,
+    /// The notices sent (or being sent) for the coming occurrences: recorded before they go,
+    /// so each goes once. Kept for a week after what they announce.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<NoticeRecord>,
     /// The blackout in force now, or the next one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_blackout: Option<WindowTimes>,
@@ -314,6 +343,18 @@ pub struct DesktopMaintenanceWindowStatus {
     /// (`drain.policy` WaitThenForce or Immediate), for the window open now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_at: Option<String>,
+}
+
+/// A notice recorded as sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NoticeRecord {
+    /// What it announced: `WindowOpens` or `SessionsDisconnected`.
+    pub about: String,
+    /// When that happens (RFC 3339).
+    pub at: String,
+    /// The lead time it was for, as in `notify.before`.
+    pub lead: String,
 }
 
 /// A computer someone is still working on.

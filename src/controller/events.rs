@@ -12,6 +12,8 @@ pub const UNSHARED: &str = "Unshared";
 pub const ENTERED_MAINTENANCE: &str = "EnteredMaintenance";
 /// SetDesktopMaintenance `EXIT`.
 pub const EXITED_MAINTENANCE: &str = "ExitedMaintenance";
+/// A warning to the people on a window's computers (and its console message, if any).
+pub const MAINTENANCE_NOTICE: &str = "MaintenanceNotice";
 /// DisconnectDesktopSessions at a window's drain deadline.
 pub const DISCONNECTED_SESSIONS: &str = "SessionsDisconnected";
 /// ApproveOtaTask.

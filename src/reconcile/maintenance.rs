@@ -6,8 +6,8 @@ use super::schedule::{Schedule, Window, WindowState};
 use super::{Outcome, PlanContext, Reason, VERIFY_AFTER, Verdict, min_requeue, rfc3339, until};
 use crate::api::maintenance::DrainPolicy;
 use crate::api::maintenance::{
-    BUSY_SAMPLE, BusyDesktop, DesktopMaintenanceWindowSpec, DesktopMaintenanceWindowStatus, EnteredWith, Phase,
-    WindowTimes,
+    BUSY_SAMPLE, BusyDesktop, DesktopMaintenanceWindowSpec, DesktopMaintenanceWindowStatus, EnteredWith, NoticeRecord,
+    Phase, WindowTimes,
 };
 use crate::cloud::ops::ecd::{Desktop, MaintenanceMode, SessionRef};
 use chrono::{DateTime, Utc};
@@ -29,6 +29,12 @@ pub enum DesktopAction {
     /// The sessions still connected at the drain's deadline, disconnected (any number; the
     /// executor sends them 20 at a time). A session gone meanwhile is no failure.
     Disconnect(Vec<SessionRef>),
+    /// A warning to the people on the computers: an Event with `text`, and the console
+    /// message, if the spec names one. Recorded before it goes, so it goes at most once.
+    Notice {
+        text: String,
+        console_message_id: Option<String>,
+    },
 }
 
 impl DesktopAction {
@@ -36,7 +42,95 @@ impl DesktopAction {
     pub fn maintenance(&self) -> Option<&SetMaintenance> {
         match self {
             DesktopAction::Maintenance(m) => Some(m),
-            DesktopAction::Disconnect(_) => None,
+            _ => None,
+        }
+    }
+}
+
+/// What a notice announces.
+pub const WINDOW_OPENS: &str = "WindowOpens";
+pub const SESSIONS_DISCONNECTED: &str = "SessionsDisconnected";
+
+/// How long notices are kept in status after what they announced.
+const NOTICES_KEPT: chrono::Duration = chrono::Duration::days(7);
+
+/// Notices due, each with whether it is sent (or only recorded as passed), and when the
+/// next one falls due.
+type DueNotices = (Vec<(NoticeRecord, bool)>, Option<DateTime<Utc>>);
+
+/// The notices due now that were not sent yet, as records, and when the next one falls due.
+/// For each event ahead (the window opening, the drain's deadline), the lead times reached
+/// and not recorded are recorded; only the nearest one is sent (after an outage a notice
+/// for a lead already passed would announce the wrong time).
+fn due_notices(
+    spec: &DesktopMaintenanceWindowSpec,
+    events: &[(&'static str, DateTime<Utc>)],
+    previous: &[NoticeRecord],
+    now: DateTime<Utc>,
+) -> Result<DueNotices, String> {
+    let Some(notify) = &spec.notify else {
+        return Ok((Vec::new(), None));
+    };
+    let mut leads = Vec::new();
+    for (i, lead) in notify.before.iter().enumerate() {
+        let d = super::duration::parse(&format!("spec.notify.before[{i}]"), lead)?;
+        let d = chrono::Duration::from_std(d).map_err(|e| format!("spec.notify.before[{i}]: {e}"))?;
+        leads.push((lead.clone(), d));
+    }
+    // Nearest lead first.
+    leads.sort_by_key(|(_, d)| *d);
+    let mut out = Vec::new();
+    let mut next_due: Option<DateTime<Utc>> = None;
+    for (about, at) in events {
+        if *at <= now {
+            continue;
+        }
+        let mut sent_one = false;
+        for (lead, d) in &leads {
+            let due = *at - *d;
+            // Compared as recorded (to the second): a spec may give sub-second times.
+            let at_text = rfc3339(*at);
+            let recorded = previous
+                .iter()
+                .any(|n| n.about == *about && n.lead == *lead && n.at == at_text);
+            if recorded {
+                // A nearer lead already went: the farther ones are past.
+                sent_one = true;
+                continue;
+            }
+            if due > now {
+                next_due = Some(next_due.map_or(due, |n| n.min(due)));
+                continue;
+            }
+            out.push((
+                NoticeRecord {
+                    about: about.to_string(),
+                    at: rfc3339(*at),
+                    lead: lead.clone(),
+                },
+                !sent_one,
+            ));
+            sent_one = true;
+        }
+    }
+    Ok((out, next_due))
+}
+
+fn notice_text(record: &NoticeRecord, spec: &DesktopMaintenanceWindowSpec) -> String {
+    match record.about.as_str() {
+        SESSIONS_DISCONNECTED => format!(
+            "in {}: the sessions still connected to the computers in maintenance are disconnected at {}",
+            record.lead, record.at
+        ),
+        _ => {
+            let force = match spec.drain.as_ref().map(|d| d.policy) {
+                Some(DrainPolicy::Immediate) => "; sessions are disconnected as it opens",
+                _ => "",
+            };
+            format!(
+                "in {}: the maintenance window opens at {}; the computers enter maintenance and nobody can connect until it ends{force}",
+                record.lead, record.at
+            )
         }
     }
 }
@@ -235,6 +329,23 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
         },
         (_, invalid) => (None, invalid),
     };
+    // Notices for what comes: the next window opening (or this one's deadline).
+    let mut ahead: Vec<(&'static str, DateTime<Utc>)> = Vec::new();
+    if invalid.is_none() && !input.deleting {
+        if let Some(n) = state.next.filter(|_| state.current.is_none()) {
+            ahead.push((WINDOW_OPENS, n.start));
+            if let Ok(Some(f)) = force_at(input.spec, n).map(|f| f.filter(|f| *f > n.start)) {
+                ahead.push((SESSIONS_DISCONNECTED, f));
+            }
+        }
+        if let Some(f) = force {
+            ahead.push((SESSIONS_DISCONNECTED, f));
+        }
+    }
+    let (notices, next_notice, invalid) = match due_notices(input.spec, &ahead, &input.previous.notices, ctx.now) {
+        Ok((n, next)) => (n, next, invalid),
+        Err(msg) => (Vec::new(), None, invalid.or(Some(msg))),
+    };
     let known: Vec<&Desktop> = input.desktops.iter().chain(input.recorded_elsewhere).collect();
     let mut ours: BTreeSet<String> = input.previous.desktops_in_maintenance.iter().cloned().collect();
     // The record is lost: the desktops in maintenance under this window's tag are ours.
@@ -330,7 +441,28 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
     if !forced.is_empty() {
         actions.push(DesktopAction::Disconnect(forced.clone()));
     }
-    let intent = (manages && (!enter.is_empty() || !adopted.is_empty())).then(|| {
+    // Notices go last: one that fails never holds up the maintenance.
+    let console = input.spec.notify.as_ref().and_then(|n| n.console_message_id.clone());
+    for (record, _) in notices.iter().filter(|(_, send)| *send && manages) {
+        actions.push(DesktopAction::Notice {
+            text: notice_text(record, input.spec),
+            console_message_id: console.clone(),
+        });
+    }
+    let mut kept_notices: Vec<NoticeRecord> = input
+        .previous
+        .notices
+        .iter()
+        .filter(|n| {
+            n.at.parse::<DateTime<Utc>>()
+                .is_ok_and(|at| at + NOTICES_KEPT > ctx.now)
+        })
+        .cloned()
+        .collect();
+    if manages {
+        kept_notices.extend(notices.iter().map(|(r, _)| r.clone()));
+    }
+    let intent = (manages && (!enter.is_empty() || !adopted.is_empty() || !notices.is_empty())).then(|| {
         // Record the desktops before entering them, so a restart part-way still exits them;
         // and the adopted ones before anything else, so a failed exit keeps them.
         let mut i = input.previous.clone();
@@ -338,9 +470,12 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
         all.extend(enter.iter().cloned());
         i.desktops_in_maintenance = all.into_iter().collect();
         i.desktops_in_maintenance_count = i.desktops_in_maintenance.len() as i32;
-        i.entered_with = Some(EnteredWith {
-            credentials_ref: input.spec.common.credentials_ref.clone(),
-        });
+        if !i.desktops_in_maintenance.is_empty() {
+            i.entered_with = Some(EnteredWith {
+                credentials_ref: input.spec.common.credentials_ref.clone(),
+            });
+        }
+        i.notices = kept_notices.clone();
         i
     });
     let after: BTreeSet<String> = if manages {
@@ -381,6 +516,7 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
         })
         .collect();
     status.force_at = force.map(rfc3339);
+    status.notices = kept_notices;
     status.next_blackout = blackout_list.iter().find(|b| b.end > ctx.now).map(|b| times(*b));
     status.foreign_maintenance = foreign;
     status.unknown_desktop_ids = unknown.clone();
@@ -490,6 +626,7 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
     // People leave on their own time: a draining window looks again soon.
     let drain = (status.desktops_draining_count > 0).then_some(DRAIN_RECHECK);
     let drain = min_requeue(drain, force.filter(|at| *at > ctx.now).map(|at| until(ctx.now, at)));
+    let drain = min_requeue(drain, next_notice.map(|at| until(ctx.now, at)));
     Outcome {
         actions,
         intent,

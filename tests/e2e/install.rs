@@ -48,6 +48,11 @@ async fn invalid_resources_are_rejected_naming_the_field() {
         ),
         (
             "DesktopMaintenanceWindow",
+            json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a"], "window": window, "notify": {"before": ["1h", "200h"]}}),
+            "notify.before: each lead time is a duration such as 1h or 15m, longer than 0 and at most 168h",
+        ),
+        (
+            "DesktopMaintenanceWindow",
             json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a"], "drain": {"forceAfter": "1h"}, "window": window}),
             "drain.forceAfter is required with policy WaitThenForce, and allowed with no other policy",
         ),

@@ -377,3 +377,58 @@ async fn a_window_chosen_by_tags_skips_exclusions_and_lets_go_of_what_leaves() {
     let status = wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "finance", "Active").await;
     assert_eq!(status["desktopsInMaintenance"], json!(["ecd-hz20011"]));
 }
+
+/// People are warned before the window opens: a MaintenanceNotice Event and the console
+/// message for each lead time, once each, even though the operator restarts between them;
+/// then the window opens as planned.
+#[tokio::test(flavor = "multi_thread")]
+async fn notices_go_once_per_lead_time_across_a_restart() {
+    let Scene { client, ns, emu } = Scene::new("notice").await;
+    emu.world().update_state(|s| {
+        s.console_messages
+            .push(alicloud_ops_operator::emulator::state::ConsoleMessage {
+                message_id: "msg-maint".into(),
+                status: "Published".into(),
+                message_type: "NOTIFICATION".into(),
+                target_type: "Tag".into(),
+            })
+    });
+    let mut op = operator(&ns, &emu);
+    let now = chrono::Utc::now();
+    let start = now + chrono::Duration::seconds(35);
+    create::<DesktopMaintenanceWindow>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "DesktopMaintenanceWindow", "metadata": {"name": "warned"},
+               "spec": {"regionId": "cn-hangzhou", "desktopIds": ["ecd-hz10051"],
+                        "notify": {"before": ["30s", "15s"], "consoleMessageId": "msg-maint"},
+                        "window": {"start": start.to_rfc3339(), "end": (start + chrono::Duration::minutes(10)).to_rfc3339()}}}),
+    )
+    .await;
+    let sent = || emu.world().state().console_messages_sent.len();
+    eventually("the first notice", WAIT, || async { (sent() >= 1).then_some(()) }).await;
+    assert_eq!(op.stop(), Some(0));
+    let _op = operator(&ns, &emu);
+    wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "warned", "Active").await;
+    let log = emu.world().state().console_messages_sent;
+    assert_eq!(log.len(), 2, "one per lead time: {log:?}");
+    assert!(
+        log.iter().all(|m| m.message_id == "msg-maint" && m.at < start),
+        "{log:?}"
+    );
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let notes: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("MaintenanceNotice"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(
+        notes.iter().any(|n| n.starts_with("in 30s:")) && notes.iter().any(|n| n.starts_with("in 15s:")),
+        "{notes:?}"
+    );
+}

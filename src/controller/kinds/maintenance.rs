@@ -414,6 +414,21 @@ impl ManagedKind for DesktopMaintenanceWindow {
         match action {
             DesktopAction::Maintenance(set) => set_maintenance(self, env, set).await,
             DesktopAction::Disconnect(sessions) => disconnect(self, env, sessions).await,
+            // The Event is the notice; the console message, if any, goes to the users.
+            DesktopAction::Notice {
+                console_message_id: Some(id),
+                ..
+            } => match ecd::send_console_message(&env.cloud, &self.spec.region_id, id).await? {
+                true => Ok(()),
+                false => Err(CloudError::api(
+                    "SendConsoleMessage",
+                    200,
+                    "SendConsoleMessage.NotAccepted",
+                    &format!("the cloud did not accept the console message {id}"),
+                    "",
+                )),
+            },
+            DesktopAction::Notice { .. } => Ok(()),
         }
     }
 
@@ -435,6 +450,7 @@ impl ManagedKind for DesktopMaintenanceWindow {
                 ecd::MaintenanceMode::Exit => events::EXITED_MAINTENANCE,
             },
             DesktopAction::Disconnect(_) => events::DISCONNECTED_SESSIONS,
+            DesktopAction::Notice { .. } => events::MAINTENANCE_NOTICE,
         }
     }
 
@@ -463,6 +479,13 @@ impl ManagedKind for DesktopMaintenanceWindow {
                         .collect()
                 )
             ),
+            DesktopAction::Notice {
+                text,
+                console_message_id,
+            } => match console_message_id {
+                Some(id) => format!("{text} (console message {id} sent)"),
+                None => text.clone(),
+            },
         }
     }
 }
