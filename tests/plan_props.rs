@@ -240,6 +240,7 @@ proptest! {
             recorded_by_others: &Default::default(),
             wanted_by_others: &Default::default(),
             tagged: &Default::default(),
+            idle_seconds: &Default::default(),
         };
         let out = maintenance::plan(&input, &ctx);
         // Whatever else happens, deletion never keeps a record it could act on.

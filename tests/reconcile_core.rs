@@ -307,6 +307,7 @@ mod maintenance {
                 recorded_by_others: &Default::default(),
                 wanted_by_others: &Default::default(),
                 tagged: &Default::default(),
+                idle_seconds: &Default::default(),
             },
             &ctx(now),
         )
@@ -336,6 +337,7 @@ mod maintenance {
             drain: Some(Drain {
                 policy,
                 force_after: force_after.map(str::to_string),
+                ..Default::default()
             }),
             ..spec(&["ecd-a", "ecd-b"])
         }
@@ -681,6 +683,172 @@ mod maintenance {
         assert!(notices(&run(&s, &desks, &status_with(&[]), "2026-11-22T12:01:00Z", false)).is_empty());
     }
 
+    /// SkipBusy never enters a computer that someone works on in the read it decides on
+    /// (idle sessions count as free with idleAfter); the busy ones are looked at again every
+    /// retryEvery; once too little of the window is left they are skipped, and the window
+    /// ends PartiallyMaintained, naming them. Nobody is ever disconnected.
+    #[test]
+    fn skip_busy_enters_only_free_computers_and_reports_the_skipped() {
+        let s = DesktopMaintenanceWindowSpec {
+            drain: Some(Drain {
+                policy: DrainPolicy::SkipBusy,
+                idle_after: Some("30m".into()),
+                retry_every: Some("2m".into()),
+                min_maintenance: Some("1h".into()),
+                ..Default::default()
+            }),
+            ..spec(&["ecd-a", "ecd-b", "ecd-c"])
+        };
+        let connected = |id: &str, user: &str| Desktop {
+            management_flags: vec!["NoFlag".into()],
+            ..busy(id, &[user])
+        };
+        let desks = [
+            connected("ecd-a", "alice"),
+            connected("ecd-b", "bob"),
+            desk("ecd-c", "NoFlag"),
+        ];
+        // Bob has been idle for 40 minutes; Alice works.
+        let idle: std::collections::BTreeMap<String, i64> =
+            [("ecd-a".to_string(), 60), ("ecd-b".to_string(), 2400)].into();
+        let at = |now: &str, prev: &DesktopMaintenanceWindowStatus| {
+            plan(
+                &MaintenanceInput {
+                    spec: &s,
+                    desktops: &desks,
+                    recorded_elsewhere: &[],
+                    previous: prev,
+                    deleting: false,
+                    held_by_others: &Default::default(),
+                    recorded_by_others: &Default::default(),
+                    wanted_by_others: &Default::default(),
+                    tagged: &Default::default(),
+                    idle_seconds: &idle,
+                },
+                &ctx(now),
+            )
+        };
+        let open = at("2026-11-22T12:00:00Z", &status_with(&[]));
+        let entered: Vec<String> = open
+            .actions
+            .iter()
+            .filter_map(|a| a.maintenance())
+            .flat_map(|m| m.desktop_ids.clone())
+            .collect();
+        assert_eq!(entered, ["ecd-b", "ecd-c"], "alice's computer is not entered");
+        assert!(disconnects(&open).is_empty());
+        // Confirmed: waiting for alice, looked at again in 2 minutes.
+        let prev = status_with(&["ecd-b", "ecd-c"]);
+        let entered_desks = [
+            connected("ecd-a", "alice"),
+            desk("ecd-b", "UnderMaintenance"),
+            desk("ecd-c", "UnderMaintenance"),
+        ];
+        let waiting = plan(
+            &MaintenanceInput {
+                spec: &s,
+                desktops: &entered_desks,
+                recorded_elsewhere: &[],
+                previous: &prev,
+                deleting: false,
+                held_by_others: &Default::default(),
+                recorded_by_others: &Default::default(),
+                wanted_by_others: &Default::default(),
+                tagged: &Default::default(),
+                idle_seconds: &idle,
+            },
+            &ctx("2026-11-22T12:10:00Z"),
+        );
+        assert!(waiting.actions.is_empty(), "{:?}", waiting.actions);
+        assert_eq!(
+            waiting.verdict.reason,
+            Reason::WaitingForBusy,
+            "{}",
+            waiting.verdict.message
+        );
+        assert_eq!(waiting.status.desktops_waiting_busy_count, 1);
+        assert_eq!(waiting.requeue_after, Some(Duration::from_secs(120)));
+        // 13:30: less than minMaintenance (1h) of the window is left: alice's computer is skipped.
+        let late = plan(
+            &MaintenanceInput {
+                spec: &s,
+                desktops: &entered_desks,
+                recorded_elsewhere: &[],
+                previous: &waiting.status,
+                deleting: false,
+                held_by_others: &Default::default(),
+                recorded_by_others: &Default::default(),
+                wanted_by_others: &Default::default(),
+                tagged: &Default::default(),
+                idle_seconds: &idle,
+            },
+            &ctx("2026-11-22T13:30:00Z"),
+        );
+        assert!(late.actions.is_empty());
+        assert_eq!(late.status.skipped_desktops, ["ecd-a"]);
+        // After the window: PartiallyMaintained, naming the skipped computer.
+        let after = plan(
+            &MaintenanceInput {
+                spec: &s,
+                desktops: &entered_desks,
+                recorded_elsewhere: &[],
+                previous: &late.status,
+                deleting: false,
+                held_by_others: &Default::default(),
+                recorded_by_others: &Default::default(),
+                wanted_by_others: &Default::default(),
+                tagged: &Default::default(),
+                idle_seconds: &idle,
+            },
+            &ctx("2026-11-22T14:00:01Z"),
+        );
+        assert_eq!(after.actions.len(), 1, "the two entered are exited first");
+        let exited = [
+            connected("ecd-a", "alice"),
+            desk("ecd-b", "NoFlag"),
+            desk("ecd-c", "NoFlag"),
+        ];
+        let done = plan(
+            &MaintenanceInput {
+                spec: &s,
+                desktops: &exited,
+                recorded_elsewhere: &[],
+                previous: &after.status,
+                deleting: false,
+                held_by_others: &Default::default(),
+                recorded_by_others: &Default::default(),
+                wanted_by_others: &Default::default(),
+                tagged: &Default::default(),
+                idle_seconds: &idle,
+            },
+            &ctx("2026-11-22T14:00:11Z"),
+        );
+        assert_eq!(
+            done.verdict.reason,
+            Reason::PartiallyMaintained,
+            "{}",
+            done.verdict.message
+        );
+        assert!(done.verdict.message.contains("ecd-a"), "{}", done.verdict.message);
+        assert!(disconnects(&after).is_empty() && disconnects(&done).is_empty());
+        // Without idleAfter, an idle session still makes its computer busy.
+        let strict = DesktopMaintenanceWindowSpec {
+            drain: Some(Drain {
+                policy: DrainPolicy::SkipBusy,
+                ..Default::default()
+            }),
+            ..s.clone()
+        };
+        let out = run(&strict, &desks, &status_with(&[]), "2026-11-22T12:00:00Z", false);
+        let entered: Vec<String> = out
+            .actions
+            .iter()
+            .filter_map(|a| a.maintenance())
+            .flat_map(|m| m.desktop_ids.clone())
+            .collect();
+        assert_eq!(entered, ["ecd-c"]);
+    }
+
     fn invalid_recurring(mut s: DesktopMaintenanceWindowSpec) -> DesktopMaintenanceWindowSpec {
         s.window = None;
         s.recurring = Some(RecurringWindow {
@@ -755,6 +923,7 @@ mod maintenance {
                     recorded_by_others: &Default::default(),
                     wanted_by_others: &Default::default(),
                     tagged: &Default::default(),
+                    idle_seconds: &Default::default(),
                 },
                 &ctx(now),
             )
@@ -928,6 +1097,7 @@ mod maintenance {
                 recorded_by_others: &Default::default(),
                 wanted_by_others: &Default::default(),
                 tagged: &Default::default(),
+                idle_seconds: &Default::default(),
             },
             &ctx("2026-11-22T12:30:00Z"),
         );
@@ -996,6 +1166,7 @@ mod maintenance {
                 recorded_by_others: &Default::default(),
                 wanted_by_others: &Default::default(),
                 tagged: &Default::default(),
+                idle_seconds: &Default::default(),
             },
             &observe_only("2026-11-22T12:30:00Z"),
         );

@@ -58,7 +58,9 @@ pub struct Condition {
     pub status: String,
     /// A CamelCase word. Terminal: `InvalidSpec`, `StartTimeInPast` (they wait for a change
     /// of the spec). Retried at the resync, but a person must act: `NotFound`, `Conflict`,
-    /// `CredentialsInvalid`, `CloudRejected`. The others are retried or mean progress.
+    /// `CredentialsInvalid`, `CloudRejected`; `PartiallyMaintained` (a maintenance window
+    /// ended with computers skipped) until the next window. The others are retried or mean
+    /// progress.
     pub reason: String,
     pub message: String,
     /// The generation of the spec this condition describes.

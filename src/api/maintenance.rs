@@ -133,10 +133,11 @@ pub struct Blackout {
 /// leaves. The policy says whether the operator ends the sessions still there, and when.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[x_kube(validation = Rule::new("(has(self.policy) && self.policy == 'WaitThenForce') == has(self.forceAfter)").message("drain.forceAfter is required with policy WaitThenForce, and allowed with no other policy"))]
+#[x_kube(validation = Rule::new("(has(self.policy) && self.policy == 'SkipBusy') || !(has(self.idleAfter) || has(self.retryEvery) || has(self.minMaintenance))").message("drain.idleAfter, drain.retryEvery and drain.minMaintenance are allowed only with policy SkipBusy"))]
 #[serde(rename_all = "camelCase")]
 pub struct Drain {
     /// `Wait` (default): nobody is disconnected; a computer is in maintenance once its users
-    /// leave. `WaitThenForce`: the sessions still connected `forceAfter` after the window
+    /// leave. `SkipBusy`: only computers nobody works on are entered. `WaitThenForce`: the sessions still connected `forceAfter` after the window
     /// opened are disconnected. `Immediate`: the sessions are disconnected as the window
     /// opens. A disconnect is not a logoff, but unsaved work may be lost if maintenance
     /// restarts the computer.
@@ -149,6 +150,23 @@ pub struct Drain {
     #[schemars(regex(pattern = r"^([0-9]+(s|m|h))+$"), length(max = 16))]
     #[x_kube(validation = Rule::new("duration(self) <= duration('168h')").message("drain.forceAfter is at most 168h (7 days)"))]
     pub force_after: Option<String>,
+    /// SkipBusy: a session idle at least this long (as the cloud's `SessionIdleTime` says)
+    /// does not make its computer busy, e.g. `30m`. Without it, anyone connected does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(s|m|h))+$"), length(max = 16))]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s') && duration(self) <= duration('168h')").message("drain.idleAfter is longer than 0 and at most 168h"))]
+    pub idle_after: Option<String>,
+    /// SkipBusy: how often busy computers are looked at again. Default `5m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(s|m|h))+$"), length(max = 16))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('10s') && duration(self) <= duration('24h')").message("drain.retryEvery is between 10s and 24h"))]
+    pub retry_every: Option<String>,
+    /// SkipBusy: a busy computer is entered only while at least this much of the window is
+    /// left; after that it is skipped for this window. Default `30m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(s|m|h))+$"), length(max = 16))]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('168h')").message("drain.minMaintenance is at most 168h"))]
+    pub min_maintenance: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -160,6 +178,10 @@ pub enum DrainPolicy {
     WaitThenForce,
     /// The sessions are disconnected as the window opens.
     Immediate,
+    /// Only computers nobody is working on are entered; busy ones are looked at again
+    /// every `retryEvery` until too little of the window is left (`minMaintenance`), then
+    /// skipped for this window. Nobody is disconnected.
+    SkipBusy,
 }
 
 /// A cloud computer id, such as `ecd-dzeotbgawdnfo****`.
@@ -332,6 +354,18 @@ pub struct DesktopMaintenanceWindowStatus {
     /// Some of the computers still draining, with who is connected (at most 10).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub busy_desktops: Vec<BusyDesktop>,
+    /// SkipBusy: targeted computers not entered because someone works on them, looked at
+    /// again every `retryEvery`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub desktops_waiting_busy_count: i32,
+    /// SkipBusy: computers skipped for the window open now (or the last one), because
+    /// someone was still working on them when too little of it was left.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5000))]
+    pub skipped_desktops: Vec<String>,
+    /// The window `skippedDesktops` belongs to (its start, RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_in: Option<String>,
     /// The notices sent (or being sent) for the coming occurrences: recorded before they go,
     /// so each goes once. Kept for a week after what they announce.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -372,3 +406,7 @@ pub struct BusyDesktop {
 
 /// How many busy computers `status.busyDesktops` shows.
 pub const BUSY_SAMPLE: usize = 10;
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}

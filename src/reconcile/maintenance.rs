@@ -186,7 +186,7 @@ fn outside_blackouts(
 pub fn force_at(spec: &DesktopMaintenanceWindowSpec, window: Window) -> Result<Option<DateTime<Utc>>, String> {
     let Some(drain) = &spec.drain else { return Ok(None) };
     match drain.policy {
-        DrainPolicy::Wait => Ok(None),
+        DrainPolicy::Wait | DrainPolicy::SkipBusy => Ok(None),
         DrainPolicy::Immediate => Ok(Some(window.start)),
         DrainPolicy::WaitThenForce => {
             let after = drain
@@ -224,6 +224,44 @@ pub struct MaintenanceInput<'a> {
     /// Desktops that carry this window's record tag: it tags each desktop before entering
     /// it, so that a status lost to a restore or a replace can be taken back from the cloud.
     pub tagged: &'a BTreeSet<String>,
+    /// SkipBusy with `idleAfter`: for the connected desktops read, the shortest
+    /// `SessionIdleTime` (seconds) of their connected sessions. A desktop absent is busy.
+    pub idle_seconds: &'a std::collections::BTreeMap<String, i64>,
+}
+
+/// SkipBusy's settings, read once.
+struct SkipBusy {
+    idle_after: Option<i64>,
+    retry_every: std::time::Duration,
+    min_maintenance: chrono::Duration,
+}
+
+fn skip_busy(spec: &DesktopMaintenanceWindowSpec) -> Result<Option<SkipBusy>, String> {
+    let Some(d) = spec.drain.as_ref().filter(|d| d.policy == DrainPolicy::SkipBusy) else {
+        return Ok(None);
+    };
+    let parse = |field: &str, v: Option<&String>, default: &str| {
+        super::duration::parse(&format!("spec.drain.{field}"), v.map(String::as_str).unwrap_or(default))
+    };
+    let idle_after = match &d.idle_after {
+        Some(v) => Some(super::duration::parse("spec.drain.idleAfter", v)?.as_secs() as i64),
+        None => None,
+    };
+    let min = parse("minMaintenance", d.min_maintenance.as_ref(), "30m")?;
+    Ok(Some(SkipBusy {
+        idle_after,
+        retry_every: parse("retryEvery", d.retry_every.as_ref(), "5m")?,
+        min_maintenance: chrono::Duration::from_std(min).map_err(|e| format!("spec.drain.minMaintenance: {e}"))?,
+    }))
+}
+
+/// Whether someone works on `d`: connected, and (with `idleAfter`) not idle that long.
+fn busy(d: &Desktop, skip: &SkipBusy, idle_seconds: &std::collections::BTreeMap<String, i64>) -> bool {
+    d.connected()
+        && match skip.idle_after {
+            Some(limit) => idle_seconds.get(&d.desktop_id).is_none_or(|idle| *idle < limit),
+            None => true,
+        }
 }
 
 /// Whether `status` is empty, as after a restore without status (Velero's default) or a
@@ -302,13 +340,13 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
         .current_window
         .as_ref()
         .and_then(|w| w.start.parse::<DateTime<Utc>>().ok());
-    let (state, schedule, invalid, skipped, blackout_list) = if input.deleting {
+    let (state, schedule, invalid, blacked_out, blackout_list) = if input.deleting {
         (WindowState::default(), None, None, None, Vec::new())
     } else {
         match schedule(input.spec).and_then(|s| Ok((s, blackouts(input.spec)?))) {
             Ok((s, b)) => {
-                let (state, skipped) = outside_blackouts(&s, &b, opened, ctx.now);
-                (state, Some(s), None, skipped, b)
+                let (state, blacked_out) = outside_blackouts(&s, &b, opened, ctx.now);
+                (state, Some(s), None, blacked_out, b)
             }
             // An invalid edit does not end an open window early, nor keep it open forever:
             // the window recorded as open runs to its recorded end, then everything exits.
@@ -328,6 +366,10 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
             Err(msg) => (None, Some(msg)),
         },
         (_, invalid) => (None, invalid),
+    };
+    let (skip, invalid) = match (skip_busy(input.spec), invalid) {
+        (Ok(s), invalid) => (s, invalid),
+        (Err(msg), invalid) => (None, invalid.or(Some(msg))),
     };
     // Notices for what comes: the next window opening (or this one's deadline).
     let mut ahead: Vec<(&'static str, DateTime<Utc>)> = Vec::new();
@@ -372,12 +414,26 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
     let mut foreign = Vec::new();
     let mut keep: BTreeSet<String> = BTreeSet::new();
     let mut handing_over = 0usize;
+    let mut waiting_busy = Vec::new();
+    let mut skipped = Vec::new();
+    // SkipBusy: a busy computer is entered only while enough of the window is left.
+    let too_late = match (&skip, state.current) {
+        (Some(s), Some(w)) => ctx.now + s.min_maintenance > w.end,
+        _ => false,
+    };
     for d in &known {
         let id = d.desktop_id.clone();
         let is_ours = ours.contains(&id);
         // Under an invalid spec nothing new enters; the recorded ones are held to the end.
         let wanted = state.current.is_some() && targeted.contains(id.as_str()) && (invalid.is_none() || is_ours);
         match (wanted, d.in_maintenance(), is_ours) {
+            (true, false, _) if skip.as_ref().is_some_and(|s| busy(d, s, input.idle_seconds)) => {
+                if too_late {
+                    skipped.push(id);
+                } else {
+                    waiting_busy.push(id);
+                }
+            }
             (true, false, _) => {
                 enter.push(id.clone());
                 keep.insert(id);
@@ -516,6 +572,27 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
         })
         .collect();
     status.force_at = force.map(rfc3339);
+    status.desktops_waiting_busy_count = waiting_busy.len() as i32;
+    // The skipped of the window open now; after it, those of the last one, until the next.
+    match state.current {
+        Some(w) => {
+            let start = rfc3339(w.start);
+            let mut all: BTreeSet<String> = if input.previous.skipped_in.as_deref() == Some(start.as_str()) {
+                input.previous.skipped_desktops.iter().cloned().collect()
+            } else {
+                BTreeSet::new()
+            };
+            all.extend(skipped.iter().cloned());
+            all.retain(|id| !status.desktops_in_maintenance.contains(id) && !enter.contains(id));
+            status.skipped_desktops = all.into_iter().collect();
+            status.skipped_in = (!status.skipped_desktops.is_empty()).then_some(start);
+        }
+        None if input.deleting => {
+            status.skipped_desktops.clear();
+            status.skipped_in = None;
+        }
+        None => {}
+    }
     status.notices = kept_notices;
     status.next_blackout = blackout_list.iter().find(|b| b.end > ctx.now).map(|b| times(*b));
     status.foreign_maintenance = foreign;
@@ -574,6 +651,20 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
         )
     } else {
         match status.phase {
+            Some(Phase::Active) if status.desktops_waiting_busy_count > 0 => Verdict::not_ready(
+                Reason::WaitingForBusy,
+                format!(
+                    "{} computer(s) in maintenance; {} not entered because people work on them, looked at again every \
+                     {}s{}",
+                    status.desktops_in_maintenance_count,
+                    status.desktops_waiting_busy_count,
+                    skip.as_ref().map(|s| s.retry_every.as_secs()).unwrap_or_default(),
+                    match &status.current_window {
+                        Some(w) => format!(" until too little of the window (ending {}) is left", w.end),
+                        None => String::new(),
+                    }
+                ),
+            ),
             Some(Phase::Active) if status.desktops_draining_count > 0 => Verdict::not_ready(
                 Reason::Draining,
                 format!(
@@ -587,11 +678,28 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
                     }
                 ),
             ),
-            _ if skipped.is_some() => Verdict::ready(
+            _ if state.current.is_none() && !status.skipped_desktops.is_empty() && !input.deleting => {
+                Verdict::not_ready(
+                    Reason::PartiallyMaintained,
+                    format!(
+                        "the window from {} ended with {} computer(s) skipped because people were working on them: {}",
+                        status.skipped_in.clone().unwrap_or_default(),
+                        status.skipped_desktops.len(),
+                        status
+                            .skipped_desktops
+                            .iter()
+                            .take(10)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            }
+            _ if blacked_out.is_some() => Verdict::ready(
                 Reason::BlackedOut,
                 format!(
                     "the window from {} is skipped: it starts inside the blackout {}",
-                    skipped.map(|w| rfc3339(w.start)).unwrap_or_default(),
+                    blacked_out.map(|w| rfc3339(w.start)).unwrap_or_default(),
                     status
                         .next_blackout
                         .as_ref()
@@ -627,6 +735,15 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
     let drain = (status.desktops_draining_count > 0).then_some(DRAIN_RECHECK);
     let drain = min_requeue(drain, force.filter(|at| *at > ctx.now).map(|at| until(ctx.now, at)));
     let drain = min_requeue(drain, next_notice.map(|at| until(ctx.now, at)));
+    // SkipBusy: the busy are looked at again, and at the point where they are skipped.
+    let retry = match (&skip, state.current) {
+        (Some(s), Some(w)) if !waiting_busy.is_empty() => {
+            let cutoff = w.end - s.min_maintenance;
+            min_requeue(Some(s.retry_every), (cutoff > ctx.now).then(|| until(ctx.now, cutoff)))
+        }
+        _ => None,
+    };
+    let drain = min_requeue(drain, retry);
     Outcome {
         actions,
         intent,

@@ -43,6 +43,12 @@ pub enum Reason {
     Scheduled,
     Active,
     Completed,
+    /// DesktopMaintenanceWindow (SkipBusy): some targets are not entered because people work
+    /// on them; they are looked at again.
+    WaitingForBusy,
+    /// DesktopMaintenanceWindow (SkipBusy): the last window ended with computers skipped
+    /// because people were working on them.
+    PartiallyMaintained,
     /// DesktopMaintenanceWindow: the window that would be open now starts inside a blackout,
     /// so it does not open.
     BlackedOut,
@@ -81,6 +87,8 @@ impl Reason {
             Reason::Completed => "Completed",
             Reason::Draining => "Draining",
             Reason::BlackedOut => "BlackedOut",
+            Reason::WaitingForBusy => "WaitingForBusy",
+            Reason::PartiallyMaintained => "PartiallyMaintained",
             Reason::UpToDate => "UpToDate",
             Reason::Approved => "Approved",
             Reason::UpgradeRunning => "UpgradeRunning",
@@ -89,7 +97,7 @@ impl Reason {
         }
     }
 
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 24] = [
         Reason::InSync,
         Reason::Applying,
         Reason::DriftDetected,
@@ -107,6 +115,8 @@ impl Reason {
         Reason::Completed,
         Reason::Draining,
         Reason::BlackedOut,
+        Reason::WaitingForBusy,
+        Reason::PartiallyMaintained,
         Reason::UpToDate,
         Reason::Approved,
         Reason::UpgradeRunning,
@@ -156,6 +166,14 @@ impl Reason {
             | Reason::Approved
             | Reason::UpgradeRunning => (Healthy, "looks again at the resync or the next window boundary"),
             Reason::GlobalAutoUpdateEnabled => (Progressing, "looks again at the resync"),
+            Reason::WaitingForBusy => (
+                Progressing,
+                "looks at the busy computers again every drain.retryEvery until too little of the window is left",
+            ),
+            Reason::PartiallyMaintained => (
+                Degraded,
+                "tries the skipped computers again at the next window; status.skippedDesktops names them",
+            ),
             Reason::Draining => (
                 Progressing,
                 "looks again every 30s until the users have left, and at the window's end",

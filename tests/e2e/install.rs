@@ -53,6 +53,16 @@ async fn invalid_resources_are_rejected_naming_the_field() {
         ),
         (
             "DesktopMaintenanceWindow",
+            json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a"], "drain": {"policy": "Wait", "idleAfter": "10m"}, "window": window}),
+            "drain.idleAfter, drain.retryEvery and drain.minMaintenance are allowed only with policy SkipBusy",
+        ),
+        (
+            "DesktopMaintenanceWindow",
+            json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a"], "drain": {"policy": "SkipBusy", "retryEvery": "1s"}, "window": window}),
+            "drain.retryEvery is between 10s and 24h",
+        ),
+        (
+            "DesktopMaintenanceWindow",
             json!({"regionId": "cn-hangzhou", "desktopIds": ["ecd-a"], "drain": {"forceAfter": "1h"}, "window": window}),
             "drain.forceAfter is required with policy WaitThenForce, and allowed with no other policy",
         ),

@@ -432,3 +432,61 @@ async fn notices_go_once_per_lead_time_across_a_restart() {
         "{notes:?}"
     );
 }
+
+/// `SkipBusy`: Alice is working, so her computer is not entered; Bob has been idle for 40
+/// minutes (the cloud's SessionIdleTime) and `idleAfter` is 30m, so his is; a free one is.
+/// When Alice leaves, hers is entered at the next look. Nobody is disconnected.
+#[tokio::test(flavor = "multi_thread")]
+async fn skip_busy_leaves_people_at_work_alone_until_they_leave() {
+    use alicloud_ops_operator::emulator::state::{SessionAction, SessionEvent};
+    let Scene { client, ns, emu } = Scene::new("skipbusy").await;
+    let now = emu.world().clock.now();
+    emu.world().update_state(|s| {
+        let r = s.ecd.get_mut("cn-hangzhou").unwrap();
+        let event = |desktop: &str, user: &str, ago: i64, action| SessionEvent {
+            at: now - chrono::Duration::minutes(ago),
+            desktop_id: desktop.into(),
+            end_user_id: user.into(),
+            action,
+        };
+        r.session_events = vec![
+            event("ecd-hz10061", "alice", 60, SessionAction::Connect),
+            event("ecd-hz10062", "bob", 60, SessionAction::Connect),
+            event("ecd-hz10062", "bob", 40, SessionAction::Idle),
+        ];
+    });
+    let _op = operator(&ns, &emu);
+    let mut body = dmw(
+        "skip",
+        &["ecd-hz10061", "ecd-hz10062", "ecd-hz10063"],
+        chrono::Duration::hours(2),
+        None,
+    );
+    body["spec"]["drain"] = json!({"policy": "SkipBusy", "idleAfter": "30m", "retryEvery": "10s"});
+    create::<DesktopMaintenanceWindow>(&client, &ns, body).await;
+    let status = wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "skip", "WaitingForBusy").await;
+    assert_eq!(status["desktopsInMaintenance"], json!(["ecd-hz10062", "ecd-hz10063"]));
+    assert_eq!(status["desktopsWaitingBusyCount"], 1);
+    assert!(!in_maintenance(&emu, "ecd-hz10061"), "alice works on");
+    emu.world().update_state(|s| {
+        let d = s
+            .ecd
+            .get_mut("cn-hangzhou")
+            .unwrap()
+            .desktops
+            .iter_mut()
+            .find(|d| d.desktop_id == "ecd-hz10061")
+            .unwrap();
+        d.sessions.clear();
+    });
+    eventually("alice's computer entered once she left", WAIT, || async {
+        in_maintenance(&emu, "ecd-hz10061").then_some(())
+    })
+    .await;
+    let log = emu.world().state().ecd["cn-hangzhou"].session_log.clone();
+    assert!(
+        log.iter()
+            .all(|r| r.ended_by != "DisconnectDesktopSessions" && r.ended_by != "SetDesktopMaintenance"),
+        "{log:?}"
+    );
+}

@@ -394,6 +394,27 @@ impl ManagedKind for DesktopMaintenanceWindow {
                 .map(|d| d.desktop_id.clone()),
         );
         let wanted_by_others = wanted_by_others(self, peers, &all, &previous.desktops_in_maintenance, ctx.now);
+        // SkipBusy with idleAfter: how long the connected targets have been idle, read for
+        // them only (DescribeDesktopSessions, 100 a call), never for the whole region.
+        let idle_after = self
+            .spec
+            .drain
+            .as_ref()
+            .filter(|d| d.policy == crate::api::maintenance::DrainPolicy::SkipBusy && d.idle_after.is_some());
+        let mut idle_seconds = std::collections::BTreeMap::new();
+        if idle_after.is_some() && stage == Stage::Apply {
+            let busy: Vec<String> = desktops
+                .iter()
+                .filter(|d| d.connected() && !d.in_maintenance())
+                .map(|d| d.desktop_id.clone())
+                .collect();
+            if !busy.is_empty() {
+                for s in ecd::describe_connected_sessions(&env.cloud, &region, &busy).await? {
+                    let idle = idle_seconds.entry(s.desktop_id).or_insert(i64::MAX);
+                    *idle = (*idle).min(s.session_idle_time);
+                }
+            }
+        }
         Ok(plan(
             &MaintenanceInput {
                 spec: &self.spec,
@@ -405,6 +426,7 @@ impl ManagedKind for DesktopMaintenanceWindow {
                 recorded_by_others: &recorded_by_others,
                 wanted_by_others: &wanted_by_others,
                 tagged: &tagged,
+                idle_seconds: &idle_seconds,
             },
             ctx,
         ))
