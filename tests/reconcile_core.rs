@@ -849,6 +849,43 @@ mod maintenance {
         assert_eq!(entered, ["ecd-c"]);
     }
 
+    /// A window that ends while a computer it entered still drains exits it all the same,
+    /// and records it as never maintained: the window is PartiallyMaintained until the next.
+    #[test]
+    fn a_computer_still_draining_at_the_end_is_exited_and_reported_never_maintained() {
+        let s = spec(&["ecd-a", "ecd-b"]);
+        let open_status = DesktopMaintenanceWindowStatus {
+            current_window: Some(WindowTimes {
+                start: "2026-11-22T12:00:00Z".into(),
+                end: "2026-11-22T14:00:00Z".into(),
+            }),
+            ..status_with(&["ecd-a", "ecd-b"])
+        };
+        let desks = [busy("ecd-a", &["alice"]), desk("ecd-b", "UnderMaintenance")];
+        let end = run(&s, &desks, &open_status, "2026-11-22T14:00:01Z", false);
+        let exited: Vec<String> = end
+            .actions
+            .iter()
+            .filter_map(|a| a.maintenance())
+            .flat_map(|m| m.desktop_ids.clone())
+            .collect();
+        assert_eq!(
+            exited,
+            ["ecd-a", "ecd-b"],
+            "every computer entered is exited, draining or not"
+        );
+        assert_eq!(end.status.skipped_desktops, ["ecd-a"]);
+        assert_eq!(end.status.skipped_in.as_deref(), Some("2026-11-22T12:00:00Z"));
+        let out = [desk("ecd-a", "NoFlag"), desk("ecd-b", "NoFlag")];
+        let after = run(&s, &out, &end.status, "2026-11-22T14:00:11Z", false);
+        assert_eq!(
+            after.verdict.reason,
+            Reason::PartiallyMaintained,
+            "{}",
+            after.verdict.message
+        );
+    }
+
     fn invalid_recurring(mut s: DesktopMaintenanceWindowSpec) -> DesktopMaintenanceWindowSpec {
         s.window = None;
         s.recurring = Some(RecurringWindow {

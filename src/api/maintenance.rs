@@ -358,8 +358,9 @@ pub struct DesktopMaintenanceWindowStatus {
     /// again every `retryEvery`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub desktops_waiting_busy_count: i32,
-    /// SkipBusy: computers skipped for the window open now (or the last one), because
-    /// someone was still working on them when too little of it was left.
+    /// Computers never maintained in the window open now (or the last one), because people
+    /// were working on them: skipped (SkipBusy, too little of the window left), or exited
+    /// at the end while still draining.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 5000))]
     pub skipped_desktops: Vec<String>,

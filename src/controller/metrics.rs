@@ -60,13 +60,22 @@ pub enum ResourceGauge {
     MaintenanceWindowEnd,
     /// 1 while an OtaSchedule sees a new version that has no approval yet.
     OtaPendingApproval,
+    /// Of the desktops a window holds, those someone is still connected to.
+    DesktopsDraining,
+    /// SkipBusy: targets not entered because someone works on them.
+    DesktopsWaitingBusy,
+    /// Desktops a window never had in maintenance because people were working on them.
+    DesktopsNeverMaintained,
 }
 
 impl ResourceGauge {
-    const ALL: [ResourceGauge; 3] = [
+    const ALL: [ResourceGauge; 6] = [
         ResourceGauge::DesktopsInMaintenance,
         ResourceGauge::MaintenanceWindowEnd,
         ResourceGauge::OtaPendingApproval,
+        ResourceGauge::DesktopsDraining,
+        ResourceGauge::DesktopsWaitingBusy,
+        ResourceGauge::DesktopsNeverMaintained,
     ];
 
     /// The metric's name (after the `alicloud_ops_` prefix) and help.
@@ -83,6 +92,18 @@ impl ResourceGauge {
             ResourceGauge::OtaPendingApproval => (
                 "ota_pending_approvals",
                 "1 while an OtaSchedule sees a new version without an approval",
+            ),
+            ResourceGauge::DesktopsDraining => (
+                "desktops_draining",
+                "Desktops a DesktopMaintenanceWindow entered that still have users connected",
+            ),
+            ResourceGauge::DesktopsWaitingBusy => (
+                "desktops_waiting_busy",
+                "Desktops a DesktopMaintenanceWindow (SkipBusy) has not entered because people work on them",
+            ),
+            ResourceGauge::DesktopsNeverMaintained => (
+                "desktops_never_maintained",
+                "Desktops a DesktopMaintenanceWindow never had in maintenance in its current or last window because people were working on them",
             ),
         }
     }

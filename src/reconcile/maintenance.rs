@@ -591,7 +591,26 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
             status.skipped_desktops.clear();
             status.skipped_in = None;
         }
-        None => {}
+        // The window has just ended: the computers exited while still draining were never
+        // maintained either.
+        None => {
+            let ended = input.previous.current_window.as_ref().map(|w| w.start.clone());
+            let never: Vec<String> = known
+                .iter()
+                .filter(|d| exit.contains(&d.desktop_id) && (d.connected() || (d.in_maintenance() && !d.maintained())))
+                .map(|d| d.desktop_id.clone())
+                .collect();
+            if let Some(start) = ended.filter(|_| !never.is_empty()) {
+                let mut all: BTreeSet<String> = if input.previous.skipped_in.as_deref() == Some(start.as_str()) {
+                    input.previous.skipped_desktops.iter().cloned().collect()
+                } else {
+                    BTreeSet::new()
+                };
+                all.extend(never);
+                status.skipped_desktops = all.into_iter().collect();
+                status.skipped_in = Some(start);
+            }
+        }
     }
     status.notices = kept_notices;
     status.next_blackout = blackout_list.iter().find(|b| b.end > ctx.now).map(|b| times(*b));
@@ -682,7 +701,8 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
                 Verdict::not_ready(
                     Reason::PartiallyMaintained,
                     format!(
-                        "the window from {} ended with {} computer(s) skipped because people were working on them: {}",
+                        "the window from {} ended with {} computer(s) never maintained because people were working on \
+                     them: {}",
                         status.skipped_in.clone().unwrap_or_default(),
                         status.skipped_desktops.len(),
                         status

@@ -286,7 +286,21 @@ async fn disconnect(
 impl ManagedKind for DesktopMaintenanceWindow {
     fn status_gauges(status: &DesktopMaintenanceWindowStatus) -> Vec<(ResourceGauge, f64)> {
         let held = status.desktops_in_maintenance.len();
-        let mut gauges = vec![(ResourceGauge::DesktopsInMaintenance, held as f64)];
+        let mut gauges = vec![
+            (ResourceGauge::DesktopsInMaintenance, held as f64),
+            (
+                ResourceGauge::DesktopsDraining,
+                f64::from(status.desktops_draining_count),
+            ),
+            (
+                ResourceGauge::DesktopsWaitingBusy,
+                f64::from(status.desktops_waiting_busy_count),
+            ),
+            (
+                ResourceGauge::DesktopsNeverMaintained,
+                status.skipped_desktops.len() as f64,
+            ),
+        ];
         // The end the desktops were entered for: past it, they should have been exited.
         let end = status
             .current_window
