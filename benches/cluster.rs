@@ -9,12 +9,13 @@
 //! - spec edit to Ready at the new generation, p50 and p99;
 //! - the quota-bound case: N ImageShares of which some need a Share (10 a minute per
 //!   account), against the same N without them;
-//! - 100 DesktopMaintenanceWindows over 10,000 desktops that open together;
+//! - 100 DesktopMaintenanceWindows over 10,000 desktops that open together, and again with
+//!   2,000 users connected at the start who leave over the following minute;
 //! - FotaTaskPolicies and OtaSchedules across many regions and delivery groups.
 //!
 //! Environment: BENCH_N (10000), BENCH_CONCURRENCY (the operator's default),
 //! BENCH_RESYNC_SECONDS (30), BENCH_QUOTA_N (2000), BENCH_QUOTA_WRITES (100),
-//! BENCH_QUOTA_SECONDS (130), BENCH_CASES (`scale,quota,windows,fota,ota`), BENCH_OUT
+//! BENCH_QUOTA_SECONDS (130), BENCH_CASES (`scale,quota,windows,drain,fota,ota`), BENCH_OUT
 //! (`target/bench-cluster`: CSV of Ready over time, for `scripts/plot-bench.py`).
 
 #[path = "../tests/support/mod.rs"]
@@ -601,38 +602,49 @@ async fn quota(client: &Client, emu: &Emulator, n: usize, writes: usize, seconds
 }
 
 /// 100 windows over 10,000 desktops (100 per office site) that open together.
-async fn windows(client: &Client, emu: &Emulator, s: &Settings) {
-    let region = "ap-northeast-1";
-    let (sites, per_site) = (100usize, 100usize);
-    emu.world().update_state(|st| {
-        st.ecd.insert(
-            region.into(),
-            EcdRegion {
-                desktops: (0..sites * per_site)
-                    .map(|i| Desktop {
-                        desktop_id: format!("ecd-jp{i:05}"),
-                        desktop_name: format!("desk-{i}"),
-                        desktop_status: "Running".into(),
-                        office_site_id: format!("{region}+dir-{:04}", i / per_site),
-                        management_flags: vec!["NoFlag".into()],
-                        ..Default::default()
-                    })
-                    .collect(),
+/// A region of `sites` office sites with `per_site` running desktops each, nobody connected.
+fn desk_region(region: &str, sites: usize, per_site: usize) -> EcdRegion {
+    EcdRegion {
+        desktops: (0..sites * per_site)
+            .map(|i| Desktop {
+                desktop_id: format!("ecd-jp{i:05}"),
+                desktop_name: format!("desk-{i}"),
+                desktop_status: "Running".into(),
+                office_site_id: format!("{region}+dir-{:04}", i / per_site),
+                management_flags: vec!["NoFlag".into()],
                 ..Default::default()
-            },
-        )
-    });
-    let ns = namespace(client, "windows").await;
-    let opens = chrono::Utc::now() + chrono::Duration::seconds(40);
-    let closes = opens + chrono::Duration::minutes(30);
-    let bodies: Vec<Value> = (0..sites)
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// One window per office site, all open from `opens` to `closes`.
+fn site_windows(
+    region: &str,
+    sites: usize,
+    opens: chrono::DateTime<chrono::Utc>,
+    closes: chrono::DateTime<chrono::Utc>,
+) -> Vec<Value> {
+    (0..sites)
         .map(|site| {
             json!({"apiVersion": API_VERSION, "kind": "DesktopMaintenanceWindow", "metadata": {"name": format!("site-{site:03}")},
                    "spec": {"regionId": region, "selector": {"officeSiteId": format!("{region}+dir-{site:04}")},
                             "window": {"start": opens.to_rfc3339(), "end": closes.to_rfc3339()}}})
         })
-        .collect();
-    create_all::<DesktopMaintenanceWindow>(client, &ns, bodies, 32).await;
+        .collect()
+}
+
+/// 100 DesktopMaintenanceWindows over 10,000 desktops, opening at once.
+async fn windows(client: &Client, emu: &Emulator, s: &Settings) {
+    let region = "ap-northeast-1";
+    let (sites, per_site) = (100usize, 100usize);
+    emu.world()
+        .update_state(|st| st.ecd.insert(region.into(), desk_region(region, sites, per_site)));
+    let ns = namespace(client, "windows").await;
+    let opens = chrono::Utc::now() + chrono::Duration::seconds(40);
+    let closes = opens + chrono::Duration::minutes(30);
+    create_all::<DesktopMaintenanceWindow>(client, &ns, site_windows(region, sites, opens, closes), 32).await;
     let tracker = Tracker::start::<DesktopMaintenanceWindow>(client, &ns, &["Active"]).await;
     emu.world().reset_counters();
     let op = s.operator(&ns, emu);
@@ -659,6 +671,99 @@ async fn windows(client: &Client, emu: &Emulator, s: &Settings) {
         c.count("SetDesktopMaintenance")
     );
     tracker.write_csv(&s.out.join("ready.csv"), "DesktopMaintenanceWindow opening");
+    drop(op);
+}
+
+/// The same 100 windows over 10,000 desktops, with people: 2,000 desktops have a user
+/// connected at the start, who leave one by one over the following minute (policy Wait).
+/// Reports when every free desktop was in maintenance, when every desktop was, the calls
+/// by action, and the ratio to the floor the client's pacing (`--cloud-qps`, 10 a second
+/// for ecd in a region) sets for the calls made.
+async fn drain(client: &Client, emu: &Emulator, s: &Settings) {
+    use alicloud_ops_operator::emulator::state::{SessionAction, SessionEvent};
+    let region = "ap-northeast-3";
+    let (sites, per_site, busy) = (100usize, 100usize, 2000usize);
+    let opens = chrono::Utc::now() + chrono::Duration::seconds(40);
+    let closes = opens + chrono::Duration::minutes(30);
+    // Every fifth desktop has someone on it, who leaves at an even pace over 60 s.
+    let busy_ids: Vec<String> = (0..busy).map(|i| format!("ecd-jp{:05}", i * 5)).collect();
+    emu.world().update_state(|st| {
+        let mut r = desk_region(region, sites, per_site);
+        for (i, id) in busy_ids.iter().enumerate() {
+            let user = format!("user-{i}");
+            r.session_events.push(SessionEvent {
+                at: opens - chrono::Duration::minutes(30),
+                desktop_id: id.clone(),
+                end_user_id: user.clone(),
+                action: SessionAction::Connect,
+            });
+            r.session_events.push(SessionEvent {
+                at: opens + chrono::Duration::milliseconds((60_000 * i / busy) as i64),
+                desktop_id: id.clone(),
+                end_user_id: user,
+                action: SessionAction::Disconnect,
+            });
+        }
+        st.ecd.insert(region.into(), r);
+    });
+    let ns = namespace(client, "drain").await;
+    create_all::<DesktopMaintenanceWindow>(client, &ns, site_windows(region, sites, opens, closes), 32).await;
+    let tracker = Tracker::start::<DesktopMaintenanceWindow>(client, &ns, &["Active"]).await;
+    emu.world().reset_counters();
+    let op = s.operator(&ns, emu);
+    let wait = (opens - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait).await;
+    let opened = Instant::now();
+    let busy_set: std::collections::HashSet<&str> = busy_ids.iter().map(String::as_str).collect();
+    let (mut free_done, mut all_done) = (None, None);
+    while all_done.is_none() && opened.elapsed() < Duration::from_secs(600) {
+        let state = emu.world().state();
+        let desktops = &state.ecd[region].desktops;
+        let maintained = |d: &&Desktop| d.maintained();
+        let free = desktops
+            .iter()
+            .filter(|d| !busy_set.contains(d.desktop_id.as_str()))
+            .filter(maintained)
+            .count();
+        if free_done.is_none() && free == sites * per_site - busy {
+            free_done = Some(opened.elapsed().as_secs_f64());
+        }
+        if desktops.iter().filter(maintained).count() == sites * per_site {
+            all_done = Some(opened.elapsed().as_secs_f64());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (free_done, all_done) = (
+        free_done.expect("every free desktop in maintenance within 10 minutes"),
+        all_done.expect("every desktop in maintenance within 10 minutes"),
+    );
+    tracker
+        .until("every window Active (none Draining)", Duration::from_secs(600), |st| {
+            st.ready == sites
+        })
+        .await;
+    let all_active = opened.elapsed().as_secs_f64();
+    let c = emu.world().counters();
+    let calls = [
+        "DescribeDesktops",
+        "SetDesktopMaintenance",
+        "TagResources",
+        "DescribeDesktopSessions",
+        "DisconnectDesktopSessions",
+    ];
+    let made: Vec<String> = calls.iter().map(|a| format!("{a} {}", c.count(a))).collect();
+    let ecd_calls: u64 = calls.iter().map(|a| c.count(a)).sum();
+    // The operator's default pacing: 10 calls a second per credential set, product and region.
+    let floor = ecd_calls as f64 / 10.0;
+    println!(
+        "DesktopMaintenanceWindow x {sites} with people: {} desktops, {busy} with a user at the start who leave over 60 s (policy Wait)",
+        sites * per_site
+    );
+    println!(
+        "  every free desktop in maintenance {free_done:.1} s after the start ({:.2} x the pacing floor of {floor:.1} s for the {ecd_calls} ecd calls made); every desktop {all_done:.1} s (the last user left at 60 s); all {sites} Active {all_active:.1} s",
+        free_done / floor
+    );
+    println!("  calls: {}", made.join(", "));
     drop(op);
 }
 
@@ -769,7 +874,7 @@ async fn ota(client: &Client, emu: &Emulator, s: &Settings) {
 
 fn main() {
     let n: usize = env("BENCH_N", 10_000);
-    let cases: String = env("BENCH_CASES", "scale,quota,windows,fota,ota".to_string());
+    let cases: String = env("BENCH_CASES", "scale,quota,windows,drain,fota,ota".to_string());
     let settings = Settings {
         concurrency: env("BENCH_CONCURRENCY", DEFAULT_CONCURRENCY.into()),
         resync: env("BENCH_RESYNC_SECONDS", 30),
@@ -811,6 +916,7 @@ fn main() {
                     .await
                 }
                 "windows" => windows(&client, &emu, &settings).await,
+                "drain" => drain(&client, &emu, &settings).await,
                 "fota" => fota(&client, &emu, &settings).await,
                 "ota" => ota(&client, &emu, &settings).await,
                 "" => {}
