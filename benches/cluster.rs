@@ -752,15 +752,18 @@ async fn drain(client: &Client, emu: &Emulator, s: &Settings) {
         "DisconnectDesktopSessions",
     ];
     let made: Vec<String> = calls.iter().map(|a| format!("{a} {}", c.count(a))).collect();
-    let ecd_calls: u64 = calls.iter().map(|a| c.count(a)).sum();
-    // The operator's default pacing: 10 calls a second per credential set, product and region.
-    let floor = ecd_calls as f64 / 10.0;
+    // The floor for entering every free desktop, at the operator's default pacing (10 calls
+    // a second per credential set, product and region): one list of the region, and the
+    // tag and maintenance batches sent.
+    let entering_calls =
+        (sites * per_site).div_ceil(100) as u64 + c.count("TagResources") + c.count("SetDesktopMaintenance");
+    let floor = entering_calls as f64 / 10.0;
     println!(
         "DesktopMaintenanceWindow x {sites} with people: {} desktops, {busy} with a user at the start who leave over 60 s (policy Wait)",
         sites * per_site
     );
     println!(
-        "  every free desktop in maintenance {free_done:.1} s after the start ({:.2} x the pacing floor of {floor:.1} s for the {ecd_calls} ecd calls made); every desktop {all_done:.1} s (the last user left at 60 s); all {sites} Active {all_active:.1} s",
+        "  every free desktop in maintenance {free_done:.1} s after the start = {:.2} x the pacing floor of {floor:.1} s ({entering_calls} calls: one list, the tags, the batches); every desktop {all_done:.1} s (the last user left at 60 s); all {sites} Active (none Draining) {all_active:.1} s",
         free_done / floor
     );
     println!("  calls: {}", made.join(", "));

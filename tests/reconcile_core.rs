@@ -886,6 +886,32 @@ mod maintenance {
         );
     }
 
+    /// What `plan` shows of a window about to open: how many targets still have people on
+    /// them, and until when they may stay.
+    #[test]
+    fn the_plan_of_an_opening_window_says_who_is_still_at_work_and_until_when() {
+        let fresh = |id: &str, user: &str| Desktop {
+            management_flags: vec!["NoFlag".into()],
+            ..busy(id, &[user])
+        };
+        let desks = [fresh("ecd-a", "alice"), desk("ecd-b", "NoFlag")];
+        let out = run(
+            &draining(DrainPolicy::WaitThenForce, Some("30m")),
+            &desks,
+            &status_with(&[]),
+            "2026-11-22T12:00:00Z",
+            false,
+        );
+        assert_eq!(out.verdict.reason, Reason::Applying);
+        assert!(
+            out.verdict.message.contains(
+                "entering maintenance: 2 (1 with users connected: they drain until they leave, or until 2026-11-22T12:30:00Z)"
+            ),
+            "{}",
+            out.verdict.message
+        );
+    }
+
     fn invalid_recurring(mut s: DesktopMaintenanceWindowSpec) -> DesktopMaintenanceWindowSpec {
         s.window = None;
         s.recurring = Some(RecurringWindow {

@@ -627,6 +627,8 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
         Phase::Scheduled
     });
 
+    // A notice alone changes nothing on the desktops: the window keeps its phase's reason.
+    let writes_to_desktops = actions.iter().any(|a| !matches!(a, DesktopAction::Notice { .. }));
     let verdict = if let Some(msg) = invalid {
         let held = match &status.current_window {
             Some(w) => format!(
@@ -645,16 +647,40 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
                 unknown.join(", ")
             ),
         )
-    } else if !actions.is_empty() {
+    } else if writes_to_desktops {
         let disconnecting = if forced.is_empty() {
             String::new()
         } else {
             format!(", disconnecting {} session(s) at the drain's deadline", forced.len())
         };
+        // What `plan` shows of the drain to come: who is still at work, and until when.
+        let at_work = known
+            .iter()
+            .filter(|d| d.connected() && enter.contains(&d.desktop_id))
+            .count();
+        let people = match (at_work, &status.force_at) {
+            (0, _) => String::new(),
+            (n, Some(at)) => format!(" ({n} with users connected: they drain until they leave, or until {at})"),
+            (n, None) => format!(" ({n} with users connected: they drain until the users leave)"),
+        };
+        let busy = if waiting_busy.is_empty() {
+            String::new()
+        } else {
+            format!(", not entering {} where people work (SkipBusy)", waiting_busy.len())
+        };
+        let notices = actions
+            .iter()
+            .filter(|a| matches!(a, DesktopAction::Notice { .. }))
+            .count();
+        let notices = if notices == 0 {
+            String::new()
+        } else {
+            format!(", {notices} notice(s) to the users")
+        };
         Verdict::not_ready(
             Reason::Applying,
             format!(
-                "entering maintenance: {}, exiting: {}{disconnecting}",
+                "entering maintenance: {}{people}, exiting: {}{disconnecting}{busy}{notices}",
                 enter.len(),
                 exit.len()
             ),
@@ -750,7 +776,7 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
     };
     let boundary = state.next_boundary().map(|b| until(ctx.now, b));
     // Writes are confirmed soon; a hand-over is looked at again until the other holds it.
-    let verify = (!actions.is_empty() || handing_over > 0).then_some(VERIFY_AFTER);
+    let verify = (writes_to_desktops || handing_over > 0).then_some(VERIFY_AFTER);
     // People leave on their own time: a draining window looks again soon.
     let drain = (status.desktops_draining_count > 0).then_some(DRAIN_RECHECK);
     let drain = min_requeue(drain, force.filter(|at| *at > ctx.now).map(|at| until(ctx.now, at)));
