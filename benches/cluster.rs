@@ -635,14 +635,18 @@ fn site_windows(
         .collect()
 }
 
-/// 100 DesktopMaintenanceWindows over 10,000 desktops, opening at once.
-async fn windows(client: &Client, emu: &Emulator, s: &Settings) {
-    let region = "ap-northeast-1";
-    let (sites, per_site) = (100usize, 100usize);
-    emu.world()
-        .update_state(|st| st.ecd.insert(region.into(), desk_region(region, sites, per_site)));
-    let ns = namespace(client, "windows").await;
-    let opens = chrono::Utc::now() + chrono::Duration::seconds(40);
+/// One window per office site of `region`, opening at `opens` for 30 minutes, the operator
+/// started, and the tracker of Active windows; returns when the windows open.
+async fn open_site_windows(
+    client: &Client,
+    emu: &Emulator,
+    s: &Settings,
+    prefix: &str,
+    region: &str,
+    sites: usize,
+    opens: chrono::DateTime<chrono::Utc>,
+) -> (Tracker, Operator, Instant) {
+    let ns = namespace(client, prefix).await;
     let closes = opens + chrono::Duration::minutes(30);
     create_all::<DesktopMaintenanceWindow>(client, &ns, site_windows(region, sites, opens, closes), 32).await;
     let tracker = Tracker::start::<DesktopMaintenanceWindow>(client, &ns, &["Active"]).await;
@@ -650,7 +654,17 @@ async fn windows(client: &Client, emu: &Emulator, s: &Settings) {
     let op = s.operator(&ns, emu);
     let wait = (opens - chrono::Utc::now()).to_std().unwrap_or_default();
     tokio::time::sleep(wait).await;
-    let opened = Instant::now();
+    (tracker, op, Instant::now())
+}
+
+/// 100 DesktopMaintenanceWindows over 10,000 desktops, opening at once.
+async fn windows(client: &Client, emu: &Emulator, s: &Settings) {
+    let region = "ap-northeast-1";
+    let (sites, per_site) = (100usize, 100usize);
+    emu.world()
+        .update_state(|st| st.ecd.insert(region.into(), desk_region(region, sites, per_site)));
+    let opens = chrono::Utc::now() + chrono::Duration::seconds(40);
+    let (tracker, op, opened) = open_site_windows(client, emu, s, "windows", region, sites, opens).await;
     tracker
         .until("every window Active", Duration::from_secs(600), |st| st.ready == sites)
         .await;
@@ -684,7 +698,6 @@ async fn drain(client: &Client, emu: &Emulator, s: &Settings) {
     let region = "ap-northeast-3";
     let (sites, per_site, busy) = (100usize, 100usize, 2000usize);
     let opens = chrono::Utc::now() + chrono::Duration::seconds(40);
-    let closes = opens + chrono::Duration::minutes(30);
     // Every fifth desktop has someone on it, who leaves at an even pace over 60 s.
     let busy_ids: Vec<String> = (0..busy).map(|i| format!("ecd-jp{:05}", i * 5)).collect();
     emu.world().update_state(|st| {
@@ -706,14 +719,7 @@ async fn drain(client: &Client, emu: &Emulator, s: &Settings) {
         }
         st.ecd.insert(region.into(), r);
     });
-    let ns = namespace(client, "drain").await;
-    create_all::<DesktopMaintenanceWindow>(client, &ns, site_windows(region, sites, opens, closes), 32).await;
-    let tracker = Tracker::start::<DesktopMaintenanceWindow>(client, &ns, &["Active"]).await;
-    emu.world().reset_counters();
-    let op = s.operator(&ns, emu);
-    let wait = (opens - chrono::Utc::now()).to_std().unwrap_or_default();
-    tokio::time::sleep(wait).await;
-    let opened = Instant::now();
+    let (tracker, op, opened) = open_site_windows(client, emu, s, "drain", region, sites, opens).await;
     let busy_set: std::collections::HashSet<&str> = busy_ids.iter().map(String::as_str).collect();
     let (mut free_done, mut all_done) = (None, None);
     while all_done.is_none() && opened.elapsed() < Duration::from_secs(600) {

@@ -296,6 +296,28 @@ mod maintenance {
         now: &str,
         deleting: bool,
     ) -> reconcile::Outcome<reconcile::maintenance::DesktopAction, DesktopMaintenanceWindowStatus> {
+        plan_with(spec, desks, prev, &Default::default(), now, deleting)
+    }
+
+    /// [`run`] with the idle times DescribeDesktopSessions would give (SkipBusy).
+    fn with_idle(
+        spec: &DesktopMaintenanceWindowSpec,
+        desks: &[Desktop],
+        prev: &DesktopMaintenanceWindowStatus,
+        idle: &std::collections::BTreeMap<String, i64>,
+        now: &str,
+    ) -> reconcile::Outcome<reconcile::maintenance::DesktopAction, DesktopMaintenanceWindowStatus> {
+        plan_with(spec, desks, prev, idle, now, false)
+    }
+
+    fn plan_with(
+        spec: &DesktopMaintenanceWindowSpec,
+        desks: &[Desktop],
+        prev: &DesktopMaintenanceWindowStatus,
+        idle: &std::collections::BTreeMap<String, i64>,
+        now: &str,
+        deleting: bool,
+    ) -> reconcile::Outcome<reconcile::maintenance::DesktopAction, DesktopMaintenanceWindowStatus> {
         plan(
             &MaintenanceInput {
                 spec,
@@ -307,7 +329,7 @@ mod maintenance {
                 recorded_by_others: &Default::default(),
                 wanted_by_others: &Default::default(),
                 tagged: &Default::default(),
-                idle_seconds: &Default::default(),
+                idle_seconds: idle,
             },
             &ctx(now),
         )
@@ -711,23 +733,7 @@ mod maintenance {
         // Bob has been idle for 40 minutes; Alice works.
         let idle: std::collections::BTreeMap<String, i64> =
             [("ecd-a".to_string(), 60), ("ecd-b".to_string(), 2400)].into();
-        let at = |now: &str, prev: &DesktopMaintenanceWindowStatus| {
-            plan(
-                &MaintenanceInput {
-                    spec: &s,
-                    desktops: &desks,
-                    recorded_elsewhere: &[],
-                    previous: prev,
-                    deleting: false,
-                    held_by_others: &Default::default(),
-                    recorded_by_others: &Default::default(),
-                    wanted_by_others: &Default::default(),
-                    tagged: &Default::default(),
-                    idle_seconds: &idle,
-                },
-                &ctx(now),
-            )
-        };
+        let at = |now: &str, prev: &DesktopMaintenanceWindowStatus| with_idle(&s, &desks, prev, &idle, now);
         let open = at("2026-11-22T12:00:00Z", &status_with(&[]));
         let entered: Vec<String> = open
             .actions
@@ -744,21 +750,7 @@ mod maintenance {
             desk("ecd-b", "UnderMaintenance"),
             desk("ecd-c", "UnderMaintenance"),
         ];
-        let waiting = plan(
-            &MaintenanceInput {
-                spec: &s,
-                desktops: &entered_desks,
-                recorded_elsewhere: &[],
-                previous: &prev,
-                deleting: false,
-                held_by_others: &Default::default(),
-                recorded_by_others: &Default::default(),
-                wanted_by_others: &Default::default(),
-                tagged: &Default::default(),
-                idle_seconds: &idle,
-            },
-            &ctx("2026-11-22T12:10:00Z"),
-        );
+        let waiting = with_idle(&s, &entered_desks, &prev, &idle, "2026-11-22T12:10:00Z");
         assert!(waiting.actions.is_empty(), "{:?}", waiting.actions);
         assert_eq!(
             waiting.verdict.reason,
@@ -769,60 +761,18 @@ mod maintenance {
         assert_eq!(waiting.status.desktops_waiting_busy_count, 1);
         assert_eq!(waiting.requeue_after, Some(Duration::from_secs(120)));
         // 13:30: less than minMaintenance (1h) of the window is left: alice's computer is skipped.
-        let late = plan(
-            &MaintenanceInput {
-                spec: &s,
-                desktops: &entered_desks,
-                recorded_elsewhere: &[],
-                previous: &waiting.status,
-                deleting: false,
-                held_by_others: &Default::default(),
-                recorded_by_others: &Default::default(),
-                wanted_by_others: &Default::default(),
-                tagged: &Default::default(),
-                idle_seconds: &idle,
-            },
-            &ctx("2026-11-22T13:30:00Z"),
-        );
+        let late = with_idle(&s, &entered_desks, &waiting.status, &idle, "2026-11-22T13:30:00Z");
         assert!(late.actions.is_empty());
         assert_eq!(late.status.skipped_desktops, ["ecd-a"]);
         // After the window: PartiallyMaintained, naming the skipped computer.
-        let after = plan(
-            &MaintenanceInput {
-                spec: &s,
-                desktops: &entered_desks,
-                recorded_elsewhere: &[],
-                previous: &late.status,
-                deleting: false,
-                held_by_others: &Default::default(),
-                recorded_by_others: &Default::default(),
-                wanted_by_others: &Default::default(),
-                tagged: &Default::default(),
-                idle_seconds: &idle,
-            },
-            &ctx("2026-11-22T14:00:01Z"),
-        );
+        let after = with_idle(&s, &entered_desks, &late.status, &idle, "2026-11-22T14:00:01Z");
         assert_eq!(after.actions.len(), 1, "the two entered are exited first");
         let exited = [
             connected("ecd-a", "alice"),
             desk("ecd-b", "NoFlag"),
             desk("ecd-c", "NoFlag"),
         ];
-        let done = plan(
-            &MaintenanceInput {
-                spec: &s,
-                desktops: &exited,
-                recorded_elsewhere: &[],
-                previous: &after.status,
-                deleting: false,
-                held_by_others: &Default::default(),
-                recorded_by_others: &Default::default(),
-                wanted_by_others: &Default::default(),
-                tagged: &Default::default(),
-                idle_seconds: &idle,
-            },
-            &ctx("2026-11-22T14:00:11Z"),
-        );
+        let done = with_idle(&s, &exited, &after.status, &idle, "2026-11-22T14:00:11Z");
         assert_eq!(
             done.verdict.reason,
             Reason::PartiallyMaintained,

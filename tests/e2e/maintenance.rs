@@ -176,23 +176,32 @@ async fn overlapping_windows_exit_a_shared_desktop_with_the_last_one() {
     assert!(!in_maintenance(&emu, shared), "the last window exits it");
 }
 
-/// Connects `user` to desktop `id` of cn-hangzhou, as an edit of the emulator's state.
-fn connect(emu: &alicloud_ops_operator::emulator::Emulator, id: &str, user: &str) {
+/// Changes desktop `id` of cn-hangzhou in the emulator's state, as a person with curl would.
+fn edit_desktop(
+    emu: &alicloud_ops_operator::emulator::Emulator,
+    id: &str,
+    change: impl FnOnce(&mut alicloud_ops_operator::cloud::ops::ecd::Desktop),
+) {
     emu.world().update_state(|s| {
-        let d = s
-            .ecd
-            .get_mut("cn-hangzhou")
-            .unwrap()
-            .desktops
-            .iter_mut()
-            .find(|d| d.desktop_id == id)
-            .unwrap();
+        let desktops = &mut s.ecd.get_mut("cn-hangzhou").unwrap().desktops;
+        change(desktops.iter_mut().find(|d| d.desktop_id == id).unwrap());
+    });
+}
+
+/// Connects `user` to desktop `id`.
+fn connect(emu: &alicloud_ops_operator::emulator::Emulator, id: &str, user: &str) {
+    edit_desktop(emu, id, |d| {
         d.sessions.push(alicloud_ops_operator::cloud::ops::ecd::DesktopSession {
             end_user_id: user.into(),
             establishment_time: chrono::Utc::now().format("%Y-%m-%dT%H:%MZ").to_string(),
             external_user_name: String::new(),
-        });
+        })
     });
+}
+
+/// Everyone connected to desktop `id` leaves.
+fn leave(emu: &alicloud_ops_operator::emulator::Emulator, id: &str) {
+    edit_desktop(emu, id, |d| d.sessions.clear());
 }
 
 fn flags(emu: &alicloud_ops_operator::emulator::Emulator, id: &str) -> Vec<String> {
@@ -234,17 +243,7 @@ async fn a_window_waits_for_the_people_still_working_and_says_so() {
     assert_eq!(flags(&emu, "ecd-hz10032"), ["UnderMaintenance"]);
 
     // Alice leaves: the desktop is in maintenance, and so is the window.
-    emu.world().update_state(|s| {
-        let d = s
-            .ecd
-            .get_mut("cn-hangzhou")
-            .unwrap()
-            .desktops
-            .iter_mut()
-            .find(|d| d.desktop_id == "ecd-hz10031")
-            .unwrap();
-        d.sessions.clear();
-    });
+    leave(&emu, "ecd-hz10031");
     let status = wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "people", "Active").await;
     assert_eq!(status["desktopsDrainingCount"], 0);
     assert_eq!(flags(&emu, "ecd-hz10031"), ["UnderMaintenance"]);
@@ -282,17 +281,7 @@ async fn the_drain_deadline_disconnects_who_is_left_and_nobody_before_it() {
     let status = wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "forced", "Draining").await;
     let force_at: chrono::DateTime<chrono::Utc> = status["forceAt"].as_str().unwrap().parse().unwrap();
     assert_eq!(status["desktopsDrainingCount"], 2);
-    emu.world().update_state(|s| {
-        let d = s
-            .ecd
-            .get_mut("cn-hangzhou")
-            .unwrap()
-            .desktops
-            .iter_mut()
-            .find(|d| d.desktop_id == "ecd-hz10042")
-            .unwrap();
-        d.sessions.clear();
-    });
+    leave(&emu, "ecd-hz10042");
     wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "forced", "Active").await;
     let log = emu.world().state().ecd["cn-hangzhou"].session_log.clone();
     let ended = |user: &str| log.iter().find(|r| r.end_user_id == user).cloned().unwrap();
@@ -468,17 +457,7 @@ async fn skip_busy_leaves_people_at_work_alone_until_they_leave() {
     assert_eq!(status["desktopsInMaintenance"], json!(["ecd-hz10062", "ecd-hz10063"]));
     assert_eq!(status["desktopsWaitingBusyCount"], 1);
     assert!(!in_maintenance(&emu, "ecd-hz10061"), "alice works on");
-    emu.world().update_state(|s| {
-        let d = s
-            .ecd
-            .get_mut("cn-hangzhou")
-            .unwrap()
-            .desktops
-            .iter_mut()
-            .find(|d| d.desktop_id == "ecd-hz10061")
-            .unwrap();
-        d.sessions.clear();
-    });
+    leave(&emu, "ecd-hz10061");
     eventually("alice's computer entered once she left", WAIT, || async {
         in_maintenance(&emu, "ecd-hz10061").then_some(())
     })
