@@ -241,6 +241,7 @@ proptest! {
             wanted_by_others: &Default::default(),
             tagged: &Default::default(),
             idle_seconds: &Default::default(),
+            excluded: 0,
         };
         let out = maintenance::plan(&input, &ctx);
         // Whatever else happens, deletion never keeps a record it could act on.

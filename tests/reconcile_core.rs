@@ -330,6 +330,7 @@ mod maintenance {
                 wanted_by_others: &Default::default(),
                 tagged: &Default::default(),
                 idle_seconds: idle,
+                excluded: 0,
             },
             &ctx(now),
         )
@@ -409,6 +410,8 @@ mod maintenance {
         );
         let at = run(&force, &desks, &prev, "2026-11-22T13:30:00Z", false);
         assert_eq!(disconnects(&at), ["ecd-a/alice", "ecd-a/bob"]);
+        assert_eq!(at.status.sessions_disconnected_count, 2);
+        assert_eq!(at.status.desktops_targeted_count, 2);
 
         let immediate = run(
             &draining(DrainPolicy::Immediate, None),
@@ -937,6 +940,7 @@ mod maintenance {
                     wanted_by_others: &Default::default(),
                     tagged: &Default::default(),
                     idle_seconds: &Default::default(),
+                    excluded: 0,
                 },
                 &ctx(now),
             )
@@ -1111,6 +1115,7 @@ mod maintenance {
                 wanted_by_others: &Default::default(),
                 tagged: &Default::default(),
                 idle_seconds: &Default::default(),
+                excluded: 0,
             },
             &ctx("2026-11-22T12:30:00Z"),
         );
@@ -1180,6 +1185,7 @@ mod maintenance {
                 wanted_by_others: &Default::default(),
                 tagged: &Default::default(),
                 idle_seconds: &Default::default(),
+                excluded: 0,
             },
             &observe_only("2026-11-22T12:30:00Z"),
         );

@@ -347,6 +347,15 @@ pub struct DesktopMaintenanceWindowStatus {
     /// Ids in `desktopIds` that the cloud does not know.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unknown_desktop_ids: Vec<String>,
+    /// The computers the selection takes now (after `exclude`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub desktops_targeted_count: i32,
+    /// The computers the selection would take but `exclude` keeps out.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub desktops_excluded_count: i32,
+    /// Sessions disconnected at the drain's deadline in the window open now (or the last).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sessions_disconnected_count: i32,
     /// Of `desktopsInMaintenance`, those that still have users connected (the cloud shows
     /// `EnterMaintenance`, or sessions): they are in maintenance only once the users leave.
     #[serde(default)]

@@ -224,6 +224,8 @@ pub struct MaintenanceInput<'a> {
     /// Desktops that carry this window's record tag: it tags each desktop before entering
     /// it, so that a status lost to a restore or a replace can be taken back from the cloud.
     pub tagged: &'a BTreeSet<String>,
+    /// How many desktops the selection would take but `exclude` keeps out.
+    pub excluded: usize,
     /// SkipBusy with `idleAfter`: for the connected desktops read, the shortest
     /// `SessionIdleTime` (seconds) of their connected sessions. A desktop absent is busy.
     pub idle_seconds: &'a std::collections::BTreeMap<String, i64>,
@@ -303,7 +305,12 @@ fn times(w: Window) -> WindowTimes {
 /// Whether the window's selection takes `desktop`: listed by id, or meeting every criterion
 /// of the selector; and not excluded (an exclusion always wins).
 pub fn selects(spec: &DesktopMaintenanceWindowSpec, listed: &HashSet<&str>, desktop: &Desktop) -> bool {
-    let chosen = match &spec.selector {
+    chosen(spec, listed, desktop) && !excluded(spec, desktop)
+}
+
+/// Whether `desktopIds` or the selector takes `desktop`, before `exclude`.
+pub fn chosen(spec: &DesktopMaintenanceWindowSpec, listed: &HashSet<&str>, desktop: &Desktop) -> bool {
+    match &spec.selector {
         Some(s) => {
             s.office_site_id
                 .as_ref()
@@ -315,8 +322,7 @@ pub fn selects(spec: &DesktopMaintenanceWindowSpec, listed: &HashSet<&str>, desk
                 && (s.end_user_ids.is_empty() || s.end_user_ids.iter().any(|u| desktop.end_user_ids.contains(&u.0)))
         }
         None => listed.contains(desktop.desktop_id.as_str()),
-    };
-    chosen && !excluded(spec, desktop)
+    }
 }
 
 /// Whether `exclude` names `desktop`, by id or by tags.
@@ -561,6 +567,17 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
         .copied()
         .collect();
     status.desktops_draining_count = draining.len() as i32;
+    status.desktops_targeted_count = input.desktops.len() as i32;
+    status.desktops_excluded_count = input.excluded as i32;
+    // Disconnects are counted per window: a new window starts again from zero.
+    let same_window = state.current.is_some()
+        && input.previous.current_window.as_ref().map(|w| w.start.clone()) == state.current.map(|w| rfc3339(w.start));
+    let before = if same_window || state.current.is_none() {
+        input.previous.sessions_disconnected_count
+    } else {
+        0
+    };
+    status.sessions_disconnected_count = before + forced.len() as i32;
     status.busy_desktops = draining
         .iter()
         .filter(|d| d.connected())

@@ -344,6 +344,13 @@ async fn a_window_chosen_by_tags_skips_exclusions_and_lets_go_of_what_leaves() {
     .await;
     let status = wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "finance", "Active").await;
     assert_eq!(status["desktopsInMaintenance"], json!(["ecd-hz20011", "ecd-hz20012"]));
+    assert_eq!(
+        (
+            status["desktopsTargetedCount"].clone(),
+            status["desktopsExcludedCount"].clone()
+        ),
+        (json!(2), json!(1))
+    );
     assert!(!in_maintenance(&emu, "ecd-hz20013"), "excluded");
     assert!(!in_maintenance(&emu, "ecd-hz20014"), "another team");
 

@@ -11,7 +11,9 @@ use crate::cloud::{CloudError, ErrorClass};
 use crate::controller::events;
 use crate::controller::kind::{KindEnv, MadeWith, ManagedKind, Stage};
 use crate::controller::metrics::ResourceGauge;
-use crate::reconcile::maintenance::{DesktopAction, MaintenanceInput, SetMaintenance, plan, schedule, selects};
+use crate::reconcile::maintenance::{
+    DesktopAction, MaintenanceInput, SetMaintenance, chosen, excluded, plan, schedule, selects,
+};
 use crate::reconcile::{Outcome, PlanContext};
 
 const LIST: &str = "DescribeDesktops";
@@ -441,6 +443,10 @@ impl ManagedKind for DesktopMaintenanceWindow {
                 wanted_by_others: &wanted_by_others,
                 tagged: &tagged,
                 idle_seconds: &idle_seconds,
+                excluded: all
+                    .iter()
+                    .filter(|d| chosen(&self.spec, &listed, d) && excluded(&self.spec, d))
+                    .count(),
             },
             ctx,
         ))
