@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::error::{ApiFailure, ApiResult};
-use super::params::{Params, token_page};
+use super::params::{NumberPage, Params, token_page};
 use super::state::{CloudState, EcdRegion, Effect, Settling};
 use crate::cloud::ops::ecd::{
     DESKTOP_RESOURCE_TYPE, Desktop, MAX_DESKTOP_IDS_PER_CALL, MAX_TAG_RESOURCE_IDS_PER_CALL, Tag,
@@ -323,8 +323,7 @@ pub fn describe_desktop_sessions(state: &mut CloudState, params: &Params, now: D
         None => None,
     };
     let user = params.optional("EndUserId").map(str::to_string);
-    let page_number = params.int("PageNumber", 1, i64::from(i32::MAX), 1)? as usize;
-    let page_size = params.int("PageSize", 1, 100, 10)? as usize;
+    let asked = NumberPage::of(params, "PageNumber", 10, 100)?;
     let r = region(state, params)?;
     let since = now - chrono::Duration::days(30);
     let sessions: Vec<Value> = r
@@ -360,12 +359,7 @@ pub fn describe_desktop_sessions(state: &mut CloudState, params: &Params, now: D
         })
         .collect();
     let total = sessions.len();
-    let page: Vec<Value> = sessions
-        .into_iter()
-        .skip((page_number - 1).saturating_mul(page_size))
-        .take(page_size)
-        .collect();
-    Ok(json!({"Sessions": page, "TotalCount": total}))
+    Ok(json!({"Sessions": asked.slice(sessions), "TotalCount": total}))
 }
 
 pub fn disconnect_desktop_sessions(state: &mut CloudState, params: &Params, now: DateTime<Utc>) -> ApiResult<Value> {
@@ -434,8 +428,7 @@ pub fn send_console_message(state: &mut CloudState, params: &Params, now: DateTi
 
 pub fn describe_console_messages(state: &mut CloudState, params: &Params) -> ApiResult<Value> {
     let ids = params.list("MessageIds", 100)?;
-    let page_num = params.int("PageNum", 1, i64::from(i32::MAX), 1)? as usize;
-    let page_size = params.int("PageSize", 1, 200, 200)? as usize;
+    let asked = NumberPage::of(params, "PageNum", 200, 200)?;
     let messages: Vec<Value> = state
         .console_messages
         .iter()
@@ -447,10 +440,5 @@ pub fn describe_console_messages(state: &mut CloudState, params: &Params) -> Api
         .collect();
     // TotalCount is a string in this API.
     let total = messages.len().to_string();
-    let page: Vec<Value> = messages
-        .into_iter()
-        .skip((page_num - 1).saturating_mul(page_size))
-        .take(page_size)
-        .collect();
-    Ok(json!({"MessageList": page, "TotalCount": total}))
+    Ok(json!({"MessageList": asked.slice(messages), "TotalCount": total}))
 }

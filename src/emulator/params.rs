@@ -170,6 +170,31 @@ pub fn parse_next_token(token: Option<&str>) -> ApiResult<usize> {
         .ok_or_else(|| ApiFailure::invalid("NextToken", "the token was not issued by this service"))
 }
 
+/// A `PageNumber`/`PageSize` page asked for (the number's name varies: `PageNum` in places).
+pub struct NumberPage {
+    number: usize,
+    size: usize,
+}
+
+impl NumberPage {
+    /// Reads the page asked for: the number from 1, the size from 1 to `max`.
+    pub fn of(params: &Params, number: &str, default_size: i64, max_size: i64) -> ApiResult<Self> {
+        Ok(NumberPage {
+            number: params.int(number, 1, i64::from(i32::MAX), 1)? as usize,
+            size: params.int("PageSize", 1, max_size, default_size)? as usize,
+        })
+    }
+
+    /// The items of this page.
+    pub fn slice<T>(&self, items: Vec<T>) -> Vec<T> {
+        items
+            .into_iter()
+            .skip((self.number - 1).saturating_mul(self.size))
+            .take(self.size)
+            .collect()
+    }
+}
+
 /// Slices `items` for a NextToken page and returns the page with the next token.
 pub fn token_page<T: Clone>(
     items: &[T],

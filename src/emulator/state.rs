@@ -169,6 +169,9 @@ impl EcdRegion {
         if d.sessions.len() == before {
             return false;
         }
+        if d.sessions.is_empty() {
+            d.connection_status = "Disconnected".into();
+        }
         for r in self
             .session_log
             .iter_mut()
@@ -238,60 +241,69 @@ impl EcdRegion {
         let EcdRegion {
             desktops, session_log, ..
         } = self;
+        // The open sessions by desktop, indexed once: this runs before every request.
+        let mut open_by_desktop: std::collections::HashMap<String, Vec<usize>> = Default::default();
+        for (i, r) in session_log.iter().enumerate().filter(|(_, r)| r.open()) {
+            open_by_desktop.entry(r.desktop_id.clone()).or_default().push(i);
+        }
+        let mut new_records = Vec::new();
         for d in desktops.iter_mut() {
-            let mut open: Vec<&mut SessionRecord> = session_log
-                .iter_mut()
-                .filter(|r| r.open() && r.desktop_id == d.desktop_id)
-                .collect();
+            let open = open_by_desktop.remove(&d.desktop_id).unwrap_or_default();
+            if d.sessions.is_empty() && open.is_empty() {
+                if d.connection_status == "Connected" {
+                    d.connection_status = "Disconnected".into();
+                }
+                if !pending.contains(&d.desktop_id) {
+                    d.finish_draining();
+                }
+                continue;
+            }
+            // Open sessions whose users are no longer listed: they disconnected.
+            for &i in &open {
+                let r = &mut session_log[i];
+                if !d.sessions.iter().any(|s| s.end_user_id == r.end_user_id) {
+                    r.end = Some(now);
+                    r.idle_since = None;
+                    r.ended_by = "user".into();
+                }
+            }
             // Users listed without an open session: new connections, refused in maintenance.
+            let in_maintenance = d.in_maintenance();
             let mut refused = Vec::new();
-            let mut opened = Vec::new();
             for s in &d.sessions {
-                if open.iter().any(|r| r.end_user_id == s.end_user_id) {
+                if open.iter().any(|&i| session_log[i].end_user_id == s.end_user_id) {
                     continue;
                 }
                 let at = chrono::NaiveDateTime::parse_from_str(&s.establishment_time, ESTABLISHMENT_TIME)
                     .map(|t| t.and_utc())
                     .unwrap_or(now);
-                if d.in_maintenance() {
+                new_records.push(SessionRecord {
+                    desktop_id: d.desktop_id.clone(),
+                    end_user_id: s.end_user_id.clone(),
+                    start: at,
+                    end: in_maintenance.then_some(now),
+                    idle_since: None,
+                    ended_by: if in_maintenance {
+                        "refused".into()
+                    } else {
+                        String::new()
+                    },
+                });
+                if in_maintenance {
                     refused.push(s.end_user_id.clone());
                 }
-                opened.push((s.end_user_id.clone(), at));
-            }
-            // Open sessions whose users are no longer listed: they disconnected.
-            for r in open
-                .iter_mut()
-                .filter(|r| !d.sessions.iter().any(|s| s.end_user_id == r.end_user_id))
-            {
-                r.end = Some(now);
-                r.idle_since = None;
-                r.ended_by = "user".into();
             }
             d.sessions.retain(|s| !refused.contains(&s.end_user_id));
-            for (user, at) in opened {
-                let refused = refused.contains(&user);
-                session_log.push(SessionRecord {
-                    desktop_id: d.desktop_id.clone(),
-                    end_user_id: user,
-                    start: at,
-                    end: refused.then_some(now),
-                    idle_since: None,
-                    ended_by: if refused { "refused".into() } else { String::new() },
-                });
-            }
             if !d.sessions.is_empty() {
                 d.connection_status = "Connected".into();
             } else if d.connection_status == "Connected" {
                 d.connection_status = "Disconnected".into();
             }
-            if d.sessions.is_empty()
-                && d.management_flags.iter().any(|f| f == "EnterMaintenance")
-                && !pending.contains(&d.desktop_id)
-            {
-                d.management_flags.retain(|f| f != "EnterMaintenance");
-                d.management_flags.push("UnderMaintenance".into());
+            if !pending.contains(&d.desktop_id) {
+                d.finish_draining();
             }
         }
+        session_log.extend(new_records);
     }
 }
 
@@ -416,42 +428,22 @@ impl CloudState {
     /// with users connected drains (`EnterMaintenance`) until the last one leaves, or, with
     /// `maintenanceDisconnects`, has them disconnected now. EXIT clears both flags.
     fn apply_maintenance(&mut self, region: &str, desktop_ids: &[String], enter: bool, at: DateTime<Utc>) {
-        let disconnects = self.maintenance_disconnects;
+        let disconnects = enter && self.maintenance_disconnects;
         let ids: std::collections::HashSet<&String> = desktop_ids.iter().collect();
         let Some(r) = self.ecd.get_mut(region) else { return };
-        let targets: Vec<(String, Vec<String>)> = r
-            .desktops
-            .iter()
-            .filter(|d| ids.contains(&d.desktop_id))
-            .map(|d| {
-                (
-                    d.desktop_id.clone(),
-                    d.sessions.iter().map(|s| s.end_user_id.clone()).collect(),
-                )
-            })
-            .collect();
-        for (id, users) in targets {
-            if enter && disconnects {
-                for user in &users {
-                    r.end_session(&id, user, at, "SetDesktopMaintenance");
-                }
+        if disconnects {
+            let connected: Vec<(String, String)> = r
+                .desktops
+                .iter()
+                .filter(|d| ids.contains(&d.desktop_id))
+                .flat_map(|d| d.sessions.iter().map(|s| (d.desktop_id.clone(), s.end_user_id.clone())))
+                .collect();
+            for (id, user) in connected {
+                r.end_session(&id, &user, at, "SetDesktopMaintenance");
             }
-            let Some(d) = r.desktops.iter_mut().find(|d| d.desktop_id == id) else {
-                continue;
-            };
-            d.management_flags
-                .retain(|f| f != "NoFlag" && f != "UnderMaintenance" && f != "EnterMaintenance");
-            if enter {
-                let flag = if d.sessions.is_empty() {
-                    "UnderMaintenance"
-                } else {
-                    "EnterMaintenance"
-                };
-                d.management_flags.push(flag.into());
-            }
-            if d.management_flags.is_empty() {
-                d.management_flags.push("NoFlag".into());
-            }
+        }
+        for d in r.desktops.iter_mut().filter(|d| ids.contains(&d.desktop_id)) {
+            d.apply_maintenance_mode(enter);
         }
     }
 

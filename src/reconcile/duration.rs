@@ -47,6 +47,12 @@ pub fn human(d: Duration) -> String {
     }
 }
 
+/// [`parse`], as a span of wall-clock time (never out of chrono's range: at most [`MAX`]).
+pub fn parse_span(field: &str, value: &str) -> Result<chrono::Duration, String> {
+    let d = parse(field, value)?;
+    chrono::Duration::from_std(d).map_err(|e| format!("{field}: {e}"))
+}
+
 /// Parses `<n>h`, `<n>m`, `<n>s` in any combination, e.g. `1h30m`. Zero and anything
 /// longer than [`MAX`] are errors.
 pub fn parse(field: &str, value: &str) -> Result<Duration, String> {

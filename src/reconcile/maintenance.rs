@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
+use super::duration::parse_span;
 use super::schedule::{Schedule, Window, WindowState};
 use super::{Outcome, PlanContext, Reason, VERIFY_AFTER, Verdict, min_requeue, rfc3339, until};
 use crate::api::maintenance::DrainPolicy;
@@ -73,9 +74,7 @@ fn due_notices(
     };
     let mut leads = Vec::new();
     for (i, lead) in notify.before.iter().enumerate() {
-        let d = super::duration::parse(&format!("spec.notify.before[{i}]"), lead)?;
-        let d = chrono::Duration::from_std(d).map_err(|e| format!("spec.notify.before[{i}]: {e}"))?;
-        leads.push((lead.clone(), d));
+        leads.push((lead.clone(), parse_span(&format!("spec.notify.before[{i}]"), lead)?));
     }
     // Nearest lead first.
     leads.sort_by_key(|(_, d)| *d);
@@ -180,24 +179,27 @@ fn outside_blackouts(
     (state, skipped)
 }
 
-/// When the sessions still connected to the computers a window entered are disconnected:
-/// never with `Wait`, at the start with `Immediate`, `forceAfter` after it with
-/// `WaitThenForce`.
-pub fn force_at(spec: &DesktopMaintenanceWindowSpec, window: Window) -> Result<Option<DateTime<Utc>>, String> {
+/// When the sessions still connected to the computers a window entered are disconnected,
+/// counted from the window's start: never with `Wait` and `SkipBusy`, at once with
+/// `Immediate`, `forceAfter` after it with `WaitThenForce`. Read once per plan.
+fn force_after(spec: &DesktopMaintenanceWindowSpec) -> Result<Option<chrono::Duration>, String> {
     let Some(drain) = &spec.drain else { return Ok(None) };
     match drain.policy {
         DrainPolicy::Wait | DrainPolicy::SkipBusy => Ok(None),
-        DrainPolicy::Immediate => Ok(Some(window.start)),
+        DrainPolicy::Immediate => Ok(Some(chrono::Duration::zero())),
         DrainPolicy::WaitThenForce => {
             let after = drain
                 .force_after
                 .as_deref()
                 .ok_or_else(|| "spec.drain.forceAfter: required with policy WaitThenForce".to_string())?;
-            let after = super::duration::parse("spec.drain.forceAfter", after)?;
-            let after = chrono::Duration::from_std(after).map_err(|e| format!("spec.drain.forceAfter: {e}"))?;
-            Ok(window.start.checked_add_signed(after).filter(|at| *at < window.end))
+            parse_span("spec.drain.forceAfter", after).map(Some)
         }
     }
+}
+
+/// The drain's deadline in `window`: `after` its start, if that is before its end.
+fn force_at(after: Option<chrono::Duration>, window: Window) -> Option<DateTime<Utc>> {
+    window.start.checked_add_signed(after?).filter(|at| *at < window.end)
 }
 
 pub struct MaintenanceInput<'a> {
@@ -242,18 +244,15 @@ fn skip_busy(spec: &DesktopMaintenanceWindowSpec) -> Result<Option<SkipBusy>, St
     let Some(d) = spec.drain.as_ref().filter(|d| d.policy == DrainPolicy::SkipBusy) else {
         return Ok(None);
     };
-    let parse = |field: &str, v: Option<&String>, default: &str| {
-        super::duration::parse(&format!("spec.drain.{field}"), v.map(String::as_str).unwrap_or(default))
-    };
     let idle_after = match &d.idle_after {
-        Some(v) => Some(super::duration::parse("spec.drain.idleAfter", v)?.as_secs() as i64),
+        Some(v) => Some(parse_span("spec.drain.idleAfter", v)?.num_seconds()),
         None => None,
     };
-    let min = parse("minMaintenance", d.min_maintenance.as_ref(), "30m")?;
+    let or = |v: &Option<String>, default: &'static str| v.clone().unwrap_or_else(|| default.into());
     Ok(Some(SkipBusy {
         idle_after,
-        retry_every: parse("retryEvery", d.retry_every.as_ref(), "5m")?,
-        min_maintenance: chrono::Duration::from_std(min).map_err(|e| format!("spec.drain.minMaintenance: {e}"))?,
+        retry_every: super::duration::parse("spec.drain.retryEvery", &or(&d.retry_every, "5m"))?,
+        min_maintenance: parse_span("spec.drain.minMaintenance", &or(&d.min_maintenance, "30m"))?,
     }))
 }
 
@@ -264,6 +263,22 @@ fn busy(d: &Desktop, skip: &SkipBusy, idle_seconds: &std::collections::BTreeMap<
             Some(limit) => idle_seconds.get(&d.desktop_id).is_none_or(|idle| *idle < limit),
             None => true,
         }
+}
+
+/// The desktops never maintained in the window that started at `start`: those recorded for
+/// it before, and `more`.
+fn never_maintained(
+    previous: &DesktopMaintenanceWindowStatus,
+    start: &str,
+    more: impl IntoIterator<Item = String>,
+) -> BTreeSet<String> {
+    let mut all: BTreeSet<String> = if previous.skipped_in.as_deref() == Some(start) {
+        previous.skipped_desktops.iter().cloned().collect()
+    } else {
+        BTreeSet::new()
+    };
+    all.extend(more);
+    all
 }
 
 /// Whether `status` is empty, as after a restore without status (Velero's default) or a
@@ -366,13 +381,12 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
         }
     };
     // The drain's deadline in the window open now; an invalid one forces nobody.
-    let (force, invalid) = match (state.current, invalid) {
-        (Some(w), None) => match force_at(input.spec, w) {
-            Ok(at) => (at, None),
-            Err(msg) => (None, Some(msg)),
-        },
-        (_, invalid) => (None, invalid),
+    let (after, invalid) = match (force_after(input.spec), invalid) {
+        (Ok(after), None) => (after, None),
+        (Ok(_), invalid) => (None, invalid),
+        (Err(msg), invalid) => (None, invalid.or(Some(msg))),
     };
+    let force = state.current.and_then(|w| force_at(after, w));
     let (skip, invalid) = match (skip_busy(input.spec), invalid) {
         (Ok(s), invalid) => (s, invalid),
         (Err(msg), invalid) => (None, invalid.or(Some(msg))),
@@ -382,7 +396,7 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
     if invalid.is_none() && !input.deleting {
         if let Some(n) = state.next.filter(|_| state.current.is_none()) {
             ahead.push((WINDOW_OPENS, n.start));
-            if let Ok(Some(f)) = force_at(input.spec, n).map(|f| f.filter(|f| *f > n.start)) {
+            if let Some(f) = force_at(after, n).filter(|f| *f > n.start) {
                 ahead.push((SESSIONS_DISCONNECTED, f));
             }
         }
@@ -563,7 +577,7 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
     let draining: Vec<&Desktop> = known
         .iter()
         .filter(|d| status.desktops_in_maintenance.binary_search(&d.desktop_id).is_ok())
-        .filter(|d| d.connected() || (d.in_maintenance() && !d.maintained()))
+        .filter(|d| d.draining())
         .copied()
         .collect();
     status.desktops_draining_count = draining.len() as i32;
@@ -594,12 +608,7 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
     match state.current {
         Some(w) => {
             let start = rfc3339(w.start);
-            let mut all: BTreeSet<String> = if input.previous.skipped_in.as_deref() == Some(start.as_str()) {
-                input.previous.skipped_desktops.iter().cloned().collect()
-            } else {
-                BTreeSet::new()
-            };
-            all.extend(skipped.iter().cloned());
+            let mut all = never_maintained(input.previous, &start, skipped.iter().cloned());
             all.retain(|id| !status.desktops_in_maintenance.contains(id) && !enter.contains(id));
             status.skipped_desktops = all.into_iter().collect();
             status.skipped_in = (!status.skipped_desktops.is_empty()).then_some(start);
@@ -614,17 +623,11 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
             let ended = input.previous.current_window.as_ref().map(|w| w.start.clone());
             let never: Vec<String> = known
                 .iter()
-                .filter(|d| exit.contains(&d.desktop_id) && (d.connected() || (d.in_maintenance() && !d.maintained())))
+                .filter(|d| exit.contains(&d.desktop_id) && d.draining())
                 .map(|d| d.desktop_id.clone())
                 .collect();
             if let Some(start) = ended.filter(|_| !never.is_empty()) {
-                let mut all: BTreeSet<String> = if input.previous.skipped_in.as_deref() == Some(start.as_str()) {
-                    input.previous.skipped_desktops.iter().cloned().collect()
-                } else {
-                    BTreeSet::new()
-                };
-                all.extend(never);
-                status.skipped_desktops = all.into_iter().collect();
+                status.skipped_desktops = never_maintained(input.previous, &start, never).into_iter().collect();
                 status.skipped_in = Some(start);
             }
         }

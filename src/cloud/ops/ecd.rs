@@ -164,6 +164,40 @@ impl Desktop {
         !self.sessions.is_empty() || self.connection_status == "Connected"
     }
 
+    /// Entered but not yet in maintenance: someone is still connected, or the cloud still
+    /// shows `EnterMaintenance`.
+    pub fn draining(&self) -> bool {
+        self.connected() || (self.in_maintenance() && !self.maintained())
+    }
+
+    /// What SetDesktopMaintenance does to the flags, as Alibaba documents it: ENTER is
+    /// `UnderMaintenance` for a desktop nobody uses and `EnterMaintenance` while someone is
+    /// connected; EXIT clears both. (The emulator plays it; the operator's copy of a list
+    /// follows its own writes with it.)
+    pub fn apply_maintenance_mode(&mut self, enter: bool) {
+        self.management_flags
+            .retain(|f| !matches!(f.as_str(), "NoFlag" | "UnderMaintenance" | "EnterMaintenance"));
+        if enter {
+            let flag = if self.connected() {
+                "EnterMaintenance"
+            } else {
+                "UnderMaintenance"
+            };
+            self.management_flags.push(flag.into());
+        }
+        if self.management_flags.is_empty() {
+            self.management_flags.push("NoFlag".into());
+        }
+    }
+
+    /// A draining desktop whose last user has left is in maintenance.
+    pub fn finish_draining(&mut self) {
+        if self.sessions.is_empty() && self.management_flags.iter().any(|f| f == "EnterMaintenance") {
+            self.management_flags.retain(|f| f != "EnterMaintenance");
+            self.management_flags.push("UnderMaintenance".into());
+        }
+    }
+
     /// Whether the desktop has every tag of `tags` (an empty list matches any desktop).
     pub fn has_tags<'a>(&self, mut tags: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
         tags.all(|(k, v)| self.tag(k) == Some(v))

@@ -231,20 +231,7 @@ async fn set_maintenance(
                             value: value.clone(),
                         });
                     }
-                    d.management_flags
-                        .retain(|f| !matches!(f.as_str(), "NoFlag" | "UnderMaintenance" | "EnterMaintenance"));
-                    if mode == ecd::MaintenanceMode::Enter {
-                        // As the cloud does: someone connected keeps it draining.
-                        let flag = if d.connected() {
-                            "EnterMaintenance"
-                        } else {
-                            "UnderMaintenance"
-                        };
-                        d.management_flags.push(flag.into());
-                    }
-                    if d.management_flags.is_empty() {
-                        d.management_flags.push("NoFlag".into());
-                    }
+                    d.apply_maintenance_mode(mode == ecd::MaintenanceMode::Enter);
                 }
             }
         }),
@@ -275,10 +262,9 @@ async fn disconnect(
                     end_user_id: s.end_user_id.clone(),
                 })
             });
-            if d.sessions.is_empty() && d.management_flags.iter().any(|f| f == "EnterMaintenance") {
-                d.management_flags.retain(|f| f != "EnterMaintenance");
-                d.management_flags.push("UnderMaintenance".into());
+            if d.sessions.is_empty() {
                 d.connection_status = "Disconnected".into();
+                d.finish_draining();
             }
         }
     });
@@ -384,7 +370,16 @@ impl ManagedKind for DesktopMaintenanceWindow {
         let ids = crate::reconcile::maintenance::listed_ids(&self.spec);
         let listed: HashSet<&str> = ids.iter().map(String::as_str).collect();
         let targeted = |d: &Desktop| selects(&self.spec, &listed, d);
-        let desktops: Vec<Desktop> = all.iter().filter(|d| targeted(d)).cloned().collect();
+        // One pass: the targets, and how many the exclusion keeps out.
+        let mut desktops: Vec<Desktop> = Vec::new();
+        let mut excluded_count = 0;
+        for d in all.iter().filter(|d| chosen(&self.spec, &listed, d)) {
+            if excluded(&self.spec, d) {
+                excluded_count += 1;
+            } else {
+                desktops.push(d.clone());
+            }
+        }
         let recorded: HashSet<&String> = previous.desktops_in_maintenance.iter().collect();
         let (tag_key, _) = record_tag(self);
         let tagged: BTreeSet<String> = all
@@ -443,10 +438,7 @@ impl ManagedKind for DesktopMaintenanceWindow {
                 wanted_by_others: &wanted_by_others,
                 tagged: &tagged,
                 idle_seconds: &idle_seconds,
-                excluded: all
-                    .iter()
-                    .filter(|d| chosen(&self.spec, &listed, d) && excluded(&self.spec, d))
-                    .count(),
+                excluded: excluded_count,
             },
             ctx,
         ))
