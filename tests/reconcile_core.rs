@@ -638,7 +638,6 @@ mod maintenance {
     #[test]
     fn notices_go_once_per_lead_and_never_announce_a_time_past() {
         use alicloud_ops_operator::api::maintenance::Notify;
-        use alicloud_ops_operator::reconcile::maintenance::DesktopAction;
         let s = DesktopMaintenanceWindowSpec {
             notify: Some(Notify {
                 before: vec!["1h".into(), "15m".into()],
@@ -647,18 +646,6 @@ mod maintenance {
             ..spec(&["ecd-a"])
         };
         let desks = [desk("ecd-a", "NoFlag")];
-        let notices = |out: &reconcile::Outcome<DesktopAction, DesktopMaintenanceWindowStatus>| {
-            out.actions
-                .iter()
-                .filter_map(|a| match a {
-                    DesktopAction::Notice {
-                        text,
-                        console_message_id,
-                    } => Some((text.clone(), console_message_id.clone())),
-                    _ => None,
-                })
-                .collect::<Vec<_>>()
-        };
         // 10:30: nothing due yet; back at 11:00 for the first.
         let early = run(&s, &desks, &status_with(&[]), "2026-11-22T10:30:00Z", false);
         assert!(notices(&early).is_empty());
@@ -706,6 +693,102 @@ mod maintenance {
         assert!(notices(&run(&precise, &desks, &again, "2026-11-22T11:00:03Z", false)).is_empty());
         // Once the window is open, no notice announces its opening.
         assert!(notices(&run(&s, &desks, &status_with(&[]), "2026-11-22T12:01:00Z", false)).is_empty());
+    }
+
+    /// The notices a plan sends: their text and console message.
+    fn notices(
+        out: &reconcile::Outcome<reconcile::maintenance::DesktopAction, DesktopMaintenanceWindowStatus>,
+    ) -> Vec<(String, Option<String>)> {
+        out.actions
+            .iter()
+            .filter_map(|a| match a {
+                reconcile::maintenance::DesktopAction::Notice {
+                    text,
+                    console_message_id,
+                } => Some((text.clone(), console_message_id.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Nobody is disconnected before the warning `notify.before` promises: a deadline that
+    /// comes with no notice sent about it (the window was made late, or the operator was
+    /// down) is announced then, and the sessions go the longest lead after the first notice;
+    /// a notice sent late moves the deadline the same way, and says so; a deadline moved past
+    /// the window's end never comes.
+    #[test]
+    fn a_forced_disconnect_waits_for_the_warning_it_promised() {
+        use alicloud_ops_operator::api::maintenance::Notify;
+        let desks = [busy("ecd-a", &["alice"]), desk("ecd-b", "UnderMaintenance")];
+        let prev = status_with(&["ecd-a", "ecd-b"]);
+        let warned = |policy, after: Option<&str>| DesktopMaintenanceWindowSpec {
+            notify: Some(Notify {
+                before: vec!["30m".into(), "10m".into()],
+                console_message_id: None,
+            }),
+            ..draining(policy, after)
+        };
+        let then = |out: &reconcile::Outcome<_, DesktopMaintenanceWindowStatus>| DesktopMaintenanceWindowStatus {
+            notices: out.status.notices.clone(),
+            ..prev.clone()
+        };
+
+        // On time: the 30m notice at 13:00, and the deadline (13:30) holds.
+        let s = warned(DrainPolicy::WaitThenForce, Some("90m"));
+        let on_time = run(&s, &desks, &prev, "2026-11-22T13:00:00Z", false);
+        assert_eq!(notices(&on_time).len(), 1);
+        assert!(notices(&on_time)[0].0.contains("13:30:00Z"), "{:?}", notices(&on_time));
+        let at = run(&s, &desks, &then(&on_time), "2026-11-22T13:30:00Z", false);
+        assert_eq!(disconnects(&at), ["ecd-a/alice"]);
+
+        // Up at 13:20 with nothing sent: the 10m notice goes now and announces 13:50:05, the
+        // longest lead after it reaches the users; at 13:30 nobody goes, at 13:50:05 they do.
+        let late = run(&s, &desks, &prev, "2026-11-22T13:20:00Z", false);
+        let sent = notices(&late);
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert!(
+            sent[0].0.contains("13:50:05Z"),
+            "announces the time it keeps: {}",
+            sent[0].0
+        );
+        assert_eq!(late.status.force_at.as_deref(), Some("2026-11-22T13:50:05Z"));
+        let deadline = run(&s, &desks, &then(&late), "2026-11-22T13:30:00Z", false);
+        assert!(disconnects(&deadline).is_empty(), "30 minutes of warning were promised");
+        assert_eq!(deadline.status.force_at.as_deref(), Some("2026-11-22T13:50:05Z"));
+        assert!(notices(&deadline).is_empty(), "announced once");
+        let early = run(&s, &desks, &then(&late), "2026-11-22T13:50:04Z", false);
+        assert!(disconnects(&early).is_empty());
+        let kept = run(&s, &desks, &then(&late), "2026-11-22T13:50:05Z", false);
+        assert_eq!(disconnects(&kept), ["ecd-a/alice"]);
+
+        // Immediate, with the operator up five minutes after the opening and nothing sent:
+        // the users are told now and disconnected 30 minutes later.
+        let now = warned(DrainPolicy::Immediate, None);
+        let opened = run(&now, &desks, &prev, "2026-11-22T12:05:00Z", false);
+        assert!(disconnects(&opened).is_empty(), "nobody is disconnected unwarned");
+        let sent = notices(&opened);
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert!(sent[0].0.contains("12:35:05Z"), "{}", sent[0].0);
+        let again = run(&now, &desks, &then(&opened), "2026-11-22T12:20:00Z", false);
+        assert!(disconnects(&again).is_empty() && notices(&again).is_empty());
+        assert_eq!(
+            disconnects(&run(&now, &desks, &then(&opened), "2026-11-22T12:35:05Z", false)),
+            ["ecd-a/alice"]
+        );
+        // Warned on time before the opening: disconnected as it opens.
+        let before = run(&now, &desks, &prev, "2026-11-22T11:30:00Z", false);
+        assert_eq!(notices(&before).len(), 1);
+        assert_eq!(
+            disconnects(&run(&now, &desks, &then(&before), "2026-11-22T12:00:00Z", false)),
+            ["ecd-a/alice"]
+        );
+
+        // Too late for the warning to run before the window ends: nobody is forced, and no
+        // notice promises what will not happen.
+        let too_late = run(&s, &desks, &prev, "2026-11-22T13:45:00Z", false);
+        assert!(disconnects(&too_late).is_empty());
+        assert!(notices(&too_late).is_empty(), "{:?}", notices(&too_late));
+        assert_eq!(too_late.status.force_at, None);
     }
 
     /// SkipBusy never enters a computer that someone works on in the read it decides on

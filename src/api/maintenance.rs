@@ -100,7 +100,9 @@ pub struct Notify {
     /// Lead times before the window opens, and before the sessions left are disconnected
     /// (`drain`), e.g. `[1h, 15m]`: each at most `168h`, at most 10. A notice goes out once
     /// per lead time and occurrence, across restarts; after a long outage only the nearest
-    /// lead still ahead is sent, never one that would announce a time already past.
+    /// lead still ahead is sent, never one that would announce a time already past. Nobody
+    /// is disconnected before the longest lead has passed since the first notice about the
+    /// disconnect went: a deadline reached unannounced is announced then, and waits.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10), inner(regex(pattern = r"^([0-9]+(s|m|h))+$"), length(max = 16)))]
     #[x_kube(validation = Rule::new("self.all(d, duration(d) > duration('0s') && duration(d) <= duration('168h'))").message("notify.before: each lead time is a duration such as 1h or 15m, longer than 0 and at most 168h"))]
@@ -139,7 +141,7 @@ pub struct Drain {
     /// `Wait` (default): nobody is disconnected; a computer is in maintenance once its users
     /// leave. `SkipBusy`: only computers nobody works on are entered. `WaitThenForce`: the sessions still connected `forceAfter` after the window
     /// opened are disconnected. `Immediate`: the sessions are disconnected as the window
-    /// opens. A disconnect is not a logoff, but unsaved work may be lost if maintenance
+    /// opens. Either waits for the warning `notify.before` promises. A disconnect is not a logoff, but unsaved work may be lost if maintenance
     /// restarts the computer.
     #[serde(default)]
     pub policy: DrainPolicy,
@@ -399,6 +401,10 @@ pub struct NoticeRecord {
     pub at: String,
     /// The lead time it was for, as in `notify.before`.
     pub lead: String,
+    /// When it went (RFC 3339); absent for a lead recorded as passed. A forced disconnect
+    /// comes no sooner than the longest lead after the first notice about it went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<String>,
 }
 
 /// A computer someone is still working on.

@@ -52,6 +52,10 @@ impl DesktopAction {
 pub const WINDOW_OPENS: &str = "WindowOpens";
 pub const SESSIONS_DISCONNECTED: &str = "SessionsDisconnected";
 
+/// At most the time from recording a notice (to the second) to its reaching the users: a
+/// status write and a call. A late notice's lead is counted from then.
+const NOTICE_DELIVERY: chrono::Duration = chrono::Duration::seconds(5);
+
 /// How long notices are kept in status after what they announced.
 const NOTICES_KEPT: chrono::Duration = chrono::Duration::days(7);
 
@@ -69,15 +73,7 @@ fn due_notices(
     previous: &[NoticeRecord],
     now: DateTime<Utc>,
 ) -> Result<DueNotices, String> {
-    let Some(notify) = &spec.notify else {
-        return Ok((Vec::new(), None));
-    };
-    let mut leads = Vec::new();
-    for (i, lead) in notify.before.iter().enumerate() {
-        leads.push((lead.clone(), parse_span(&format!("spec.notify.before[{i}]"), lead)?));
-    }
-    // Nearest lead first.
-    leads.sort_by_key(|(_, d)| *d);
+    let leads = leads(spec)?;
     let mut out = Vec::new();
     let mut next_due: Option<DateTime<Utc>> = None;
     for (about, at) in events {
@@ -106,6 +102,7 @@ fn due_notices(
                     about: about.to_string(),
                     at: rfc3339(*at),
                     lead: lead.clone(),
+                    sent_at: (!sent_one).then(|| rfc3339(now)),
                 },
                 !sent_one,
             ));
@@ -115,16 +112,68 @@ fn due_notices(
     Ok((out, next_due))
 }
 
-fn notice_text(record: &NoticeRecord, spec: &DesktopMaintenanceWindowSpec) -> String {
+/// `notify.before`, nearest lead first; an unreadable one names its field.
+fn leads(spec: &DesktopMaintenanceWindowSpec) -> Result<Vec<(String, chrono::Duration)>, String> {
+    let mut leads = Vec::new();
+    for (i, lead) in spec.notify.iter().flat_map(|n| n.before.iter()).enumerate() {
+        leads.push((lead.clone(), parse_span(&format!("spec.notify.before[{i}]"), lead)?));
+    }
+    leads.sort_by_key(|(_, d)| *d);
+    Ok(leads)
+}
+
+/// When the sessions are really disconnected for the drain's `deadline` in a window that
+/// opens at `opens`: not before the deadline, and not before `longest` (the longest lead of
+/// `notify.before`, the warning promised) has passed since the first notice about it went;
+/// a notice not sent yet goes `now` at the earliest. The window's opening notices announce
+/// a deadline at the opening (Immediate).
+fn warned_at<'a>(
+    deadline: DateTime<Utc>,
+    opens: DateTime<Utc>,
+    notices: impl IntoIterator<Item = &'a NoticeRecord>,
+    longest: Option<chrono::Duration>,
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
+    let Some(longest) = longest else { return deadline };
+    let at = rfc3339(deadline);
+    let first_sent = notices
+        .into_iter()
+        .filter(|n| n.at == at && (n.about == SESSIONS_DISCONNECTED || (n.about == WINDOW_OPENS && deadline == opens)))
+        .filter_map(|n| n.sent_at.as_deref()?.parse::<DateTime<Utc>>().ok())
+        .min()
+        .unwrap_or(now);
+    if first_sent + longest <= deadline {
+        deadline
+    } else {
+        // A notice that went late: the lead runs from when it reached the cloud, which is
+        // after it was recorded (to the second) by a status write and the call.
+        first_sent + longest + NOTICE_DELIVERY
+    }
+}
+
+/// What a notice says; `announced` is when the sessions are disconnected for a deadline
+/// (see [`warned_at`]), and `after` the drain's deadline counted from a window's start.
+fn notice_text(
+    record: &NoticeRecord,
+    after: Option<chrono::Duration>,
+    announced: impl Fn(DateTime<Utc>, DateTime<Utc>) -> DateTime<Utc>,
+) -> String {
+    let Ok(at) = record.at.parse::<DateTime<Utc>>() else {
+        return format!("in {}: {} at {}", record.lead, record.about, record.at);
+    };
     match record.about.as_str() {
         SESSIONS_DISCONNECTED => format!(
             "in {}: the sessions still connected to the computers in maintenance are disconnected at {}",
-            record.lead, record.at
+            record.lead,
+            rfc3339(announced(at, at))
         ),
         _ => {
-            let force = match spec.drain.as_ref().map(|d| d.policy) {
-                Some(DrainPolicy::Immediate) => "; sessions are disconnected as it opens",
-                _ => "",
+            let force = match after {
+                Some(a) if a.is_zero() => match announced(at, at) {
+                    when if when == at => "; sessions are disconnected as it opens".to_string(),
+                    when => format!("; sessions are disconnected at {}", rfc3339(when)),
+                },
+                _ => String::new(),
             };
             format!(
                 "in {}: the maintenance window opens at {}; the computers enter maintenance and nobody can connect until it ends{force}",
@@ -386,7 +435,12 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
         (Ok(_), invalid) => (None, invalid),
         (Err(msg), invalid) => (None, invalid.or(Some(msg))),
     };
-    let force = state.current.and_then(|w| force_at(after, w));
+    // The deadline as the policy sets it; sessions go once the promised warning has run.
+    let deadline = state.current.and_then(|w| force_at(after, w));
+    let (longest, invalid) = match (leads(input.spec), invalid) {
+        (Ok(l), invalid) => (l.last().map(|(_, d)| *d), invalid),
+        (Err(msg), invalid) => (None, invalid.or(Some(msg))),
+    };
     let (skip, invalid) = match (skip_busy(input.spec), invalid) {
         (Ok(s), invalid) => (s, invalid),
         (Err(msg), invalid) => (None, invalid.or(Some(msg))),
@@ -400,11 +454,11 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
                 ahead.push((SESSIONS_DISCONNECTED, f));
             }
         }
-        if let Some(f) = force {
+        if let Some(f) = deadline {
             ahead.push((SESSIONS_DISCONNECTED, f));
         }
     }
-    let (notices, next_notice, invalid) = match due_notices(input.spec, &ahead, &input.previous.notices, ctx.now) {
+    let (mut notices, next_notice, invalid) = match due_notices(input.spec, &ahead, &input.previous.notices, ctx.now) {
         Ok((n, next)) => (n, next, invalid),
         Err(msg) => (Vec::new(), None, invalid.or(Some(msg))),
     };
@@ -499,19 +553,57 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
             desktop_ids: enter.clone(),
         }));
     }
-    // At the drain's deadline, the sessions still connected to the computers this window
-    // entered (and holds) are disconnected; nobody else's, and never before.
-    let forced: Vec<SessionRef> = match force {
-        Some(at) if manages && ctx.now >= at => known
-            .iter()
-            .filter(|d| keep.contains(&d.desktop_id) && ours.contains(&d.desktop_id))
-            .flat_map(|d| {
-                d.sessions.iter().map(|s| SessionRef {
-                    desktop_id: d.desktop_id.clone(),
-                    end_user_id: s.end_user_id.clone(),
-                })
+    // The sessions a forced disconnect would end: on the computers this window entered and
+    // holds; nobody else's.
+    let connected: Vec<SessionRef> = known
+        .iter()
+        .filter(|d| keep.contains(&d.desktop_id) && ours.contains(&d.desktop_id))
+        .flat_map(|d| {
+            d.sessions.iter().map(|s| SessionRef {
+                desktop_id: d.desktop_id.clone(),
+                end_user_id: s.end_user_id.clone(),
             })
-            .collect(),
+        })
+        .collect();
+    // A deadline reached with no notice sent about it (the window was made late, or the
+    // operator was down): the users are told now, and the disconnect waits the longest lead.
+    if let (Some(d), Some(w), Some(l)) = (deadline, state.current, longest) {
+        let told = input.previous.notices.iter().chain(notices.iter().map(|(r, _)| r));
+        let unwarned = warned_at(d, w.start, told, Some(l), ctx.now) >= ctx.now + l;
+        if manages && ctx.now >= d && unwarned && ctx.now + l < w.end && !connected.is_empty() {
+            let lead = leads(input.spec)
+                .ok()
+                .and_then(|v| v.last().map(|(text, _)| text.clone()));
+            notices.push((
+                NoticeRecord {
+                    about: SESSIONS_DISCONNECTED.to_string(),
+                    at: rfc3339(d),
+                    lead: lead.unwrap_or_default(),
+                    sent_at: Some(rfc3339(ctx.now)),
+                },
+                true,
+            ));
+        }
+    }
+    let told: Vec<&NoticeRecord> = input
+        .previous
+        .notices
+        .iter()
+        .chain(notices.iter().map(|(r, _)| r))
+        .collect();
+    let announced = |deadline: DateTime<Utc>, opens: DateTime<Utc>| {
+        warned_at(deadline, opens, told.iter().copied(), longest, ctx.now)
+    };
+    let force = state
+        .current
+        .and_then(|w| Some((deadline?, w)))
+        .map(|(d, w)| (announced(d, w.start), w))
+        .filter(|(at, w)| *at < w.end)
+        .map(|(at, _)| at);
+    // Once the deadline and the promised warning have passed, the sessions still connected
+    // to the computers this window holds are disconnected; never before.
+    let forced: Vec<SessionRef> = match force {
+        Some(at) if manages && ctx.now >= at => connected,
         _ => Vec::new(),
     };
     if !forced.is_empty() {
@@ -521,7 +613,7 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
     let console = input.spec.notify.as_ref().and_then(|n| n.console_message_id.clone());
     for (record, _) in notices.iter().filter(|(_, send)| *send && manages) {
         actions.push(DesktopAction::Notice {
-            text: notice_text(record, input.spec),
+            text: notice_text(record, after, announced),
             console_message_id: console.clone(),
         });
     }

@@ -262,10 +262,21 @@ async fn a_window_waits_for_the_people_still_working_and_says_so() {
 /// `WaitThenForce`: the window says when it will force; Bob, who leaves before the
 /// deadline on his own, is left alone; Alice, still connected at the deadline, is
 /// disconnected then (by the emulator's own log of who ended her session, and when), with
-/// an Event that names her session; then the window is `Active`.
+/// an Event that names her session; then the window is `Active`. The window promises a
+/// warning of 45 s and is made too late to give it before the deadline: the console
+/// message goes at once, and Alice is disconnected no sooner than 45 s after it.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_drain_deadline_disconnects_who_is_left_and_nobody_before_it() {
     let Scene { client, ns, emu } = Scene::new("force").await;
+    emu.world().update_state(|s| {
+        s.console_messages
+            .push(alicloud_ops_operator::emulator::state::ConsoleMessage {
+                message_id: "msg-force".into(),
+                status: "Published".into(),
+                message_type: "NOTIFICATION".into(),
+                target_type: "Tag".into(),
+            })
+    });
     connect(&emu, "ecd-hz10041", "alice");
     connect(&emu, "ecd-hz10042", "bob");
     let _op = operator(&ns, &emu);
@@ -277,11 +288,18 @@ async fn the_drain_deadline_disconnects_who_is_left_and_nobody_before_it() {
     );
     // The window opened a minute ago: the deadline is 40 s from now.
     body["spec"]["drain"] = json!({"policy": "WaitThenForce", "forceAfter": "100s"});
+    // The 45 s of warning promised cannot come before the deadline: it goes now.
+    body["spec"]["notify"] = json!({"before": ["45s"], "consoleMessageId": "msg-force"});
     create::<DesktopMaintenanceWindow>(&client, &ns, body).await;
     let status = wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "forced", "Draining").await;
     let force_at: chrono::DateTime<chrono::Utc> = status["forceAt"].as_str().unwrap().parse().unwrap();
     assert_eq!(status["desktopsDrainingCount"], 2);
     leave(&emu, "ecd-hz10042");
+    eventually("alice disconnected", 2 * WAIT, || async {
+        let log = emu.world().state().ecd["cn-hangzhou"].session_log.clone();
+        log.iter().any(|r| r.end_user_id == "alice").then_some(())
+    })
+    .await;
     wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "forced", "Active").await;
     let log = emu.world().state().ecd["cn-hangzhou"].session_log.clone();
     let ended = |user: &str| log.iter().find(|r| r.end_user_id == user).cloned().unwrap();
@@ -292,6 +310,14 @@ async fn the_drain_deadline_disconnects_who_is_left_and_nobody_before_it() {
         alice.end.unwrap() >= force_at,
         "disconnected at {:?}, before the deadline {force_at}",
         alice.end
+    );
+    let warned = emu.world().state().console_messages_sent;
+    assert_eq!(warned.len(), 1, "one warning: {warned:?}");
+    assert!(
+        alice.end.unwrap() >= warned[0].at + chrono::Duration::seconds(45),
+        "disconnected at {:?}, less than the promised 45 s after the warning at {}",
+        alice.end,
+        warned[0].at
     );
     assert_eq!(flags(&emu, "ecd-hz10041"), ["UnderMaintenance"]);
     let events: Api<Event> = Api::namespaced(client.clone(), &ns);
