@@ -1378,3 +1378,53 @@ async fn fresh_reads_are_by_id_and_deferred_rather_than_waited_for() {
         r.requeue_after
     );
 }
+
+/// People leave on their own time, and the shared list of the region may be a resync old: a
+/// window waiting on people reads the computers it waits on again, by id, so it sees them
+/// leave at its next look instead of at the next list of the whole region.
+#[tokio::test]
+async fn a_draining_window_sees_people_leave_without_waiting_for_the_shared_list() {
+    let h = Harness::with_snapshot_max_age(Duration::from_secs(3600)).await;
+    let now = Utc::now();
+    let ids = ["ecd-hz10011", "ecd-hz10012"];
+    let edit = |id: &str, change: &dyn Fn(&mut alicloud_ops_operator::cloud::ops::ecd::Desktop)| {
+        h.emu.world().update_state(|s| {
+            let desktops = &mut s.ecd.get_mut("cn-hangzhou").unwrap().desktops;
+            change(desktops.iter_mut().find(|d| d.desktop_id == id).unwrap());
+        })
+    };
+    edit("ecd-hz10011", &|d| {
+        d.sessions.push(alicloud_ops_operator::cloud::ops::ecd::DesktopSession {
+            end_user_id: "alice".into(),
+            establishment_time: "2026-11-22T11:30Z".into(),
+            external_user_name: String::new(),
+        })
+    });
+    let mut w = window(
+        "w",
+        &ids,
+        now - chrono::Duration::minutes(5),
+        now + chrono::Duration::hours(1),
+    );
+    let r = h.step(&mut w, now, Stage::Apply).await;
+    assert_eq!(r.applied.len(), 1, "{:?}", r.applied);
+    let r = h.step(&mut w, now + chrono::Duration::seconds(10), Stage::Apply).await;
+    assert_eq!(r.verdict.reason, Reason::Draining, "{}", r.verdict.message);
+    let lists = log_of(&h, "DescribeDesktops").len();
+    // Alice leaves; the region's list (an hour's cache) still shows her.
+    edit("ecd-hz10011", &|d| d.sessions.clear());
+    let r = h.step(&mut w, now + chrono::Duration::seconds(40), Stage::Apply).await;
+    assert_eq!(r.verdict.reason, Reason::Active, "{}", r.verdict.message);
+    let reads = log_of(&h, "DescribeDesktops");
+    assert_eq!(reads.len(), lists + 1, "one read by id");
+    let by_id = &reads[lists].params;
+    assert_eq!(
+        by_id.get("DesktopId.1").map(String::as_str),
+        Some("ecd-hz10011"),
+        "{by_id:?}"
+    );
+    assert!(
+        !by_id.contains_key("DesktopId.2"),
+        "only the one still draining: {by_id:?}"
+    );
+}

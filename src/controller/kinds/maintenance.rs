@@ -188,6 +188,57 @@ async fn still_listed(env: &KindEnv, region: &str, ids: &[String]) -> Result<Vec
 
 /// A desktop is tagged with the window's record tag before it enters, and untagged after
 /// it exits, so the record outlives the status.
+/// A shared list younger than this is as good as a read now.
+const SHARED_LIST_FRESH_ENOUGH: chrono::Duration = chrono::Duration::seconds(5);
+
+/// People leave on their own time, and the region's shared list may be a resync old: the
+/// computers a window waits on (its own still draining, and with SkipBusy the busy targets
+/// of the window it has opened) are read again by id, 100 a call, for this window alone, so
+/// that it sees people leave at its next look rather than at the next list of the region.
+async fn read_again_what_the_window_waits_on(
+    window: &DesktopMaintenanceWindow,
+    env: &KindEnv,
+    previous: &DesktopMaintenanceWindowStatus,
+    targets: &mut [Desktop],
+    elsewhere: &mut [Desktop],
+) -> Result<(), CloudError> {
+    let skip_busy = window
+        .spec
+        .drain
+        .as_ref()
+        .is_some_and(|d| d.policy == crate::api::maintenance::DrainPolicy::SkipBusy)
+        && previous.current_window.is_some();
+    let ours: HashSet<&str> = previous.desktops_in_maintenance.iter().map(String::as_str).collect();
+    let waits_on: Vec<String> = targets
+        .iter()
+        .chain(elsewhere.iter())
+        .filter(|d| {
+            (ours.contains(d.desktop_id.as_str()) && d.draining())
+                || (skip_busy && d.connected() && !d.in_maintenance())
+        })
+        .map(|d| d.desktop_id.clone())
+        .collect();
+    if waits_on.is_empty() {
+        return Ok(());
+    }
+    let filter = DesktopFilter {
+        desktop_ids: waits_on,
+        office_site_id: None,
+    };
+    let mut now: std::collections::HashMap<String, Desktop> =
+        ecd::describe_desktops(&env.cloud, &window.spec.region_id, &filter)
+            .await?
+            .into_iter()
+            .map(|d| (d.desktop_id.clone(), d))
+            .collect();
+    for d in targets.iter_mut().chain(elsewhere.iter_mut()) {
+        if let Some(read) = now.remove(&d.desktop_id) {
+            *d = read;
+        }
+    }
+    Ok(())
+}
+
 async fn set_maintenance(
     window: &DesktopMaintenanceWindow,
     env: &KindEnv,
@@ -349,8 +400,8 @@ impl ManagedKind for DesktopMaintenanceWindow {
                 filters
             }
         };
-        let all = env
-            .snapshot(LIST, &region, fresh, |cloud| {
+        let (all, listed_at) = env
+            .snapshot_listed(LIST, &region, fresh, |cloud| {
                 let region = region.clone();
                 async move {
                     let mut all: Vec<Desktop> = Vec::new();
@@ -392,6 +443,10 @@ impl ManagedKind for DesktopMaintenanceWindow {
             .filter(|d| !targeted(d) && (recorded.contains(&d.desktop_id) || tagged.contains(&d.desktop_id)))
             .cloned()
             .collect();
+        let (mut desktops, mut elsewhere) = (desktops, elsewhere);
+        if !fresh && stage == Stage::Apply && ctx.now - listed_at > SHARED_LIST_FRESH_ENOUGH {
+            read_again_what_the_window_waits_on(self, env, &previous, &mut desktops, &mut elsewhere).await?;
+        }
         let held_by_others = held_by_others(self, peers, ctx.now);
         // Another window's tag is its record too, whatever its status says now.
         let mut recorded_by_others = recorded_by_others(self, peers);
