@@ -48,6 +48,13 @@ fn connect_by_edit(emu: &Emulator, id: &str, user: &str, at: DateTime<Utc>) {
     });
 }
 
+/// What the last request of `action` did, by the emulator's request log.
+fn effects_of(emu: &Emulator, action: &str) -> Vec<String> {
+    let log = emu.world().request_log();
+    let last = log.iter().rev().find(|r| r.action == action);
+    last.map(|r| r.effects.clone()).unwrap_or_default()
+}
+
 fn script(emu: &Emulator, id: &str, user: &str, at: DateTime<Utc>, action: SessionAction) {
     emu.world().update_state(|s| {
         s.ecd.get_mut(REGION).unwrap().session_events.push(SessionEvent {
@@ -75,6 +82,11 @@ async fn maintenance_waits_for_the_last_user_and_then_keeps_everyone_out() {
     let d = desktop(&emu, &id).await;
     assert_eq!(d.management_flags, ["EnterMaintenance"], "draining while alice works");
     assert!(!d.maintained() && d.in_maintenance() && d.connected());
+    // The request log says what the write did.
+    assert_eq!(
+        effects_of(&emu, "SetDesktopMaintenance"),
+        [format!("{id}: NoFlag -> EnterMaintenance (alice connected)")]
+    );
 
     // Alice leaves at +10 min: the desktop is in maintenance; she cannot come back.
     script(
@@ -220,6 +232,13 @@ async fn sessions_show_idle_time_and_are_disconnected_on_request() {
         ["finn"]
     );
     assert!(desktop(&emu, &ids[1]).await.sessions.is_empty());
+    assert_eq!(
+        effects_of(&emu, "DisconnectDesktopSessions"),
+        [
+            format!("{}/erin: disconnected", ids[1]),
+            format!("{}/finn: no such session", ids[2])
+        ]
+    );
     let log = emu.world().state().ecd[REGION].session_log.clone();
     assert!(
         log.iter()

@@ -148,6 +148,7 @@ pub fn set_desktop_maintenance(state: &mut CloudState, params: &Params, now: Dat
             format!("The specified desktops do not exist: {list}"),
         ));
     }
+    let count = ids.len();
     let effect = Effect::Maintenance {
         region: params.required("RegionId")?.to_string(),
         desktop_ids: ids,
@@ -171,6 +172,9 @@ pub fn set_desktop_maintenance(state: &mut CloudState, params: &Params, now: Dat
                     }
                 }
             }
+            state
+                .journal
+                .push(format!("{mode} of {count} desktop(s) settles at {at}"));
             state.settling.push(Settling { at, effect });
         }
         None => state.apply(&effect, now),
@@ -258,11 +262,16 @@ pub fn tag_resources(state: &mut CloudState, params: &Params) -> ApiResult<Value
         }
         updated.push((d.desktop_id.clone(), next));
     }
+    let count = updated.len();
     for (id, next) in updated {
         if let Some(d) = r.desktops.iter_mut().find(|d| d.desktop_id == id) {
             d.tags = next;
         }
     }
+    let pairs: Vec<String> = tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    state
+        .journal
+        .push(format!("{count} desktop(s) tagged {}", pairs.join(", ")));
     Ok(json!({}))
 }
 
@@ -275,9 +284,13 @@ pub fn untag_resources(state: &mut CloudState, params: &Params) -> ApiResult<Val
     }
     let r = region(state, params)?;
     let ids = tag_call_ids(r, params)?;
+    let mut count = 0;
     for d in r.desktops.iter_mut().filter(|d| ids.contains(&d.desktop_id)) {
         d.tags.retain(|t| !all && !keys.contains(&t.key));
+        count += 1;
     }
+    let what = if all { "every tag".to_string() } else { keys.join(", ") };
+    state.journal.push(format!("{count} desktop(s) untagged: {what}"));
     Ok(json!({}))
 }
 
@@ -377,6 +390,7 @@ pub fn disconnect_desktop_sessions(state: &mut CloudState, params: &Params, now:
     let pre_check = params.optional("PreCheck") == Some("true");
     let r = region(state, params)?;
     let mut invalid = Vec::new();
+    let mut journal = Vec::new();
     for s in &sessions {
         let (desktop, user) = (&s["DesktopId"], &s["EndUserId"]);
         let connected = r
@@ -385,10 +399,15 @@ pub fn disconnect_desktop_sessions(state: &mut CloudState, params: &Params, now:
             .any(|d| &d.desktop_id == desktop && d.sessions.iter().any(|x| &x.end_user_id == user));
         if !connected {
             invalid.push(json!({"DesktopId": desktop, "EndUserId": user}));
-        } else if !pre_check {
+            journal.push(format!("{desktop}/{user}: no such session"));
+        } else if pre_check {
+            journal.push(format!("{desktop}/{user}: would be disconnected (PreCheck)"));
+        } else {
             r.end_session(desktop, user, now, "DisconnectDesktopSessions");
+            journal.push(format!("{desktop}/{user}: disconnected"));
         }
     }
+    state.journal.extend(journal);
     let mut body = json!({});
     if !invalid.is_empty() {
         body["InvalidSessions"] = json!(invalid);
@@ -419,6 +438,7 @@ pub fn send_console_message(state: &mut CloudState, params: &Params, now: DateTi
             ),
         ));
     }
+    state.journal.push(format!("message {id} sent"));
     state.console_messages_sent.push(super::state::SentConsoleMessage {
         message_id: id,
         at: now,

@@ -59,6 +59,10 @@ pub struct RequestRecord {
     /// The action was applied but its answer was lost (an `afterApply` fault).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub answer_lost: bool,
+    /// What a write did, line by line (`ecd-1: NoFlag -> EnterMaintenance (alice connected)`,
+    /// `ecd-1/alice: disconnected`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub effects: Vec<String>,
 }
 
 /// The newest requests kept in the log; older ones are dropped (the counters keep counting).
@@ -162,6 +166,7 @@ impl World {
             access_key_id: info.access_key_id.clone(),
             code: code.to_string(),
             answer_lost: info.answer_lost,
+            effects: info.effects.clone(),
         });
     }
 
@@ -182,11 +187,28 @@ impl World {
         caller: &Caller,
         params: &Params,
         now: DateTime<Utc>,
+        effects: &mut Vec<String>,
     ) -> ApiResult<Value> {
         let mut state = self.state.lock().expect("state lock");
         let state = &mut *state;
         // Reads see what has settled by now; writes queue behind what has not.
         state.advance_to(now);
+        // What settled is an earlier write's doing; the journal is this request's.
+        state.journal.clear();
+        let answer = self.answer(state, product, action, caller, params, now);
+        effects.append(&mut state.journal);
+        answer
+    }
+
+    fn answer(
+        &self,
+        state: &mut CloudState,
+        product: Product,
+        action: &str,
+        caller: &Caller,
+        params: &Params,
+        now: DateTime<Utc>,
+    ) -> ApiResult<Value> {
         match (product, action) {
             (Product::Ecd, "DescribeFotaTasks") => ecd::describe_fota_tasks(state, params),
             (Product::Ecd, "UpdateFotaTask") => ecd::update_fota_task(state, params),
@@ -310,6 +332,8 @@ struct CallInfo {
     /// Applied, and then answered with an injected error or too late.
     answer_lost: bool,
     access_key_id: String,
+    /// What the call did (see [`RequestRecord::effects`]).
+    effects: Vec<String>,
 }
 
 async fn handle(
@@ -357,7 +381,7 @@ async fn handle(
     info.access_key_id = caller.access_key_id().to_string();
     let outcome = world.faults.lock().expect("faults lock").apply(action);
     if outcome.after_apply {
-        let applied = world.dispatch(product, action, &caller, req.params, now)?;
+        let applied = world.dispatch(product, action, &caller, req.params, now, &mut info.effects)?;
         info.answer_lost = true;
         tokio::time::sleep(outcome.latency).await;
         return match outcome.error {
@@ -371,7 +395,7 @@ async fn handle(
     if let Some(err) = outcome.error {
         return Err(err);
     }
-    world.dispatch(product, action, &caller, req.params, now)
+    world.dispatch(product, action, &caller, req.params, now, &mut info.effects)
 }
 
 fn bad_request(message: String) -> Response {

@@ -39,6 +39,10 @@ pub struct CloudState {
     /// Every `SendConsoleMessage` accepted, oldest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub console_messages_sent: Vec<SentConsoleMessage>,
+    /// What the request being answered did, line by line, for the request log; taken by the
+    /// server after each request (never part of the state).
+    #[serde(skip)]
+    pub journal: Vec<String>,
 }
 
 /// A message made in the console (`DescribeConsoleMessages` names).
@@ -439,11 +443,24 @@ impl CloudState {
                 .flat_map(|d| d.sessions.iter().map(|s| (d.desktop_id.clone(), s.end_user_id.clone())))
                 .collect();
             for (id, user) in connected {
-                r.end_session(&id, &user, at, "SetDesktopMaintenance");
+                if r.end_session(&id, &user, at, "SetDesktopMaintenance") {
+                    self.journal.push(format!("{id}/{user}: session ended"));
+                }
             }
         }
         for d in r.desktops.iter_mut().filter(|d| ids.contains(&d.desktop_id)) {
+            let before = d.management_flags.join("+");
             d.apply_maintenance_mode(enter);
+            let users: Vec<&str> = d.sessions.iter().map(|s| s.end_user_id.as_str()).collect();
+            let connected = match users.as_slice() {
+                [] => String::new(),
+                users => format!(" ({} connected)", users.join(", ")),
+            };
+            self.journal.push(format!(
+                "{}: {before} -> {}{connected}",
+                d.desktop_id,
+                d.management_flags.join("+")
+            ));
         }
     }
 
