@@ -439,12 +439,17 @@ impl SnapshotCache {
     pub fn update<T: Clone + Send + Sync + 'static>(&self, key: &SnapshotKey, f: impl Fn(&mut T) + Send + 'static) {
         let mut entries = self.entries.lock().expect("snapshot lock");
         let Some(entry) = entries.get_mut(key) else { return };
-        if let Some((value, ..)) = &mut entry.value
-            && let Ok(current) = value.clone().downcast::<T>()
-        {
-            let mut next = (*current).clone();
-            f(&mut next);
-            *value = Arc::new(next);
+        if let Some((value, ..)) = &mut entry.value {
+            // Changed in place when no reader holds the list now; copied only when one does
+            // (a copy of 10,000 items per write-through adds up at a cold start).
+            let held = std::mem::replace(value, Arc::new(()));
+            *value = match held.downcast::<T>() {
+                Ok(mut current) => {
+                    f(Arc::make_mut(&mut current));
+                    current
+                }
+                Err(other) => other,
+            };
         }
         if let Some(flight) = &mut entry.in_flight {
             if let Some(so_far) = flight.partial.as_mut().and_then(|p| p.downcast_mut::<T>()) {

@@ -188,8 +188,11 @@ async fn still_listed(env: &KindEnv, region: &str, ids: &[String]) -> Result<Vec
 
 /// A desktop is tagged with the window's record tag before it enters, and untagged after
 /// it exits, so the record outlives the status.
-/// A shared list younger than this is as good as a read now.
-const SHARED_LIST_FRESH_ENOUGH: chrono::Duration = chrono::Duration::seconds(5);
+/// A shared list younger than a draining window's look is read again by id no sooner: the
+/// look right after a write (to confirm it) is answered by the list, and the reads by id,
+/// which share the rate limits with the entering calls, come only at the 30 s looks.
+const SHARED_LIST_FRESH_ENOUGH: chrono::Duration =
+    chrono::Duration::seconds(crate::reconcile::maintenance::DRAIN_RECHECK.as_secs() as i64);
 
 /// People leave on their own time, and the region's shared list may be a resync old: the
 /// computers a window waits on (its own still draining, and with SkipBusy the busy targets
