@@ -64,8 +64,28 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    limit_malloc_arenas();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime");
+    runtime.block_on(run());
+}
+
+/// glibc's malloc gives each thread that allocates under contention an arena of its own, up
+/// to 8 per core, and memory freed in one is not reused by another: two are enough for a
+/// process whose work is I/O, and they keep the peak resident set smaller. Called before
+/// any thread starts.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a malloc parameter, and no other thread exists yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+async fn run() {
     let cli = parse();
     init_logging(cli.log_format);
     let code = match &cli.command {
