@@ -921,3 +921,87 @@ async fn a_closed_write_gate_sends_no_write_and_every_read() {
         .await
         .unwrap();
 }
+
+/// An upgrade runs from its start time for the group's upgrade duration (`MAINTAINING`,
+/// `UPGRADING`, `RUNNING`) and ends as scripted: a failure leaves the version where it was
+/// and the group `MAINTAIN_FAILED`/`UNAVAILABLE`, and ListOtaTask says `FAILED`; the next
+/// approval (of the same version, the TaskId having rotated) succeeds by default.
+#[tokio::test]
+async fn ota_upgrades_run_and_end_as_scripted() {
+    use alicloud_ops_operator::cloud::ops::appstream::list_ota_tasks;
+    let emu = emulator().await;
+    emu.world().update_state(|s| {
+        let g = s
+            .appstream
+            .app_instance_groups
+            .iter_mut()
+            .find(|g| g.group.app_instance_group_id == "aig-hz0001")
+            .unwrap();
+        g.upgrade_duration_seconds = 600;
+        g.upgrade_outcomes = vec!["FAILED".into()];
+    });
+    let c = client(&emu, SignatureVersion::V3);
+    let group = || async {
+        list_app_instance_groups(&c, "cn-hangzhou", Some("aig-hz0001"))
+            .await
+            .unwrap()
+            .remove(0)
+    };
+    let tasks = || async { list_ota_tasks(&c, "cn-hangzhou", "aig-hz0001").await.unwrap() };
+    let g = group().await;
+    assert_eq!(g.tags[0].key, "ring");
+    let approve = |task_id: String, start: chrono::DateTime<chrono::Utc>| ApproveOtaTask {
+        app_instance_group_id: "aig-hz0001".into(),
+        biz_region_id: "cn-hangzhou".into(),
+        task_id,
+        ota_type: "Fota".into(),
+        start_time: start.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    };
+    let start = emu.world().clock.now() + chrono::Duration::minutes(5);
+    approve_ota_task(&c, &approve(g.ota_info.task_id.clone(), start))
+        .await
+        .unwrap();
+    assert_eq!(tasks().await[0].task_display_status, "STANDBY");
+    emu.world().clock.advance(chrono::Duration::minutes(6)).unwrap();
+    let running = group().await;
+    assert_eq!(
+        (running.status.as_str(), running.resource_status.as_str()),
+        ("MAINTAINING", "UPGRADING")
+    );
+    assert_eq!(tasks().await[0].task_display_status, "RUNNING");
+    emu.world().clock.advance(chrono::Duration::minutes(10)).unwrap();
+    let failed = group().await;
+    assert_eq!(
+        (failed.status.as_str(), failed.resource_status.as_str()),
+        ("MAINTAIN_FAILED", "UNAVAILABLE")
+    );
+    assert_eq!(
+        failed.ota_info.ota_version, g.ota_info.ota_version,
+        "a failure moves no version"
+    );
+    assert_eq!(failed.ota_info.new_ota_version, g.ota_info.new_ota_version);
+    assert_eq!(tasks().await[0].task_display_status, "FAILED");
+    // Approved again, it succeeds (the script is used up).
+    let start = emu.world().clock.now() + chrono::Duration::minutes(5);
+    approve_ota_task(&c, &approve(failed.ota_info.task_id.clone(), start))
+        .await
+        .unwrap();
+    emu.world().clock.advance(chrono::Duration::minutes(20)).unwrap();
+    let done = group().await;
+    assert_eq!(
+        (done.status.as_str(), done.resource_status.as_str()),
+        ("PUBLISHED", "AVAILABLE")
+    );
+    assert_eq!(done.ota_info.ota_version, g.ota_info.new_ota_version);
+    let statuses: Vec<String> = tasks().await.into_iter().map(|t| t.task_display_status).collect();
+    assert_eq!(statuses, ["FINISHED", "FAILED"], "newest first");
+    // The request log says what each approval will do.
+    let log = emu.world().request_log();
+    let approvals: Vec<&Vec<String>> = log
+        .iter()
+        .filter(|r| r.action == "ApproveOtaTask")
+        .map(|r| &r.effects)
+        .collect();
+    assert!(approvals[0][0].ends_with("to end FAILED"), "{approvals:?}");
+    assert!(approvals[1][0].ends_with("to end FINISHED"), "{approvals:?}");
+}

@@ -20,6 +20,8 @@ pub fn list_app_instance_group(state: &mut CloudState, params: &Params) -> ApiRe
     let page_size = params.int("PageSize", 1, 100, 20)?;
     let region = params.optional("BizRegionId");
     let id = params.optional("AppInstanceGroupId");
+    // Every pair given must be on the group (the docs: "an AND relationship").
+    let tags = params.pairs_list("Tag", 20)?;
     let groups: Vec<_> = state
         .appstream
         .app_instance_groups
@@ -27,6 +29,7 @@ pub fn list_app_instance_group(state: &mut CloudState, params: &Params) -> ApiRe
         .filter(|g| region.is_none_or(|r| g.biz_region_id == r))
         .filter(|g| id.is_none_or(|i| g.group.app_instance_group_id == i))
         .filter(|g| statuses.is_empty() || statuses.contains(&g.group.status))
+        .filter(|g| g.group.has_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))))
         .map(|g| g.group.clone())
         .collect();
     let start = ((page_number - 1) * page_size) as usize;
@@ -101,17 +104,28 @@ pub fn approve_ota_task(state: &mut CloudState, params: &Params, now: DateTime<U
     if start < now - chrono::Duration::minutes(1) {
         return Err(ApiFailure::invalid("StartTime", format!("{raw_start} is in the past")));
     }
+    let outcome = match g.upgrade_outcomes.is_empty() {
+        true => "FINISHED".to_string(),
+        false => g.upgrade_outcomes.remove(0),
+    };
     g.scheduled_upgrade = Some(ScheduledUpgrade {
         approved_task_id: task_id.to_string(),
         start_time: start,
         version: g.group.ota_info.new_ota_version.clone(),
+        outcome: outcome.clone(),
     });
     g.ota_tasks.push(ApprovedTask {
         task_id: task_id.to_string(),
         ota_version: g.group.ota_info.new_ota_version.clone(),
         task_start_time: start,
+        outcome: outcome.clone(),
     });
+    let journal = format!(
+        "{group_id}: {} approved for {start}, to end {outcome}",
+        g.group.ota_info.new_ota_version
+    );
     g.group.ota_info.task_id = format!("ota-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+    state.journal.push(journal);
     state.advance_to(now);
     Ok(json!({"Code": "success"}))
 }
@@ -152,7 +166,7 @@ pub fn list_ota_task(state: &mut CloudState, params: &Params, now: DateTime<Utc>
             {
                 "RUNNING"
             } else {
-                "FINISHED"
+                t.outcome.as_str()
             };
             json!({
                 "TaskId": t.task_id,

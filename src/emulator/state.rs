@@ -339,6 +339,17 @@ pub struct DeliveryGroup {
     /// Every approval, oldest first, as ListOtaTask reports them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ota_tasks: Vec<ApprovedTask>,
+    /// How the coming upgrades end, in turn (each approval takes the first): `FINISHED` (the
+    /// default once the list is empty), `FAILED`, `PART_FINISHED` or `TERMINATED`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub upgrade_outcomes: Vec<String>,
+}
+
+/// How an OTA upgrade can end (`TaskDisplayStatus`).
+pub const UPGRADE_OUTCOMES: &[&str] = &["FINISHED", "FAILED", "PART_FINISHED", "TERMINATED"];
+
+fn finished() -> String {
+    "FINISHED".into()
 }
 
 /// An approved OTA task: the TaskId the approval was sent with, its version and start.
@@ -348,6 +359,9 @@ pub struct ApprovedTask {
     pub task_id: String,
     pub ota_version: String,
     pub task_start_time: DateTime<Utc>,
+    /// How its upgrade ends (see [`DeliveryGroup::upgrade_outcomes`]).
+    #[serde(default = "finished")]
+    pub outcome: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -356,6 +370,9 @@ pub struct ScheduledUpgrade {
     pub approved_task_id: String,
     pub start_time: DateTime<Utc>,
     pub version: String,
+    /// How it ends (see [`DeliveryGroup::upgrade_outcomes`]).
+    #[serde(default = "finished")]
+    pub outcome: String,
 }
 
 /// The longest upgrade the emulator models: ten years.
@@ -364,6 +381,16 @@ pub const MAX_UPGRADE_DURATION_SECONDS: i64 = 10 * 366 * 86_400;
 impl CloudState {
     /// Refuses values the emulator cannot model, naming the field.
     pub fn validate(&self) -> Result<(), String> {
+        for (i, g) in self.appstream.app_instance_groups.iter().enumerate() {
+            for (j, o) in g.upgrade_outcomes.iter().enumerate() {
+                if !UPGRADE_OUTCOMES.contains(&o.as_str()) {
+                    return Err(format!(
+                        "appstream.appInstanceGroups[{i}].UpgradeOutcomes[{j}]: {o:?} is not one of {}",
+                        UPGRADE_OUTCOMES.join(", ")
+                    ));
+                }
+            }
+        }
         for (action, seconds) in &self.settle_seconds {
             if !SETTLING_ACTIONS.contains(&action.as_str()) {
                 return Err(format!(
@@ -507,11 +534,25 @@ impl CloudState {
             let Some(up) = &g.scheduled_upgrade else { continue };
             let done = up.start_time.checked_add_signed(Self::upgrade_duration(g));
             if done.is_none_or(|done| now >= done) {
-                g.group.ota_info.ota_version = up.version.clone();
-                if g.group.ota_info.new_ota_version == up.version {
-                    g.group.ota_info.new_ota_version.clear();
+                // As the group ends its upgrade: the version moves only when it succeeded
+                // (PART_FINISHED is "succeeded" in the zh metadata: an assumption).
+                let (status, resource, moved) = match up.outcome.as_str() {
+                    "FAILED" => ("MAINTAIN_FAILED", "UNAVAILABLE", false),
+                    "TERMINATED" => ("PUBLISHED", "AVAILABLE", false),
+                    _ => ("PUBLISHED", "AVAILABLE", true),
+                };
+                if moved {
+                    g.group.ota_info.ota_version = up.version.clone();
+                    if g.group.ota_info.new_ota_version == up.version {
+                        g.group.ota_info.new_ota_version.clear();
+                    }
                 }
+                g.group.status = status.into();
+                g.group.resource_status = resource.into();
                 g.scheduled_upgrade = None;
+            } else if now >= up.start_time {
+                g.group.status = "MAINTAINING".into();
+                g.group.resource_status = "UPGRADING".into();
             }
         }
     }
@@ -619,10 +660,22 @@ fn group(region: &str, id: &str, new_version: bool) -> DeliveryGroup {
                     String::new()
                 },
             },
+            // A ring per group, to choose the groups of a rollout's waves by.
+            tags: vec![crate::cloud::ops::appstream::GroupTag {
+                key: "ring".into(),
+                value: match id {
+                    "aig-hz0001" => "canary",
+                    "aig-hz0002" => "early",
+                    _ => "broad",
+                }
+                .into(),
+                scope: "Custom".into(),
+            }],
         },
         scheduled_upgrade: None,
         upgrade_duration_seconds: 0,
         ota_tasks: vec![],
+        upgrade_outcomes: vec![],
     }
 }
 

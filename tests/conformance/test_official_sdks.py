@@ -485,6 +485,54 @@ def test_appstream_ota_approval(emulator, algorithm):
     )
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_appstream_groups_by_tag_and_a_failed_upgrade(emulator, algorithm):
+    """Delivery groups carry Tags (the SDK's Tag filter chooses them), and an upgrade scripted
+    to fail moves the group through MAINTAINING/UPGRADING to MAINTAIN_FAILED/UNAVAILABLE, with
+    ListOtaTask's FAILED, as the SDK's models read them."""
+    client = AppstreamClient(config(emulator, algorithm))
+    bodies = recorded(client)
+    tag = asc_models.ListAppInstanceGroupRequestTag(key="ring", value="canary")
+    req = asc_models.ListAppInstanceGroupRequest(product_type="CloudApp", biz_region_id="cn-hangzhou", tag=[tag])
+    groups = call(client, bodies, "list_app_instance_group", req).body.app_instance_group_models
+    assert [g.app_instance_group_id for g in groups] == ["aig-hz0001"]
+    assert [(t.key, t.value, t.scope) for t in groups[0].tags] == [("ring", "canary", "Custom")]
+    group_id = "aig-hz0004" if algorithm == "v2" else "aig-sh0001"
+    region = "cn-hangzhou" if algorithm == "v2" else "cn-shanghai"
+
+    def script(state):
+        for g in state["appstream"]["appInstanceGroups"]:
+            if g["AppInstanceGroupId"] == group_id:
+                g["UpgradeOutcomes"] = ["FAILED"]
+                g["OtaInfo"]["NewOtaVersion"] = "1.5.0-R-20261115.100000"
+                g["OtaInfo"]["TaskId"] = "ota-scripted-" + algorithm
+
+    edit_state(emulator, script)
+    start = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    call(
+        client,
+        bodies,
+        "approve_ota_task",
+        asc_models.ApproveOtaTaskRequest(
+            app_instance_group_id=group_id, biz_region_id=region, task_id="ota-scripted-" + algorithm, ota_type="Fota", start_time=start
+        ),
+    )
+    one = asc_models.ListAppInstanceGroupRequest(product_type="CloudApp", biz_region_id=region, app_instance_group_id=group_id)
+    failed = call(client, bodies, "list_app_instance_group", one).body.app_instance_group_models[0]
+    assert (failed.status, failed.resource_status, failed.ota_info.ota_version) == (
+        "MAINTAIN_FAILED",
+        "UNAVAILABLE",
+        "1.4.0-R-20261001.100000",
+    )
+    tasks = call(
+        client,
+        bodies,
+        "list_ota_task",
+        asc_models.ListOtaTaskRequest(app_instance_group_id=group_id, ota_type="Fota", page_number=1, page_size=10),
+    )
+    assert tasks.body.task_list[0].task_display_status == "FAILED"
+
+
 def test_sts_assume_role_with_oidc(emulator):
     """RRSA's call, anonymous and RPC-style as the SDK sends it by default; the credentials it
     hands out then sign an ecd call."""

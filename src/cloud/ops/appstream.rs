@@ -27,6 +27,31 @@ pub struct AppInstanceGroup {
     pub status: String,
     pub resource_status: String,
     pub ota_info: OtaInfo,
+    /// The group's tags.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<GroupTag>,
+}
+
+/// A delivery group's tag, as ListAppInstanceGroup answers it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct GroupTag {
+    pub key: String,
+    pub value: String,
+    /// Who set it (for example `Custom`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+}
+
+impl AppInstanceGroup {
+    /// Whether the group carries every pair (an empty value: any value).
+    pub fn has_tags<'a>(&self, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> bool {
+        pairs.into_iter().all(|(key, value)| {
+            self.tags
+                .iter()
+                .any(|t| t.key == key && (value.is_empty() || t.value == value))
+        })
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
