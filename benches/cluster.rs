@@ -859,6 +859,7 @@ async fn ota(client: &Client, emu: &Emulator, s: &Settings) {
                         new_ota_version: "1.1".into(),
                         task_id: format!("ota-b{g:04}-1"),
                     },
+                    ..Default::default()
                 },
                 ..Default::default()
             });

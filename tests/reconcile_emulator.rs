@@ -485,6 +485,7 @@ async fn ota_running_upgrade_is_not_a_failure() {
             approved_task_id: "ota-old".into(),
             start_time: Utc::now() - chrono::Duration::minutes(1),
             version: "1.4.5".into(),
+            outcome: "FINISHED".into(),
         });
     });
     let mut o = named(
