@@ -40,6 +40,14 @@ pub fn describe_fota_tasks(state: &mut CloudState, params: &Params) -> ApiResult
             if global {
                 t.status = "Running".into();
             }
+            // A region with desktops counts those not on the task's version yet.
+            if !r.desktops.is_empty() {
+                let pending = r
+                    .desktops
+                    .iter()
+                    .filter(|d| r.app_version(&d.desktop_id) != t.app_version);
+                t.pending_desktop_count = pending.count() as i64;
+            }
             t
         })
         .filter(|t| user_status.is_none_or(|s| t.status == s))

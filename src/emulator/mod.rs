@@ -10,6 +10,7 @@ pub mod clock;
 mod ecd;
 pub mod error;
 pub mod faults;
+mod fota;
 pub mod params;
 mod server;
 pub mod state;

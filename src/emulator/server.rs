@@ -20,7 +20,7 @@ use super::faults::{Fault, Faults};
 use super::params::Params;
 use super::state::CloudState;
 use super::swas::ShareBook;
-use super::{appstream, ecd, new_request_id, sts, swas};
+use super::{appstream, ecd, fota, new_request_id, sts, swas};
 use crate::cloud::canonical::parse_pairs;
 use crate::cloud::endpoint::Product;
 
@@ -221,6 +221,9 @@ impl World {
             (Product::Ecd, "DisconnectDesktopSessions") => ecd::disconnect_desktop_sessions(state, params, now),
             (Product::Ecd, "SendConsoleMessage") => ecd::send_console_message(state, params, now),
             (Product::Ecd, "DescribeConsoleMessages") => ecd::describe_console_messages(state, params),
+            (Product::Ecd, "ApproveFotaUpdate") => fota::approve_fota_update(state, params, now),
+            (Product::Ecd, "DescribeFotaPendingDesktops") => fota::describe_fota_pending_desktops(state, params),
+            (Product::Ecd, "DescribeDesktopInfo") => fota::describe_desktop_info(state, params),
             (Product::SwasOpen, "ListCustomImages") => swas::list_custom_images(state, params),
             (Product::SwasOpen, "ModifyImageShareStatus") => {
                 let mut book = self.shares.lock().expect("shares lock");

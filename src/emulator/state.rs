@@ -157,6 +157,64 @@ pub struct EcdRegion {
     /// Every session seen (open ones have no end) and every connection refused.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub session_log: Vec<SessionRecord>,
+    /// The image version (FOTA `AppVersion`) every desktop runs unless `appVersions` says
+    /// otherwise.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub base_app_version: String,
+    /// The image version each desktop runs, where it differs from `baseAppVersion`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub app_versions: BTreeMap<String, String>,
+    /// How long an image update approved with ApproveFotaUpdate takes, in seconds (0: done
+    /// at the next request; the docs say 10-15 minutes).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub fota_update_seconds: i64,
+    /// Desktops whose next image update fails (each once): the desktop ends `Failed`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fota_failures: Vec<String>,
+    /// Image updates in progress.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fota_updates: Vec<FotaUpdate>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+/// An image update of one desktop, approved and running until `until`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FotaUpdate {
+    pub desktop_id: String,
+    pub app_version: String,
+    pub until: DateTime<Utc>,
+    pub fails: bool,
+}
+
+impl EcdRegion {
+    /// The image version `desktop_id` runs.
+    pub fn app_version(&self, desktop_id: &str) -> &str {
+        self.app_versions
+            .get(desktop_id)
+            .map(String::as_str)
+            .unwrap_or(&self.base_app_version)
+    }
+
+    /// Ends the image updates due by `now`: the desktop runs the new version, or is `Failed`.
+    fn finish_fota_updates(&mut self, now: DateTime<Utc>) {
+        let (done, running): (Vec<FotaUpdate>, Vec<FotaUpdate>) = std::mem::take(&mut self.fota_updates)
+            .into_iter()
+            .partition(|u| u.until <= now);
+        self.fota_updates = running;
+        for u in done {
+            if u.fails {
+                if let Some(d) = self.desktops.iter_mut().find(|d| d.desktop_id == u.desktop_id) {
+                    d.desktop_status = "Failed".into();
+                }
+            } else {
+                self.app_versions.insert(u.desktop_id, u.app_version);
+            }
+        }
+    }
 }
 
 /// The time format of `Sessions[].EstablishmentTime` (`2021-03-07T08:23Z`).
@@ -529,6 +587,7 @@ impl CloudState {
                 }
             }
             r.follow_sessions(now, &pending);
+            r.finish_fota_updates(now);
         }
         for g in &mut self.appstream.app_instance_groups {
             let Some(up) = &g.scheduled_upgrade else { continue };
@@ -618,6 +677,8 @@ fn ecd_region(tag: &str, sites: usize, per_site: usize, foreign_maintenance: usi
         global_auto_update: false,
         fota_tasks,
         desktops,
+        // Every desktop one image behind the oldest task.
+        base_app_version: "2.0.0-R-20261001.120000".into(),
         ..Default::default()
     }
 }

@@ -337,6 +337,73 @@ def test_ecd_people_on_desktops(emulator, algorithm):
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_ecd_image_updates_desktop_by_desktop(emulator, algorithm):
+    """FOTA per desktop: DescribeFotaPendingDesktops lists who waits for a task's version,
+    ApproveFotaUpdate updates one Running desktop nobody uses (a connected one is refused),
+    DescribeDesktopInfo shows Updating and then the new CurrentAppVersion, and the task's
+    PendingDesktopCount falls; one scripted to fail ends Failed."""
+    client = EcdClient(config(emulator, algorithm))
+    bodies = recorded(client)
+    region = "cn-hangzhou" if algorithm == "v2" else "cn-shanghai"
+    tag = "hz" if algorithm == "v2" else "sh"
+    task = call(client, bodies, "describe_fota_tasks", ecd_models.DescribeFotaTasksRequest(region_id=region, task_uid=[f"aot-{tag}0001"]))
+    task = task.body.fota_tasks[0]
+    before = task.pending_desktop_count
+    pending = call(
+        client,
+        bodies,
+        "describe_fota_pending_desktops",
+        ecd_models.DescribeFotaPendingDesktopsRequest(region_id=region, task_uid=task.task_uid, max_results=10),
+    ).body
+    assert len(pending.fota_pending_desktops) == 10 and pending.next_token
+    # Past the first few, which the default dataset has in someone's maintenance.
+    free, failing, busy = [d.desktop_id for d in pending.fota_pending_desktops[6:9]]
+    assert all(d.current_app_version != task.app_version for d in pending.fota_pending_desktops)
+    # Every tenth desktop of the dataset is stopped (Status 5), the others run (2).
+    assert [d.status for d in pending.fota_pending_desktops[6:10]] == [2, 2, 2, 5]
+    stopped = pending.fota_pending_desktops[9].desktop_id
+    with pytest.raises(TeaException) as refused:
+        client.approve_fota_update(ecd_models.ApproveFotaUpdateRequest(region_id=region, desktop_id=stopped, app_version=task.app_version))
+    assert refused.value.code == "IncorrectDesktopStatus"
+
+    def script(state):
+        r = state["ecd"][region]
+        r["fotaUpdateSeconds"] = 600
+        r["fotaFailures"] = [failing]
+        for d in r["desktops"]:
+            if d["DesktopId"] == busy:
+                d["Sessions"] = [{"EndUserId": "alice", "EstablishmentTime": "2026-12-01T08:00Z"}]
+
+    edit_state(emulator, script)
+    for d in (free, failing):
+        call(client, bodies, "approve_fota_update", ecd_models.ApproveFotaUpdateRequest(region_id=region, desktop_id=d, app_version=task.app_version))
+    with pytest.raises(TeaException) as refused:
+        client.approve_fota_update(ecd_models.ApproveFotaUpdateRequest(region_id=region, desktop_id=busy, app_version=task.app_version))
+    assert refused.value.code == "IncorrectDesktopStatus.Connected"
+    info = lambda: {
+        d.desktop_id: d
+        for d in call(
+            client, bodies, "describe_desktop_info", ecd_models.DescribeDesktopInfoRequest(region_id=region, desktop_id=[free, failing])
+        ).body.desktops
+    }
+    updating = info()
+    assert "Updating" in updating[free].management_flag and updating[free].current_app_version != task.app_version
+
+    # The updates end (the module's emulator keeps its clock: other tests sign with real time).
+    def finish(state):
+        for u in state["ecd"][region]["fotaUpdates"]:
+            u["until"] = "2000-01-01T00:00:00Z"
+
+    edit_state(emulator, finish)
+    done = info()
+    assert (done[free].current_app_version, done[free].desktop_status) == (task.app_version, "Running")
+    assert "Updating" not in done[free].management_flag
+    assert done[failing].desktop_status == "Failed" and done[failing].current_app_version != task.app_version
+    after = call(client, bodies, "describe_fota_tasks", ecd_models.DescribeFotaTasksRequest(region_id=region, task_uid=[task.task_uid]))
+    assert after.body.fota_tasks[0].pending_desktop_count == before - 1
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_ecd_desktop_tags(emulator, algorithm):
     """The tag actions a window records its desktops with, and the Tags DescribeDesktops answers."""
     client = EcdClient(config(emulator, algorithm))
