@@ -7,6 +7,7 @@ pub mod fota;
 pub mod image_share;
 pub mod maintenance;
 pub mod ota;
+pub mod rollout;
 pub mod schedule;
 
 use std::time::Duration;

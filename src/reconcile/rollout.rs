@@ -1,0 +1,701 @@
+//! Progressive OTA rollouts, the decision core: which delivery groups to approve now, wave by
+//! wave, and what each wave and group has come to, read from the cloud's own fields
+//! (`ListAppInstanceGroup` `Status`, `ResourceStatus`, `OtaInfo`; `ListOtaTask`
+//! `TaskDisplayStatus`). Pure: no I/O. The kind that carries it into Kubernetes (issue 21)
+//! builds on this.
+//!
+//! The cloud's facts that shape it: an approval cannot be taken back, and it approves
+//! whatever version the group offers now. So groups are approved just in time, one wave at a
+//! time, never more than `maxUnavailable` of a wave at once, and only while they offer the
+//! pinned version; a group offered another version waits.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use crate::cloud::ops::appstream::{AppInstanceGroup, OtaTask};
+
+/// A number of a wave's targets, or a percentage of them (`3`, `25%`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Amount {
+    Count(u32),
+    Percent(u32),
+}
+
+impl Amount {
+    /// Parses `3` or `25%`; the error names `field`.
+    pub fn parse(field: &str, text: &str) -> Result<Amount, String> {
+        let bad = || format!("{field}: {text:?} is neither a whole number nor a percentage such as 25%");
+        match text.strip_suffix('%') {
+            Some(p) => p.parse().map(Amount::Percent).map_err(|_| bad()),
+            None => text.parse().map(Amount::Count).map_err(|_| bad()),
+        }
+    }
+
+    /// How many of `total` this is, a percentage rounded down.
+    pub fn of(self, total: usize) -> usize {
+        match self {
+            Amount::Count(n) => n as usize,
+            Amount::Percent(p) => total * p as usize / 100,
+        }
+    }
+}
+
+/// How a wave that has succeeded and soaked gives way to the next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Promotion {
+    Auto,
+    /// Only once a person says so.
+    Manual,
+}
+
+#[derive(Clone, Debug)]
+pub struct Wave {
+    pub name: String,
+    /// Groups by id (any of them) ...
+    pub group_ids: Vec<String>,
+    /// ... or by tags (all pairs).
+    pub tags: Vec<(String, String)>,
+    /// At most this many of the wave's groups approved and not yet done, at once (at least one).
+    pub max_unavailable: Amount,
+    /// How long a wave that has succeeded must stay healthy before the next starts.
+    pub soak: chrono::Duration,
+    pub promotion: Promotion,
+}
+
+impl Wave {
+    fn selects(&self, g: &AppInstanceGroup) -> bool {
+        (!self.group_ids.is_empty() || !self.tags.is_empty())
+            && (self.group_ids.is_empty() || self.group_ids.contains(&g.app_instance_group_id))
+            && g.has_tags(self.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Stop every further approval (the default).
+    Pause,
+    Continue,
+}
+
+#[derive(Clone, Debug)]
+pub struct FailurePolicy {
+    /// More failures than this in one wave are too many.
+    pub max_failures: Amount,
+    /// An approved group not done this long after its start time has failed.
+    pub progress_deadline: chrono::Duration,
+    /// Whether `PART_FINISHED` counts as success (its meaning is unconfirmed: by default no).
+    pub part_finished_succeeds: bool,
+    pub action: OnFailure,
+}
+
+/// An approval this rollout made (recorded before it was sent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Approved {
+    pub group_id: String,
+    pub version: String,
+    pub start_time: DateTime<Utc>,
+}
+
+/// What a wave has come to, as recorded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WaveRecord {
+    pub started_at: Option<DateTime<Utc>>,
+    /// When its last group was done (succeeded or failed within the budget).
+    pub completed_at: Option<DateTime<Utc>>,
+    pub promoted: bool,
+}
+
+pub struct OtaRolloutInput<'a> {
+    pub waves: &'a [Wave],
+    pub policy: &'a FailurePolicy,
+    /// The region's delivery groups, as ListAppInstanceGroup answers.
+    pub groups: &'a [AppInstanceGroup],
+    /// The approved tasks (ListOtaTask) of the groups this rollout approved.
+    pub tasks: &'a BTreeMap<String, Vec<OtaTask>>,
+    pub approved: &'a [Approved],
+    /// The version the rollout pinned, once it has.
+    pub pinned: Option<&'a str>,
+    /// One per wave, in order (missing ones are empty).
+    pub records: &'a [WaveRecord],
+    /// Stopped by too many failures, as recorded: it stays stopped across restarts.
+    pub paused_by_failures: bool,
+    /// `spec.paused`.
+    pub paused: bool,
+    /// Whether approvals may start now (the window is open, outside blackouts).
+    pub in_window: bool,
+    pub now: DateTime<Utc>,
+    /// How far ahead of now an approval's start time is set.
+    pub lead: chrono::Duration,
+}
+
+/// What one group has come to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupState {
+    /// Not approved yet, and offering the pinned version.
+    Pending,
+    /// Not approved yet, offering another version (or none): it waits.
+    VersionMismatch(String),
+    Updating,
+    Succeeded,
+    /// With the cloud's own words for it.
+    Failed(String),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WaveProgress {
+    pub name: String,
+    pub targets: usize,
+    pub pending: usize,
+    pub updating: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub record: WaveRecord,
+    /// When the next wave may start, once this one has succeeded.
+    pub soak_until: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Phase {
+    WaitingForWindow,
+    Progressing,
+    Soaking,
+    WaitingForPromotion,
+    Paused(String),
+    Completed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Approve {
+    pub group_id: String,
+    /// The group's current `OtaInfo.TaskId`: what ApproveOtaTask takes.
+    pub task_id: String,
+    pub version: String,
+    pub start_time: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtaRolloutPlan {
+    pub pinned: Option<String>,
+    pub waves: Vec<WaveProgress>,
+    /// The wave that acts now (the first not done), if any.
+    pub current: Option<usize>,
+    pub approve: Vec<Approve>,
+    pub phase: Phase,
+    /// Groups that failed, with the cloud's words, in wave order.
+    pub failures: Vec<(String, String)>,
+    /// Groups several waves select: each belongs to its first.
+    pub overlapping: Vec<String>,
+    pub paused_by_failures: bool,
+}
+
+/// The state of `g` for the pinned version `pinned`.
+fn group_state(
+    g: &AppInstanceGroup,
+    pinned: Option<&str>,
+    approval: Option<&Approved>,
+    tasks: Option<&Vec<OtaTask>>,
+    policy: &FailurePolicy,
+    now: DateTime<Utc>,
+) -> GroupState {
+    let Some(pinned) = pinned else {
+        return GroupState::VersionMismatch(g.ota_info.new_ota_version.clone());
+    };
+    let healthy_on_pinned =
+        g.ota_info.ota_version == pinned && g.status == "PUBLISHED" && g.resource_status == "AVAILABLE";
+    let Some(a) = approval else {
+        return if healthy_on_pinned {
+            GroupState::Succeeded
+        } else if g.ota_info.new_ota_version == pinned {
+            GroupState::Pending
+        } else {
+            GroupState::VersionMismatch(g.ota_info.new_ota_version.clone())
+        };
+    };
+    let task = tasks
+        .into_iter()
+        .flatten()
+        .find(|t| t.ota_version == a.version && t.task_start_time.parse::<DateTime<Utc>>().ok() == Some(a.start_time));
+    let shown = task.map(|t| t.task_display_status.as_str()).unwrap_or_default();
+    let words = |what: &str| {
+        format!(
+            "{what} (TaskDisplayStatus {}, Status {}, ResourceStatus {})",
+            if shown.is_empty() { "-" } else { shown },
+            g.status,
+            g.resource_status
+        )
+    };
+    match shown {
+        "FAILED" | "TERMINATED" => return GroupState::Failed(words("the upgrade failed")),
+        "PART_FINISHED" if !policy.part_finished_succeeds => {
+            return GroupState::Failed(words("the upgrade finished only in part"));
+        }
+        _ => {}
+    }
+    // The task's own word comes first (a PART_FINISHED group may show the version).
+    if healthy_on_pinned {
+        return GroupState::Succeeded;
+    }
+    if matches!(g.status.as_str(), "MAINTAIN_FAILED" | "FAILED") || g.resource_status == "UNAVAILABLE" {
+        return GroupState::Failed(words("the group is unhealthy"));
+    }
+    if g.ota_info.ota_version == pinned {
+        // The version is there, but the group is not published and available yet.
+        return GroupState::Updating;
+    }
+    if now > a.start_time + policy.progress_deadline {
+        return GroupState::Failed(words("not done by the progress deadline"));
+    }
+    GroupState::Updating
+}
+
+/// Plans the rollout: the pinned version, each wave's progress, and the approvals due now.
+pub fn plan_ota(input: &OtaRolloutInput<'_>) -> OtaRolloutPlan {
+    // Each group belongs to its first wave.
+    let mut members: Vec<Vec<&AppInstanceGroup>> = vec![Vec::new(); input.waves.len()];
+    let mut overlapping = Vec::new();
+    for g in input.groups {
+        let mut chosen = input
+            .waves
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.selects(g))
+            .map(|(i, _)| i);
+        if let Some(first) = chosen.next() {
+            members[first].push(g);
+            if chosen.next().is_some() {
+                overlapping.push(g.app_instance_group_id.clone());
+            }
+        }
+    }
+    // The version is pinned once: what the first wave's first group offering one offers.
+    let pinned = input.pinned.map(str::to_string).or_else(|| {
+        members
+            .iter()
+            .flatten()
+            .map(|g| g.ota_info.new_ota_version.clone())
+            .find(|v| !v.is_empty())
+    });
+    let approval = |id: &str| input.approved.iter().rev().find(|a| a.group_id == id);
+    let mut waves = Vec::new();
+    let mut failures = Vec::new();
+    let mut current = None;
+    let mut approve = Vec::new();
+    let mut paused_by_failures = input.paused_by_failures;
+    let mut phase = None;
+    for (i, (wave, groups)) in input.waves.iter().zip(&members).enumerate() {
+        let mut progress = WaveProgress {
+            name: wave.name.clone(),
+            targets: groups.len(),
+            record: input.records.get(i).cloned().unwrap_or_default(),
+            ..Default::default()
+        };
+        let mut pending = Vec::new();
+        for g in groups {
+            let id = g.app_instance_group_id.as_str();
+            match group_state(
+                g,
+                pinned.as_deref(),
+                approval(id),
+                input.tasks.get(id),
+                input.policy,
+                input.now,
+            ) {
+                GroupState::Pending => {
+                    progress.pending += 1;
+                    pending.push(*g);
+                }
+                GroupState::VersionMismatch(_) => progress.pending += 1,
+                GroupState::Updating => progress.updating += 1,
+                GroupState::Succeeded => progress.succeeded += 1,
+                GroupState::Failed(detail) => {
+                    progress.failed += 1;
+                    failures.push((id.to_string(), detail));
+                }
+            }
+        }
+        let too_many = progress.failed > input.policy.max_failures.of(progress.targets);
+        let done = progress.pending == 0 && progress.updating == 0;
+        if done && progress.record.completed_at.is_none() && (!too_many || input.policy.action == OnFailure::Continue) {
+            progress.record.completed_at = Some(input.now);
+        }
+        progress.soak_until = progress.record.completed_at.map(|at| at + wave.soak);
+        if current.is_none() {
+            let stopped_here = too_many && input.policy.action == OnFailure::Pause;
+            paused_by_failures |= stopped_here;
+            let soaked = progress.soak_until.is_some_and(|until| input.now >= until);
+            let promoted = wave.promotion == Promotion::Auto || progress.record.promoted;
+            if !(done && soaked && promoted) || stopped_here {
+                current = Some(i);
+                phase = Some(if stopped_here {
+                    Phase::Paused(format!(
+                        "wave {} has {} failed group(s) of {}, more than maxFailures allows",
+                        wave.name, progress.failed, progress.targets
+                    ))
+                } else if paused_by_failures {
+                    Phase::Paused("stopped by failures before; the failed groups are in status".into())
+                } else if input.paused {
+                    Phase::Paused("spec.paused".into())
+                } else if done && !soaked {
+                    Phase::Soaking
+                } else if done {
+                    Phase::WaitingForPromotion
+                } else if !input.in_window && progress.updating == 0 {
+                    Phase::WaitingForWindow
+                } else {
+                    Phase::Progressing
+                });
+                // Approvals: this wave only, within its budget, while nothing holds it.
+                if matches!(phase, Some(Phase::Progressing)) && input.in_window {
+                    let budget = wave.max_unavailable.of(progress.targets).max(1);
+                    let room = budget.saturating_sub(progress.updating);
+                    for g in pending.iter().take(room) {
+                        approve.push(Approve {
+                            group_id: g.app_instance_group_id.clone(),
+                            task_id: g.ota_info.task_id.clone(),
+                            version: pinned.clone().unwrap_or_default(),
+                            start_time: input.now + input.lead,
+                        });
+                    }
+                    if !approve.is_empty() && progress.record.started_at.is_none() {
+                        progress.record.started_at = Some(input.now);
+                    }
+                }
+            }
+        }
+        waves.push(progress);
+    }
+    OtaRolloutPlan {
+        pinned,
+        waves,
+        current,
+        approve,
+        phase: phase.unwrap_or(Phase::Completed),
+        failures,
+        overlapping,
+        paused_by_failures,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::ops::appstream::{GroupTag, OtaInfo};
+
+    const OLD: &str = "1.4.0";
+    const NEW: &str = "1.5.0";
+
+    fn at(minute: i64) -> DateTime<Utc> {
+        "2026-12-01T02:00:00Z".parse::<DateTime<Utc>>().unwrap() + chrono::Duration::minutes(minute)
+    }
+
+    fn group(id: &str, ring: &str) -> AppInstanceGroup {
+        AppInstanceGroup {
+            app_instance_group_id: id.into(),
+            status: "PUBLISHED".into(),
+            resource_status: "AVAILABLE".into(),
+            ota_info: OtaInfo {
+                ota_version: OLD.into(),
+                new_ota_version: NEW.into(),
+                task_id: format!("ota-{id}"),
+            },
+            tags: vec![GroupTag {
+                key: "ring".into(),
+                value: ring.into(),
+                scope: String::new(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn wave(name: &str, ring: &str, max_unavailable: Amount, soak_minutes: i64, promotion: Promotion) -> Wave {
+        Wave {
+            name: name.into(),
+            group_ids: Vec::new(),
+            tags: vec![("ring".into(), ring.into())],
+            max_unavailable,
+            soak: chrono::Duration::minutes(soak_minutes),
+            promotion,
+        }
+    }
+
+    fn policy(max_failures: Amount, action: OnFailure) -> FailurePolicy {
+        FailurePolicy {
+            max_failures,
+            progress_deadline: chrono::Duration::minutes(60),
+            part_finished_succeeds: false,
+            action,
+        }
+    }
+
+    /// A world of groups and approvals that the tests move forward by hand, as the cloud would.
+    struct World {
+        groups: Vec<AppInstanceGroup>,
+        tasks: BTreeMap<String, Vec<OtaTask>>,
+        approved: Vec<Approved>,
+        records: Vec<WaveRecord>,
+        paused_by_failures: bool,
+    }
+
+    impl World {
+        fn new(groups: Vec<AppInstanceGroup>) -> Self {
+            World {
+                groups,
+                tasks: BTreeMap::new(),
+                approved: Vec::new(),
+                records: Vec::new(),
+                paused_by_failures: false,
+            }
+        }
+
+        fn plan(&mut self, waves: &[Wave], policy: &FailurePolicy, now: DateTime<Utc>) -> OtaRolloutPlan {
+            let plan = plan_ota(&OtaRolloutInput {
+                waves,
+                policy,
+                groups: &self.groups,
+                tasks: &self.tasks,
+                approved: &self.approved,
+                pinned: Some(NEW),
+                records: &self.records,
+                paused_by_failures: self.paused_by_failures,
+                paused: false,
+                in_window: true,
+                now,
+                lead: chrono::Duration::minutes(1),
+            });
+            // What the kind records, and what the cloud then shows.
+            self.records = plan.waves.iter().map(|w| w.record.clone()).collect();
+            self.paused_by_failures = plan.paused_by_failures;
+            for a in &plan.approve {
+                self.approved.push(Approved {
+                    group_id: a.group_id.clone(),
+                    version: a.version.clone(),
+                    start_time: a.start_time,
+                });
+                self.tasks.entry(a.group_id.clone()).or_default().push(OtaTask {
+                    task_id: a.task_id.clone(),
+                    ota_version: a.version.clone(),
+                    task_start_time: crate::reconcile::rfc3339(a.start_time),
+                    task_display_status: "STANDBY".into(),
+                });
+            }
+            plan
+        }
+
+        /// The upgrade of `id` ends with `outcome`, as the cloud shows it.
+        fn end(&mut self, id: &str, outcome: &str) {
+            let g = self.groups.iter_mut().find(|g| g.app_instance_group_id == id).unwrap();
+            if outcome == "FINISHED" {
+                g.ota_info.ota_version = NEW.into();
+                g.ota_info.new_ota_version.clear();
+            } else {
+                g.status = "MAINTAIN_FAILED".into();
+                g.resource_status = "UNAVAILABLE".into();
+            }
+            for t in self.tasks.get_mut(id).unwrap() {
+                t.task_display_status = outcome.into();
+            }
+        }
+    }
+
+    fn approved(plan: &OtaRolloutPlan) -> Vec<&str> {
+        plan.approve.iter().map(|a| a.group_id.as_str()).collect()
+    }
+
+    /// A canary first, then the rest two at a time: wave 2 gets nothing until wave 1 has
+    /// succeeded and soaked, and never more than maxUnavailable of a wave at once.
+    #[test]
+    fn waves_go_in_order_within_their_budget_after_the_soak() {
+        let mut w = World::new(vec![
+            group("aig-1", "canary"),
+            group("aig-2", "broad"),
+            group("aig-3", "broad"),
+            group("aig-4", "broad"),
+        ]);
+        let waves = [
+            wave("canary", "canary", Amount::Count(1), 30, Promotion::Auto),
+            wave("broad", "broad", Amount::Percent(50), 0, Promotion::Auto),
+        ];
+        let p = policy(Amount::Count(0), OnFailure::Pause);
+        let first = w.plan(&waves, &p, at(0));
+        assert_eq!(approved(&first), ["aig-1"]);
+        assert_eq!(first.phase, Phase::Progressing);
+        assert_eq!(first.waves[0].record.started_at, Some(at(0)));
+        // While the canary updates, nothing else goes.
+        assert!(w.plan(&waves, &p, at(5)).approve.is_empty());
+        w.end("aig-1", "FINISHED");
+        let soaking = w.plan(&waves, &p, at(10));
+        assert_eq!(soaking.phase, Phase::Soaking);
+        assert!(soaking.approve.is_empty(), "not before the soak");
+        assert_eq!(soaking.waves[0].soak_until, Some(at(40)));
+        // After the soak: 50 % of 3 groups, rounded down, is one at a time.
+        let broad = w.plan(&waves, &p, at(40));
+        assert_eq!(approved(&broad), ["aig-2"], "50 % of 3 groups is 1 at a time");
+        assert!(w.plan(&waves, &p, at(41)).approve.is_empty());
+        w.end("aig-2", "FINISHED");
+        assert_eq!(approved(&w.plan(&waves, &p, at(50))), ["aig-3"]);
+        w.end("aig-3", "FINISHED");
+        assert_eq!(approved(&w.plan(&waves, &p, at(60))), ["aig-4"]);
+        w.end("aig-4", "FINISHED");
+        let done = w.plan(&waves, &p, at(70));
+        assert_eq!(done.phase, Phase::Completed);
+        assert_eq!(done.waves[1].succeeded, 3);
+        // One approval per group and version, ever.
+        assert_eq!(w.approved.len(), 4);
+    }
+
+    /// A failure beyond maxFailures stops every further approval, and the stop is recorded so
+    /// that it holds after a restart even once the group looks healthy again.
+    #[test]
+    fn too_many_failures_pause_the_rollout_for_good() {
+        let mut w = World::new(vec![
+            group("aig-1", "canary"),
+            group("aig-2", "canary"),
+            group("aig-3", "broad"),
+        ]);
+        let waves = [
+            wave("canary", "canary", Amount::Count(2), 0, Promotion::Auto),
+            wave("broad", "broad", Amount::Count(1), 0, Promotion::Auto),
+        ];
+        let p = policy(Amount::Count(0), OnFailure::Pause);
+        assert_eq!(approved(&w.plan(&waves, &p, at(0))), ["aig-1", "aig-2"]);
+        w.end("aig-1", "FINISHED");
+        w.end("aig-2", "FAILED");
+        let paused = w.plan(&waves, &p, at(10));
+        assert!(
+            matches!(&paused.phase, Phase::Paused(why) if why.contains("wave canary")),
+            "{:?}",
+            paused.phase
+        );
+        assert!(paused.approve.is_empty());
+        assert_eq!(paused.failures.len(), 1);
+        assert!(
+            paused.failures[0].1.contains("TaskDisplayStatus FAILED"),
+            "{:?}",
+            paused.failures
+        );
+        // Someone repairs the group in the console: the rollout stays stopped.
+        let g = w
+            .groups
+            .iter_mut()
+            .find(|g| g.app_instance_group_id == "aig-2")
+            .unwrap();
+        g.status = "PUBLISHED".into();
+        g.resource_status = "AVAILABLE".into();
+        g.ota_info.ota_version = NEW.into();
+        let later = w.plan(&waves, &p, at(20));
+        assert!(matches!(later.phase, Phase::Paused(_)), "{:?}", later.phase);
+        assert!(later.approve.is_empty());
+
+        // With action Continue (and the same failure), the next wave goes on.
+        let mut c = World::new(vec![
+            group("aig-1", "canary"),
+            group("aig-2", "canary"),
+            group("aig-3", "broad"),
+        ]);
+        let go_on = policy(Amount::Count(0), OnFailure::Continue);
+        c.plan(&waves, &go_on, at(0));
+        c.end("aig-1", "FINISHED");
+        c.end("aig-2", "FAILED");
+        assert_eq!(approved(&c.plan(&waves, &go_on, at(10))), ["aig-3"]);
+    }
+
+    /// Manual promotion waits for a person; a group offered another version waits without
+    /// failing; an upgrade not done by the deadline fails; PART_FINISHED is a failure unless
+    /// the policy accepts it.
+    #[test]
+    fn promotion_versions_and_deadlines() {
+        let mut w = World::new(vec![group("aig-1", "canary"), group("aig-2", "broad")]);
+        let waves = [
+            wave("canary", "canary", Amount::Count(1), 0, Promotion::Manual),
+            wave("broad", "broad", Amount::Count(1), 0, Promotion::Auto),
+        ];
+        let p = policy(Amount::Count(0), OnFailure::Pause);
+        w.plan(&waves, &p, at(0));
+        w.end("aig-1", "FINISHED");
+        let waiting = w.plan(&waves, &p, at(10));
+        assert_eq!(waiting.phase, Phase::WaitingForPromotion);
+        assert!(waiting.approve.is_empty());
+        w.records[0].promoted = true;
+        // aig-2 is offered a newer version than the pinned one: it waits.
+        w.groups[1].ota_info.new_ota_version = "1.6.0".into();
+        let mismatch = w.plan(&waves, &p, at(11));
+        assert!(
+            mismatch.approve.is_empty(),
+            "never approve a version other than the pinned one"
+        );
+        assert_eq!(mismatch.phase, Phase::Progressing);
+        assert_eq!(mismatch.waves[1].pending, 1);
+        w.groups[1].ota_info.new_ota_version = NEW.into();
+        assert_eq!(approved(&w.plan(&waves, &p, at(12))), ["aig-2"]);
+        // Still RUNNING 61 minutes after its start: failed by the deadline.
+        for t in w.tasks.get_mut("aig-2").unwrap() {
+            t.task_display_status = "RUNNING".into();
+        }
+        let late = w.plan(&waves, &p, at(12 + 1 + 61));
+        assert_eq!(late.waves[1].failed, 1, "{:?}", late.failures);
+        assert!(late.failures[0].1.contains("progress deadline"));
+
+        let part = |accept: bool| {
+            let mut w = World::new(vec![group("aig-1", "canary")]);
+            let waves = [wave("canary", "canary", Amount::Count(1), 0, Promotion::Auto)];
+            let p = FailurePolicy {
+                part_finished_succeeds: accept,
+                ..policy(Amount::Count(0), OnFailure::Pause)
+            };
+            w.plan(&waves, &p, at(0));
+            w.end("aig-1", "FINISHED");
+            for t in w.tasks.get_mut("aig-1").unwrap() {
+                t.task_display_status = "PART_FINISHED".into();
+            }
+            w.plan(&waves, &p, at(10)).phase
+        };
+        assert!(matches!(part(false), Phase::Paused(_)));
+        assert_eq!(part(true), Phase::Completed);
+    }
+
+    /// A group that regresses while its wave soaks fails the wave: nothing further goes.
+    #[test]
+    fn a_regression_during_the_soak_stops_the_rollout() {
+        let mut w = World::new(vec![group("aig-1", "canary"), group("aig-2", "broad")]);
+        let waves = [
+            wave("canary", "canary", Amount::Count(1), 30, Promotion::Auto),
+            wave("broad", "broad", Amount::Count(1), 0, Promotion::Auto),
+        ];
+        let p = policy(Amount::Count(0), OnFailure::Pause);
+        w.plan(&waves, &p, at(0));
+        w.end("aig-1", "FINISHED");
+        assert_eq!(w.plan(&waves, &p, at(10)).phase, Phase::Soaking);
+        w.groups[0].resource_status = "UNAVAILABLE".into();
+        let plan = w.plan(&waves, &p, at(41));
+        assert!(matches!(plan.phase, Phase::Paused(_)), "{:?}", plan.phase);
+        assert!(plan.approve.is_empty());
+        assert!(
+            plan.failures[0].1.contains("ResourceStatus UNAVAILABLE"),
+            "{:?}",
+            plan.failures
+        );
+    }
+
+    #[test]
+    fn amounts_and_overlaps() {
+        assert_eq!(Amount::parse("w", "25%"), Ok(Amount::Percent(25)));
+        assert_eq!(Amount::parse("w", "3"), Ok(Amount::Count(3)));
+        assert!(
+            Amount::parse("spec.waves[0].maxUnavailable", "x%")
+                .unwrap_err()
+                .contains("maxUnavailable")
+        );
+        assert_eq!(Amount::Percent(25).of(10), 2);
+        let mut w = World::new(vec![group("aig-1", "canary")]);
+        let by_id = Wave {
+            group_ids: vec!["aig-1".into()],
+            tags: Vec::new(),
+            ..wave("ids", "", Amount::Count(1), 0, Promotion::Auto)
+        };
+        let waves = [by_id, wave("canary", "canary", Amount::Count(1), 0, Promotion::Auto)];
+        let plan = w.plan(&waves, &policy(Amount::Count(0), OnFailure::Pause), at(0));
+        assert_eq!(plan.overlapping, ["aig-1"]);
+        assert_eq!((plan.waves[0].targets, plan.waves[1].targets), (1, 0), "its first wave");
+    }
+}
