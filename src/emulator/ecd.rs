@@ -5,13 +5,14 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::error::{ApiFailure, ApiResult};
-use super::params::{NumberPage, Params, token_page};
+use super::params::{NumberPage, Params, token_page, token_page_answer};
 use super::state::{CloudState, EcdRegion, Effect, Settling};
 use crate::cloud::ops::ecd::{
     DESKTOP_RESOURCE_TYPE, Desktop, MAX_DESKTOP_IDS_PER_CALL, MAX_TAG_RESOURCE_IDS_PER_CALL, Tag,
 };
 
-fn region<'a>(state: &'a mut CloudState, params: &Params) -> ApiResult<&'a mut EcdRegion> {
+/// The region `RegionId` names.
+pub(super) fn region<'a>(state: &'a mut CloudState, params: &Params) -> ApiResult<&'a mut EcdRegion> {
     let id = params.required("RegionId")?;
     state.ecd.get_mut(id).ok_or_else(|| {
         ApiFailure::new(
@@ -52,11 +53,8 @@ pub fn describe_fota_tasks(state: &mut CloudState, params: &Params) -> ApiResult
         })
         .filter(|t| user_status.is_none_or(|s| t.status == s))
         .collect();
-    let (page, next) = token_page(&tasks, params, 20, 100)?;
-    let mut body = json!({"FotaTasks": page, "Code": "success"});
-    if let Some(n) = next {
-        body["NextToken"] = json!(n);
-    }
+    let mut body = token_page_answer("FotaTasks", &tasks, params, 20, 100)?;
+    body["Code"] = json!("success");
     Ok(body)
 }
 
@@ -326,12 +324,7 @@ pub fn list_tag_resources(state: &mut CloudState, params: &Params) -> ApiResult<
             })
         })
         .collect();
-    let (page, next) = token_page(&entries, params, 50, 1000)?;
-    let mut body = json!({"TagResources": page});
-    if let Some(n) = next {
-        body["NextToken"] = json!(n);
-    }
-    Ok(body)
+    token_page_answer("TagResources", &entries, params, 50, 1000)
 }
 
 /// DisconnectDesktopSessions takes at most this many sessions a call (META).

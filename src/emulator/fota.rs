@@ -8,21 +8,11 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use super::ecd::region;
 use super::error::{ApiFailure, ApiResult};
-use super::params::{Params, token_page};
-use super::state::{CloudState, EcdRegion, FotaUpdate};
+use super::params::{Params, token_page_answer};
+use super::state::{CloudState, FotaUpdate};
 use crate::cloud::ops::ecd::MAX_DESKTOP_IDS_PER_CALL;
-
-fn region<'a>(state: &'a mut CloudState, params: &Params) -> ApiResult<&'a mut EcdRegion> {
-    let id = params.required("RegionId")?;
-    state.ecd.get_mut(id).ok_or_else(|| {
-        ApiFailure::new(
-            400,
-            "InvalidRegionId.NotFound",
-            format!("The region {id} does not exist or is not supported."),
-        )
-    })
-}
 
 fn no_desktop(id: &str) -> ApiFailure {
     ApiFailure::new(
@@ -122,11 +112,8 @@ pub fn describe_fota_pending_desktops(state: &mut CloudState, params: &Params) -
             })
         })
         .collect();
-    let (page, next) = token_page(&pending, params, 20, 100)?;
-    let mut body = json!({"FotaPendingDesktops": page, "Code": "200"});
-    if let Some(n) = next {
-        body["NextToken"] = json!(n);
-    }
+    let mut body = token_page_answer("FotaPendingDesktops", &pending, params, 20, 100)?;
+    body["Code"] = json!("200");
     Ok(body)
 }
 

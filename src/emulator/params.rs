@@ -210,6 +210,22 @@ pub fn token_page<T: Clone>(
     Ok((page, next))
 }
 
+/// An answer that pages by NextToken: `{field: page}` plus `NextToken` when more follow.
+pub fn token_page_answer<T: Clone + serde::Serialize>(
+    field: &str,
+    items: &[T],
+    params: &Params,
+    default: i64,
+    max: i64,
+) -> ApiResult<serde_json::Value> {
+    let (page, next) = token_page(items, params, default, max)?;
+    let mut body = serde_json::json!({ field: page });
+    if let Some(n) = next {
+        body["NextToken"] = serde_json::json!(n);
+    }
+    Ok(body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -188,6 +188,19 @@ fn edit_desktop(
     });
 }
 
+/// A message made and published in the console, which SendConsoleMessage can send.
+fn publish_console_message(emu: &alicloud_ops_operator::emulator::Emulator, id: &str) {
+    emu.world().update_state(|s| {
+        s.console_messages
+            .push(alicloud_ops_operator::emulator::state::ConsoleMessage {
+                message_id: id.into(),
+                status: "Published".into(),
+                message_type: "NOTIFICATION".into(),
+                target_type: "Tag".into(),
+            })
+    });
+}
+
 /// Connects `user` to desktop `id`.
 fn connect(emu: &alicloud_ops_operator::emulator::Emulator, id: &str, user: &str) {
     edit_desktop(emu, id, |d| {
@@ -268,15 +281,7 @@ async fn a_window_waits_for_the_people_still_working_and_says_so() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_drain_deadline_disconnects_who_is_left_and_nobody_before_it() {
     let Scene { client, ns, emu } = Scene::new("force").await;
-    emu.world().update_state(|s| {
-        s.console_messages
-            .push(alicloud_ops_operator::emulator::state::ConsoleMessage {
-                message_id: "msg-force".into(),
-                status: "Published".into(),
-                message_type: "NOTIFICATION".into(),
-                target_type: "Tag".into(),
-            })
-    });
+    publish_console_message(&emu, "msg-force");
     connect(&emu, "ecd-hz10041", "alice");
     connect(&emu, "ecd-hz10042", "bob");
     let _op = operator(&ns, &emu);
@@ -406,15 +411,7 @@ async fn a_window_chosen_by_tags_skips_exclusions_and_lets_go_of_what_leaves() {
 #[tokio::test(flavor = "multi_thread")]
 async fn notices_go_once_per_lead_time_across_a_restart() {
     let Scene { client, ns, emu } = Scene::new("notice").await;
-    emu.world().update_state(|s| {
-        s.console_messages
-            .push(alicloud_ops_operator::emulator::state::ConsoleMessage {
-                message_id: "msg-maint".into(),
-                status: "Published".into(),
-                message_type: "NOTIFICATION".into(),
-                target_type: "Tag".into(),
-            })
-    });
+    publish_console_message(&emu, "msg-maint");
     let mut op = operator(&ns, &emu);
     let now = chrono::Utc::now();
     let start = now + chrono::Duration::seconds(35);
