@@ -1429,3 +1429,29 @@ async fn a_draining_window_sees_people_leave_without_waiting_for_the_shared_list
         "only the one still draining: {by_id:?}"
     );
 }
+
+/// An approved upgrade that the cloud ends `FAILED` is reported as such (not `Approved`, as if
+/// all were well), with the group's own status; the version is not approved again (an
+/// approval cannot be taken back, and a person decides what comes next).
+#[tokio::test]
+async fn an_ota_upgrade_that_failed_is_reported_and_not_approved_again() {
+    let h = Harness::new().await;
+    h.emu.world().update_state(|s| {
+        s.appstream.app_instance_groups[1].upgrade_outcomes = vec!["FAILED".into()];
+    });
+    let now = h.emu.world().clock.now();
+    let mut o = ota("failing", "aig-hz0002", now + chrono::Duration::minutes(10));
+    let r = h.step(&mut o, now, Stage::Apply).await;
+    assert_eq!(r.applied.len(), 1, "{:?}", r.verdict);
+    h.emu.world().clock.advance(chrono::Duration::minutes(30)).unwrap();
+    let later = now + chrono::Duration::minutes(30);
+    let r = h.step(&mut o, later, Stage::Apply).await;
+    assert_eq!(r.verdict.reason, Reason::UpgradeFailed, "{}", r.verdict.message);
+    assert!(r.verdict.message.contains("MAINTAIN_FAILED"), "{}", r.verdict.message);
+    assert!(!r.verdict.ready);
+    let r = h
+        .step(&mut o, later + chrono::Duration::minutes(10), Stage::Apply)
+        .await;
+    assert_eq!(r.verdict.reason, Reason::UpgradeFailed);
+    assert_eq!(h.writes("ApproveOtaTask"), 1, "never approved again");
+}

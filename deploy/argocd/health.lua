@@ -4,7 +4,7 @@
 -- Degraded: a person must act (Reason::needs_attention; tests/deploy.rs holds them equal).
 local degraded = {
   InvalidSpec = true, NotFound = true, Conflict = true, CredentialsInvalid = true,
-  CloudRejected = true, StartTimeInPast = true, PartiallyMaintained = true,
+  CloudRejected = true, StartTimeInPast = true, PartiallyMaintained = true, UpgradeFailed = true,
 }
 local hs = { status = "Progressing", message = "Waiting for the operator" }
 if obj.status == nil then

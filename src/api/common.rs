@@ -59,7 +59,8 @@ pub struct Condition {
     /// A CamelCase word. Terminal: `InvalidSpec`, `StartTimeInPast` (they wait for a change
     /// of the spec). Retried at the resync, but a person must act: `NotFound`, `Conflict`,
     /// `CredentialsInvalid`, `CloudRejected`; `PartiallyMaintained` (a maintenance window
-    /// ended with computers skipped) until the next window. The others are retried or mean
+    /// ended with computers skipped) until the next window; `UpgradeFailed` (an approved OTA
+    /// upgrade failed). The others are retried or mean
     /// progress.
     pub reason: String,
     pub message: String,

@@ -56,6 +56,8 @@ pub enum Reason {
     /// DesktopMaintenanceWindow: the window is open and every target was entered, but some
     /// still have users connected; they are in maintenance once the users leave.
     Draining,
+    /// OtaSchedule: the upgrade it approved ended in failure, as the cloud shows it.
+    UpgradeFailed,
     /// OtaSchedule: no new version.
     UpToDate,
     /// OtaSchedule: a new version is approved for a start time.
@@ -90,6 +92,7 @@ impl Reason {
             Reason::BlackedOut => "BlackedOut",
             Reason::WaitingForBusy => "WaitingForBusy",
             Reason::PartiallyMaintained => "PartiallyMaintained",
+            Reason::UpgradeFailed => "UpgradeFailed",
             Reason::UpToDate => "UpToDate",
             Reason::Approved => "Approved",
             Reason::UpgradeRunning => "UpgradeRunning",
@@ -98,7 +101,7 @@ impl Reason {
         }
     }
 
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 25] = [
         Reason::InSync,
         Reason::Applying,
         Reason::DriftDetected,
@@ -118,6 +121,7 @@ impl Reason {
         Reason::BlackedOut,
         Reason::WaitingForBusy,
         Reason::PartiallyMaintained,
+        Reason::UpgradeFailed,
         Reason::UpToDate,
         Reason::Approved,
         Reason::UpgradeRunning,
@@ -174,6 +178,10 @@ impl Reason {
             Reason::PartiallyMaintained => (
                 Degraded,
                 "tries the skipped computers again at the next window; status.skippedDesktops names them",
+            ),
+            Reason::UpgradeFailed => (
+                Degraded,
+                "looks again at the resync; the version is not approved again (an approval cannot be withdrawn): a person decides",
             ),
             Reason::Draining => (
                 Progressing,

@@ -180,12 +180,32 @@ pub fn plan(input: &OtaInput<'_>, ctx: &PlanContext) -> Outcome<Approve, OtaSche
             Some(ApprovalSource::Unconfirmed) => " (the TaskId changed, but the task list does not show the approval)",
             _ => "",
         };
+        let start = a.start_time.parse::<DateTime<Utc>>().ok();
+        // After its start the group shows how the upgrade went; a failure is said as such
+        // (the version stays pending, and is not approved again: an approval cannot be
+        // withdrawn, so a person decides what comes next).
+        let task = input
+            .tasks
+            .into_iter()
+            .flatten()
+            .find(|t| t.ota_version == version && same_instant(&t.task_start_time, &a.start_time));
+        let task_failed = task.is_some_and(|t| matches!(t.task_display_status.as_str(), "FAILED" | "TERMINATED"));
+        let group_failed =
+            matches!(group.status.as_str(), "MAINTAIN_FAILED" | "FAILED") || group.resource_status == "UNAVAILABLE";
+        if start.is_some_and(|s| ctx.now >= s) && (task_failed || group_failed) {
+            let msg = format!(
+                "the upgrade to version {version} approved for {} failed: the group is {} / {}{}; the version is not \
+                 approved again",
+                a.start_time,
+                group.status,
+                group.resource_status,
+                task.map(|t| format!(", its task {}", t.task_display_status))
+                    .unwrap_or_default()
+            );
+            return outcome(status, Verdict::not_ready(Reason::UpgradeFailed, msg), None);
+        }
         let msg = format!("version {version} is approved to start at {}{who}", a.start_time);
-        let requeue = a
-            .start_time
-            .parse::<DateTime<Utc>>()
-            .ok()
-            .map(|s| after_start(ctx.now, s, ctx.resync));
+        let requeue = start.map(|s| after_start(ctx.now, s, ctx.resync));
         return outcome(status, Verdict::ready(Reason::Approved, msg), requeue);
     }
     if status.in_flight.is_some() {
