@@ -238,6 +238,9 @@ fn free_port() -> u16 {
 /// The operator binary, running as a separate process with the ServiceAccount's RBAC.
 pub struct Operator {
     child: Option<Child>,
+    /// Run under OPERATOR_WRAPPER, in a process group of its own: signals go to the whole
+    /// group, so the operator under a profiler stops with its wrapper.
+    grouped: bool,
     /// `https://127.0.0.1:<port>/metrics` (a self-signed certificate: see [`https_client`]).
     pub metrics: String,
     /// `http://127.0.0.1:<port>`, where `/healthz` and `/readyz` answer.
@@ -284,10 +287,12 @@ impl Operator {
             Some(program) => {
                 let mut cmd = Command::new(program);
                 cmd.args(wrapper).arg(env!("CARGO_BIN_EXE_alicloud-ops-operator"));
+                std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
                 cmd
             }
             None => Command::new(env!("CARGO_BIN_EXE_alicloud-ops-operator")),
         };
+        let grouped = std::env::var("OPERATOR_WRAPPER").is_ok_and(|w| !w.trim().is_empty());
         cmd.args([
             "run",
             "--namespace",
@@ -333,6 +338,7 @@ impl Operator {
             .unwrap();
         Operator {
             child: Some(child),
+            grouped,
             metrics: format!("https://127.0.0.1:{port}/metrics"),
             health: format!("http://127.0.0.1:{health_port}"),
             log,
@@ -355,13 +361,20 @@ impl Operator {
     /// SIGTERM, then wait: in-flight reconciles finish and the Lease is released.
     pub fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &self.target(&child)])
+            .status();
         let started = Instant::now();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 return status.code();
             }
             if started.elapsed() > Duration::from_secs(30) {
+                if self.grouped {
+                    let _ = Command::new("kill")
+                        .args(["-KILL", "--", &self.target(&child)])
+                        .status();
+                }
                 let _ = child.kill();
                 let _ = child.wait();
                 return None;
@@ -378,8 +391,21 @@ impl Operator {
     /// SIGKILL: a crash, with no cleanup.
     pub fn crash(&mut self) {
         if let Some(mut child) = self.child.take() {
+            if self.grouped {
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &self.target(&child)])
+                    .status();
+            }
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// What `kill` signals: the process, or under a wrapper its whole group.
+    fn target(&self, child: &Child) -> String {
+        match self.grouped {
+            true => format!("-{}", child.id()),
+            false => child.id().to_string(),
         }
     }
 }
