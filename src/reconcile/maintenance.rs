@@ -68,12 +68,11 @@ type DueNotices = (Vec<(NoticeRecord, bool)>, Option<DateTime<Utc>>);
 /// and not recorded are recorded; only the nearest one is sent (after an outage a notice
 /// for a lead already passed would announce the wrong time).
 fn due_notices(
-    spec: &DesktopMaintenanceWindowSpec,
+    leads: &[(String, chrono::Duration)],
     events: &[(&'static str, DateTime<Utc>)],
     previous: &[NoticeRecord],
     now: DateTime<Utc>,
-) -> Result<DueNotices, String> {
-    let leads = leads(spec)?;
+) -> DueNotices {
     let mut out = Vec::new();
     let mut next_due: Option<DateTime<Utc>> = None;
     for (about, at) in events {
@@ -81,7 +80,7 @@ fn due_notices(
             continue;
         }
         let mut sent_one = false;
-        for (lead, d) in &leads {
+        for (lead, d) in leads {
             let due = *at - *d;
             // Compared as recorded (to the second): a spec may give sub-second times.
             let at_text = rfc3339(*at);
@@ -109,7 +108,7 @@ fn due_notices(
             sent_one = true;
         }
     }
-    Ok((out, next_due))
+    (out, next_due)
 }
 
 /// `notify.before`, nearest lead first; an unreadable one names its field.
@@ -437,10 +436,12 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
     };
     // The deadline as the policy sets it; sessions go once the promised warning has run.
     let deadline = state.current.and_then(|w| force_at(after, w));
-    let (longest, invalid) = match (leads(input.spec), invalid) {
-        (Ok(l), invalid) => (l.last().map(|(_, d)| *d), invalid),
-        (Err(msg), invalid) => (None, invalid.or(Some(msg))),
+    // `notify.before`, read once; the longest lead is the warning promised.
+    let (leads, invalid) = match (leads(input.spec), invalid) {
+        (Ok(l), invalid) => (l, invalid),
+        (Err(msg), invalid) => (Vec::new(), invalid.or(Some(msg))),
     };
+    let longest = leads.last().map(|(_, d)| *d);
     let (skip, invalid) = match (skip_busy(input.spec), invalid) {
         (Ok(s), invalid) => (s, invalid),
         (Err(msg), invalid) => (None, invalid.or(Some(msg))),
@@ -458,10 +459,8 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
             ahead.push((SESSIONS_DISCONNECTED, f));
         }
     }
-    let (mut notices, next_notice, invalid) = match due_notices(input.spec, &ahead, &input.previous.notices, ctx.now) {
-        Ok((n, next)) => (n, next, invalid),
-        Err(msg) => (Vec::new(), None, invalid.or(Some(msg))),
-    };
+    // Nothing is ahead under an invalid spec.
+    let (mut notices, next_notice) = due_notices(&leads, &ahead, &input.previous.notices, ctx.now);
     let known: Vec<&Desktop> = input.desktops.iter().chain(input.recorded_elsewhere).collect();
     let mut ours: BTreeSet<String> = input.previous.desktops_in_maintenance.iter().cloned().collect();
     // The record is lost: the desktops in maintenance under this window's tag are ours.
@@ -571,14 +570,11 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
         let told = input.previous.notices.iter().chain(notices.iter().map(|(r, _)| r));
         let unwarned = warned_at(d, w.start, told, Some(l), ctx.now) >= ctx.now + l;
         if manages && ctx.now >= d && unwarned && ctx.now + l < w.end && !connected.is_empty() {
-            let lead = leads(input.spec)
-                .ok()
-                .and_then(|v| v.last().map(|(text, _)| text.clone()));
             notices.push((
                 NoticeRecord {
                     about: SESSIONS_DISCONNECTED.to_string(),
                     at: rfc3339(d),
-                    lead: lead.unwrap_or_default(),
+                    lead: leads.last().map(|(text, _)| text.clone()).unwrap_or_default(),
                     sent_at: Some(rfc3339(ctx.now)),
                 },
                 true,
