@@ -315,18 +315,29 @@ fn health_and_explain_state_the_reason_table() {
             .collect()
     };
     let lua = std::fs::read_to_string(repo("deploy/argocd/health.lua")).unwrap();
-    let table = lua
-        .split("local degraded = {")
-        .nth(1)
-        .and_then(|t| t.split('}').next())
-        .expect("health.lua: `local degraded = { ... }`");
-    let degraded: BTreeSet<String> = table
-        .split(',')
-        .filter_map(|e| e.split('=').next())
-        .map(|w| w.trim().to_string())
-        .filter(|w| !w.is_empty())
-        .collect();
-    assert_eq!(degraded, set(Reason::needs_attention), "deploy/argocd/health.lua");
+    let lua_table = |name: &str| -> BTreeSet<String> {
+        let table = lua
+            .split(&format!("local {name} = {{"))
+            .nth(1)
+            .and_then(|t| t.split('}').next())
+            .unwrap_or_else(|| panic!("health.lua: `local {name} = {{ ... }}`"));
+        table
+            .split(',')
+            .filter_map(|e| e.split('=').next())
+            .map(|w| w.trim().to_string())
+            .filter(|w| !w.is_empty())
+            .collect()
+    };
+    assert_eq!(
+        lua_table("degraded"),
+        set(Reason::needs_attention),
+        "deploy/argocd/health.lua"
+    );
+    assert_eq!(
+        lua_table("suspended"),
+        set(|r| r.health() == alicloud_ops_operator::reconcile::Health::Suspended),
+        "deploy/argocd/health.lua"
+    );
 
     let crd = serde_json::to_value(alicloud_ops_operator::controller::registry::crds().remove(0)).unwrap();
     let explain = crd

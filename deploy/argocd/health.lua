@@ -1,11 +1,14 @@
 -- Argo CD health check for the ops.alicloud.dev kinds (FotaTaskPolicy,
--- DesktopMaintenanceWindow, ImageShare, OtaSchedule). Install it under
+-- DesktopMaintenanceWindow, ImageShare, OtaSchedule, UpdateRollout). Install it under
 -- resource.customizations.health.ops.alicloud.dev_<Kind> in argocd-cm.
 -- Degraded: a person must act (Reason::needs_attention; tests/deploy.rs holds them equal).
 local degraded = {
   InvalidSpec = true, NotFound = true, Conflict = true, CredentialsInvalid = true,
   CloudRejected = true, StartTimeInPast = true, PartiallyMaintained = true, UpgradeFailed = true,
+  PausedByFailures = true,
 }
+-- Suspended: nothing happens until a person says so (Reason::health; tests/deploy.rs).
+local suspended = { Suspended = true, Paused = true, WaitingForPromotion = true, }
 local hs = { status = "Progressing", message = "Waiting for the operator" }
 if obj.status == nil then
   return hs
@@ -28,7 +31,7 @@ end
 if ready.status == "True" then
   return { status = "Healthy", message = ready.message }
 end
-if ready.reason == "Suspended" then
+if suspended[ready.reason] then
   return { status = "Suspended", message = ready.message }
 end
 if degraded[ready.reason] then

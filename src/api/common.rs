@@ -60,8 +60,8 @@ pub struct Condition {
     /// of the spec). Retried at the resync, but a person must act: `NotFound`, `Conflict`,
     /// `CredentialsInvalid`, `CloudRejected`; `PartiallyMaintained` (a maintenance window
     /// ended with computers skipped) until the next window; `UpgradeFailed` (an approved OTA
-    /// upgrade failed). The others are retried or mean
-    /// progress.
+    /// upgrade failed); `PausedByFailures` (a rollout stopped by failures, until resumed). The
+    /// others are retried or mean progress.
     pub reason: String,
     pub message: String,
     /// The generation of the spec this condition describes.

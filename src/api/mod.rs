@@ -11,6 +11,7 @@ pub mod fota;
 pub mod image_share;
 pub mod maintenance;
 pub mod ota;
+pub mod rollout;
 pub mod schedule;
 pub mod validate;
 
@@ -19,6 +20,7 @@ pub use fota::{FotaTaskPolicy, FotaTaskPolicySpec, FotaTaskPolicyStatus};
 pub use image_share::{DeletionPolicy, ImageShare, ImageShareSpec, ImageShareStatus};
 pub use maintenance::{DesktopMaintenanceWindow, DesktopMaintenanceWindowSpec, DesktopMaintenanceWindowStatus};
 pub use ota::{OtaSchedule, OtaScheduleSpec, OtaScheduleStatus};
+pub use rollout::{UpdateRollout, UpdateRolloutSpec, UpdateRolloutStatus};
 
 pub const GROUP: &str = "ops.alicloud.dev";
 pub const VERSION: &str = "v1alpha1";

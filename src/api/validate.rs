@@ -71,6 +71,14 @@ fn structural(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String
         }
         return;
     }
+    if schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true)
+        && !matches!(type_name(value), "integer" | "string")
+    {
+        errors.push(format!(
+            "{path}: Invalid value: {value}: must be an integer or a string"
+        ));
+        return;
+    }
     if let Some(want) = schema.get("type").and_then(Value::as_str) {
         let got = type_name(value);
         let ok = got == want || (want == "number" && got == "integer");
@@ -151,8 +159,18 @@ fn structural(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String
                     errors.push(format!("{path}.{r}: Required value"));
                 }
             }
+            // A map (`additionalProperties`): every value has that schema.
+            let values = schema.get("additionalProperties").filter(|a| a.is_object());
+            if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64)
+                && map.len() as u64 > max
+            {
+                errors.push(format!(
+                    "{path}: Too many properties: {}: must have at most {max}",
+                    map.len()
+                ));
+            }
             for (k, v) in map {
-                match props.and_then(|p| p.get(k)) {
+                match props.and_then(|p| p.get(k)).or(values) {
                     Some(s) => structural(s, v, &format!("{path}.{k}"), errors),
                     None if schema.get("x-kubernetes-preserve-unknown-fields").is_none() => {
                         errors.push(format!("{path}.{k}: unknown field"))
@@ -267,6 +285,74 @@ mod tests {
             all.contains("spec.recurring.timeZone: timeZone must be an IANA time zone name"),
             "{all}"
         );
+    }
+
+    /// The rollout's rules, as the apiserver runs them (`tests/e2e/install.rs` sends the same
+    /// specs to it): integers or percentages, bounds, and rules across fields.
+    #[test]
+    fn rollout_rules_run_as_in_the_apiserver() {
+        let crd = crate::controller::registry::crd_of("UpdateRollout").unwrap();
+        let check = |spec: Value| {
+            validate(
+                &crd,
+                &json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "UpdateRollout", "metadata": {"name": "r"}, "spec": spec}),
+            )
+        };
+        let wave = |extra: Value| {
+            let mut w = json!({"name": "canary", "selector": {"tags": {"ring": "canary"}}});
+            w.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            w
+        };
+        let ota = json!({"bizRegionId": "cn-hangzhou"});
+        assert_eq!(
+            check(
+                json!({"ota": ota, "waves": [wave(json!({"maxUnavailable": "25%", "soak": "30m"})), {"name": "broad", "selector": {"appInstanceGroupIds": ["aig-1", "aig-2"]}, "maxUnavailable": 2}],
+                         "failurePolicy": {"maxFailures": 1}})
+            ),
+            Ok(())
+        );
+        let cases = [
+            (json!({"ota": ota, "waves": []}), "spec.waves"),
+            (
+                json!({"ota": ota, "waves": [{"name": "canary", "selector": {}}]}),
+                "selector: give appInstanceGroupIds or tags",
+            ),
+            (
+                json!({"ota": ota, "waves": [wave(json!({"maxUnavailable": 0}))]}),
+                "maxUnavailable is a number of at least 1",
+            ),
+            (
+                json!({"ota": ota, "waves": [wave(json!({"maxUnavailable": "150%"}))]}),
+                "maxUnavailable is a number of at least 1",
+            ),
+            (
+                json!({"ota": ota, "waves": [wave(json!({"maxUnavailable": true}))]}),
+                "must be an integer or a string",
+            ),
+            (
+                json!({"ota": ota, "waves": [wave(json!({"soak": "800h"}))]}),
+                "soak must be at most 720h",
+            ),
+            (
+                json!({"ota": ota, "waves": [{"name": "c", "selector": {"appInstanceGroupIds": ["aig-1"]}}], "failurePolicy": {"maxFailures": 2}}),
+                "failurePolicy.maxFailures is more than a wave's appInstanceGroupIds",
+            ),
+            (
+                json!({"ota": ota, "waves": [wave(json!({}))], "failurePolicy": {"maxFailures": "101%"}}),
+                "maxFailures is a number of at least 0",
+            ),
+            (
+                json!({"ota": ota, "waves": [wave(json!({})), wave(json!({}))]}),
+                "waves: each wave needs a name of its own",
+            ),
+        ];
+        for (spec, want) in cases {
+            let errors = check(spec.clone()).expect_err(&format!("{spec} must be refused"));
+            assert!(
+                errors.iter().any(|e| e.contains(want)),
+                "{spec}: {errors:?} does not say {want:?}"
+            );
+        }
     }
 
     #[test]

@@ -18,6 +18,14 @@ pub const MAINTENANCE_NOTICE: &str = "MaintenanceNotice";
 pub const DISCONNECTED_SESSIONS: &str = "SessionsDisconnected";
 /// ApproveOtaTask.
 pub const APPROVED: &str = "Approved";
+/// An UpdateRollout's wave made its first approval.
+pub const WAVE_STARTED: &str = "WaveStarted";
+/// An UpdateRollout's wave has every group done (within its failure budget).
+pub const WAVE_SUCCEEDED: &str = "WaveSucceeded";
+/// A person promoted an UpdateRollout's wave.
+pub const WAVE_PROMOTED: &str = "WavePromoted";
+/// A group of an UpdateRollout failed its upgrade.
+pub const TARGET_FAILED: &str = "TargetFailed";
 /// UpdateFotaTask `UserStatus=Running`: the task is pushed to users automatically.
 pub const AUTO_PUSH_SET: &str = "AutoPushSet";
 /// UpdateFotaTask `UserStatus=Pending`: the task waits for users to update.

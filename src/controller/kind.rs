@@ -244,6 +244,13 @@ pub trait ManagedKind:
     /// One line for people: Events, logs and `plan` output.
     fn describe(action: &Self::Action) -> String;
 
+    /// Events for what changed between the status before a reconcile and after it, beyond
+    /// the writes (UpdateRollout: a wave started, succeeded or was promoted; a group failed):
+    /// (reason, note).
+    fn transition_notes(_before: &Self::Status, _after: &Self::Status) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+
     /// Figures from the status for dashboards and alerts.
     fn status_gauges(_status: &Self::Status) -> Vec<(ResourceGauge, f64)> {
         Vec::new()

@@ -66,16 +66,22 @@ pub enum ResourceGauge {
     DesktopsWaitingBusy,
     /// Desktops a window never had in maintenance because people were working on them.
     DesktopsNeverMaintained,
+    /// 1 while an UpdateRollout is stopped by too many failures.
+    RolloutPausedByFailures,
+    /// The groups of an UpdateRollout that failed.
+    RolloutTargetsFailed,
 }
 
 impl ResourceGauge {
-    const ALL: [ResourceGauge; 6] = [
+    const ALL: [ResourceGauge; 8] = [
         ResourceGauge::DesktopsInMaintenance,
         ResourceGauge::MaintenanceWindowEnd,
         ResourceGauge::OtaPendingApproval,
         ResourceGauge::DesktopsDraining,
         ResourceGauge::DesktopsWaitingBusy,
         ResourceGauge::DesktopsNeverMaintained,
+        ResourceGauge::RolloutPausedByFailures,
+        ResourceGauge::RolloutTargetsFailed,
     ];
 
     /// The metric's name (after the `alicloud_ops_` prefix) and help.
@@ -104,6 +110,14 @@ impl ResourceGauge {
             ResourceGauge::DesktopsNeverMaintained => (
                 "desktops_never_maintained",
                 "Desktops a DesktopMaintenanceWindow never had in maintenance in its current or last window because people were working on them",
+            ),
+            ResourceGauge::RolloutPausedByFailures => (
+                "rollout_paused_by_failures",
+                "1 while an UpdateRollout approves nothing because a wave had more failures than maxFailures",
+            ),
+            ResourceGauge::RolloutTargetsFailed => (
+                "rollout_targets_failed",
+                "Delivery groups of an UpdateRollout whose upgrade failed",
             ),
         }
     }

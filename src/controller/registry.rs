@@ -10,7 +10,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
 use super::kind::ManagedKind;
-use crate::api::{DesktopMaintenanceWindow, FotaTaskPolicy, ImageShare, OtaSchedule};
+use crate::api::{DesktopMaintenanceWindow, FotaTaskPolicy, ImageShare, OtaSchedule, UpdateRollout};
 
 /// Something done once per kind: [`each_kind`] calls `visit::<K>()` for every kind, in
 /// registration order. Async work returns a boxed future as its output.
@@ -26,6 +26,7 @@ pub fn each_kind<V: EachKind>(v: &mut V) -> Vec<V::Output> {
         v.visit::<DesktopMaintenanceWindow>(),
         v.visit::<ImageShare>(),
         v.visit::<OtaSchedule>(),
+        v.visit::<UpdateRollout>(),
     ]
 }
 
@@ -140,7 +141,7 @@ mod tests {
         assert_eq!(found("pods"), None);
         assert_eq!(
             listed(),
-            "FotaTaskPolicy, DesktopMaintenanceWindow, ImageShare or OtaSchedule"
+            "FotaTaskPolicy, DesktopMaintenanceWindow, ImageShare, OtaSchedule or UpdateRollout"
         );
     }
 

@@ -619,10 +619,12 @@ pub async fn run_stage<K: ManagedKind, S: StatusSink<K>, C: CloudSides>(
     let mut notes: Vec<Note> = r
         .events
         .iter()
+        .map(|(reason, note)| (*reason, note.clone()))
+        .chain(K::transition_notes(&previous, &r.status))
         .map(|(reason, note)| Note {
             reason,
             action: "Apply",
-            note: note.clone(),
+            note,
         })
         .collect();
     let remaining = r.recorded.len();

@@ -182,25 +182,6 @@ fn notice_text(
     }
 }
 
-/// The blackouts as instants, in order; an unreadable one names its field.
-pub fn blackouts(spec: &DesktopMaintenanceWindowSpec) -> Result<Vec<Window>, String> {
-    let mut out = Vec::new();
-    for (i, b) in spec.blackouts.iter().enumerate() {
-        let at = |field: &str, v: &str| {
-            DateTime::parse_from_rfc3339(v)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|e| format!("spec.blackouts[{i}].{field}: {v:?} is not an RFC 3339 time: {e}"))
-        };
-        let (start, end) = (at("start", &b.start)?, at("end", &b.end)?);
-        if end <= start {
-            return Err(format!("spec.blackouts[{i}]: the end must be after the start"));
-        }
-        out.push(Window { start, end });
-    }
-    out.sort_by_key(|w| w.start);
-    Ok(out)
-}
-
 /// The windows as the schedule has them, less the ones that would open in a blackout (those
 /// do not open at all); a window recorded as opened is not cut short by a blackout added
 /// since. Also the occurrence skipped now, if any.
@@ -412,7 +393,7 @@ pub fn plan(input: &MaintenanceInput<'_>, ctx: &PlanContext) -> Outcome<DesktopA
     let (state, schedule, invalid, blacked_out, blackout_list) = if input.deleting {
         (WindowState::default(), None, None, None, Vec::new())
     } else {
-        match schedule(input.spec).and_then(|s| Ok((s, blackouts(input.spec)?))) {
+        match schedule(input.spec).and_then(|s| Ok((s, super::schedule::blackouts(&input.spec.blackouts)?))) {
             Ok((s, b)) => {
                 let (state, blacked_out) = outside_blackouts(&s, &b, opened, ctx.now);
                 (state, Some(s), None, blacked_out, b)

@@ -9,6 +9,7 @@ pub mod maintenance;
 pub mod ota;
 pub mod rollout;
 pub mod schedule;
+pub mod update_rollout;
 
 use std::time::Duration;
 
@@ -66,6 +67,17 @@ pub enum Reason {
     UpgradeRunning,
     /// OtaSchedule: the one-off start time passed before the version appeared.
     StartTimeInPast,
+    /// UpdateRollout: groups of the current wave are approved or updating.
+    Progressing,
+    /// UpdateRollout: the current wave is done and must stay healthy until its soak ends.
+    Soaking,
+    /// UpdateRollout: the current wave is done and waits for a person to promote it.
+    WaitingForPromotion,
+    /// UpdateRollout: `spec.paused`.
+    Paused,
+    /// UpdateRollout: a wave had more failures than `maxFailures`; nothing more is approved
+    /// until a person resumes it.
+    PausedByFailures,
     /// The reconcile panicked (a bug); the object is retried with backoff.
     ReconcilePanicked,
 }
@@ -97,11 +109,16 @@ impl Reason {
             Reason::Approved => "Approved",
             Reason::UpgradeRunning => "UpgradeRunning",
             Reason::StartTimeInPast => "StartTimeInPast",
+            Reason::Progressing => "Progressing",
+            Reason::Soaking => "Soaking",
+            Reason::WaitingForPromotion => "WaitingForPromotion",
+            Reason::Paused => "Paused",
+            Reason::PausedByFailures => "PausedByFailures",
             Reason::ReconcilePanicked => "ReconcilePanicked",
         }
     }
 
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 30] = [
         Reason::InSync,
         Reason::Applying,
         Reason::DriftDetected,
@@ -126,6 +143,11 @@ impl Reason {
         Reason::Approved,
         Reason::UpgradeRunning,
         Reason::StartTimeInPast,
+        Reason::Progressing,
+        Reason::Soaking,
+        Reason::WaitingForPromotion,
+        Reason::Paused,
+        Reason::PausedByFailures,
         Reason::ReconcilePanicked,
     ];
 
@@ -188,6 +210,20 @@ impl Reason {
                 "looks again every 30s until the users have left, and at the window's end",
             ),
             Reason::Applying => (Progressing, "confirms the writes within 10s"),
+            Reason::Progressing => (
+                Progressing,
+                "looks every 15s while groups update, and approves the wave's next groups within maxUnavailable",
+            ),
+            Reason::Soaking => (Progressing, "looks again when the soak ends, then starts the next wave"),
+            Reason::WaitingForPromotion => (
+                Suspended,
+                "waits for kubectl alicloud-ops promote (the annotation ops.alicloud.dev/promote)",
+            ),
+            Reason::Paused => (Suspended, "approves nothing until spec.paused is false"),
+            Reason::PausedByFailures => (
+                Degraded,
+                "approves nothing until a person resumes it (kubectl alicloud-ops resume); status.failures names the groups",
+            ),
             Reason::DriftDetected => (Progressing, "reports again at the resync; writes nothing (ObserveOnly)"),
             Reason::Suspended => (Suspended, "nothing until spec.suspend is false"),
             Reason::InvalidSpec | Reason::StartTimeInPast => (Degraded, "waits for a change of the spec"),

@@ -64,7 +64,8 @@ pub struct Wave {
 }
 
 impl Wave {
-    fn selects(&self, g: &AppInstanceGroup) -> bool {
+    /// Whether the wave's selector takes `g`.
+    pub fn selects(&self, g: &AppInstanceGroup) -> bool {
         (!self.group_ids.is_empty() || !self.tags.is_empty())
             && (self.group_ids.is_empty() || self.group_ids.contains(&g.app_instance_group_id))
             && g.has_tags(self.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -104,6 +105,8 @@ pub struct WaveRecord {
     /// When its last group was done (succeeded or failed within the budget).
     pub completed_at: Option<DateTime<Utc>>,
     pub promoted: bool,
+    /// Failures a person accepted by resuming: they do not stop the wave again.
+    pub accepted_failures: usize,
 }
 
 pub struct OtaRolloutInput<'a> {
@@ -187,6 +190,10 @@ pub struct OtaRolloutPlan {
     /// Groups several waves select: each belongs to its first.
     pub overlapping: Vec<String>,
     pub paused_by_failures: bool,
+    /// Approvals of the pinned version that the task lists show but `approved` did not hold
+    /// (made before a restore that lost the status, or by someone else): they count as the
+    /// group's one approval, and the kind records them.
+    pub adopted: Vec<Approved>,
 }
 
 /// The state of `g` for the pinned version `pinned`.
@@ -276,7 +283,22 @@ pub fn plan_ota(input: &OtaRolloutInput<'_>) -> OtaRolloutPlan {
             .map(|g| g.ota_info.new_ota_version.clone())
             .find(|v| !v.is_empty())
     });
-    let approval = |id: &str| input.approved.iter().rev().find(|a| a.group_id == id);
+    // A group's approval: the recorded one, or one its task list shows for the pinned version.
+    let mut adopted = Vec::new();
+    let mut approval_of = |id: &str| -> Option<Approved> {
+        if let Some(a) = input.approved.iter().rev().find(|a| a.group_id == id) {
+            return Some(a.clone());
+        }
+        let version = pinned.as_deref()?;
+        let t = input.tasks.get(id)?.iter().find(|t| t.ota_version == version)?;
+        let a = Approved {
+            group_id: id.to_string(),
+            version: version.to_string(),
+            start_time: t.task_start_time.parse::<DateTime<Utc>>().ok()?,
+        };
+        adopted.push(a.clone());
+        Some(a)
+    };
     let mut waves = Vec::new();
     let mut failures = Vec::new();
     let mut current = None;
@@ -293,10 +315,11 @@ pub fn plan_ota(input: &OtaRolloutInput<'_>) -> OtaRolloutPlan {
         let mut pending = Vec::new();
         for g in groups {
             let id = g.app_instance_group_id.as_str();
+            let approval = approval_of(id);
             match group_state(
                 g,
                 pinned.as_deref(),
-                approval(id),
+                approval.as_ref(),
                 input.tasks.get(id),
                 input.policy,
                 input.now,
@@ -314,7 +337,8 @@ pub fn plan_ota(input: &OtaRolloutInput<'_>) -> OtaRolloutPlan {
                 }
             }
         }
-        let too_many = progress.failed > input.policy.max_failures.of(progress.targets);
+        let too_many =
+            progress.failed > input.policy.max_failures.of(progress.targets) + progress.record.accepted_failures;
         let done = progress.pending == 0 && progress.updating == 0;
         if done && progress.record.completed_at.is_none() && (!too_many || input.policy.action == OnFailure::Continue) {
             progress.record.completed_at = Some(input.now);
@@ -374,6 +398,7 @@ pub fn plan_ota(input: &OtaRolloutInput<'_>) -> OtaRolloutPlan {
         failures,
         overlapping,
         paused_by_failures,
+        adopted,
     }
 }
 

@@ -6,6 +6,8 @@ use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 
+use crate::api::maintenance::Blackout;
+
 /// A 5-field cron expression in a time zone.
 #[derive(Clone, Debug)]
 pub struct CronInZone {
@@ -62,6 +64,25 @@ impl WindowState {
             (None, None) => None,
         }
     }
+}
+
+/// The blackouts as instants, in order; an unreadable one names its field.
+pub fn blackouts(list: &[Blackout]) -> Result<Vec<Window>, String> {
+    let mut out = Vec::new();
+    for (i, b) in list.iter().enumerate() {
+        let at = |field: &str, v: &str| {
+            DateTime::parse_from_rfc3339(v)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| format!("spec.blackouts[{i}].{field}: {v:?} is not an RFC 3339 time: {e}"))
+        };
+        let (start, end) = (at("start", &b.start)?, at("end", &b.end)?);
+        if end <= start {
+            return Err(format!("spec.blackouts[{i}]: the end must be after the start"));
+        }
+        out.push(Window { start, end });
+    }
+    out.sort_by_key(|w| w.start);
+    Ok(out)
 }
 
 #[derive(Clone, Debug)]

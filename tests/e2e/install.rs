@@ -208,20 +208,55 @@ async fn invalid_resources_are_rejected_naming_the_field() {
             json!({"regionId": "cn-hangzhou", "autoPush": true, "credentialsRef": {"name": "Not_A_Name"}}),
             "spec.credentialsRef.name",
         ),
+        (
+            "UpdateRollout",
+            json!({"ota": {"bizRegionId": "cn-hangzhou"}, "waves": []}),
+            "spec.waves",
+        ),
+        (
+            "UpdateRollout",
+            json!({"ota": {"bizRegionId": "cn-hangzhou"}, "waves": [{"name": "canary", "selector": {}}]}),
+            "selector: give appInstanceGroupIds or tags",
+        ),
+        (
+            "UpdateRollout",
+            json!({"ota": {"bizRegionId": "cn-hangzhou"}, "waves": [{"name": "canary", "selector": {"tags": {"ring": "canary"}}, "maxUnavailable": 0}]}),
+            "maxUnavailable is a number of at least 1 or a percentage from 1% to 100%",
+        ),
+        (
+            "UpdateRollout",
+            json!({"ota": {"bizRegionId": "cn-hangzhou"}, "waves": [{"name": "canary", "selector": {"tags": {"ring": "canary"}}, "maxUnavailable": "150%"}]}),
+            "maxUnavailable is a number of at least 1 or a percentage from 1% to 100%",
+        ),
+        (
+            "UpdateRollout",
+            json!({"ota": {"bizRegionId": "cn-hangzhou"}, "waves": [{"name": "canary", "selector": {"tags": {"ring": "canary"}}, "soak": "800h"}]}),
+            "soak must be at most 720h (30 days)",
+        ),
+        (
+            "UpdateRollout",
+            json!({"ota": {"bizRegionId": "cn-hangzhou"}, "waves": [{"name": "canary", "selector": {"appInstanceGroupIds": ["aig-1"]}}], "failurePolicy": {"maxFailures": 2}}),
+            "failurePolicy.maxFailures is more than a wave's appInstanceGroupIds: that wave could never stop",
+        ),
+        (
+            "UpdateRollout",
+            json!({"ota": {"bizRegionId": "cn-hangzhou"}, "waves": [{"name": "canary", "selector": {"tags": {"ring": "canary"}}}], "failurePolicy": {"maxFailures": "101%"}}),
+            "maxFailures is a number of at least 0 or a percentage from 0% to 100%",
+        ),
+        (
+            "UpdateRollout",
+            json!({"ota": {"bizRegionId": "cn-hangzhou"}, "waves": [{"name": "a", "selector": {"tags": {"ring": "canary"}}}, {"name": "a", "selector": {"tags": {"ring": "broad"}}}]}),
+            "waves: each wave needs a name of its own",
+        ),
     ];
     for (i, (kind, spec, want)) in cases.into_iter().enumerate() {
-        let plural = match kind {
-            "DesktopMaintenanceWindow" => "desktopmaintenancewindows",
-            "ImageShare" => "imageshares",
-            "OtaSchedule" => "otaschedules",
-            _ => "fotataskpolicies",
-        };
+        let plural = registry::find(kind).expect("a registered kind").plural;
         let ar = kube::discovery::ApiResource {
             group: "ops.alicloud.dev".into(),
             version: "v1alpha1".into(),
             api_version: "ops.alicloud.dev/v1alpha1".into(),
             kind: kind.into(),
-            plural: plural.into(),
+            plural,
         };
         let api = Api::<kube::api::DynamicObject>::namespaced_with(client.clone(), &ns, &ar);
         let obj: kube::api::DynamicObject =

@@ -1,6 +1,7 @@
-//! The four kinds' cloud reads and writes.
+//! The kinds' cloud reads and writes.
 
 mod fota;
 mod image_share;
 mod maintenance;
 mod ota;
+mod update_rollout;
