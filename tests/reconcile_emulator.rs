@@ -401,10 +401,6 @@ async fn ota_running_upgrade_is_not_a_failure() {
 
 // ---- Faults: lost answers, refusals, unknown ids, deletion that must wait ----
 
-fn fault(h: &Harness, v: serde_json::Value) {
-    h.emu.world().add_fault(serde_json::from_value(v).unwrap()).unwrap();
-}
-
 fn ota(name: &str, group: &str, start: DateTime<Utc>) -> OtaSchedule {
     named(
         OtaSchedule::new(
@@ -452,15 +448,6 @@ fn in_maintenance(h: &Harness, ids: &[&str]) -> Vec<String> {
         .iter()
         .filter(|d| ids.contains(&d.desktop_id.as_str()) && d.in_maintenance())
         .map(|d| d.desktop_id.clone())
-        .collect()
-}
-
-fn log_of(h: &Harness, action: &str) -> Vec<alicloud_ops_operator::emulator::RequestRecord> {
-    h.emu
-        .world()
-        .request_log()
-        .into_iter()
-        .filter(|r| r.action == action)
         .collect()
 }
 

@@ -62,7 +62,7 @@ fn read(spec: &UpdateRolloutSpec) -> Result<Read, String> {
         let field = format!("spec.waves[{i}]");
         let soak = match &w.soak {
             None => std::time::Duration::ZERO,
-            Some(s) => duration::parse_within(&format!("{field}.soak"), s, std::time::Duration::ZERO, SOAK_MAX)?,
+            Some(s) => zero_or_within(&format!("{field}.soak"), s, SOAK_MAX)?,
         };
         waves.push(Wave {
             name: w.name.clone(),
@@ -88,12 +88,7 @@ fn read(spec: &UpdateRolloutSpec) -> Result<Read, String> {
     };
     let start_delay = match &spec.start_delay {
         None => DEFAULT_START_DELAY,
-        Some(d) => duration::parse_within(
-            "spec.startDelay",
-            d,
-            std::time::Duration::ZERO,
-            std::time::Duration::from_secs(86_400),
-        )?,
+        Some(d) => zero_or_within("spec.startDelay", d, std::time::Duration::from_secs(86_400))?,
     };
     let window = match &spec.window {
         None => None,
@@ -114,6 +109,15 @@ fn read(spec: &UpdateRolloutSpec) -> Result<Read, String> {
         blackouts: blackouts(&spec.blackouts)?,
         start_delay: chrono::Duration::from_std(start_delay).unwrap_or_default(),
     })
+}
+
+/// A duration that may be zero (`0s`), else from one second to `max`.
+fn zero_or_within(field: &str, value: &str, max: std::time::Duration) -> Result<std::time::Duration, String> {
+    if value.chars().filter(char::is_ascii_digit).all(|c| c == '0') && !value.is_empty() {
+        duration::parse_within(field, &value.replace('0', "1"), std::time::Duration::ZERO, max)?;
+        return Ok(std::time::Duration::ZERO);
+    }
+    duration::parse_within(field, value, std::time::Duration::from_secs(1), max)
 }
 
 /// The longest soak: 30 days.

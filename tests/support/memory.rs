@@ -135,3 +135,18 @@ pub fn manage_ctx(now: DateTime<Utc>) -> PlanContext {
         request: None,
     }
 }
+
+/// Adds a fault to the emulator (its admin API's JSON shape).
+pub fn fault(h: &Harness, v: serde_json::Value) {
+    h.emu.world().add_fault(serde_json::from_value(v).unwrap()).unwrap();
+}
+
+/// The requests the emulator answered for `action`, oldest first.
+pub fn log_of(h: &Harness, action: &str) -> Vec<alicloud_ops_operator::emulator::RequestRecord> {
+    h.emu
+        .world()
+        .request_log()
+        .into_iter()
+        .filter(|r| r.action == action)
+        .collect()
+}
