@@ -29,8 +29,14 @@ enum Command {
     /// Show what the operator would do for these manifests, reading the cloud and writing nothing.
     /// Exit code 0: in sync; 2: changes pending; 1: errors.
     Plan(cli::plan::PlanArgs),
+    /// Pause an UpdateRollout: nothing more is approved (sets spec.paused).
+    Pause(cli::kubectl::RolloutArgs),
+    /// Promote an UpdateRollout's wave (the current one, or --wave): the next wave may start.
+    Promote(cli::kubectl::RolloutArgs),
     /// Request an immediate reconcile of KIND/NAME (sets the reconcile-requested-at annotation).
     Reconcile(cli::kubectl::ReconcileArgs),
+    /// Resume an UpdateRollout: spec.paused false, and the failures that stopped it accepted.
+    Resume(cli::kubectl::RolloutArgs),
     /// Run the operator: reconcile every kind against the cloud.
     Run(cli::run::RunArgs),
     /// Show every resource of every kind with its Ready reason and what the operator does next.
@@ -133,6 +139,23 @@ async fn run() {
                 1
             }
         },
+        Command::Promote(args) | Command::Pause(args) | Command::Resume(args) => {
+            let what = match &cli.command {
+                Command::Promote(_) => cli::kubectl::RolloutCommand::Promote,
+                Command::Pause(_) => cli::kubectl::RolloutCommand::Pause,
+                _ => cli::kubectl::RolloutCommand::Resume,
+            };
+            match cli::kubectl::rollout(what, args).await {
+                Ok(line) => {
+                    println!("{line}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    1
+                }
+            }
+        }
         Command::Reconcile(args) => match cli::kubectl::reconcile(args).await {
             Ok(line) => {
                 println!("{line}");

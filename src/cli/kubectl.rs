@@ -215,3 +215,84 @@ pub async fn reconcile(args: &ReconcileArgs) -> Result<String, String> {
         .await?;
     Ok(format!("{kind}/{name} in {}: reconcile requested at {at}", c.namespace))
 }
+
+#[derive(Args, Debug)]
+pub struct RolloutArgs {
+    /// The UpdateRollout's name.
+    pub name: String,
+    /// `promote` only: the wave to promote. Default: the rollout's current wave.
+    #[arg(long)]
+    pub wave: Option<String>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// What a person can tell a rollout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RolloutCommand {
+    /// Let the next wave start once the named wave (a `Manual` one) is done and soaked.
+    Promote,
+    /// Approve nothing more (`spec.paused: true`).
+    Pause,
+    /// `spec.paused: false`, and accept the failures so far if they stopped the rollout.
+    Resume,
+}
+
+/// Carries out `promote`, `pause` or `resume` on an UpdateRollout. Returns the line to print.
+pub async fn rollout(command: RolloutCommand, args: &RolloutArgs) -> Result<String, String> {
+    use crate::api::rollout::UpdateRollout;
+    use crate::reconcile::update_rollout::{PROMOTE, RESUME};
+    let c = args.kube.require().await?;
+    let api = Api::<UpdateRollout>::namespaced(c.client.clone(), &c.namespace);
+    let name = &args.name;
+    let r = api
+        .get(name)
+        .await
+        .map_err(|e| format!("UpdateRollout {}/{name}: {e}", c.namespace))?;
+    let status = r.status.clone().unwrap_or_default();
+    let (patch, said) = match command {
+        RolloutCommand::Promote => {
+            let wave = args
+                .wave
+                .clone()
+                .or(status.current_wave.clone())
+                .ok_or("the rollout has no current wave yet; name one with --wave")?;
+            if !r.spec.waves.iter().any(|w| w.name == wave) {
+                let names: Vec<&str> = r.spec.waves.iter().map(|w| w.name.as_str()).collect();
+                return Err(format!("{name} has no wave {wave:?}; its waves: {}", names.join(", ")));
+            }
+            let when = match status.phase {
+                Some(crate::api::rollout::RolloutPhase::WaitingForPromotion) => "; the next wave starts now",
+                _ => "; it takes effect once the wave is done and soaked",
+            };
+            (
+                json!({"metadata": {"annotations": {PROMOTE: wave}}}),
+                format!("wave {wave} promoted{when}"),
+            )
+        }
+        RolloutCommand::Pause => (
+            json!({"spec": {"paused": true}}),
+            "paused: nothing more is approved (what was approved goes on in the cloud)".to_string(),
+        ),
+        RolloutCommand::Resume => {
+            let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let failures = if status.paused_by_failures {
+                format!("; the {} failure(s) so far are accepted", status.failures.len())
+            } else {
+                String::new()
+            };
+            (
+                json!({"metadata": {"annotations": {RESUME: at}}, "spec": {"paused": false}}),
+                format!("resumed{failures}"),
+            )
+        }
+    };
+    let params = PatchParams {
+        field_manager: Some(PLUGIN.into()),
+        ..Default::default()
+    };
+    api.patch(name, &params, &Patch::Merge(&patch))
+        .await
+        .map_err(|e| format!("UpdateRollout {}/{name}: {e}", c.namespace))?;
+    Ok(format!("UpdateRollout/{name} in {}: {said}", c.namespace))
+}

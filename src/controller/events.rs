@@ -24,6 +24,8 @@ pub const WAVE_STARTED: &str = "WaveStarted";
 pub const WAVE_SUCCEEDED: &str = "WaveSucceeded";
 /// A person promoted an UpdateRollout's wave.
 pub const WAVE_PROMOTED: &str = "WavePromoted";
+/// An UpdateRollout's wave had more failures than `maxFailures`: the rollout stopped (Warning).
+pub const WAVE_PAUSED: &str = "WavePaused";
 /// A group of an UpdateRollout failed its upgrade.
 pub const TARGET_FAILED: &str = "TargetFailed";
 /// UpdateFotaTask `UserStatus=Running`: the task is pushed to users automatically.

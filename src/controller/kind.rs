@@ -245,9 +245,9 @@ pub trait ManagedKind:
     fn describe(action: &Self::Action) -> String;
 
     /// Events for what changed between the status before a reconcile and after it, beyond
-    /// the writes (UpdateRollout: a wave started, succeeded or was promoted; a group failed):
-    /// (reason, note).
-    fn transition_notes(_before: &Self::Status, _after: &Self::Status) -> Vec<(&'static str, String)> {
+    /// the writes (UpdateRollout: a wave started, succeeded, was promoted or paused; a group
+    /// failed).
+    fn transitions(_before: &Self::Status, _after: &Self::Status) -> Vec<Transition> {
         Vec::new()
     }
 
@@ -300,6 +300,27 @@ pub trait ManagedKind:
     /// with them (`None`: the kind does not record them).
     fn recorded_with(_status: &Self::Status) -> Option<MadeWith> {
         None
+    }
+}
+
+/// Something a reconcile changed that people should hear about (see
+/// [`ManagedKind::transitions`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// The Event's reason (see [`super::events`]).
+    pub reason: &'static str,
+    pub note: String,
+    /// A Warning Event, else Normal.
+    pub warning: bool,
+}
+
+impl Transition {
+    pub fn normal(reason: &'static str, note: String) -> Self {
+        Transition {
+            reason,
+            note,
+            warning: false,
+        }
     }
 }
 

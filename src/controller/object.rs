@@ -152,7 +152,12 @@ async fn carry_out<K: ManagedKind>(
     let resync = report.resync.unwrap_or(ctx.config.resync);
     let mut next = next_step(stage, &report.settled, resync);
     for n in &report.notes {
-        publish(ctx, obj, EventType::Normal, n.reason, n.action, n.note.clone()).await;
+        let kind = if n.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        publish(ctx, obj, kind, n.reason, n.action, n.note.clone()).await;
     }
     if next.warn {
         let action = if stage == Stage::Cleanup { "Delete" } else { "Reconcile" };

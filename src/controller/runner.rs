@@ -415,6 +415,8 @@ pub struct Note {
     /// `Apply` or `Delete`.
     pub action: &'static str,
     pub note: String,
+    /// A Warning Event (a person should look), else Normal.
+    pub warning: bool,
 }
 
 /// How one reconcile of one object ended: everything the glue does afterwards (Events,
@@ -551,6 +553,7 @@ pub async fn run_stage<K: ManagedKind, S: StatusSink<K>, C: CloudSides>(
                 reason: events::CLEANUP_SKIPPED,
                 action: "Delete",
                 note: message,
+                warning: false,
             });
             return report;
         }
@@ -619,13 +622,18 @@ pub async fn run_stage<K: ManagedKind, S: StatusSink<K>, C: CloudSides>(
     let mut notes: Vec<Note> = r
         .events
         .iter()
-        .map(|(reason, note)| (*reason, note.clone()))
-        .chain(K::transition_notes(&previous, &r.status))
         .map(|(reason, note)| Note {
             reason,
             action: "Apply",
-            note,
+            note: note.clone(),
+            warning: false,
         })
+        .chain(K::transitions(&previous, &r.status).into_iter().map(|t| Note {
+            reason: t.reason,
+            action: "Apply",
+            note: t.note,
+            warning: t.warning,
+        }))
         .collect();
     let remaining = r.recorded.len();
     let mut report = if let Some(err) = &r.error {
@@ -651,6 +659,7 @@ pub async fn run_stage<K: ManagedKind, S: StatusSink<K>, C: CloudSides>(
             reason: events::CREDENTIALS_CHANGED,
             action: "Apply",
             note: "credentialsRef changed: what the old credentials did is undone with them first".into(),
+            warning: false,
         });
         Report::new(
             Settled::Draining { remaining },

@@ -256,3 +256,4 @@ mod observability;
 mod ota;
 mod plan;
 mod records;
+mod rollout;

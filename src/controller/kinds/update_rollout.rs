@@ -5,7 +5,7 @@ use crate::api::rollout::{UpdateRollout, UpdateRolloutStatus, WaveStatus};
 use crate::cloud::ops::appstream::{self, ApproveOtaTask};
 use crate::cloud::{CloudError, Product};
 use crate::controller::events;
-use crate::controller::kind::{KindEnv, ManagedKind, Stage, older_peers};
+use crate::controller::kind::{KindEnv, ManagedKind, Stage, Transition, older_peers};
 use crate::controller::metrics::ResourceGauge;
 use crate::reconcile::rollout::Approve;
 use crate::reconcile::update_rollout::{PROMOTE, RESUME, RolloutInput, confirm, needs_tasks, plan, selects};
@@ -158,19 +158,19 @@ impl ManagedKind for UpdateRollout {
         ]
     }
 
-    fn transition_notes(before: &UpdateRolloutStatus, after: &UpdateRolloutStatus) -> Vec<(&'static str, String)> {
+    fn transitions(before: &UpdateRolloutStatus, after: &UpdateRolloutStatus) -> Vec<Transition> {
         let mut out = Vec::new();
         for w in &after.waves {
             let was = before.waves.iter().find(|b| b.name == w.name);
             let newly = |f: fn(&WaveStatus) -> bool| f(w) && !was.is_some_and(f);
             if newly(|w| w.started_at.is_some()) {
-                out.push((
+                out.push(Transition::normal(
                     events::WAVE_STARTED,
                     format!("wave {} started ({} group(s))", w.name, w.targets),
                 ));
             }
             if newly(|w| w.completed_at.is_some()) {
-                out.push((
+                out.push(Transition::normal(
                     events::WAVE_SUCCEEDED,
                     format!(
                         "wave {} is done: {} succeeded, {} failed of {}",
@@ -179,12 +179,25 @@ impl ManagedKind for UpdateRollout {
                 ));
             }
             if newly(|w| w.promoted_at.is_some()) {
-                out.push((events::WAVE_PROMOTED, format!("wave {} promoted", w.name)));
+                out.push(Transition::normal(
+                    events::WAVE_PROMOTED,
+                    format!("wave {} promoted", w.name),
+                ));
             }
+        }
+        if after.paused_by_failures && !before.paused_by_failures {
+            out.push(Transition {
+                reason: events::WAVE_PAUSED,
+                note: format!(
+                    "{}; nothing more is approved until a person resumes the rollout",
+                    after.paused_reason.as_deref().unwrap_or("too many failures")
+                ),
+                warning: true,
+            });
         }
         for f in &after.failures {
             if !before.failures.iter().any(|b| b.target == f.target) {
-                out.push((
+                out.push(Transition::normal(
                     events::TARGET_FAILED,
                     format!("{} (wave {}): {}", f.target, f.wave, f.detail),
                 ));
