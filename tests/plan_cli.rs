@@ -234,9 +234,54 @@ async fn markdown_output_is_a_stable_table_for_pull_requests() {
         .lines()
         .filter(|l| l.starts_with("| ") && !l.starts_with("| resource"))
         .collect();
-    assert_eq!(rows.len(), 7, "one row per example resource:\n{text}");
+    assert_eq!(rows.len(), 8, "one row per example resource:\n{text}");
     for row in &rows {
         assert_eq!(row.matches(" | ").count(), 3, "four cells, no stray separators: {row}");
     }
     assert!(text.contains("`ApproveOtaTask"), "{text}");
+}
+
+/// `plan` names exactly the approvals an UpdateRollout makes next: the operator, run on the
+/// same manifest against the same cloud, approves the same groups and no other.
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_predicts_a_rollouts_next_approvals_exactly() {
+    use alicloud_ops_operator::api::rollout::UpdateRollout;
+    use alicloud_ops_operator::controller::kind::Stage;
+    use support::memory::{Harness, log_of, named};
+    let h = Harness::new().await;
+    h.emu.world().update_state(|s| {
+        for g in &mut s.appstream.app_instance_groups {
+            g.upgrade_duration_seconds = 600;
+        }
+    });
+    let manifest = serde_json::json!({
+        "apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "UpdateRollout",
+        "metadata": {"name": "r", "namespace": "default"},
+        "spec": {"ota": {"bizRegionId": "cn-hangzhou"}, "startDelay": "0s",
+                 "waves": [{"name": "all", "selector": {"appInstanceGroupIds": ["aig-hz0001", "aig-hz0002", "aig-hz0003"]}, "maxUnavailable": 2},
+                           {"name": "rest", "selector": {"tags": {"ring": "broad"}}}]}});
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rollout.yaml");
+    std::fs::write(&file, serde_yaml::to_string(&manifest).unwrap()).unwrap();
+    let out = binary(&h.emu.url(), &["-f", file.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    let predicted: Vec<String> = stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("+ ApproveOtaTask "))
+        .map(|rest| rest.split(' ').next().unwrap().to_string())
+        .collect();
+    assert_eq!(h.writes("ApproveOtaTask"), 0, "plan writes nothing");
+
+    let mut r: UpdateRollout = named(
+        UpdateRollout::new("r", serde_json::from_value(manifest["spec"].clone()).unwrap()),
+        "r",
+    );
+    h.step(&mut r, h.emu.world().clock.now(), Stage::Apply).await;
+    let approved: Vec<String> = log_of(&h, "ApproveOtaTask")
+        .into_iter()
+        .map(|a| a.params["AppInstanceGroupId"].clone())
+        .collect();
+    assert_eq!(predicted, ["aig-hz0001", "aig-hz0002"], "{stdout}");
+    assert_eq!(approved, predicted, "the operator does what plan said");
 }

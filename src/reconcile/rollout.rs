@@ -1,8 +1,8 @@
 //! Progressive OTA rollouts, the decision core: which delivery groups to approve now, wave by
 //! wave, and what each wave and group has come to, read from the cloud's own fields
 //! (`ListAppInstanceGroup` `Status`, `ResourceStatus`, `OtaInfo`; `ListOtaTask`
-//! `TaskDisplayStatus`). Pure: no I/O. The kind that carries it into Kubernetes (issue 21)
-//! builds on this.
+//! `TaskDisplayStatus`). Pure: no I/O. UpdateRollout ([`super::update_rollout`]) carries it
+//! into Kubernetes.
 //!
 //! The cloud's facts that shape it: an approval cannot be taken back, and it approves
 //! whatever version the group offers now. So groups are approved just in time, one wave at a
