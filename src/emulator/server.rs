@@ -49,6 +49,8 @@ pub struct RequestRecord {
     /// 1 for the first request the emulator answered (counting from the last reset).
     pub seq: u64,
     pub action: String,
+    /// When it was answered, by the emulator's clock.
+    pub at: chrono::DateTime<chrono::Utc>,
     /// The action's own parameters (signing and protocol parameters left out).
     pub params: BTreeMap<String, String>,
     /// The AccessKeyId that signed the request (empty when unsigned or refused before).
@@ -162,6 +164,7 @@ impl World {
         log.push_back(RequestRecord {
             seq,
             action: action.to_string(),
+            at: self.clock.now(),
             params,
             access_key_id: info.access_key_id.clone(),
             code: code.to_string(),

@@ -2,7 +2,7 @@
 
 use super::*;
 
-/// The storm: 101 resources of all four kinds against a cloud that fails 30 % of calls,
+/// The storm: 102 resources of all five kinds against a cloud that fails 30 % of calls,
 /// throttles in a burst and loses the answers of writes it applied, while the operator is
 /// SIGKILLed every 20 s (two replicas with leader election first, then one at a time), a
 /// maintenance window opens and closes, and ten windows lose their status while it is open. The emulator's own log and state then show that
@@ -19,6 +19,10 @@ async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
     secret(&client, &ns, "chaos-key-a", DEFAULT_ACCESS_KEY_SECRET).await;
     let started = std::time::Instant::now();
     let (fotas, groups, windows, images) = (25usize, 20usize, 50usize, 6usize);
+    // An UpdateRollout over six groups: two canaries one at a time, then four broad two at a
+    // time, each upgrade taking 3 s; one broad failure is within maxFailures.
+    let rollout_rings = ["rx-canary", "rx-canary", "rx-broad", "rx-broad", "rx-broad", "rx-broad"];
+    const ROLLOUT_UPGRADE: chrono::Duration = chrono::Duration::seconds(3);
     // Windows whose key is rotated mid-window (a new Secret name, the old one pruned).
     let rotating = 10..20usize;
     emu.world().update_state(|s| {
@@ -43,6 +47,18 @@ async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
             let mut g = template.clone();
             g.group.app_instance_group_id = format!("aig-cx{i:04}");
             g.group.ota_info.task_id = format!("ota-cx{i:04}-1");
+            s.appstream.app_instance_groups.push(g);
+        }
+        // The rollout's groups: a canary ring and a broad one; one broad upgrade fails.
+        for (i, ring) in rollout_rings.iter().enumerate() {
+            let mut g = template.clone();
+            g.group.app_instance_group_id = format!("aig-rx{:04}", i + 1);
+            g.group.ota_info.task_id = format!("ota-rx{:04}-1", i + 1);
+            g.group.tags[0].value = ring.to_string();
+            g.upgrade_duration_seconds = ROLLOUT_UPGRADE.num_seconds();
+            if i == 4 {
+                g.upgrade_outcomes = vec!["FAILED".into()];
+            }
             s.appstream.app_instance_groups.push(g);
         }
     });
@@ -70,6 +86,14 @@ async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
                      "startTime": (now + chrono::Duration::hours(1)).to_rfc3339()}}),
         ));
     }
+    creations.push((
+        "UpdateRollout",
+        json!({"metadata": {"name": "r1"},
+        "spec": {"ota": {"bizRegionId": "cn-hangzhou"}, "startDelay": "0s",
+                 "waves": [{"name": "canary", "selector": {"tags": {"ring": "rx-canary"}}, "maxUnavailable": 1},
+                           {"name": "broad", "selector": {"tags": {"ring": "rx-broad"}}, "maxUnavailable": 2}],
+                 "failurePolicy": {"maxFailures": 1}}}),
+    ));
     let desk = |n: usize| format!("ecd-hz2{n:04}");
     for w in 0..windows {
         let mut body = json!({"metadata": {"name": format!("w{w}")},
@@ -200,6 +224,16 @@ async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
         if !unapproved.is_empty() {
             unmet.push(format!("OTA not approved for {unapproved:?}"));
         }
+        let not_rolled: Vec<&str> = s
+            .appstream
+            .app_instance_groups
+            .iter()
+            .filter(|g| g.group.app_instance_group_id.starts_with("aig-rx") && g.ota_tasks.is_empty())
+            .map(|g| g.group.app_instance_group_id.as_str())
+            .collect();
+        if !not_rolled.is_empty() {
+            unmet.push(format!("the rollout has not approved {not_rolled:?}"));
+        }
         if chrono::Utc::now() <= close {
             unmet.push("the window has not closed yet".into());
         }
@@ -268,6 +302,58 @@ async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
             .filter(|r| r.code == "success" || r.answer_lost)
             .count();
         assert_eq!(applied, 1, "{id} approved {applied} times");
+    }
+    // The rollout: each group approved once, the broad wave only after every canary was
+    // done, and never more of a wave approved and not done at once than its maxUnavailable.
+    // A group counts from when the emulator applied its approval (its StartTime can be a
+    // little earlier: whole seconds, with startDelay 0s) until its upgrade ended.
+    let s = state();
+    let upgrades = |ring: &str| -> Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
+        s.appstream
+            .app_instance_groups
+            .iter()
+            .filter(|g| g.group.app_instance_group_id.starts_with("aig-rx") && g.group.tags[0].value == ring)
+            .flat_map(|g| {
+                let id = &g.group.app_instance_group_id;
+                let approved_at = log
+                    .iter()
+                    .find(|r| {
+                        r.action == "ApproveOtaTask"
+                            && r.params.get("AppInstanceGroupId") == Some(id)
+                            && (r.code == "success" || r.answer_lost)
+                    })
+                    .map(|r| r.at);
+                g.ota_tasks
+                    .iter()
+                    .map(move |t| (approved_at.unwrap(), t.task_start_time + ROLLOUT_UPGRADE))
+            })
+            .collect()
+    };
+    for i in 1..=rollout_rings.len() {
+        let id = format!("aig-rx{i:04}");
+        let applied = log
+            .iter()
+            .filter(|r| r.action == "ApproveOtaTask" && r.params.get("AppInstanceGroupId") == Some(&id))
+            .filter(|r| r.code == "success" || r.answer_lost)
+            .count();
+        assert_eq!(applied, 1, "{id} approved {applied} times");
+    }
+    let (canary, broad) = (upgrades("rx-canary"), upgrades("rx-broad"));
+    let canary_done = canary.iter().map(|(_, end)| *end).max().unwrap();
+    for (approved, _) in &broad {
+        assert!(
+            *approved >= canary_done,
+            "a broad group was approved at {approved}, before the canary was done at {canary_done}"
+        );
+    }
+    for (wave, list, budget) in [("canary", &canary, 1), ("broad", &broad, 2)] {
+        for (t, _) in list.iter() {
+            let at_once = list.iter().filter(|(a, b)| a <= t && t < b).count();
+            assert!(
+                at_once <= budget,
+                "{at_once} of wave {wave} approved and not done at {t}: {list:?}"
+            );
+        }
     }
     // The rotated windows' desktops left maintenance with the new key, at the end: a drain
     // with the old key would have exited them early (or, with its Secret gone, not at all).
