@@ -285,3 +285,61 @@ async fn plan_predicts_a_rollouts_next_approvals_exactly() {
     assert_eq!(predicted, ["aig-hz0001", "aig-hz0002"], "{stdout}");
     assert_eq!(approved, predicted, "the operator does what plan said");
 }
+
+/// An OtaSchedule and an UpdateRollout that approve one delivery group in one account
+/// conflict as two OtaSchedules do: the older acts (here, with no creation times, the kind
+/// and name decide, the same way every time), and the other leaves the group alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schedule_and_a_rollout_of_one_group_conflict_across_kinds() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rollout = serde_json::json!({
+        "apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "UpdateRollout",
+        "metadata": {"name": "r", "namespace": "default"},
+        "spec": {"ota": {"bizRegionId": "cn-hangzhou"}, "startDelay": "0s",
+                 "waves": [{"name": "all", "selector": {"appInstanceGroupIds": ["aig-hz0001", "aig-hz0002"]}, "maxUnavailable": 2}]}});
+    let schedule = serde_json::json!({
+        "apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "OtaSchedule",
+        "metadata": {"name": "s", "namespace": "default"},
+        "spec": {"bizRegionId": "cn-hangzhou", "appInstanceGroupId": "aig-hz0001",
+                 "startTime": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339()}});
+    let write = |name: &str, docs: &[&serde_json::Value]| {
+        let file = dir.path().join(name);
+        let text: Vec<String> = docs.iter().map(|d| serde_yaml::to_string(d).unwrap()).collect();
+        std::fs::write(&file, text.join("---\n")).unwrap();
+        file.to_str().unwrap().to_string()
+    };
+    let approvals = |file: &str| -> Vec<String> {
+        let out = binary(&emu.url(), &["-f", file]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.trim().starts_with("+ ApproveOtaTask"))
+            .map(|l| l.trim().to_string())
+            .collect()
+    };
+    let alone = approvals(&write("alone.yaml", &[&rollout]));
+    assert_eq!(alone.len(), 2, "{alone:?}");
+    let both = write("both.yaml", &[&rollout, &schedule]);
+    let planned = approvals(&both);
+    assert_eq!(planned.len(), 2, "{planned:?}");
+    assert!(
+        planned[0].contains("aig-hz0002"),
+        "the rollout leaves aig-hz0001 to the schedule: {planned:?}"
+    );
+    assert!(
+        planned[1].contains("TaskId=ota-hz0001-1"),
+        "the schedule approves its group: {planned:?}"
+    );
+    let out = binary(&emu.url(), &["-f", &both, "-o", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = json["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "UpdateRollout")
+        .unwrap();
+    assert!(
+        r.to_string().contains("OtaSchedule default/s"),
+        "the rollout names the schedule: {r}"
+    );
+}

@@ -18,7 +18,7 @@ use crate::cloud::metrics::CloudMetrics;
 use crate::cloud::snapshot::SnapshotCache;
 use crate::cloud::{CloudClient, CredentialSource, Credentials};
 use crate::controller::context::CredentialsError;
-use crate::controller::kind::{KindEnv, ManagedKind, Stage, account_key};
+use crate::controller::kind::{ClaimsOtaGroups, KindEnv, ManagedKind, Stage, account_key};
 use crate::controller::registry::{self, EachKind};
 use crate::controller::runner;
 
@@ -319,6 +319,29 @@ struct Planner {
     secrets: BTreeMap<(String, String), BTreeMap<String, String>>,
     snapshots: Arc<SnapshotCache>,
     resync: Duration,
+    /// The input's resources (with the live objects) of the kinds that approve OTA updates
+    /// of delivery groups, for conflicts between kinds, as the operator compares them.
+    claimants: Vec<Arc<dyn ClaimsOtaGroups>>,
+}
+
+/// The input's resources of the kinds that approve OTA updates of delivery groups.
+struct Claimants<'a> {
+    cluster: &'a Cluster,
+    docs: &'a [&'a Doc],
+}
+
+impl<'a> EachKind for Claimants<'a> {
+    type Output = futures::future::BoxFuture<'a, Result<Vec<Arc<dyn ClaimsOtaGroups>>, String>>;
+    fn visit<K: ManagedKind>(&mut self) -> Self::Output {
+        let Claimants { cluster, docs } = *self;
+        Box::pin(async move {
+            if !K::CLAIMS_OTA_GROUPS {
+                return Ok(Vec::new());
+            }
+            let resolved = cluster.resolve(typed::<K>(docs)).await?;
+            Ok(resolved.into_iter().map(|o| o as Arc<dyn ClaimsOtaGroups>).collect())
+        })
+    }
 }
 
 impl Planner {
@@ -391,6 +414,9 @@ impl Planner {
             }
         };
         let ctx = runner::plan_context(&obj, resync);
+        if K::CLAIMS_OTA_GROUPS {
+            env.rivals = Arc::new(runner::rivals::<K, _>(self).await);
+        }
         if K::PEERS_BY_ACCOUNT {
             env.peer_accounts = Arc::new(runner::peer_accounts(&obj, peers, self).await);
         }
@@ -464,6 +490,10 @@ impl<'a> EachKind for PlanKind<'a> {
 }
 
 impl runner::CloudSides for Planner {
+    fn claimants(&self, kind: &str) -> Vec<Arc<dyn ClaimsOtaGroups>> {
+        self.claimants.iter().filter(|c| c.kind() != kind).cloned().collect()
+    }
+
     /// The cloud side of a resource: its Secret from the input, else the default chain,
     /// keyed by cloud account as the operator keys it. The second value says which, for the
     /// output.
@@ -566,11 +596,20 @@ pub async fn run(args: &PlanArgs) -> Result<PlanReport, String> {
     }
     let cluster = Cluster::connect(args).await?;
     report.cluster = cluster.describe();
+    let claimants = futures::future::try_join_all(registry::each_kind(&mut Claimants {
+        cluster: &cluster,
+        docs: &ours,
+    }))
+    .await?
+    .into_iter()
+    .flatten()
+    .collect();
     let planner = Planner {
         default_client: args.cloud.client(Arc::new(CloudMetrics::default()))?,
         secrets: secrets(&docs),
         snapshots: Arc::new(SnapshotCache::new(Duration::from_secs(60))),
         resync: Duration::from_secs(600),
+        claimants,
     };
     let uncertain = cluster.uncertainty();
     let by_kind = registry::each_kind(&mut PlanKind {

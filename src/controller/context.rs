@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::runtime::events::Recorder;
 
-use super::kind::{KindEnv, ObjectKey, account_key};
+use super::kind::{ClaimsOtaGroups, KindEnv, ObjectKey, account_key};
 use super::metrics::Metrics;
 use super::runner::CloudSides;
 use crate::api::common::CredentialsRef;
@@ -100,7 +100,14 @@ pub struct Context {
     /// The credential values of Secrets read by name, with when they were read. Only the
     /// three keys the operator uses are kept, as redacting strings.
     secrets: TtlCache<(String, String), SecretKeys>,
+    /// Where the resources of each kind that approves OTA updates of delivery groups are
+    /// read (their watch caches), for conflicts between kinds.
+    claim_sources: Mutex<Vec<(&'static str, ClaimSource)>>,
 }
+
+/// The resources of one kind that approve OTA updates of delivery groups, as its watch
+/// cache holds them now.
+pub type ClaimSource = Arc<dyn Fn() -> Vec<Arc<dyn ClaimsOtaGroups>> + Send + Sync>;
 
 /// The values the operator takes from a credentials Secret.
 #[derive(Clone)]
@@ -166,6 +173,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             accounts: TtlCache::new(ACCOUNT_CACHE_TTL, CACHE_CAPACITY),
             secrets: TtlCache::new(SECRET_CACHE_TTL, CACHE_CAPACITY),
+            claim_sources: Mutex::default(),
         }
     }
 
@@ -222,6 +230,15 @@ impl Context {
         self.failures.lock().expect("failures lock").remove(key);
     }
 
+    /// Registers where the resources of `kind`, a kind that approves OTA updates of delivery
+    /// groups, are read.
+    pub fn add_claim_source(&self, kind: &'static str, source: ClaimSource) {
+        self.claim_sources
+            .lock()
+            .expect("claim sources lock")
+            .push((kind, source));
+    }
+
     /// Forgets the backoff of every object of `kind` whose key `exists` denies (the watch
     /// re-listed and it is gone).
     pub fn forget_backoffs_of(&self, kind: &str, exists: impl Fn(&ObjectKey) -> bool) {
@@ -233,6 +250,18 @@ impl Context {
 }
 
 impl CloudSides for Context {
+    fn claimants(&self, kind: &str) -> Vec<Arc<dyn ClaimsOtaGroups>> {
+        let sources: Vec<ClaimSource> = self
+            .claim_sources
+            .lock()
+            .expect("claim sources lock")
+            .iter()
+            .filter(|(k, _)| *k != kind)
+            .map(|(_, s)| s.clone())
+            .collect();
+        sources.iter().flat_map(|s| s()).collect()
+    }
+
     /// The cloud side for a resource: its Secret (same namespace only) or the default chain.
     async fn env_for(
         &self,

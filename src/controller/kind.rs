@@ -29,6 +29,48 @@ pub struct KindEnv {
     /// The oldest shared list this reconcile accepts: the resource's resync interval, so a
     /// steady resync costs one list per interval (the cache may cap it lower).
     pub max_age: Duration,
+    /// Resources of other kinds that approve OTA updates of delivery groups, with their
+    /// accounts; filled only for kinds that do (see [`ManagedKind::CLAIMS_OTA_GROUPS`]).
+    pub rivals: Arc<Vec<Rival>>,
+}
+
+/// A resource of another kind that approves OTA updates of delivery groups, and the account
+/// its credentials act in (`None`: not known).
+#[derive(Clone)]
+pub struct Rival {
+    pub obj: Arc<dyn ClaimsOtaGroups>,
+    pub account: Option<String>,
+}
+
+/// What conflicts between kinds compare: a resource that approves OTA updates of delivery
+/// groups (OtaSchedule, UpdateRollout). Of two that claim one group in one account, the
+/// older acts, whatever their kinds, as between two OtaSchedules.
+pub trait ClaimsOtaGroups: Send + Sync {
+    fn kind(&self) -> &'static str;
+    fn object_meta(&self) -> &kube::api::ObjectMeta;
+    /// Whether it can act (see [`can_act`]); one that cannot never wins a conflict.
+    fn acts(&self) -> bool;
+    fn credentials(&self) -> Option<&CredentialsRef>;
+    /// Whether it approves `group` of `region`.
+    fn claims(&self, region: &str, group: &crate::cloud::ops::appstream::AppInstanceGroup) -> bool;
+}
+
+impl<K: ManagedKind> ClaimsOtaGroups for K {
+    fn kind(&self) -> &'static str {
+        K::KIND
+    }
+    fn object_meta(&self) -> &kube::api::ObjectMeta {
+        self.meta()
+    }
+    fn acts(&self) -> bool {
+        can_act(self)
+    }
+    fn credentials(&self) -> Option<&CredentialsRef> {
+        self.common().credentials_ref.as_ref()
+    }
+    fn claims(&self, region: &str, group: &crate::cloud::ops::appstream::AppInstanceGroup) -> bool {
+        K::CLAIMS_OTA_GROUPS && self.region() == region && self.claims_ota_group(group)
+    }
 }
 
 impl KindEnv {
@@ -39,7 +81,38 @@ impl KindEnv {
             snapshots,
             peer_accounts: Arc::default(),
             max_age: Duration::MAX,
+            rivals: Arc::default(),
         }
+    }
+
+    /// The resources of other kinds that claim `group` of `region` and win over `this`: older
+    /// (by creation, then kind and name), able to act, and in this env's account; named as
+    /// [`peer_name`] names peers, with their kind.
+    pub fn older_rivals(
+        &self,
+        this: &kube::api::ObjectMeta,
+        this_kind: &str,
+        region: &str,
+        group: &crate::cloud::ops::appstream::AppInstanceGroup,
+    ) -> Vec<String> {
+        let mine = (created_at(this), this_kind, full_name(this));
+        let mut older: Vec<String> = self
+            .rivals
+            .iter()
+            .filter(|r| r.account.as_deref() == Some(self.account.as_str()) && r.obj.acts())
+            .filter(|r| r.obj.claims(region, group))
+            .filter(|r| {
+                (
+                    created_at(r.obj.object_meta()),
+                    r.obj.kind(),
+                    full_name(r.obj.object_meta()),
+                ) < mine
+            })
+            .map(|r| format!("{} {}", r.obj.kind(), peer_name(this, r.obj.object_meta())))
+            .collect();
+        older.sort();
+        older.dedup();
+        older
     }
 
     /// Whether `peer` acts in the same cloud account (the same AccessKey) as this env.
@@ -227,6 +300,15 @@ pub trait ManagedKind:
     /// Conflicts with peers are decided by cloud account, so the controller resolves each
     /// peer's credentials to an account key before planning (FotaTaskPolicy).
     const PEERS_BY_ACCOUNT: bool = false;
+
+    /// The kind approves OTA updates of delivery groups ([`ManagedKind::claims_ota_group`]):
+    /// the resources of the other such kinds are its rivals ([`KindEnv::rivals`]).
+    const CLAIMS_OTA_GROUPS: bool = false;
+
+    /// Whether this resource approves OTA updates of `group` (in its region).
+    fn claims_ota_group(&self, _group: &crate::cloud::ops::appstream::AppInstanceGroup) -> bool {
+        false
+    }
 
     /// Reads the cloud (through the snapshots unless `fresh`) and plans.
     fn read_and_plan(

@@ -15,7 +15,9 @@ use futures::StreamExt;
 
 use super::context::{CredentialsError, RECONCILE_REQUESTED_AT, SKIP_CLEANUP};
 use super::events;
-use super::kind::{KindEnv, ManagedKind, ObjectKey, Stage, account_name, full_name, resync_for};
+use super::kind::{
+    ClaimsOtaGroups, KindEnv, ManagedKind, ObjectKey, Rival, Stage, account_name, full_name, resync_for,
+};
 use super::metrics::ObjectState;
 use super::next_step::Settled;
 use crate::api::common::CredentialsRef;
@@ -257,6 +259,13 @@ pub trait CloudSides: Send + Sync {
         }
     }
 
+    /// The resources that approve OTA updates of delivery groups, of every kind but `kind`
+    /// (see [`ManagedKind::CLAIMS_OTA_GROUPS`]).
+    fn claimants(&self, kind: &str) -> Vec<Arc<dyn ClaimsOtaGroups>> {
+        let _ = kind;
+        Vec::new()
+    }
+
     /// [`CloudSides::resolve_account`], possibly cached: for the peers of every reconcile.
     fn account_of(
         &self,
@@ -395,6 +404,21 @@ pub async fn peer_accounts<K: ManagedKind, C: CloudSides>(
         .filter_map(|(key, account)| async move { Some((key, account?)) })
         .collect()
         .await
+}
+
+/// The rivals of a resource of kind `K` (see [`KindEnv::rivals`]), each with its account.
+pub async fn rivals<K: ManagedKind, C: CloudSides>(sides: &C) -> Vec<Rival> {
+    let mut out = Vec::new();
+    for obj in sides.claimants(K::KIND).into_iter().filter(|c| c.acts()) {
+        out.push(rival(obj, sides).await);
+    }
+    out
+}
+
+async fn rival<C: CloudSides>(obj: Arc<dyn ClaimsOtaGroups + 'static>, sides: &C) -> Rival {
+    let ns = obj.object_meta().namespace.clone().unwrap_or_default();
+    let account = sides.account_of(&ns, obj.credentials()).await;
+    Rival { obj, account }
 }
 
 /// The context of one decision about `obj`, now.
@@ -613,6 +637,9 @@ pub async fn run_stage<K: ManagedKind, S: StatusSink<K>, C: CloudSides>(
     }
     if K::PEERS_BY_ACCOUNT {
         env.peer_accounts = Arc::new(peer_accounts(obj, peers, sides).await);
+    }
+    if K::CLAIMS_OTA_GROUPS {
+        env.rivals = Arc::new(rivals::<K, _>(sides).await);
     }
     let plan_stage = if draining { Stage::Cleanup } else { stage };
     let r: Reconciled<K> = match reconcile_once(obj, &env, peers, &plan_ctx, plan_stage, fresh, sink).await {

@@ -179,6 +179,19 @@ async fn run<K: ManagedKind>(
     // what was already observed could undo a recorded intent. (Writes carry a precondition
     // as well; this keeps conflicts rare.)
     let (store, writer) = kube::runtime::reflector::store::<K>();
+    if K::CLAIMS_OTA_GROUPS {
+        let store = store.clone();
+        shared.add_claim_source(
+            K::KIND,
+            Arc::new(move || {
+                store
+                    .state()
+                    .into_iter()
+                    .map(|o| o as Arc<dyn crate::controller::kind::ClaimsOtaGroups>)
+                    .collect()
+            }),
+        );
+    }
     let seen: LastSeen = Arc::default();
     let forget = {
         let (shared, store, seen) = (shared.clone(), store.clone(), seen.clone());

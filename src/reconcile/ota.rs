@@ -215,7 +215,7 @@ pub fn plan(input: &OtaInput<'_>, ctx: &PlanContext) -> Outcome<Approve, OtaSche
     }
     if !input.older_peers.is_empty() {
         let msg = format!(
-            "an older OtaSchedule manages the same delivery group: {}",
+            "an older OtaSchedule or UpdateRollout approves the same delivery group: {}",
             input.older_peers.join(", ")
         );
         return outcome(status, Verdict::not_ready(Reason::Conflict, msg), None);

@@ -524,6 +524,19 @@ pub fn plan(input: &RolloutInput<'_>, ctx: &PlanContext) -> Outcome<Approve, Upd
             (Verdict::not_ready(Reason::Progressing, msg), requeue)
         }
     };
+    // Groups an older resource approves are left to it: say so whatever the phase.
+    let verdict = if status.conflicts.is_empty() {
+        verdict
+    } else {
+        Verdict {
+            message: format!(
+                "{}; groups also approved by older resources are left to them: {}",
+                verdict.message,
+                status.conflicts.join(", ")
+            ),
+            ..verdict
+        }
+    };
     let boundary_requeue = match plan.phase {
         Phase::Progressing => boundary.map(|b| until(ctx.now, b)),
         _ => None,

@@ -123,3 +123,36 @@ async fn a_rollout_goes_wave_by_wave_stops_on_a_failure_and_resumes() {
         );
     }
 }
+
+/// An OtaSchedule and an UpdateRollout of one group: the older acts, across kinds, as
+/// between two OtaSchedules; the rollout leaves the group to the schedule and says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollout_leaves_a_group_to_an_older_schedule() {
+    let Scene { client, ns, emu } = Scene::new("rollout-rival").await;
+    let _op = operator(&ns, &emu);
+    create::<OtaSchedule>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "OtaSchedule", "metadata": {"name": "s"},
+               "spec": {"bizRegionId": "cn-hangzhou", "appInstanceGroupId": "aig-hz0001",
+                        "startTime": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339()}}),
+    )
+    .await;
+    wait_reason::<OtaSchedule>(&client, &ns, "s", "Approved").await;
+    create::<UpdateRollout>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "UpdateRollout", "metadata": {"name": "r"},
+               "spec": {"ota": {"bizRegionId": "cn-hangzhou"}, "startDelay": "0s",
+                        "waves": [{"name": "canary", "selector": {"tags": {"ring": "canary"}}},
+                                  {"name": "early", "selector": {"tags": {"ring": "early"}}}]}}),
+    )
+    .await;
+    let status = wait_reason::<UpdateRollout>(&client, &ns, "r", "Completed").await;
+    assert_eq!(status["conflicts"], json!([format!("OtaSchedule {ns}/s")]), "{status}");
+    assert_eq!(
+        status["waves"][0]["targets"], 0,
+        "aig-hz0001 is the schedule's: {status}"
+    );
+    assert_eq!(approvals(&emu), ["aig-hz0001", "aig-hz0002"]);
+}

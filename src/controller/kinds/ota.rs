@@ -27,6 +27,12 @@ impl ManagedKind for OtaSchedule {
     /// account's schedule of a group with the same id is another group, or one it cannot see.
     const PEERS_BY_ACCOUNT: bool = true;
     const FRESH_READ_BEFORE_WRITE: bool = true;
+    /// An UpdateRollout that selects the same group is a rival: the older acts.
+    const CLAIMS_OTA_GROUPS: bool = true;
+
+    fn claims_ota_group(&self, group: &crate::cloud::ops::appstream::AppInstanceGroup) -> bool {
+        group.app_instance_group_id == self.spec.app_instance_group_id
+    }
 
     crate::kind_accessors!(OtaScheduleStatus, biz_region_id);
     fn needs_finalizer(&self) -> bool {
@@ -69,11 +75,14 @@ impl ManagedKind for OtaSchedule {
         } else {
             None
         };
-        let older = older_peers(self, peers, |p| {
+        let mut older = older_peers(self, peers, |p| {
             p.spec.biz_region_id == self.spec.biz_region_id
                 && p.spec.app_instance_group_id == self.spec.app_instance_group_id
                 && env.same_account(&p.metadata)
         });
+        if let Some(g) = group {
+            older.extend(env.older_rivals(&self.metadata, Self::KIND, &region, g));
+        }
         Ok(plan(
             &OtaInput {
                 spec: &self.spec,

@@ -26,6 +26,12 @@ impl ManagedKind for UpdateRollout {
     const PEERS_BY_ACCOUNT: bool = true;
     /// The TaskId an approval takes rotates after every approval.
     const FRESH_READ_BEFORE_WRITE: bool = true;
+    /// An OtaSchedule of one of its groups is a rival: the older acts.
+    const CLAIMS_OTA_GROUPS: bool = true;
+
+    fn claims_ota_group(&self, group: &crate::cloud::ops::appstream::AppInstanceGroup) -> bool {
+        selects(&self.spec, group)
+    }
 
     fn common(&self) -> &crate::api::common::CommonSpec {
         &self.spec.common
@@ -70,7 +76,7 @@ impl ManagedKind for UpdateRollout {
                 async move { appstream::list_app_instance_groups(&cloud, &region, None).await }
             })
             .await?;
-        // Groups an older rollout of the same account selects are left to it.
+        // Groups an older rollout or OtaSchedule of the same account approves are left to it.
         let older: Vec<(&Arc<Self>, String)> = peers
             .iter()
             .filter(|p| p.spec.ota.biz_region_id == region && env.same_account(&p.metadata))
@@ -80,11 +86,12 @@ impl ManagedKind for UpdateRollout {
         let groups: Vec<_> = all
             .iter()
             .filter(|g| {
-                let claimed: Vec<String> = older
+                let mut claimed: Vec<String> = older
                     .iter()
                     .filter(|(p, _)| selects(&p.spec, g))
                     .map(|(_, name)| name.clone())
                     .collect();
+                claimed.extend(env.older_rivals(&self.metadata, Self::KIND, &region, g));
                 let mine = selects(&self.spec, g);
                 if mine && !claimed.is_empty() {
                     conflicts.extend(claimed);
