@@ -57,6 +57,7 @@ bench-cluster: harness python
 	target/venv/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/requirements-bench.txt
 	cargo bench --bench cluster
 	target/venv/bin/python scripts/plot-bench.py target/bench-cluster/ready.csv docs/bench-cluster.png
+	if [ -s target/bench-cluster/rollout.csv ]; then target/venv/bin/python scripts/plot-rollout.py target/bench-cluster/rollout.csv docs/rollout-progress.png; fi
 
 # The README's picture of the dashboard, from the scrapes the dashboard e2e test keeps.
 dashboard-png: harness python

@@ -11,11 +11,13 @@
 //!   account), against the same N without them;
 //! - 100 DesktopMaintenanceWindows over 10,000 desktops that open together, and again with
 //!   2,000 users connected at the start who leave over the following minute;
-//! - FotaTaskPolicies and OtaSchedules across many regions and delivery groups.
+//! - FotaTaskPolicies and OtaSchedules across many regions and delivery groups;
+//! - an UpdateRollout of 3 waves over 20 delivery groups (`rollout`: each wave's progress
+//!   over time, in `rollout.csv`, drawn by `scripts/plot-rollout.py`).
 //!
 //! Environment: BENCH_N (10000), BENCH_CONCURRENCY (the operator's default),
 //! BENCH_RESYNC_SECONDS (30), BENCH_QUOTA_N (2000), BENCH_QUOTA_WRITES (100),
-//! BENCH_QUOTA_SECONDS (130), BENCH_CASES (`scale,quota,windows,drain,fota,ota`), BENCH_OUT
+//! BENCH_QUOTA_SECONDS (130), BENCH_CASES (`scale,quota,windows,drain,fota,ota,rollout`), BENCH_OUT
 //! (`target/bench-cluster`: CSV of Ready over time, for `scripts/plot-bench.py`).
 
 #[path = "../tests/support/mod.rs"]
@@ -882,9 +884,92 @@ async fn ota(client: &Client, emu: &Emulator, s: &Settings) {
     );
 }
 
+/// An UpdateRollout of 3 waves over 20 delivery groups (2 canaries one at a time, 6 early
+/// three at a time, 12 broad half at a time), each upgrade taking 20 s and one broad upgrade
+/// failing (within maxFailures 1), 20 s of soak after each wave. Each wave's counts are
+/// sampled every second from the rollout's status into `rollout.csv`.
+async fn rollout(client: &Client, emu: &Emulator, s: &Settings) {
+    use alicloud_ops_operator::api::rollout::UpdateRollout;
+    use alicloud_ops_operator::cloud::ops::appstream::GroupTag;
+    let region = "ap-southeast-1";
+    let rings: Vec<&str> = std::iter::repeat_n("canary", 2)
+        .chain(std::iter::repeat_n("early", 6))
+        .chain(std::iter::repeat_n("broad", 12))
+        .collect();
+    emu.world().update_state(|st| {
+        for (g, ring) in rings.iter().enumerate() {
+            st.appstream.app_instance_groups.push(DeliveryGroup {
+                biz_region_id: region.into(),
+                group: AppInstanceGroup {
+                    app_instance_group_id: format!("aig-r{g:04}"),
+                    app_instance_group_name: format!("rollout-{g}"),
+                    region_id: region.into(),
+                    status: "PUBLISHED".into(),
+                    resource_status: "AVAILABLE".into(),
+                    ota_info: OtaInfo {
+                        ota_version: "1.0".into(),
+                        new_ota_version: "1.1".into(),
+                        task_id: format!("ota-r{g:04}-1"),
+                    },
+                    tags: vec![GroupTag {
+                        key: "ring".into(),
+                        value: ring.to_string(),
+                        scope: "Custom".into(),
+                    }],
+                },
+                upgrade_duration_seconds: 20,
+                upgrade_outcomes: if g == 14 { vec!["FAILED".into()] } else { vec![] },
+                ..Default::default()
+            });
+        }
+    });
+    let ns = namespace(client, "rollout").await;
+    let body = json!({"apiVersion": API_VERSION, "kind": "UpdateRollout", "metadata": {"name": "rings"},
+        "spec": {"ota": {"bizRegionId": region}, "startDelay": "0s",
+                 "waves": [{"name": "canary", "selector": {"tags": {"ring": "canary"}}, "maxUnavailable": 1, "soak": "20s"},
+                           {"name": "early", "selector": {"tags": {"ring": "early"}}, "maxUnavailable": 3, "soak": "20s"},
+                           {"name": "broad", "selector": {"tags": {"ring": "broad"}}, "maxUnavailable": "50%"}],
+                 "failurePolicy": {"maxFailures": 1}}});
+    create_all::<UpdateRollout>(client, &ns, vec![body], 1).await;
+    let api = Api::<UpdateRollout>::namespaced(client.clone(), &ns);
+    emu.world().reset_counters();
+    let started = Instant::now();
+    let _op = s.operator(&ns, emu);
+    let mut csv = std::fs::File::create(s.out.join("rollout.csv")).unwrap();
+    writeln!(csv, "seconds,wave,updating,succeeded,failed").unwrap();
+    let mut phases: Vec<(f64, String)> = Vec::new();
+    loop {
+        let t = started.elapsed().as_secs_f64();
+        let status = api.get("rings").await.ok().and_then(|r| r.status).unwrap_or_default();
+        for w in &status.waves {
+            writeln!(csv, "{t:.1},{},{},{},{}", w.name, w.updating, w.succeeded, w.failed).unwrap();
+        }
+        let phase = format!("{:?}/{}", status.phase, status.current_wave.clone().unwrap_or_default());
+        if phases.last().is_none_or(|(_, p)| *p != phase) {
+            phases.push((t, phase));
+        }
+        if status.phase == Some(alicloud_ops_operator::api::rollout::RolloutPhase::Completed) {
+            break;
+        }
+        assert!(t < 900.0, "the rollout did not complete in 15 minutes: {status:?}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let c = emu.world().counters();
+    println!(
+        "UpdateRollout, 3 waves over 20 delivery groups (20 s upgrades, 20 s soak, one failure): Completed {:.0} s after the process started; {} ApproveOtaTask calls, {} ListOtaTask, {} ListAppInstanceGroup pages",
+        started.elapsed().as_secs_f64(),
+        c.count("ApproveOtaTask"),
+        c.count("ListOtaTask"),
+        c.count("ListAppInstanceGroup")
+    );
+    let line: Vec<String> = phases.iter().map(|(t, p)| format!("{t:.0}s {p}")).collect();
+    println!("  phases: {}", line.join(", "));
+    println!("  progress over time: {}", s.out.join("rollout.csv").display());
+}
+
 fn main() {
     let n: usize = env("BENCH_N", 10_000);
-    let cases: String = env("BENCH_CASES", "scale,quota,windows,drain,fota,ota".to_string());
+    let cases: String = env("BENCH_CASES", "scale,quota,windows,drain,fota,ota,rollout".to_string());
     let settings = Settings {
         concurrency: env("BENCH_CONCURRENCY", DEFAULT_CONCURRENCY.into()),
         resync: env("BENCH_RESYNC_SECONDS", 30),
@@ -929,6 +1014,7 @@ fn main() {
                 "drain" => drain(&client, &emu, &settings).await,
                 "fota" => fota(&client, &emu, &settings).await,
                 "ota" => ota(&client, &emu, &settings).await,
+                "rollout" => rollout(&client, &emu, &settings).await,
                 "" => {}
                 other => panic!("BENCH_CASES: unknown case {other:?}"),
             }

@@ -208,8 +208,17 @@ async fn the_dashboard_and_alerts_name_only_metrics_the_operator_exports() {
                "spec": {"regionId": "cn-hangzhou", "autoPush": true}}),
     )
     .await;
+    create::<alicloud_ops_operator::api::UpdateRollout>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "UpdateRollout", "metadata": {"name": "roll"},
+               "spec": {"ota": {"bizRegionId": "cn-hangzhou"}, "startDelay": "1h",
+                        "waves": [{"name": "broad", "selector": {"appInstanceGroupIds": ["aig-hz0003"]}}]}}),
+    )
+    .await;
     wait_reason::<DesktopMaintenanceWindow>(&client, &ns, "now", "Active").await;
     wait_reason::<OtaSchedule>(&client, &ns, "watch", "DriftDetected").await;
+    wait_reason::<alicloud_ops_operator::api::UpdateRollout>(&client, &ns, "roll", "Progressing").await;
     wait_reason::<ImageShare>(&client, &ns, "gone", "NotFound").await;
     wait_reason::<FotaTaskPolicy>(&client, &ns, "push", "InSync").await;
     // A few seconds of steady state for the picture.
