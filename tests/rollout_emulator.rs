@@ -66,6 +66,11 @@ async fn waves_go_one_after_another_and_each_group_is_approved_once() {
     assert_eq!(s.pinned_version.as_deref(), Some("1.5.0-R-20261115.100000"), "{s:?}");
     assert_eq!(s.phase, Some(RolloutPhase::Progressing));
     assert_eq!(s.current_wave.as_deref(), Some("canary"));
+    assert_eq!(
+        (s.waves[0].updating, s.waves[0].pending),
+        (1, 0),
+        "the approved canary counts as updating"
+    );
     // The approval was recorded before it was sent, and confirmed by the answer.
     let first_write = h.sink.writes.lock().unwrap()[0].1.clone();
     assert_eq!(first_write["approvals"][0]["confirmed"], false, "{first_write}");

@@ -556,6 +556,12 @@ pub fn plan(input: &RolloutInput<'_>, ctx: &PlanContext) -> Outcome<Approve, Upd
         );
         return outcome(status, Verdict::not_ready(Reason::DriftDetected, msg), None);
     }
+    // The groups approved now count as updating in the status written after the approvals.
+    if let Some(w) = plan.current.and_then(|i| status.waves.get_mut(i)) {
+        let n = i32::try_from(plan.approve.len()).unwrap_or(i32::MAX);
+        w.pending = w.pending.saturating_sub(n).max(0);
+        w.updating = w.updating.saturating_add(n);
+    }
     for a in &plan.approve {
         status.approvals.push(GroupApproval {
             app_instance_group_id: a.group_id.clone(),
