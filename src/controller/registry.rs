@@ -145,6 +145,16 @@ mod tests {
         );
     }
 
+    /// `kubectl get alicloud-ops` lists every kind: the demo and the e2e suite rely on it
+    /// instead of a list of kinds.
+    #[test]
+    fn every_kind_is_in_the_alicloud_ops_category() {
+        for crd in crds() {
+            let categories = crd.spec.names.categories.clone().unwrap_or_default();
+            assert_eq!(categories, ["alicloud-ops"], "{}", crd.spec.names.kind);
+        }
+    }
+
     #[test]
     fn one_kind_is_visited_by_name() {
         assert_eq!(

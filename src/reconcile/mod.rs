@@ -313,6 +313,22 @@ pub struct Outcome<A, S> {
 }
 
 impl<A, S> Outcome<A, S> {
+    /// No writes: `status` as it is, with `verdict`.
+    pub fn settled(status: S, verdict: Verdict, requeue_after: Option<Duration>) -> Self {
+        Outcome {
+            actions: Vec::new(),
+            intent: None,
+            status,
+            verdict,
+            requeue_after,
+        }
+    }
+
+    /// The resource is being deleted and has nothing in the cloud to undo.
+    pub fn nothing_to_undo(status: S) -> Self {
+        Self::settled(status, Verdict::ready(Reason::InSync, "deleted"), None)
+    }
+
     /// Drift means writes are needed (or would be, under ObserveOnly).
     pub fn has_drift(&self) -> bool {
         !self.actions.is_empty() || self.verdict.reason == Reason::DriftDetected

@@ -119,13 +119,7 @@ fn start_for(spec: &OtaScheduleSpec, now: DateTime<Utc>) -> Result<Result<DateTi
 pub fn plan(input: &OtaInput<'_>, ctx: &PlanContext) -> Outcome<Approve, OtaScheduleStatus> {
     let spec = input.spec;
     let mut status = input.previous.clone();
-    let outcome = |status, verdict, requeue_after| Outcome {
-        actions: vec![],
-        intent: None,
-        status,
-        verdict,
-        requeue_after,
-    };
+    let outcome = Outcome::settled;
     let Some(group) = input.group else {
         return outcome(
             status,

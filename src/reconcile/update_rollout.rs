@@ -300,13 +300,7 @@ fn run(
 
 pub fn plan(input: &RolloutInput<'_>, ctx: &PlanContext) -> Outcome<Approve, UpdateRolloutStatus> {
     let mut status = input.previous.clone();
-    let outcome = |status, verdict, requeue_after| Outcome {
-        actions: vec![],
-        intent: None,
-        status,
-        verdict,
-        requeue_after,
-    };
+    let outcome = Outcome::settled;
     let read = match read(input.spec) {
         Ok(r) => r,
         Err(msg) => return outcome(status, Verdict::not_ready(Reason::InvalidSpec, msg), None),

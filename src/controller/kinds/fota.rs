@@ -9,7 +9,7 @@ use crate::cloud::ops::ecd;
 use crate::controller::events;
 use crate::controller::kind::{self, KindEnv, ManagedKind, Stage, can_act, created_at, peer_name};
 use crate::reconcile::fota::{FotaInput, Peer, UpdateTask, plan};
-use crate::reconcile::{Outcome, PlanContext, Reason, Verdict};
+use crate::reconcile::{Outcome, PlanContext};
 
 const LIST: &str = "DescribeFotaTasks";
 
@@ -47,13 +47,7 @@ impl ManagedKind for FotaTaskPolicy {
         let previous = self.status.clone().unwrap_or_default();
         if stage == Stage::Cleanup {
             // Nothing to undo: the tasks keep the state the policy gave them.
-            return Ok(Outcome {
-                actions: vec![],
-                intent: None,
-                status: previous,
-                verdict: Verdict::ready(Reason::InSync, "deleted"),
-                requeue_after: None,
-            });
+            return Ok(Outcome::nothing_to_undo(previous));
         }
         let region = self.spec.region_id.clone();
         // A fresh read is of the policy's own tasks when it names them (every task of the

@@ -49,13 +49,7 @@ impl ManagedKind for OtaSchedule {
     ) -> Result<Outcome<Approve, OtaScheduleStatus>, CloudError> {
         let previous = self.status.clone().unwrap_or_default();
         if stage == Stage::Cleanup {
-            return Ok(Outcome {
-                actions: vec![],
-                intent: None,
-                status: previous,
-                verdict: Verdict::ready(Reason::InSync, "deleted"),
-                requeue_after: None,
-            });
+            return Ok(Outcome::nothing_to_undo(previous));
         }
         let region = self.spec.biz_region_id.clone();
         // A fresh read (before each approval) is for this resource alone: one group, one

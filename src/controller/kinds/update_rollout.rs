@@ -9,7 +9,7 @@ use crate::controller::kind::{KindEnv, ManagedKind, Stage, Transition, older_pee
 use crate::controller::metrics::ResourceGauge;
 use crate::reconcile::rollout::Approve;
 use crate::reconcile::update_rollout::{PROMOTE, RESUME, RolloutInput, confirm, needs_tasks, plan, selects};
-use crate::reconcile::{Outcome, PlanContext, Reason, Verdict};
+use crate::reconcile::{Outcome, PlanContext};
 
 const LIST: &str = "ListAppInstanceGroup";
 
@@ -61,13 +61,7 @@ impl ManagedKind for UpdateRollout {
     ) -> Result<Outcome<Approve, UpdateRolloutStatus>, CloudError> {
         let previous = self.status.clone().unwrap_or_default();
         if stage == Stage::Cleanup {
-            return Ok(Outcome {
-                actions: vec![],
-                intent: None,
-                status: previous,
-                verdict: Verdict::ready(Reason::InSync, "deleted"),
-                requeue_after: None,
-            });
+            return Ok(Outcome::nothing_to_undo(previous));
         }
         let region = self.spec.ota.biz_region_id.clone();
         let all = env
