@@ -98,6 +98,19 @@ async fn waves_go_one_after_another_and_each_group_is_approved_once() {
         h.step(&mut r, now(&h), Stage::Apply).await;
     }
     assert_eq!(approved_groups(&h).len(), 3, "never approved again");
+    // Later a newer version is installed on the canary by other means: the rollout of
+    // 1.5.0 stays complete, with no failure.
+    h.emu.world().update_state(|s| {
+        s.appstream.app_instance_groups[0].group.ota_info.ota_version = "1.6.0".into();
+    });
+    let later = h.step(&mut r, now(&h) + chrono::Duration::hours(3), Stage::Apply).await;
+    assert_eq!(later.verdict.reason, Reason::Completed, "{}", later.verdict.message);
+    assert!(later.status.failures.is_empty(), "{:?}", later.status.failures);
+    assert!(
+        later.verdict.message.contains("3 of 3 group(s) succeeded"),
+        "{}",
+        later.verdict.message
+    );
 }
 
 /// A wave of three with maxUnavailable 2 gets two approvals; the third waits until one is

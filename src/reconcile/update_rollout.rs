@@ -305,6 +305,19 @@ pub fn plan(input: &RolloutInput<'_>, ctx: &PlanContext) -> Outcome<Approve, Upd
         Ok(r) => r,
         Err(msg) => return outcome(status, Verdict::not_ready(Reason::InvalidSpec, msg), None),
     };
+    // A rollout that completed its version for this spec stays complete: what happens to its
+    // groups afterwards (a newer version installed by other means) is not its failure.
+    if input.previous.phase == Some(RolloutPhase::Completed)
+        && input.previous.common.observed_generation == Some(ctx.generation)
+        && let Some(version) = &input.previous.pinned_version
+    {
+        let msg = format!(
+            "version {version}: every wave is done; {} group(s) succeeded{}",
+            input.previous.progress.as_deref().unwrap_or("-").replace('/', " of "),
+            failed_note(&input.previous.failures)
+        );
+        return outcome(status, Verdict::ready(Reason::Completed, msg), None);
+    }
     status.conflicts = input.conflicts.to_vec();
     status.approvals = settle_approvals(&input.previous.approvals, input.groups, input.tasks);
     let mut records = records(input.spec, input.previous);
