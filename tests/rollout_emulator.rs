@@ -103,7 +103,13 @@ async fn waves_go_one_after_another_and_each_group_is_approved_once() {
     h.emu.world().update_state(|s| {
         s.appstream.app_instance_groups[0].group.ota_info.ota_version = "1.6.0".into();
     });
+    let reads = h.writes("ListAppInstanceGroup") + h.writes("ListOtaTask");
     let later = h.step(&mut r, now(&h) + chrono::Duration::hours(3), Stage::Apply).await;
+    assert_eq!(
+        h.writes("ListAppInstanceGroup") + h.writes("ListOtaTask"),
+        reads,
+        "a completed rollout reads nothing"
+    );
     assert_eq!(later.verdict.reason, Reason::Completed, "{}", later.verdict.message);
     assert!(later.status.failures.is_empty(), "{:?}", later.status.failures);
     assert!(

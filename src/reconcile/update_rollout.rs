@@ -207,6 +207,14 @@ fn settle_approvals(
         .collect()
 }
 
+/// Whether the rollout completed its version for the spec of `generation`: then it stays
+/// Completed, and the cloud need not be read for it.
+pub fn completed(previous: &UpdateRolloutStatus, generation: i64) -> bool {
+    previous.phase == Some(RolloutPhase::Completed)
+        && previous.common.observed_generation == Some(generation)
+        && previous.pinned_version.is_some()
+}
+
 /// The groups whose task lists this plan needs: every group approved in the wave that acts
 /// now and every approval not confirmed yet (how their upgrades go), and, on the fresh read
 /// before approving, the groups about to be approved (whether someone approved them already).
@@ -307,8 +315,7 @@ pub fn plan(input: &RolloutInput<'_>, ctx: &PlanContext) -> Outcome<Approve, Upd
     };
     // A rollout that completed its version for this spec stays complete: what happens to its
     // groups afterwards (a newer version installed by other means) is not its failure.
-    if input.previous.phase == Some(RolloutPhase::Completed)
-        && input.previous.common.observed_generation == Some(ctx.generation)
+    if completed(input.previous, ctx.generation)
         && let Some(version) = &input.previous.pinned_version
     {
         let msg = format!(

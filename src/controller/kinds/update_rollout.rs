@@ -8,7 +8,7 @@ use crate::controller::events;
 use crate::controller::kind::{KindEnv, ManagedKind, Stage, Transition, older_peers};
 use crate::controller::metrics::ResourceGauge;
 use crate::reconcile::rollout::Approve;
-use crate::reconcile::update_rollout::{PROMOTE, RESUME, RolloutInput, confirm, needs_tasks, plan, selects};
+use crate::reconcile::update_rollout::{PROMOTE, RESUME, RolloutInput, completed, confirm, needs_tasks, plan, selects};
 use crate::reconcile::{Outcome, PlanContext};
 
 const LIST: &str = "ListAppInstanceGroup";
@@ -64,6 +64,21 @@ impl ManagedKind for UpdateRollout {
             return Ok(Outcome::nothing_to_undo(previous));
         }
         let region = self.spec.ota.biz_region_id.clone();
+        if completed(&previous, ctx.generation) {
+            // Done for this spec: nothing to read.
+            return Ok(plan(
+                &RolloutInput {
+                    spec: &self.spec,
+                    groups: &[],
+                    tasks: &BTreeMap::new(),
+                    previous: &previous,
+                    promote: None,
+                    resume: None,
+                    conflicts: &[],
+                },
+                ctx,
+            ));
+        }
         let all = env
             .snapshot(LIST, &region, fresh, |cloud| {
                 let region = region.clone();
