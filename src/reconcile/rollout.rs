@@ -66,10 +66,18 @@ pub struct Wave {
 impl Wave {
     /// Whether the wave's selector takes `g`.
     pub fn selects(&self, g: &AppInstanceGroup) -> bool {
-        (!self.group_ids.is_empty() || !self.tags.is_empty())
-            && (self.group_ids.is_empty() || self.group_ids.contains(&g.app_instance_group_id))
-            && g.has_tags(self.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        let ids: Vec<&str> = self.group_ids.iter().map(String::as_str).collect();
+        let tags: Vec<(&str, &str)> = self.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        selector_takes(&ids, &tags, g)
     }
+}
+
+/// The one selector rule: a group is taken when it is one of `ids` (if any are given) and
+/// carries every one of `tags`; a selector with neither takes nothing.
+pub fn selector_takes(ids: &[&str], tags: &[(&str, &str)], g: &AppInstanceGroup) -> bool {
+    (!ids.is_empty() || !tags.is_empty())
+        && (ids.is_empty() || ids.contains(&g.app_instance_group_id.as_str()))
+        && g.has_tags(tags.iter().copied())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

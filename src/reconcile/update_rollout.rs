@@ -255,10 +255,9 @@ pub fn needs_tasks(input: &RolloutInput<'_>, ctx: &PlanContext, fresh: bool) -> 
 /// Whether any wave of `spec` selects `g` (for conflicts between rollouts).
 pub fn selects(spec: &UpdateRolloutSpec, g: &AppInstanceGroup) -> bool {
     spec.waves.iter().any(|w| {
-        let ids = &w.selector.app_instance_group_ids;
-        (!ids.is_empty() || !w.selector.tags.is_empty())
-            && (ids.is_empty() || ids.iter().any(|i| i.0 == g.app_instance_group_id))
-            && g.has_tags(w.selector.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        let ids: Vec<&str> = w.selector.app_instance_group_ids.iter().map(|i| i.0.as_str()).collect();
+        let tags: Vec<(&str, &str)> = w.selector.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        super::rollout::selector_takes(&ids, &tags, g)
     })
 }
 
