@@ -98,7 +98,8 @@ pub struct FotaTaskPolicyStatus {
     /// The tasks this policy covers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tasks: Vec<ObservedTask>,
-    /// Tasks left to an older policy that wants the opposite, as `namespace/name`.
+    /// Tasks left to an older policy that wants the opposite (as `namespace/name`), or to an
+    /// older FOTA UpdateRollout that holds the task `Pending` (as `UpdateRollout namespace/name`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conflicts: Vec<String>,
 }

@@ -304,6 +304,15 @@ mod tests {
             w
         };
         let ota = json!({"bizRegionId": "cn-hangzhou"});
+        let fota = json!({"regionId": "cn-hangzhou"});
+        assert_eq!(
+            check(
+                json!({"fota": {"regionId": "cn-hangzhou", "appVersion": "2.1.0", "drain": {"policy": "SkipBusy", "retryEvery": "2m"}},
+                       "waves": [{"name": "canary", "selector": {"desktopIds": ["ecd-1", "ecd-2"]}}, {"name": "rest", "selector": {"officeSiteId": "cn-hangzhou+dir-1", "tags": {"ring": "broad"}}, "maxUnavailable": "10%"}],
+                       "failurePolicy": {"maxFailures": 1}})
+            ),
+            Ok(())
+        );
         assert_eq!(
             check(
                 json!({"ota": ota, "waves": [wave(json!({"maxUnavailable": "25%", "soak": "30m"})), {"name": "broad", "selector": {"appInstanceGroupIds": ["aig-1", "aig-2"]}, "maxUnavailable": 2}],
@@ -344,6 +353,31 @@ mod tests {
             (
                 json!({"ota": ota, "waves": [wave(json!({})), wave(json!({}))]}),
                 "waves: each wave needs a name of its own",
+            ),
+            (
+                json!({"ota": ota, "fota": fota, "waves": [wave(json!({}))]}),
+                "give exactly one target",
+            ),
+            (json!({"waves": [wave(json!({}))]}), "give exactly one target"),
+            (
+                json!({"ota": ota, "waves": [{"name": "c", "selector": {"officeSiteId": "cn-hangzhou+dir-1"}}]}),
+                "an ota rollout selects delivery groups",
+            ),
+            (
+                json!({"fota": fota, "waves": [{"name": "c", "selector": {"appInstanceGroupIds": ["aig-1"]}}]}),
+                "a fota rollout selects cloud computers",
+            ),
+            (
+                json!({"fota": fota, "waves": [{"name": "c", "selector": {"desktopIds": ["ecd-1"]}}], "failurePolicy": {"maxFailures": 2}}),
+                "failurePolicy.maxFailures is more than a wave's appInstanceGroupIds or desktopIds",
+            ),
+            (
+                json!({"fota": {"regionId": "cn-hangzhou", "drain": {"policy": "Immediate"}}, "waves": [wave(json!({}))]}),
+                "fota.drain.policy: a rollout disconnects nobody",
+            ),
+            (
+                json!({"fota": {"regionId": "cn-hangzhou", "drain": {"policy": "SkipBusy", "idleAfter": "30m"}}, "waves": [wave(json!({}))]}),
+                "fota.drain.idleAfter",
             ),
         ];
         for (spec, want) in cases {

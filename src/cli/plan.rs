@@ -18,7 +18,7 @@ use crate::cloud::metrics::CloudMetrics;
 use crate::cloud::snapshot::SnapshotCache;
 use crate::cloud::{CloudClient, CredentialSource, Credentials};
 use crate::controller::context::CredentialsError;
-use crate::controller::kind::{ClaimsOtaGroups, KindEnv, ManagedKind, Stage, account_key};
+use crate::controller::kind::{ClaimsTargets, KindEnv, ManagedKind, Stage, account_key};
 use crate::controller::registry::{self, EachKind};
 use crate::controller::runner;
 
@@ -321,7 +321,7 @@ struct Planner {
     resync: Duration,
     /// The input's resources (with the live objects) of the kinds that approve OTA updates
     /// of delivery groups, for conflicts between kinds, as the operator compares them.
-    claimants: Vec<Arc<dyn ClaimsOtaGroups>>,
+    claimants: Vec<Arc<dyn ClaimsTargets>>,
 }
 
 /// The input's resources of the kinds that approve OTA updates of delivery groups.
@@ -331,15 +331,15 @@ struct Claimants<'a> {
 }
 
 impl<'a> EachKind for Claimants<'a> {
-    type Output = futures::future::BoxFuture<'a, Result<Vec<Arc<dyn ClaimsOtaGroups>>, String>>;
+    type Output = futures::future::BoxFuture<'a, Result<Vec<Arc<dyn ClaimsTargets>>, String>>;
     fn visit<K: ManagedKind>(&mut self) -> Self::Output {
         let Claimants { cluster, docs } = *self;
         Box::pin(async move {
-            if !K::CLAIMS_OTA_GROUPS {
+            if !K::CLAIMS_TARGETS {
                 return Ok(Vec::new());
             }
             let resolved = cluster.resolve(typed::<K>(docs)).await?;
-            Ok(resolved.into_iter().map(|o| o as Arc<dyn ClaimsOtaGroups>).collect())
+            Ok(resolved.into_iter().map(|o| o as Arc<dyn ClaimsTargets>).collect())
         })
     }
 }
@@ -414,7 +414,7 @@ impl Planner {
             }
         };
         let ctx = runner::plan_context(&obj, resync);
-        if K::CLAIMS_OTA_GROUPS {
+        if K::CLAIMS_TARGETS {
             env.rivals = Arc::new(runner::rivals::<K, _>(self).await);
         }
         if K::PEERS_BY_ACCOUNT {
@@ -490,7 +490,7 @@ impl<'a> EachKind for PlanKind<'a> {
 }
 
 impl runner::CloudSides for Planner {
-    fn claimants(&self, kind: &str) -> Vec<Arc<dyn ClaimsOtaGroups>> {
+    fn claimants(&self, kind: &str) -> Vec<Arc<dyn ClaimsTargets>> {
         self.claimants.iter().filter(|c| c.kind() != kind).cloned().collect()
     }
 

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::runtime::events::Recorder;
 
-use super::kind::{ClaimsOtaGroups, KindEnv, ObjectKey, account_key};
+use super::kind::{ClaimsTargets, KindEnv, ObjectKey, account_key};
 use super::metrics::Metrics;
 use super::runner::CloudSides;
 use crate::api::common::CredentialsRef;
@@ -107,7 +107,7 @@ pub struct Context {
 
 /// The resources of one kind that approve OTA updates of delivery groups, as its watch
 /// cache holds them now.
-pub type ClaimSource = Arc<dyn Fn() -> Vec<Arc<dyn ClaimsOtaGroups>> + Send + Sync>;
+pub type ClaimSource = Arc<dyn Fn() -> Vec<Arc<dyn ClaimsTargets>> + Send + Sync>;
 
 /// The values the operator takes from a credentials Secret.
 #[derive(Clone)]
@@ -250,7 +250,7 @@ impl Context {
 }
 
 impl CloudSides for Context {
-    fn claimants(&self, kind: &str) -> Vec<Arc<dyn ClaimsOtaGroups>> {
+    fn claimants(&self, kind: &str) -> Vec<Arc<dyn ClaimsTargets>> {
         let sources: Vec<ClaimSource> = self
             .claim_sources
             .lock()

@@ -29,33 +29,44 @@ pub struct KindEnv {
     /// The oldest shared list this reconcile accepts: the resource's resync interval, so a
     /// steady resync costs one list per interval (the cache may cap it lower).
     pub max_age: Duration,
-    /// Resources of other kinds that approve OTA updates of delivery groups, with their
-    /// accounts; filled only for kinds that do (see [`ManagedKind::CLAIMS_OTA_GROUPS`]).
+    /// Resources of other kinds that claim cloud objects ([`Claim`]), with their accounts;
+    /// filled only for kinds that do (see [`ManagedKind::CLAIMS_TARGETS`]).
     pub rivals: Arc<Vec<Rival>>,
 }
 
-/// A resource of another kind that approves OTA updates of delivery groups, and the account
-/// its credentials act in (`None`: not known).
+/// A resource of another kind that claims cloud objects ([`Claim`]), and the account its
+/// credentials act in (`None`: not known).
 #[derive(Clone)]
 pub struct Rival {
-    pub obj: Arc<dyn ClaimsOtaGroups>,
+    pub obj: Arc<dyn ClaimsTargets>,
     pub account: Option<String>,
 }
 
-/// What conflicts between kinds compare: a resource that approves OTA updates of delivery
-/// groups (OtaSchedule, UpdateRollout). Of two that claim one group in one account, the
-/// older acts, whatever their kinds, as between two OtaSchedules.
-pub trait ClaimsOtaGroups: Send + Sync {
+/// A cloud object that resources of more than one kind may act on.
+#[derive(Clone, Copy, Debug)]
+pub enum Claim<'a> {
+    /// Approving OTA updates of this delivery group (OtaSchedule, UpdateRollout).
+    OtaGroup(&'a crate::cloud::ops::appstream::AppInstanceGroup),
+    /// Deciding the `UserStatus` of this image-update task against the others: a
+    /// FotaTaskPolicy that pushes it (`autoPush: true`), a FOTA UpdateRollout that holds it
+    /// `Pending`.
+    FotaTask(&'a str),
+}
+
+/// What conflicts between kinds compare: a resource that claims cloud objects ([`Claim`]).
+/// Of two that claim one object in one account, the older acts, whatever their kinds, as
+/// between two OtaSchedules.
+pub trait ClaimsTargets: Send + Sync {
     fn kind(&self) -> &'static str;
     fn object_meta(&self) -> &kube::api::ObjectMeta;
     /// Whether it can act (see [`can_act`]); one that cannot never wins a conflict.
     fn acts(&self) -> bool;
     fn credentials(&self) -> Option<&CredentialsRef>;
-    /// Whether it approves `group` of `region`.
-    fn claims(&self, region: &str, group: &crate::cloud::ops::appstream::AppInstanceGroup) -> bool;
+    /// Whether it claims `claim` of `region`.
+    fn claims(&self, region: &str, claim: &Claim<'_>) -> bool;
 }
 
-impl<K: ManagedKind> ClaimsOtaGroups for K {
+impl<K: ManagedKind> ClaimsTargets for K {
     fn kind(&self) -> &'static str {
         K::KIND
     }
@@ -68,8 +79,8 @@ impl<K: ManagedKind> ClaimsOtaGroups for K {
     fn credentials(&self) -> Option<&CredentialsRef> {
         self.common().credentials_ref.as_ref()
     }
-    fn claims(&self, region: &str, group: &crate::cloud::ops::appstream::AppInstanceGroup) -> bool {
-        K::CLAIMS_OTA_GROUPS && self.region() == region && self.claims_ota_group(group)
+    fn claims(&self, region: &str, claim: &Claim<'_>) -> bool {
+        K::CLAIMS_TARGETS && self.region() == region && self.claims_target(claim)
     }
 }
 
@@ -85,7 +96,7 @@ impl KindEnv {
         }
     }
 
-    /// The resources of other kinds that claim `group` of `region` and win over `this`: older
+    /// The resources of other kinds that claim `claim` of `region` and win over `this`: older
     /// (by creation, then kind and name), able to act, and in this env's account; named as
     /// [`peer_name`] names peers, with their kind.
     pub fn older_rivals(
@@ -93,14 +104,14 @@ impl KindEnv {
         this: &kube::api::ObjectMeta,
         this_kind: &str,
         region: &str,
-        group: &crate::cloud::ops::appstream::AppInstanceGroup,
+        claim: &Claim<'_>,
     ) -> Vec<String> {
         let mine = (created_at(this), this_kind, full_name(this));
         let mut older: Vec<String> = self
             .rivals
             .iter()
             .filter(|r| r.account.as_deref() == Some(self.account.as_str()) && r.obj.acts())
-            .filter(|r| r.obj.claims(region, group))
+            .filter(|r| r.obj.claims(region, claim))
             .filter(|r| {
                 (
                     created_at(r.obj.object_meta()),
@@ -276,12 +287,24 @@ pub trait ManagedKind:
     type Action: Clone + Debug + Send + Sync + 'static;
 
     const KIND: &'static str;
-    /// The one cloud call that carries out this kind's actions: admission to the
-    /// client-side limits is asked for it before anything is recorded or sent.
+    /// The cloud call that carries out this kind's actions (see [`ManagedKind::write_of`]):
+    /// admission to the client-side limits is asked for it before anything is recorded or
+    /// sent.
     const WRITE: (Product, &'static str);
     /// Read the cloud again, bypassing snapshots, right before writing (OtaSchedule: the
     /// TaskId changes after every approval).
     const FRESH_READ_BEFORE_WRITE: bool = false;
+
+    /// The cloud call that carries out `action` (a kind with more than one write says which).
+    fn write_of(_action: &Self::Action) -> (Product, &'static str) {
+        Self::WRITE
+    }
+
+    /// Whether this resource reads fresh before writing (a kind with more than one target
+    /// may need it for one only).
+    fn fresh_read_before_write(&self) -> bool {
+        Self::FRESH_READ_BEFORE_WRITE
+    }
 
     fn common(&self) -> &CommonSpec;
     fn status(&self) -> Option<&Self::Status>;
@@ -301,12 +324,12 @@ pub trait ManagedKind:
     /// peer's credentials to an account key before planning (FotaTaskPolicy).
     const PEERS_BY_ACCOUNT: bool = false;
 
-    /// The kind approves OTA updates of delivery groups ([`ManagedKind::claims_ota_group`]):
+    /// The kind claims cloud objects that other kinds act on too ([`ManagedKind::claims_target`]):
     /// the resources of the other such kinds are its rivals ([`KindEnv::rivals`]).
-    const CLAIMS_OTA_GROUPS: bool = false;
+    const CLAIMS_TARGETS: bool = false;
 
-    /// Whether this resource approves OTA updates of `group` (in its region).
-    fn claims_ota_group(&self, _group: &crate::cloud::ops::appstream::AppInstanceGroup) -> bool {
+    /// Whether this resource claims `claim` (in its region).
+    fn claims_target(&self, _claim: &Claim<'_>) -> bool {
         false
     }
 

@@ -15,9 +15,7 @@ use futures::StreamExt;
 
 use super::context::{CredentialsError, RECONCILE_REQUESTED_AT, SKIP_CLEANUP};
 use super::events;
-use super::kind::{
-    ClaimsOtaGroups, KindEnv, ManagedKind, ObjectKey, Rival, Stage, account_name, full_name, resync_for,
-};
+use super::kind::{ClaimsTargets, KindEnv, ManagedKind, ObjectKey, Rival, Stage, account_name, full_name, resync_for};
 use super::metrics::ObjectState;
 use super::next_step::Settled;
 use crate::api::common::CredentialsRef;
@@ -39,7 +37,7 @@ pub async fn decide<K: ManagedKind>(
     if fresh {
         return Ok(outcome);
     }
-    if K::FRESH_READ_BEFORE_WRITE && !outcome.actions.is_empty() {
+    if obj.fresh_read_before_write() && !outcome.actions.is_empty() {
         // The snapshot may be seconds old; decide again on what the cloud says now.
         return obj.read_and_plan(env, peers, ctx, stage, true).await;
     }
@@ -48,8 +46,8 @@ pub async fn decide<K: ManagedKind>(
 
 /// Asks the client-side limits whether this resource's write may go now (see
 /// [`crate::cloud::ratelimit`]); asking again is harmless and gives the same answer.
-async fn admission<K: ManagedKind>(obj: &K, env: &KindEnv) -> Result<(), CloudError> {
-    let (product, action) = K::WRITE;
+async fn admission<K: ManagedKind>(obj: &K, env: &KindEnv, first: &K::Action) -> Result<(), CloudError> {
+    let (product, action) = K::write_of(first);
     env.cloud.admit(product, obj.region(), action).await
 }
 
@@ -113,7 +111,7 @@ pub async fn reconcile_once<K: ManagedKind, S: StatusSink<K>>(
     let mut synced = true;
     let planned = decide(obj, env, peers, ctx, stage, fresh).await;
     let refused = match &planned {
-        Ok(outcome) if !outcome.actions.is_empty() => admission(obj, env).await.err(),
+        Ok(outcome) if !outcome.actions.is_empty() => admission(obj, env, &outcome.actions[0]).await.err(),
         _ => None,
     };
     let (status, verdict, requeue_after, error, drift) = match (planned, refused) {
@@ -259,9 +257,9 @@ pub trait CloudSides: Send + Sync {
         }
     }
 
-    /// The resources that approve OTA updates of delivery groups, of every kind but `kind`
-    /// (see [`ManagedKind::CLAIMS_OTA_GROUPS`]).
-    fn claimants(&self, kind: &str) -> Vec<Arc<dyn ClaimsOtaGroups>> {
+    /// The resources that claim cloud objects ([`crate::controller::kind::Claim`]), of every kind but `kind`
+    /// (see [`ManagedKind::CLAIMS_TARGETS`]).
+    fn claimants(&self, kind: &str) -> Vec<Arc<dyn ClaimsTargets>> {
         let _ = kind;
         Vec::new()
     }
@@ -415,7 +413,7 @@ pub async fn rivals<K: ManagedKind, C: CloudSides>(sides: &C) -> Vec<Rival> {
     out
 }
 
-async fn rival<C: CloudSides>(obj: Arc<dyn ClaimsOtaGroups + 'static>, sides: &C) -> Rival {
+async fn rival<C: CloudSides>(obj: Arc<dyn ClaimsTargets + 'static>, sides: &C) -> Rival {
     let ns = obj.object_meta().namespace.clone().unwrap_or_default();
     let account = sides.account_of(&ns, obj.credentials()).await;
     Rival { obj, account }
@@ -638,7 +636,7 @@ pub async fn run_stage<K: ManagedKind, S: StatusSink<K>, C: CloudSides>(
     if K::PEERS_BY_ACCOUNT {
         env.peer_accounts = Arc::new(peer_accounts(obj, peers, sides).await);
     }
-    if K::CLAIMS_OTA_GROUPS {
+    if K::CLAIMS_TARGETS {
         env.rivals = Arc::new(rivals::<K, _>(sides).await);
     }
     let plan_stage = if draining { Stage::Cleanup } else { stage };

@@ -179,7 +179,7 @@ async fn run<K: ManagedKind>(
     // what was already observed could undo a recorded intent. (Writes carry a precondition
     // as well; this keeps conflicts rare.)
     let (store, writer) = kube::runtime::reflector::store::<K>();
-    if K::CLAIMS_OTA_GROUPS {
+    if K::CLAIMS_TARGETS {
         let store = store.clone();
         shared.add_claim_source(
             K::KIND,
@@ -187,7 +187,7 @@ async fn run<K: ManagedKind>(
                 store
                     .state()
                     .into_iter()
-                    .map(|o| o as Arc<dyn crate::controller::kind::ClaimsOtaGroups>)
+                    .map(|o| o as Arc<dyn crate::controller::kind::ClaimsTargets>)
                     .collect()
             }),
         );

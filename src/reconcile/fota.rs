@@ -136,7 +136,7 @@ pub fn plan(input: &FotaInput<'_>, ctx: &PlanContext) -> Outcome<UpdateTask, Fot
         Verdict::not_ready(
             Reason::Conflict,
             format!(
-                "an older FotaTaskPolicy wants the opposite for: {}",
+                "an older FotaTaskPolicy (or a FOTA UpdateRollout, which holds its task Pending) wants the opposite for: {}",
                 conflicts.join(", ")
             ),
         )

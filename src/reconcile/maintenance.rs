@@ -8,7 +8,7 @@ use super::{Outcome, PlanContext, Reason, VERIFY_AFTER, Verdict, min_requeue, rf
 use crate::api::maintenance::DrainPolicy;
 use crate::api::maintenance::{
     BUSY_SAMPLE, BusyDesktop, DesktopMaintenanceWindowSpec, DesktopMaintenanceWindowStatus, EnteredWith, NoticeRecord,
-    Phase, WindowTimes,
+    Phase, ShortId, WindowTimes,
 };
 use crate::cloud::ops::ecd::{Desktop, MaintenanceMode, SessionRef};
 use chrono::{DateTime, Utc};
@@ -263,25 +263,30 @@ pub struct MaintenanceInput<'a> {
 }
 
 /// SkipBusy's settings, read once.
-struct SkipBusy {
-    idle_after: Option<i64>,
-    retry_every: std::time::Duration,
-    min_maintenance: chrono::Duration,
+pub struct SkipBusy {
+    pub idle_after: Option<i64>,
+    pub retry_every: std::time::Duration,
+    pub min_maintenance: chrono::Duration,
 }
 
 fn skip_busy(spec: &DesktopMaintenanceWindowSpec) -> Result<Option<SkipBusy>, String> {
-    let Some(d) = spec.drain.as_ref().filter(|d| d.policy == DrainPolicy::SkipBusy) else {
+    skip_busy_of(spec.drain.as_ref(), "spec.drain")
+}
+
+/// SkipBusy's settings of `drain` (at `field`), when its policy is SkipBusy.
+pub fn skip_busy_of(drain: Option<&crate::api::maintenance::Drain>, field: &str) -> Result<Option<SkipBusy>, String> {
+    let Some(d) = drain.filter(|d| d.policy == DrainPolicy::SkipBusy) else {
         return Ok(None);
     };
     let idle_after = match &d.idle_after {
-        Some(v) => Some(parse_span("spec.drain.idleAfter", v)?.num_seconds()),
+        Some(v) => Some(parse_span(&format!("{field}.idleAfter"), v)?.num_seconds()),
         None => None,
     };
     let or = |v: &Option<String>, default: &'static str| v.clone().unwrap_or_else(|| default.into());
     Ok(Some(SkipBusy {
         idle_after,
-        retry_every: super::duration::parse("spec.drain.retryEvery", &or(&d.retry_every, "5m"))?,
-        min_maintenance: parse_span("spec.drain.minMaintenance", &or(&d.min_maintenance, "30m"))?,
+        retry_every: super::duration::parse(&format!("{field}.retryEvery"), &or(&d.retry_every, "5m"))?,
+        min_maintenance: parse_span(&format!("{field}.minMaintenance"), &or(&d.min_maintenance, "30m"))?,
     }))
 }
 
@@ -355,18 +360,36 @@ pub fn selects(spec: &DesktopMaintenanceWindowSpec, listed: &HashSet<&str>, desk
 /// Whether `desktopIds` or the selector takes `desktop`, before `exclude`.
 pub fn chosen(spec: &DesktopMaintenanceWindowSpec, listed: &HashSet<&str>, desktop: &Desktop) -> bool {
     match &spec.selector {
-        Some(s) => {
-            s.office_site_id
-                .as_ref()
-                .is_none_or(|site| &desktop.office_site_id == site)
-                && desktop.has_tags(s.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                && (s.desktop_group_ids.is_empty()
-                    || s.desktop_group_ids.iter().any(|g| g.0 == desktop.desktop_group_id))
-                && (s.policy_group_ids.is_empty() || s.policy_group_ids.iter().any(|p| desktop.has_policy(&p.0)))
-                && (s.end_user_ids.is_empty() || s.end_user_ids.iter().any(|u| desktop.end_user_ids.contains(&u.0)))
-        }
+        Some(s) => criteria_take(
+            &Criteria {
+                office_site_id: s.office_site_id.as_deref(),
+                tags: &s.tags,
+                desktop_group_ids: &s.desktop_group_ids,
+                policy_group_ids: &s.policy_group_ids,
+                end_user_ids: &s.end_user_ids,
+            },
+            desktop,
+        ),
         None => listed.contains(desktop.desktop_id.as_str()),
     }
+}
+
+/// A desktop selector's criteria (a window's `selector`, a rollout wave's).
+pub struct Criteria<'a> {
+    pub office_site_id: Option<&'a str>,
+    pub tags: &'a std::collections::BTreeMap<String, String>,
+    pub desktop_group_ids: &'a [ShortId],
+    pub policy_group_ids: &'a [ShortId],
+    pub end_user_ids: &'a [ShortId],
+}
+
+/// Whether `desktop` meets every criterion given (a criterion of several values: any of them).
+pub fn criteria_take(c: &Criteria<'_>, desktop: &Desktop) -> bool {
+    c.office_site_id.is_none_or(|site| desktop.office_site_id == site)
+        && desktop.has_tags(c.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        && (c.desktop_group_ids.is_empty() || c.desktop_group_ids.iter().any(|g| g.0 == desktop.desktop_group_id))
+        && (c.policy_group_ids.is_empty() || c.policy_group_ids.iter().any(|p| desktop.has_policy(&p.0)))
+        && (c.end_user_ids.is_empty() || c.end_user_ids.iter().any(|u| desktop.end_user_ids.contains(&u.0)))
 }
 
 /// Whether `exclude` names `desktop`, by id or by tags.

@@ -1,19 +1,25 @@
-//! Progressive OTA rollouts, the decision core: which delivery groups to approve now, wave by
-//! wave, and what each wave and group has come to, read from the cloud's own fields
-//! (`ListAppInstanceGroup` `Status`, `ResourceStatus`, `OtaInfo`; `ListOtaTask`
-//! `TaskDisplayStatus`). Pure: no I/O. UpdateRollout ([`super::update_rollout`]) carries it
-//! into Kubernetes.
+//! Progressive rollouts, the decision core: which targets to approve now, wave by wave, and
+//! what each wave and target has come to. Pure: no I/O. UpdateRollout
+//! ([`super::update_rollout`]) carries it into Kubernetes.
 //!
-//! The cloud's facts that shape it: an approval cannot be taken back, and it approves
-//! whatever version the group offers now. So groups are approved just in time, one wave at a
-//! time, never more than `maxUnavailable` of a wave at once, and only while they offer the
-//! pinned version; a group offered another version waits.
+//! [`plan_waves`] is the wave machine, the same for every target: it is given each target's
+//! state and decides the order, the budget, the soak, promotion and failure. What a target's
+//! state is comes from the cloud's own fields, once per target:
+//! - OTA delivery groups ([`plan_ota`]): `ListAppInstanceGroup` `Status`, `ResourceStatus`,
+//!   `OtaInfo`; `ListOtaTask` `TaskDisplayStatus`. An approval cannot be taken back, and it
+//!   approves whatever version the group offers now, so a group offered another version than
+//!   the pinned one waits.
+//! - FOTA cloud computers ([`plan_fota`]): `DescribeDesktopInfo` `CurrentAppVersion`,
+//!   `DesktopStatus`, `ManagementFlag`, `ConnectionStatus`. The cloud updates only a computer
+//!   that is Running with nobody connected: the others wait for their users.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
+use crate::api::rollout::RolloutSelector;
 use crate::cloud::ops::appstream::{AppInstanceGroup, OtaTask};
+use crate::cloud::ops::ecd::{Desktop, DesktopInfo};
 
 /// A number of a wave's targets, or a percentage of them (`3`, `25%`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,10 +58,7 @@ pub enum Promotion {
 #[derive(Clone, Debug)]
 pub struct Wave {
     pub name: String,
-    /// Groups by id (any of them) ...
-    pub group_ids: Vec<String>,
-    /// ... or by tags (all pairs).
-    pub tags: Vec<(String, String)>,
+    pub selector: RolloutSelector,
     /// At most this many of the wave's groups approved and not yet done, at once (at least one).
     pub max_unavailable: Amount,
     /// How long a wave that has succeeded must stay healthy before the next starts.
@@ -64,20 +67,52 @@ pub struct Wave {
 }
 
 impl Wave {
-    /// Whether the wave's selector takes `g`.
+    /// Whether the wave's selector takes the delivery group `g`.
     pub fn selects(&self, g: &AppInstanceGroup) -> bool {
-        let ids: Vec<&str> = self.group_ids.iter().map(String::as_str).collect();
-        let tags: Vec<(&str, &str)> = self.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        selector_takes(&ids, &tags, g)
+        selector_takes(&self.selector, g)
+    }
+
+    /// Whether the wave's selector takes the cloud computer `d`.
+    pub fn selects_desktop(&self, d: &Desktop) -> bool {
+        selector_takes_desktop(&self.selector, d)
     }
 }
 
-/// The one selector rule: a group is taken when it is one of `ids` (if any are given) and
-/// carries every one of `tags`; a selector with neither takes nothing.
-pub fn selector_takes(ids: &[&str], tags: &[(&str, &str)], g: &AppInstanceGroup) -> bool {
-    (!ids.is_empty() || !tags.is_empty())
-        && (ids.is_empty() || ids.contains(&g.app_instance_group_id.as_str()))
-        && g.has_tags(tags.iter().copied())
+fn tag_pairs(s: &RolloutSelector) -> impl Iterator<Item = (&str, &str)> {
+    s.tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+}
+
+/// The one selector rule for delivery groups: a group is taken when it is one of
+/// `appInstanceGroupIds` (if any are given) and carries every one of `tags`; a selector with
+/// neither takes nothing.
+pub fn selector_takes(s: &RolloutSelector, g: &AppInstanceGroup) -> bool {
+    let ids = &s.app_instance_group_ids;
+    (!ids.is_empty() || !s.tags.is_empty())
+        && (ids.is_empty() || ids.iter().any(|i| i.0 == g.app_instance_group_id))
+        && g.has_tags(tag_pairs(s))
+}
+
+/// The one selector rule for cloud computers: one of `desktopIds` (if any are given) and
+/// meeting every other criterion as a maintenance window's selector does; a selector with no
+/// criterion for computers takes nothing.
+pub fn selector_takes_desktop(s: &RolloutSelector, d: &Desktop) -> bool {
+    let any = !s.desktop_ids.is_empty()
+        || s.office_site_id.is_some()
+        || !s.tags.is_empty()
+        || !s.desktop_group_ids.is_empty()
+        || !s.policy_group_ids.is_empty()
+        || !s.end_user_ids.is_empty();
+    any && (s.desktop_ids.is_empty() || s.desktop_ids.iter().any(|i| i.0 == d.desktop_id))
+        && super::maintenance::criteria_take(
+            &super::maintenance::Criteria {
+                office_site_id: s.office_site_id.as_deref(),
+                tags: &s.tags,
+                desktop_group_ids: &s.desktop_group_ids,
+                policy_group_ids: &s.policy_group_ids,
+                end_user_ids: &s.end_user_ids,
+            },
+            d,
+        )
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,8 +136,10 @@ pub struct FailurePolicy {
 /// An approval this rollout made (recorded before it was sent).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Approved {
-    pub group_id: String,
+    /// The delivery group or cloud computer.
+    pub target: String,
     pub version: String,
+    /// OTA: the approved start time. FOTA: when the approval was recorded.
     pub start_time: DateTime<Utc>,
 }
 
@@ -110,43 +147,26 @@ pub struct Approved {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WaveRecord {
     pub started_at: Option<DateTime<Utc>>,
-    /// When its last group was done (succeeded or failed within the budget).
+    /// When its last target was done (succeeded or failed within the budget).
     pub completed_at: Option<DateTime<Utc>>,
     pub promoted: bool,
     /// Failures a person accepted by resuming: they do not stop the wave again.
     pub accepted_failures: usize,
 }
 
-pub struct OtaRolloutInput<'a> {
-    pub waves: &'a [Wave],
-    pub policy: &'a FailurePolicy,
-    /// The region's delivery groups, as ListAppInstanceGroup answers.
-    pub groups: &'a [AppInstanceGroup],
-    /// The approved tasks (ListOtaTask) of the groups this rollout approved.
-    pub tasks: &'a BTreeMap<String, Vec<OtaTask>>,
-    pub approved: &'a [Approved],
-    /// The version the rollout pinned, once it has.
-    pub pinned: Option<&'a str>,
-    /// One per wave, in order (missing ones are empty).
-    pub records: &'a [WaveRecord],
-    /// Stopped by too many failures, as recorded: it stays stopped across restarts.
-    pub paused_by_failures: bool,
-    /// `spec.paused`.
-    pub paused: bool,
-    /// Whether approvals may start now (the window is open, outside blackouts).
-    pub in_window: bool,
-    pub now: DateTime<Utc>,
-    /// How far ahead of now an approval's start time is set.
-    pub lead: chrono::Duration,
-}
-
-/// What one group has come to.
+/// What one target has come to.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum GroupState {
-    /// Not approved yet, and offering the pinned version.
+pub enum TargetState {
+    /// Not approved yet, and it may be now.
     Pending,
     /// Not approved yet, offering another version (or none): it waits.
     VersionMismatch(String),
+    /// Not approved yet, and the cloud would not update it now (someone is connected, or it
+    /// is not Running): it waits, and is looked at again.
+    Busy(String),
+    /// Not read this time (a FOTA computer of a wave not started): counted pending, never
+    /// approved.
+    NotRead,
     Updating,
     Succeeded,
     /// With the cloud's own words for it.
@@ -158,6 +178,8 @@ pub struct WaveProgress {
     pub name: String,
     pub targets: usize,
     pub pending: usize,
+    /// Of the pending, those that wait because the cloud would not update them now.
+    pub busy: usize,
     pub updating: usize,
     pub succeeded: usize,
     pub failed: usize,
@@ -176,172 +198,91 @@ pub enum Phase {
     Completed,
 }
 
+/// A target that failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Approve {
-    pub group_id: String,
-    /// The group's current `OtaInfo.TaskId`: what ApproveOtaTask takes.
-    pub task_id: String,
-    pub version: String,
-    pub start_time: DateTime<Utc>,
+pub struct Failure {
+    pub target: String,
+    pub wave: String,
+    /// The cloud's own words.
+    pub detail: String,
 }
 
+/// The wave machine's input: each wave's targets and their states, and what was recorded.
+pub struct WavesInput<'a> {
+    pub waves: &'a [Wave],
+    pub policy: &'a FailurePolicy,
+    /// Each wave's targets (each target in its first wave only), in the order they are to
+    /// be approved.
+    pub members: &'a [Vec<(String, TargetState)>],
+    /// One per wave, in order (missing ones are empty).
+    pub records: &'a [WaveRecord],
+    /// Stopped by too many failures, as recorded: it stays stopped across restarts.
+    pub paused_by_failures: bool,
+    /// `spec.paused`.
+    pub paused: bool,
+    /// Whether approvals may start now (the window is open, outside blackouts).
+    pub in_window: bool,
+    pub now: DateTime<Utc>,
+    /// What the targets are called, for people: `group(s)`, `computer(s)`.
+    pub noun: &'static str,
+}
+
+/// What the wave machine decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OtaRolloutPlan {
-    pub pinned: Option<String>,
+pub struct WavesPlan {
     pub waves: Vec<WaveProgress>,
     /// The wave that acts now (the first not done), if any.
     pub current: Option<usize>,
-    pub approve: Vec<Approve>,
+    /// The targets to approve now: of the current wave, within its budget.
+    pub approve: Vec<String>,
     pub phase: Phase,
-    /// Groups that failed, with the cloud's words, in wave order.
-    pub failures: Vec<(String, String)>,
-    /// Groups several waves select: each belongs to its first.
-    pub overlapping: Vec<String>,
+    /// Targets that failed, with the cloud's words, in wave order.
+    pub failures: Vec<Failure>,
     pub paused_by_failures: bool,
-    /// Approvals of the pinned version that the task lists show but `approved` did not hold
-    /// (made before a restore that lost the status, or by someone else): they count as the
-    /// group's one approval, and the kind records them.
-    pub adopted: Vec<Approved>,
 }
 
-/// The state of `g` for the pinned version `pinned`.
-fn group_state(
-    g: &AppInstanceGroup,
-    pinned: Option<&str>,
-    approval: Option<&Approved>,
-    tasks: Option<&Vec<OtaTask>>,
-    policy: &FailurePolicy,
-    now: DateTime<Utc>,
-) -> GroupState {
-    let Some(pinned) = pinned else {
-        return GroupState::VersionMismatch(g.ota_info.new_ota_version.clone());
-    };
-    let healthy_on_pinned =
-        g.ota_info.ota_version == pinned && g.status == "PUBLISHED" && g.resource_status == "AVAILABLE";
-    let Some(a) = approval else {
-        return if healthy_on_pinned {
-            GroupState::Succeeded
-        } else if g.ota_info.new_ota_version == pinned {
-            GroupState::Pending
-        } else {
-            GroupState::VersionMismatch(g.ota_info.new_ota_version.clone())
-        };
-    };
-    let task = tasks
-        .into_iter()
-        .flatten()
-        .find(|t| t.ota_version == a.version && t.task_start_time.parse::<DateTime<Utc>>().ok() == Some(a.start_time));
-    let shown = task.map(|t| t.task_display_status.as_str()).unwrap_or_default();
-    let words = |what: &str| {
-        format!(
-            "{what} (TaskDisplayStatus {}, Status {}, ResourceStatus {})",
-            if shown.is_empty() { "-" } else { shown },
-            g.status,
-            g.resource_status
-        )
-    };
-    match shown {
-        "FAILED" | "TERMINATED" => return GroupState::Failed(words("the upgrade failed")),
-        "PART_FINISHED" if !policy.part_finished_succeeds => {
-            return GroupState::Failed(words("the upgrade finished only in part"));
-        }
-        _ => {}
-    }
-    // The task's own word comes first (a PART_FINISHED group may show the version).
-    if healthy_on_pinned {
-        return GroupState::Succeeded;
-    }
-    if matches!(g.status.as_str(), "MAINTAIN_FAILED" | "FAILED") || g.resource_status == "UNAVAILABLE" {
-        return GroupState::Failed(words("the group is unhealthy"));
-    }
-    if g.ota_info.ota_version == pinned {
-        // The version is there, but the group is not published and available yet.
-        return GroupState::Updating;
-    }
-    if now > a.start_time + policy.progress_deadline {
-        return GroupState::Failed(words("not done by the progress deadline"));
-    }
-    GroupState::Updating
-}
-
-/// Plans the rollout: the pinned version, each wave's progress, and the approvals due now.
-pub fn plan_ota(input: &OtaRolloutInput<'_>) -> OtaRolloutPlan {
-    // Each group belongs to its first wave.
-    let mut members: Vec<Vec<&AppInstanceGroup>> = vec![Vec::new(); input.waves.len()];
-    let mut overlapping = Vec::new();
-    for g in input.groups {
-        let mut chosen = input
-            .waves
-            .iter()
-            .enumerate()
-            .filter(|(_, w)| w.selects(g))
-            .map(|(i, _)| i);
-        if let Some(first) = chosen.next() {
-            members[first].push(g);
-            if chosen.next().is_some() {
-                overlapping.push(g.app_instance_group_id.clone());
-            }
-        }
-    }
-    // The version is pinned once: what the first wave's first group offering one offers.
-    let pinned = input.pinned.map(str::to_string).or_else(|| {
-        members
-            .iter()
-            .flatten()
-            .map(|g| g.ota_info.new_ota_version.clone())
-            .find(|v| !v.is_empty())
-    });
-    // A group's approval: the recorded one, or one its task list shows for the pinned version.
-    let mut adopted = Vec::new();
-    let mut approval_of = |id: &str| -> Option<Approved> {
-        if let Some(a) = input.approved.iter().rev().find(|a| a.group_id == id) {
-            return Some(a.clone());
-        }
-        let version = pinned.as_deref()?;
-        let t = input.tasks.get(id)?.iter().find(|t| t.ota_version == version)?;
-        let a = Approved {
-            group_id: id.to_string(),
-            version: version.to_string(),
-            start_time: t.task_start_time.parse::<DateTime<Utc>>().ok()?,
-        };
-        adopted.push(a.clone());
-        Some(a)
-    };
+/// The wave machine: each wave's progress, the wave that acts now, and the targets it
+/// approves now. Wave N+1 gets nothing before wave N has succeeded, soaked and, where manual,
+/// been promoted; never more than `maxUnavailable` of a wave approved and not done at once;
+/// a wave with more failures than `maxFailures` stops every further approval (or, with
+/// `Continue`, counts as done).
+pub fn plan_waves(input: &WavesInput<'_>) -> WavesPlan {
     let mut waves = Vec::new();
     let mut failures = Vec::new();
     let mut current = None;
     let mut approve = Vec::new();
     let mut paused_by_failures = input.paused_by_failures;
     let mut phase = None;
-    for (i, (wave, groups)) in input.waves.iter().zip(&members).enumerate() {
+    let none = Vec::new();
+    for (i, wave) in input.waves.iter().enumerate() {
+        let members = input.members.get(i).unwrap_or(&none);
         let mut progress = WaveProgress {
             name: wave.name.clone(),
-            targets: groups.len(),
+            targets: members.len(),
             record: input.records.get(i).cloned().unwrap_or_default(),
             ..Default::default()
         };
         let mut pending = Vec::new();
-        for g in groups {
-            let id = g.app_instance_group_id.as_str();
-            let approval = approval_of(id);
-            match group_state(
-                g,
-                pinned.as_deref(),
-                approval.as_ref(),
-                input.tasks.get(id),
-                input.policy,
-                input.now,
-            ) {
-                GroupState::Pending => {
+        for (id, state) in members {
+            match state {
+                TargetState::Pending => {
                     progress.pending += 1;
-                    pending.push(*g);
+                    pending.push(id);
                 }
-                GroupState::VersionMismatch(_) => progress.pending += 1,
-                GroupState::Updating => progress.updating += 1,
-                GroupState::Succeeded => progress.succeeded += 1,
-                GroupState::Failed(detail) => {
+                TargetState::VersionMismatch(_) | TargetState::NotRead => progress.pending += 1,
+                TargetState::Busy(_) => {
+                    progress.pending += 1;
+                    progress.busy += 1;
+                }
+                TargetState::Updating => progress.updating += 1,
+                TargetState::Succeeded => progress.succeeded += 1,
+                TargetState::Failed(detail) => {
                     progress.failed += 1;
-                    failures.push((id.to_string(), detail));
+                    failures.push(Failure {
+                        target: id.clone(),
+                        wave: wave.name.clone(),
+                        detail: detail.clone(),
+                    });
                 }
             }
         }
@@ -361,11 +302,11 @@ pub fn plan_ota(input: &OtaRolloutInput<'_>) -> OtaRolloutPlan {
                 current = Some(i);
                 phase = Some(if stopped_here {
                     Phase::Paused(format!(
-                        "wave {} has {} failed group(s) of {}, more than maxFailures allows",
-                        wave.name, progress.failed, progress.targets
+                        "wave {} has {} failed {} of {}, more than maxFailures allows",
+                        wave.name, progress.failed, input.noun, progress.targets
                     ))
                 } else if paused_by_failures {
-                    Phase::Paused("stopped by failures before; the failed groups are in status".into())
+                    Phase::Paused("stopped by failures before; the failed targets are in status".into())
                 } else if input.paused {
                     Phase::Paused("spec.paused".into())
                 } else if done && !soaked {
@@ -381,14 +322,7 @@ pub fn plan_ota(input: &OtaRolloutInput<'_>) -> OtaRolloutPlan {
                 if matches!(phase, Some(Phase::Progressing)) && input.in_window {
                     let budget = wave.max_unavailable.of(progress.targets).max(1);
                     let room = budget.saturating_sub(progress.updating);
-                    for g in pending.iter().take(room) {
-                        approve.push(Approve {
-                            group_id: g.app_instance_group_id.clone(),
-                            task_id: g.ota_info.task_id.clone(),
-                            version: pinned.clone().unwrap_or_default(),
-                            start_time: input.now + input.lead,
-                        });
-                    }
+                    approve.extend(pending.iter().take(room).map(|id| (*id).clone()));
                     if !approve.is_empty() && progress.record.started_at.is_none() {
                         progress.record.started_at = Some(input.now);
                     }
@@ -397,17 +331,404 @@ pub fn plan_ota(input: &OtaRolloutInput<'_>) -> OtaRolloutPlan {
         }
         waves.push(progress);
     }
-    OtaRolloutPlan {
-        pinned,
+    WavesPlan {
         waves,
         current,
         approve,
         phase: phase.unwrap_or(Phase::Completed),
         failures,
-        overlapping,
         paused_by_failures,
-        adopted,
     }
+}
+
+/// Each target in its first wave: the members of each wave, and the targets more than one
+/// wave selects.
+fn first_waves<'t, T>(
+    waves: &[Wave],
+    targets: &'t [T],
+    selects: impl Fn(&Wave, &T) -> bool,
+    id: impl Fn(&T) -> &str,
+) -> (Vec<Vec<&'t T>>, Vec<String>) {
+    let mut members: Vec<Vec<&T>> = vec![Vec::new(); waves.len()];
+    let mut overlapping = Vec::new();
+    for t in targets {
+        let mut chosen = waves.iter().enumerate().filter(|(_, w)| selects(w, t)).map(|(i, _)| i);
+        if let Some(first) = chosen.next() {
+            members[first].push(t);
+            if chosen.next().is_some() {
+                overlapping.push(id(t).to_string());
+            }
+        }
+    }
+    (members, overlapping)
+}
+
+/// What is common to both targets' inputs: the waves, the policy and what was recorded.
+pub struct RolloutBasis<'a> {
+    pub waves: &'a [Wave],
+    pub policy: &'a FailurePolicy,
+    pub approved: &'a [Approved],
+    /// The version the rollout pinned, once it has.
+    pub pinned: Option<&'a str>,
+    /// One per wave, in order (missing ones are empty).
+    pub records: &'a [WaveRecord],
+    pub paused_by_failures: bool,
+    pub paused: bool,
+    pub in_window: bool,
+    pub now: DateTime<Utc>,
+}
+
+impl RolloutBasis<'_> {
+    fn plan_waves(&self, members: &[Vec<(String, TargetState)>], noun: &'static str) -> WavesPlan {
+        plan_waves(&WavesInput {
+            waves: self.waves,
+            policy: self.policy,
+            members,
+            records: self.records,
+            paused_by_failures: self.paused_by_failures,
+            paused: self.paused,
+            in_window: self.in_window,
+            now: self.now,
+            noun,
+        })
+    }
+
+    fn approval(&self, target: &str) -> Option<&Approved> {
+        self.approved.iter().rev().find(|a| a.target == target)
+    }
+}
+
+/// A rollout's plan, for either target: the wave machine's, with the pinned version, the
+/// approvals to send and those adopted from what the cloud shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolloutPlan<A> {
+    pub pinned: Option<String>,
+    pub waves: Vec<WaveProgress>,
+    pub current: Option<usize>,
+    pub approve: Vec<A>,
+    pub phase: Phase,
+    pub failures: Vec<Failure>,
+    /// Targets several waves select: each belongs to its first.
+    pub overlapping: Vec<String>,
+    pub paused_by_failures: bool,
+    /// Approvals of the pinned version that the cloud shows but the record did not hold
+    /// (made before a restore that lost the status, or by someone else): they count as the
+    /// target's one approval, and the kind records them.
+    pub adopted: Vec<Approved>,
+}
+
+impl<A> RolloutPlan<A> {
+    /// The same plan, with its approvals turned into `f`'s.
+    pub fn map<B>(self, f: impl Fn(A) -> B) -> RolloutPlan<B> {
+        RolloutPlan {
+            pinned: self.pinned,
+            waves: self.waves,
+            current: self.current,
+            approve: self.approve.into_iter().map(f).collect(),
+            phase: self.phase,
+            failures: self.failures,
+            overlapping: self.overlapping,
+            paused_by_failures: self.paused_by_failures,
+            adopted: self.adopted,
+        }
+    }
+
+    fn from_waves(
+        plan: WavesPlan,
+        pinned: Option<String>,
+        overlapping: Vec<String>,
+        adopted: Vec<Approved>,
+    ) -> (Self, Vec<String>) {
+        (
+            RolloutPlan {
+                pinned,
+                waves: plan.waves,
+                current: plan.current,
+                approve: Vec::new(),
+                phase: plan.phase,
+                failures: plan.failures,
+                overlapping,
+                paused_by_failures: plan.paused_by_failures,
+                adopted,
+            },
+            plan.approve,
+        )
+    }
+}
+
+pub struct OtaRolloutInput<'a> {
+    pub basis: RolloutBasis<'a>,
+    /// The region's delivery groups, as ListAppInstanceGroup answers.
+    pub groups: &'a [AppInstanceGroup],
+    /// The approved tasks (ListOtaTask) of the groups this rollout approved.
+    pub tasks: &'a BTreeMap<String, Vec<OtaTask>>,
+    /// How far ahead of now an approval's start time is set.
+    pub lead: chrono::Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Approve {
+    pub group_id: String,
+    /// The group's current `OtaInfo.TaskId`: what ApproveOtaTask takes.
+    pub task_id: String,
+    pub version: String,
+    pub start_time: DateTime<Utc>,
+}
+
+pub type OtaRolloutPlan = RolloutPlan<Approve>;
+
+/// The state of `g` for the pinned version `pinned`.
+fn group_state(
+    g: &AppInstanceGroup,
+    pinned: Option<&str>,
+    approval: Option<&Approved>,
+    tasks: Option<&Vec<OtaTask>>,
+    policy: &FailurePolicy,
+    now: DateTime<Utc>,
+) -> TargetState {
+    let Some(pinned) = pinned else {
+        return TargetState::VersionMismatch(g.ota_info.new_ota_version.clone());
+    };
+    let healthy_on_pinned =
+        g.ota_info.ota_version == pinned && g.status == "PUBLISHED" && g.resource_status == "AVAILABLE";
+    let Some(a) = approval else {
+        return if healthy_on_pinned {
+            TargetState::Succeeded
+        } else if g.ota_info.new_ota_version == pinned {
+            TargetState::Pending
+        } else {
+            TargetState::VersionMismatch(g.ota_info.new_ota_version.clone())
+        };
+    };
+    let task = tasks
+        .into_iter()
+        .flatten()
+        .find(|t| t.ota_version == a.version && t.task_start_time.parse::<DateTime<Utc>>().ok() == Some(a.start_time));
+    let shown = task.map(|t| t.task_display_status.as_str()).unwrap_or_default();
+    let words = |what: &str| {
+        format!(
+            "{what} (TaskDisplayStatus {}, Status {}, ResourceStatus {})",
+            if shown.is_empty() { "-" } else { shown },
+            g.status,
+            g.resource_status
+        )
+    };
+    match shown {
+        "FAILED" | "TERMINATED" => return TargetState::Failed(words("the upgrade failed")),
+        "PART_FINISHED" if !policy.part_finished_succeeds => {
+            return TargetState::Failed(words("the upgrade finished only in part"));
+        }
+        _ => {}
+    }
+    // The task's own word comes first (a PART_FINISHED group may show the version).
+    if healthy_on_pinned {
+        return TargetState::Succeeded;
+    }
+    if matches!(g.status.as_str(), "MAINTAIN_FAILED" | "FAILED") || g.resource_status == "UNAVAILABLE" {
+        return TargetState::Failed(words("the group is unhealthy"));
+    }
+    if g.ota_info.ota_version == pinned {
+        // The version is there, but the group is not published and available yet.
+        return TargetState::Updating;
+    }
+    if now > a.start_time + policy.progress_deadline {
+        return TargetState::Failed(words("not done by the progress deadline"));
+    }
+    TargetState::Updating
+}
+
+/// Plans an OTA rollout: the pinned version, each wave's progress, and the approvals due now.
+pub fn plan_ota(input: &OtaRolloutInput<'_>) -> OtaRolloutPlan {
+    let b = &input.basis;
+    let (members, overlapping) = first_waves(b.waves, input.groups, Wave::selects, |g| {
+        g.app_instance_group_id.as_str()
+    });
+    // The version is pinned once: what the first wave's first group offering one offers.
+    let pinned = b.pinned.map(str::to_string).or_else(|| {
+        members
+            .iter()
+            .flatten()
+            .map(|g| g.ota_info.new_ota_version.clone())
+            .find(|v| !v.is_empty())
+    });
+    // A group's approval: the recorded one, or one its task list shows for the pinned version.
+    let mut adopted = Vec::new();
+    let mut approval_of = |id: &str| -> Option<Approved> {
+        if let Some(a) = b.approval(id) {
+            return Some(a.clone());
+        }
+        let version = pinned.as_deref()?;
+        let t = input.tasks.get(id)?.iter().find(|t| t.ota_version == version)?;
+        let a = Approved {
+            target: id.to_string(),
+            version: version.to_string(),
+            start_time: t.task_start_time.parse::<DateTime<Utc>>().ok()?,
+        };
+        adopted.push(a.clone());
+        Some(a)
+    };
+    let states: Vec<Vec<(String, TargetState)>> = members
+        .iter()
+        .map(|groups| {
+            groups
+                .iter()
+                .map(|g| {
+                    let id = g.app_instance_group_id.as_str();
+                    let approval = approval_of(id);
+                    let state = group_state(
+                        g,
+                        pinned.as_deref(),
+                        approval.as_ref(),
+                        input.tasks.get(id),
+                        b.policy,
+                        b.now,
+                    );
+                    (id.to_string(), state)
+                })
+                .collect()
+        })
+        .collect();
+    let (mut plan, approve) = RolloutPlan::from_waves(b.plan_waves(&states, "group(s)"), pinned, overlapping, adopted);
+    plan.approve = approve
+        .iter()
+        .filter_map(|id| input.groups.iter().find(|g| &g.app_instance_group_id == id))
+        .map(|g| Approve {
+            group_id: g.app_instance_group_id.clone(),
+            task_id: g.ota_info.task_id.clone(),
+            version: plan.pinned.clone().unwrap_or_default(),
+            start_time: b.now + input.lead,
+        })
+        .collect();
+    plan
+}
+
+pub struct FotaRolloutInput<'a> {
+    pub basis: RolloutBasis<'a>,
+    /// The region's cloud computers, as DescribeDesktops lists them.
+    pub desktops: &'a [Desktop],
+    /// The computers read by id this time (DescribeDesktopInfo). One not read is counted
+    /// pending and not approved.
+    pub infos: &'a BTreeMap<String, DesktopInfo>,
+    /// The version to pin when none is yet (`spec.fota.appVersion`, else the newest task's).
+    pub version: Option<&'a str>,
+}
+
+/// ApproveFotaUpdate of one cloud computer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApproveDesktop {
+    pub desktop_id: String,
+    pub version: String,
+}
+
+pub type FotaRolloutPlan = RolloutPlan<ApproveDesktop>;
+
+/// The state of a cloud computer for the pinned version, from DescribeDesktopInfo.
+fn desktop_state(
+    info: Option<&DesktopInfo>,
+    pinned: &str,
+    approval: Option<&Approved>,
+    policy: &FailurePolicy,
+    now: DateTime<Utc>,
+) -> TargetState {
+    let Some(d) = info else {
+        return TargetState::NotRead;
+    };
+    let words = |what: &str| {
+        format!(
+            "{what} (DesktopStatus {}, CurrentAppVersion {}, ManagementFlag {})",
+            d.desktop_status,
+            if d.current_app_version.is_empty() {
+                "-"
+            } else {
+                &d.current_app_version
+            },
+            if d.management_flag.is_empty() {
+                "-".to_string()
+            } else {
+                d.management_flag.join(",")
+            }
+        )
+    };
+    if d.desktop_status == "Failed" && (approval.is_some() || d.current_app_version == pinned) {
+        return TargetState::Failed(words("the computer failed"));
+    }
+    let on_pinned = d.current_app_version == pinned;
+    if on_pinned && d.desktop_status == "Running" && !d.updating() {
+        return TargetState::Succeeded;
+    }
+    match approval {
+        Some(a) => {
+            if now > a.start_time + policy.progress_deadline {
+                TargetState::Failed(words("not done by the progress deadline"))
+            } else {
+                TargetState::Updating
+            }
+        }
+        None if d.updating() => TargetState::Updating,
+        None if on_pinned => TargetState::Busy(format!("on {pinned}, {}", d.desktop_status)),
+        None if d.desktop_status != "Running" => TargetState::Busy(format!("DesktopStatus {}", d.desktop_status)),
+        None if d.connection_status == "Connected" => TargetState::Busy("someone is connected".into()),
+        None => TargetState::Pending,
+    }
+}
+
+/// Plans a FOTA rollout: each wave's progress from the computers' own state, and the
+/// ApproveFotaUpdate calls due now (free computers, and busy ones once they are free).
+pub fn plan_fota(input: &FotaRolloutInput<'_>) -> FotaRolloutPlan {
+    let b = &input.basis;
+    let (members, overlapping) = first_waves(b.waves, input.desktops, Wave::selects_desktop, |d| {
+        d.desktop_id.as_str()
+    });
+    let pinned = b.pinned.or(input.version).map(str::to_string);
+    let Some(version) = pinned.clone() else {
+        let states: Vec<Vec<(String, TargetState)>> = members
+            .iter()
+            .map(|ds| {
+                ds.iter()
+                    .map(|d| (d.desktop_id.clone(), TargetState::VersionMismatch(String::new())))
+                    .collect()
+            })
+            .collect();
+        return RolloutPlan::from_waves(b.plan_waves(&states, "computer(s)"), None, overlapping, Vec::new()).0;
+    };
+    let mut adopted = Vec::new();
+    let states: Vec<Vec<(String, TargetState)>> = members
+        .iter()
+        .map(|ds| {
+            ds.iter()
+                .map(|d| {
+                    let id = d.desktop_id.as_str();
+                    let info = input.infos.get(id);
+                    let mut approval = b.approval(id).cloned();
+                    // Updating to the pinned version without a record: adopted, its deadline
+                    // counted from now.
+                    if approval.is_none() && info.is_some_and(|i| i.updating() && i.current_app_version != version) {
+                        let a = Approved {
+                            target: id.to_string(),
+                            version: version.clone(),
+                            start_time: b.now,
+                        };
+                        adopted.push(a.clone());
+                        approval = Some(a);
+                    }
+                    (
+                        id.to_string(),
+                        desktop_state(info, &version, approval.as_ref(), b.policy, b.now),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let (mut plan, approve) =
+        RolloutPlan::from_waves(b.plan_waves(&states, "computer(s)"), pinned, overlapping, adopted);
+    plan.approve = approve
+        .into_iter()
+        .map(|desktop_id| ApproveDesktop {
+            desktop_id,
+            version: version.clone(),
+        })
+        .collect();
+    plan
 }
 
 #[cfg(test)]
@@ -444,8 +765,10 @@ mod tests {
     fn wave(name: &str, ring: &str, max_unavailable: Amount, soak_minutes: i64, promotion: Promotion) -> Wave {
         Wave {
             name: name.into(),
-            group_ids: Vec::new(),
-            tags: vec![("ring".into(), ring.into())],
+            selector: RolloutSelector {
+                tags: [("ring".to_string(), ring.to_string())].into(),
+                ..Default::default()
+            },
             max_unavailable,
             soak: chrono::Duration::minutes(soak_minutes),
             promotion,
@@ -483,17 +806,19 @@ mod tests {
 
         fn plan(&mut self, waves: &[Wave], policy: &FailurePolicy, now: DateTime<Utc>) -> OtaRolloutPlan {
             let plan = plan_ota(&OtaRolloutInput {
-                waves,
-                policy,
+                basis: RolloutBasis {
+                    waves,
+                    policy,
+                    approved: &self.approved,
+                    pinned: Some(NEW),
+                    records: &self.records,
+                    paused_by_failures: self.paused_by_failures,
+                    paused: false,
+                    in_window: true,
+                    now,
+                },
                 groups: &self.groups,
                 tasks: &self.tasks,
-                approved: &self.approved,
-                pinned: Some(NEW),
-                records: &self.records,
-                paused_by_failures: self.paused_by_failures,
-                paused: false,
-                in_window: true,
-                now,
                 lead: chrono::Duration::minutes(1),
             });
             // What the kind records, and what the cloud then shows.
@@ -501,7 +826,7 @@ mod tests {
             self.paused_by_failures = plan.paused_by_failures;
             for a in &plan.approve {
                 self.approved.push(Approved {
-                    group_id: a.group_id.clone(),
+                    target: a.group_id.clone(),
                     version: a.version.clone(),
                     start_time: a.start_time,
                 });
@@ -603,7 +928,7 @@ mod tests {
         assert!(paused.approve.is_empty());
         assert_eq!(paused.failures.len(), 1);
         assert!(
-            paused.failures[0].1.contains("TaskDisplayStatus FAILED"),
+            paused.failures[0].detail.contains("TaskDisplayStatus FAILED"),
             "{:?}",
             paused.failures
         );
@@ -667,7 +992,7 @@ mod tests {
         }
         let late = w.plan(&waves, &p, at(12 + 1 + 61));
         assert_eq!(late.waves[1].failed, 1, "{:?}", late.failures);
-        assert!(late.failures[0].1.contains("progress deadline"));
+        assert!(late.failures[0].detail.contains("progress deadline"));
 
         let part = |accept: bool| {
             let mut w = World::new(vec![group("aig-1", "canary")]);
@@ -704,7 +1029,7 @@ mod tests {
         assert!(matches!(plan.phase, Phase::Paused(_)), "{:?}", plan.phase);
         assert!(plan.approve.is_empty());
         assert!(
-            plan.failures[0].1.contains("ResourceStatus UNAVAILABLE"),
+            plan.failures[0].detail.contains("ResourceStatus UNAVAILABLE"),
             "{:?}",
             plan.failures
         );
@@ -722,8 +1047,10 @@ mod tests {
         assert_eq!(Amount::Percent(25).of(10), 2);
         let mut w = World::new(vec![group("aig-1", "canary")]);
         let by_id = Wave {
-            group_ids: vec!["aig-1".into()],
-            tags: Vec::new(),
+            selector: RolloutSelector {
+                app_instance_group_ids: vec![crate::api::rollout::GroupId("aig-1".into())],
+                ..Default::default()
+            },
             ..wave("ids", "", Amount::Count(1), 0, Promotion::Auto)
         };
         let waves = [by_id, wave("canary", "canary", Amount::Count(1), 0, Promotion::Auto)];

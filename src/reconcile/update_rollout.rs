@@ -1,21 +1,25 @@
 //! UpdateRollout: the spec and status around the wave core ([`super::rollout`]): what the
 //! record says was approved, whether approvals may start now, what a person asked for
-//! (promote, resume), and the status and verdict that follow.
+//! (promote, resume), and the status and verdict that follow, for either target (OTA
+//! delivery groups, FOTA cloud computers).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
+use super::maintenance::{SkipBusy, skip_busy_of};
 use super::rollout::{
-    Amount, Approve, Approved, FailurePolicy, OnFailure, OtaRolloutInput, OtaRolloutPlan, Phase, Promotion, Wave,
-    WaveRecord, plan_ota,
+    Amount, Approve, ApproveDesktop, Approved, FailurePolicy, FotaRolloutInput, OnFailure, OtaRolloutInput, Phase,
+    Promotion, RolloutBasis, RolloutPlan, Wave, WaveRecord, plan_fota, plan_ota,
 };
 use super::schedule::{Schedule, Window, blackouts};
 use super::{Outcome, PlanContext, Reason, VERIFY_AFTER, Verdict, duration, rfc3339, until};
 use crate::api::rollout::{
-    FailureAction, GroupApproval, RolloutPhase, TargetFailure, UpdateRolloutSpec, UpdateRolloutStatus, WaveStatus,
+    DesktopApproval, FailureAction, GroupApproval, RolloutPhase, TargetFailure, UpdateRolloutSpec, UpdateRolloutStatus,
+    WaveStatus,
 };
 use crate::cloud::ops::appstream::{AppInstanceGroup, OtaTask};
+use crate::cloud::ops::ecd::{Desktop, DesktopInfo, FotaTask};
 
 /// The annotation `kubectl alicloud-ops promote` sets: the name of the wave promoted.
 pub const PROMOTE: &str = "ops.alicloud.dev/promote";
@@ -29,22 +33,56 @@ pub const DEFAULT_START_DELAY: std::time::Duration = std::time::Duration::from_s
 pub const DEFAULT_PROGRESS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
 /// While groups update, look this often.
 pub const WATCH_UPDATES: std::time::Duration = std::time::Duration::from_secs(15);
+/// While computers update (10-15 minutes each) or wait for their users, look this often:
+/// each look reads the wave's computers by id, 100 a call.
+pub const WATCH_DESKTOPS: std::time::Duration = std::time::Duration::from_secs(60);
+/// A FOTA rollout takes at most this many computers: its record of approvals lives in its
+/// status, which must stay well inside the apiserver's object size.
+pub const MAX_FOTA_TARGETS: usize = 5000;
 /// The failures kept in status.
 pub const MAX_FAILURES_KEPT: usize = 50;
 
+/// What the cloud shows of the rollout's target.
+#[derive(Clone, Copy)]
+pub enum RolloutCloud<'a> {
+    Ota {
+        /// The region's delivery groups, less those an older resource approves.
+        groups: &'a [AppInstanceGroup],
+        /// The task lists (ListOtaTask) read this time, by group.
+        tasks: &'a BTreeMap<String, Vec<OtaTask>>,
+    },
+    Fota {
+        /// The region's cloud computers (DescribeDesktops), less those an older rollout takes.
+        desktops: &'a [Desktop],
+        /// The computers read by id this time (DescribeDesktopInfo).
+        infos: &'a BTreeMap<String, DesktopInfo>,
+        /// The region's image-update tasks.
+        tasks: &'a [FotaTask],
+    },
+}
+
 pub struct RolloutInput<'a> {
     pub spec: &'a UpdateRolloutSpec,
-    /// The region's delivery groups, less those an older resource approves.
-    pub groups: &'a [AppInstanceGroup],
-    /// The task lists (ListOtaTask) read this time, by group.
-    pub tasks: &'a BTreeMap<String, Vec<OtaTask>>,
+    pub cloud: RolloutCloud<'a>,
     pub previous: &'a UpdateRolloutStatus,
     /// The `ops.alicloud.dev/promote` annotation.
     pub promote: Option<&'a str>,
     /// The `ops.alicloud.dev/resume` annotation.
     pub resume: Option<&'a str>,
-    /// Older resources that approve some of the same groups (named for people).
+    /// Older resources that act on some of the same targets (named for people).
     pub conflicts: &'a [String],
+}
+
+/// One write of a rollout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RolloutAction {
+    /// ApproveOtaTask of one delivery group.
+    ApproveGroup(Approve),
+    /// ApproveFotaUpdate of one cloud computer.
+    ApproveDesktop(ApproveDesktop),
+    /// UpdateFotaTask `UserStatus=Pending`: users do not take the update by themselves
+    /// outside the rollout.
+    HoldTask { task_uid: String },
 }
 
 /// The spec, read once: every field that can be wrong is named.
@@ -54,6 +92,8 @@ struct Read {
     window: Option<Schedule>,
     blackouts: Vec<Window>,
     start_delay: chrono::Duration,
+    /// FOTA with `drain.policy: SkipBusy`.
+    skip_busy: Option<SkipBusy>,
 }
 
 fn read(spec: &UpdateRolloutSpec) -> Result<Read, String> {
@@ -66,8 +106,7 @@ fn read(spec: &UpdateRolloutSpec) -> Result<Read, String> {
         };
         waves.push(Wave {
             name: w.name.clone(),
-            group_ids: w.selector.app_instance_group_ids.iter().map(|g| g.0.clone()).collect(),
-            tags: w.selector.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            selector: w.selector.clone(),
             max_unavailable: amount(&format!("{field}.maxUnavailable"), &w.max_unavailable.as_text())?,
             soak: chrono::Duration::from_std(soak).map_err(|e| format!("{field}.soak: {e}"))?,
             promotion: match w.promotion {
@@ -108,6 +147,7 @@ fn read(spec: &UpdateRolloutSpec) -> Result<Read, String> {
         window,
         blackouts: blackouts(&spec.blackouts)?,
         start_delay: chrono::Duration::from_std(start_delay).unwrap_or_default(),
+        skip_busy: skip_busy_of(spec.fota.as_ref().and_then(|f| f.drain.as_ref()), "spec.fota.drain")?,
     })
 }
 
@@ -146,6 +186,20 @@ fn window_at(read: &Read, now: DateTime<Utc>) -> (bool, Option<DateTime<Utc>>) {
     let state = schedule.at(now);
     let boundary = [state.next_boundary(), next_blackout].into_iter().flatten().min();
     (state.current.is_some(), boundary)
+}
+
+/// Whether approvals may start at `now`: in the window, and (FOTA with SkipBusy) while at
+/// least `minMaintenance` of it is left, since an update takes 10-15 minutes.
+fn may_approve(read: &Read, now: DateTime<Utc>) -> bool {
+    let (open, _) = window_at(read, now);
+    let left_enough = match (&read.skip_busy, &read.window) {
+        (Some(skip), Some(schedule)) => schedule
+            .at(now)
+            .current
+            .is_none_or(|w| now + skip.min_maintenance <= w.end),
+        _ => true,
+    };
+    open && left_enough
 }
 
 /// The records of the waves, by name (a wave renamed starts afresh).
@@ -207,6 +261,40 @@ fn settle_approvals(
         .collect()
 }
 
+/// The recorded ApproveFotaUpdate calls, with each one not confirmed yet settled by the
+/// computer's state: updating, on the pinned version, or failed shows it was accepted; a
+/// computer read that shows none of these was not (the call failed or never went): the
+/// record is dropped, so the computer is approved again once it is free.
+fn settle_desktop_approvals(
+    previous: &[DesktopApproval],
+    infos: &BTreeMap<String, DesktopInfo>,
+    pinned: Option<&str>,
+) -> Vec<DesktopApproval> {
+    previous
+        .iter()
+        .filter_map(|a| {
+            if a.confirmed {
+                return Some(a.clone());
+            }
+            match infos.get(&a.desktop_id) {
+                // Not read: kept (it counts as the computer's approval) until it is.
+                None => Some(a.clone()),
+                Some(i)
+                    if i.updating()
+                        || Some(i.current_app_version.as_str()) == pinned
+                        || i.desktop_status == "Failed" =>
+                {
+                    Some(DesktopApproval {
+                        confirmed: true,
+                        ..a.clone()
+                    })
+                }
+                Some(_) => None,
+            }
+        })
+        .collect()
+}
+
 /// Whether the rollout completed its version for the spec of `generation`: then it stays
 /// Completed, and the cloud need not be read for it.
 pub fn completed(previous: &UpdateRolloutStatus, generation: i64) -> bool {
@@ -215,119 +303,234 @@ pub fn completed(previous: &UpdateRolloutStatus, generation: i64) -> bool {
         && previous.pinned_version.is_some()
 }
 
-/// The groups whose task lists this plan needs: every group approved in the wave that acts
+/// The groups whose task lists an OTA plan needs: every group approved in the wave that acts
 /// now and every approval not confirmed yet (how their upgrades go), and, on the fresh read
 /// before approving, the groups about to be approved (whether someone approved them already).
 pub fn needs_tasks(input: &RolloutInput<'_>, ctx: &PlanContext, fresh: bool) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let Ok(read) = read(input.spec) else { return out };
+    let RolloutCloud::Ota { groups, .. } = input.cloud else {
+        return out;
+    };
     let none = BTreeMap::new();
-    let approvals = settle_approvals(&input.previous.approvals, input.groups, &none);
-    let first = run(
-        &read,
-        input,
-        &approvals,
-        &records(input.spec, input.previous),
-        &none,
-        ctx,
-    );
+    let status = UpdateRolloutStatus {
+        approvals: settle_approvals(&input.previous.approvals, groups, &none),
+        ..input.previous.clone()
+    };
+    let unread = RolloutInput {
+        cloud: RolloutCloud::Ota { groups, tasks: &none },
+        ..*input
+    };
+    let first = run(&read, &unread, &status, &records(input.spec, input.previous), ctx);
     out.extend(
-        approvals
+        status
+            .approvals
             .iter()
             .filter(|a| !a.confirmed)
             .map(|a| a.app_instance_group_id.clone()),
     );
     if let Some(current) = first.current {
-        let members = wave_members(&read.waves, input.groups, current);
+        let members: BTreeSet<&str> = groups
+            .iter()
+            .filter(|g| read.waves.iter().position(|w| w.selects(g)) == Some(current))
+            .map(|g| g.app_instance_group_id.as_str())
+            .collect();
         out.extend(
-            approvals
+            status
+                .approvals
                 .iter()
-                .filter(|a| members.contains(&a.app_instance_group_id))
+                .filter(|a| members.contains(a.app_instance_group_id.as_str()))
                 .map(|a| a.app_instance_group_id.clone()),
         );
     }
     if fresh {
-        out.extend(first.approve.iter().map(|a| a.group_id.clone()));
+        out.extend(first.approve.iter().filter_map(|a| match a {
+            RolloutAction::ApproveGroup(a) => Some(a.group_id.clone()),
+            _ => None,
+        }));
     }
     out
 }
 
-/// Whether any wave of `spec` selects `g` (for conflicts between rollouts).
-pub fn selects(spec: &UpdateRolloutSpec, g: &AppInstanceGroup) -> bool {
-    spec.waves.iter().any(|w| {
-        let ids: Vec<&str> = w.selector.app_instance_group_ids.iter().map(|i| i.0.as_str()).collect();
-        let tags: Vec<(&str, &str)> = w.selector.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        super::rollout::selector_takes(&ids, &tags, g)
-    })
+/// The computers a FOTA plan reads by id: those of every wave up to `upto` (each in its first
+/// wave) and every approval not confirmed yet. Without `upto`, up to the first wave whose
+/// record does not show it done, soaked and (where manual) promoted; the wave that acts may
+/// be a later one once these are read, and the caller reads on up to it. Returns the wave read
+/// up to.
+pub fn desktops_to_read(input: &RolloutInput<'_>, ctx: &PlanContext, upto: Option<usize>) -> (BTreeSet<String>, usize) {
+    let mut out = BTreeSet::new();
+    let Ok(read) = read(input.spec) else { return (out, 0) };
+    let RolloutCloud::Fota { desktops, .. } = input.cloud else {
+        return (out, 0);
+    };
+    let records = records(input.spec, input.previous);
+    let upto = upto.unwrap_or_else(|| {
+        read.waves
+            .iter()
+            .zip(&records)
+            .position(|(w, r)| {
+                let passed = r.completed_at.is_some_and(|at| ctx.now >= at + w.soak)
+                    && (w.promotion == Promotion::Auto || r.promoted);
+                !passed
+            })
+            .unwrap_or(read.waves.len().saturating_sub(1))
+    });
+    out.extend(
+        desktops
+            .iter()
+            .filter(|d| {
+                read.waves
+                    .iter()
+                    .position(|w| w.selects_desktop(d))
+                    .is_some_and(|i| i <= upto)
+            })
+            .map(|d| d.desktop_id.clone()),
+    );
+    out.extend(
+        input
+            .previous
+            .desktop_approvals
+            .iter()
+            .filter(|a| !a.confirmed)
+            .map(|a| a.desktop_id.clone()),
+    );
+    (out, upto)
 }
 
-/// The ids of the groups that belong to wave `index` (each group to its first wave).
-fn wave_members(waves: &[Wave], groups: &[AppInstanceGroup], index: usize) -> BTreeSet<String> {
-    groups
-        .iter()
-        .filter(|g| waves.iter().position(|w| w.selects(g)) == Some(index))
-        .map(|g| g.app_instance_group_id.clone())
-        .collect()
+/// Whether any wave of `spec` selects the delivery group `g` (for conflicts).
+pub fn selects(spec: &UpdateRolloutSpec, g: &AppInstanceGroup) -> bool {
+    spec.ota.is_some()
+        && spec
+            .waves
+            .iter()
+            .any(|w| super::rollout::selector_takes(&w.selector, g))
+}
+
+/// Whether any wave of `spec` selects the cloud computer `d` (for conflicts).
+pub fn selects_desktop(spec: &UpdateRolloutSpec, d: &Desktop) -> bool {
+    spec.fota.is_some()
+        && spec
+            .waves
+            .iter()
+            .any(|w| super::rollout::selector_takes_desktop(&w.selector, d))
+}
+
+/// The version a FOTA rollout pins when it has none yet: `spec.fota.appVersion`, else the
+/// version of the region's newest task.
+fn fota_version<'a>(spec: &'a UpdateRolloutSpec, tasks: &'a [FotaTask]) -> Option<&'a str> {
+    let f = spec.fota.as_ref()?;
+    f.app_version.as_deref().or_else(|| {
+        tasks
+            .iter()
+            .max_by(|a, b| a.publish_time.cmp(&b.publish_time))
+            .map(|t| t.app_version.as_str())
+    })
 }
 
 fn run(
     read: &Read,
     input: &RolloutInput<'_>,
-    approvals: &[GroupApproval],
+    status: &UpdateRolloutStatus,
     records: &[WaveRecord],
-    tasks: &BTreeMap<String, Vec<OtaTask>>,
     ctx: &PlanContext,
-) -> OtaRolloutPlan {
-    let approved: Vec<Approved> = approvals
-        .iter()
-        .filter_map(|a| {
-            Some(Approved {
-                group_id: a.app_instance_group_id.clone(),
-                version: a.version.clone(),
-                start_time: a.start_time.parse().ok()?,
+) -> RolloutPlan<RolloutAction> {
+    let approved: Vec<Approved> = match input.cloud {
+        RolloutCloud::Ota { .. } => status
+            .approvals
+            .iter()
+            .filter_map(|a| {
+                Some(Approved {
+                    target: a.app_instance_group_id.clone(),
+                    version: a.version.clone(),
+                    start_time: a.start_time.parse().ok()?,
+                })
             })
-        })
-        .collect();
-    let (in_window, _) = window_at(read, ctx.now);
-    plan_ota(&OtaRolloutInput {
+            .collect(),
+        RolloutCloud::Fota { .. } => status
+            .desktop_approvals
+            .iter()
+            .filter_map(|a| {
+                Some(Approved {
+                    target: a.desktop_id.clone(),
+                    version: status.pinned_version.clone().unwrap_or_default(),
+                    start_time: a.approved_at.parse().ok()?,
+                })
+            })
+            .collect(),
+    };
+    let basis = RolloutBasis {
         waves: &read.waves,
         policy: &read.policy,
-        groups: input.groups,
-        tasks,
         approved: &approved,
-        pinned: input.previous.pinned_version.as_deref(),
+        pinned: status.pinned_version.as_deref(),
         records,
-        paused_by_failures: input.previous.paused_by_failures,
+        paused_by_failures: status.paused_by_failures,
         paused: input.spec.paused,
-        in_window,
+        in_window: may_approve(read, ctx.now),
         now: ctx.now,
-        lead: read.start_delay,
-    })
+    };
+    match input.cloud {
+        RolloutCloud::Ota { groups, tasks } => plan_ota(&OtaRolloutInput {
+            basis,
+            groups,
+            tasks,
+            lead: read.start_delay,
+        })
+        .map(RolloutAction::ApproveGroup),
+        RolloutCloud::Fota { desktops, infos, tasks } => plan_fota(&FotaRolloutInput {
+            basis,
+            desktops,
+            infos,
+            version: fota_version(input.spec, tasks),
+        })
+        .map(RolloutAction::ApproveDesktop),
+    }
 }
 
-pub fn plan(input: &RolloutInput<'_>, ctx: &PlanContext) -> Outcome<Approve, UpdateRolloutStatus> {
+/// What the targets are called, for people.
+fn noun(input: &RolloutInput<'_>) -> &'static str {
+    match input.cloud {
+        RolloutCloud::Ota { .. } => "group(s)",
+        RolloutCloud::Fota { .. } => "computer(s)",
+    }
+}
+
+pub fn plan(input: &RolloutInput<'_>, ctx: &PlanContext) -> Outcome<RolloutAction, UpdateRolloutStatus> {
     let mut status = input.previous.clone();
     let outcome = Outcome::settled;
     let read = match read(input.spec) {
         Ok(r) => r,
         Err(msg) => return outcome(status, Verdict::not_ready(Reason::InvalidSpec, msg), None),
     };
+    let noun = noun(input);
     // A rollout that completed its version for this spec stays complete: what happens to its
-    // groups afterwards (a newer version installed by other means) is not its failure.
+    // targets afterwards (a newer version installed by other means) is not its failure.
     if completed(input.previous, ctx.generation)
         && let Some(version) = &input.previous.pinned_version
     {
         let msg = format!(
-            "version {version}: every wave is done; {} group(s) succeeded{}",
+            "version {version}: every wave is done; {} {noun} succeeded{}",
             input.previous.progress.as_deref().unwrap_or("-").replace('/', " of "),
             failed_note(&input.previous.failures)
         );
         return outcome(status, Verdict::ready(Reason::Completed, msg), None);
     }
     status.conflicts = input.conflicts.to_vec();
-    status.approvals = settle_approvals(&input.previous.approvals, input.groups, input.tasks);
+    match input.cloud {
+        RolloutCloud::Ota { groups, tasks } => {
+            status.approvals = settle_approvals(&input.previous.approvals, groups, tasks);
+        }
+        RolloutCloud::Fota { infos, tasks, .. } => {
+            let pinned = input
+                .previous
+                .pinned_version
+                .as_deref()
+                .or_else(|| fota_version(input.spec, tasks));
+            status.desktop_approvals = settle_desktop_approvals(&input.previous.desktop_approvals, infos, pinned);
+        }
+    }
     let mut records = records(input.spec, input.previous);
-    let mut plan = run(&read, input, &status.approvals, &records, input.tasks, ctx);
+    let mut plan = run(&read, input, &status, &records, ctx);
     // What a person asked for: promote the wave waiting for it; resume after failures.
     let resume = input
         .resume
@@ -352,31 +555,23 @@ pub fn plan(input: &RolloutInput<'_>, ctx: &PlanContext) -> Outcome<Approve, Upd
             .zip(&plan.waves)
             .any(|(r, w)| r.promoted != w.record.promoted)
     {
-        let paused_by_failures = status.paused_by_failures;
-        let previous = UpdateRolloutStatus {
-            paused_by_failures,
-            ..input.previous.clone()
-        };
-        plan = run(
-            &read,
-            &RolloutInput {
-                previous: &previous,
-                ..*input
-            },
-            &status.approvals,
-            &records,
-            input.tasks,
-            ctx,
-        );
+        plan = run(&read, input, &status, &records, ctx);
     }
     for a in &plan.adopted {
-        status.approvals.push(GroupApproval {
-            app_instance_group_id: a.group_id.clone(),
-            version: a.version.clone(),
-            task_id: String::new(),
-            start_time: rfc3339(a.start_time),
-            confirmed: true,
-        });
+        match input.cloud {
+            RolloutCloud::Ota { .. } => status.approvals.push(GroupApproval {
+                app_instance_group_id: a.target.clone(),
+                version: a.version.clone(),
+                task_id: String::new(),
+                start_time: rfc3339(a.start_time),
+                confirmed: true,
+            }),
+            RolloutCloud::Fota { .. } => status.desktop_approvals.push(DesktopApproval {
+                desktop_id: a.target.clone(),
+                approved_at: rfc3339(a.start_time),
+                confirmed: true,
+            }),
+        }
     }
     status.pinned_version = plan.pinned.clone();
     status.paused_by_failures = plan.paused_by_failures;
@@ -399,17 +594,16 @@ pub fn plan(input: &RolloutInput<'_>, ctx: &PlanContext) -> Outcome<Approve, Upd
     let targets: usize = plan.waves.iter().map(|w| w.targets).sum();
     let succeeded: usize = plan.waves.iter().map(|w| w.succeeded).sum();
     status.progress = Some(format!("{succeeded}/{targets}"));
-    let failures: Vec<TargetFailure> = plan
+    status.failures = plan
         .failures
         .iter()
-        .map(|(target, detail)| TargetFailure {
-            target: target.clone(),
-            wave: wave_of(&read.waves, input.groups, target).unwrap_or_default(),
-            detail: detail.clone(),
+        .map(|f| TargetFailure {
+            target: f.target.clone(),
+            wave: f.wave.clone(),
+            detail: f.detail.clone(),
         })
         .take(MAX_FAILURES_KEPT)
         .collect();
-    status.failures = failures;
     status.phase = Some(match &plan.phase {
         Phase::WaitingForWindow => RolloutPhase::WaitingForWindow,
         Phase::Progressing => RolloutPhase::Progressing,
@@ -424,14 +618,18 @@ pub fn plan(input: &RolloutInput<'_>, ctx: &PlanContext) -> Outcome<Approve, Upd
     };
     if targets == 0 {
         status.phase = None;
+        let what = match input.cloud {
+            RolloutCloud::Ota { .. } => "delivery group",
+            RolloutCloud::Fota { .. } => "cloud computer",
+        };
         let msg = format!(
-            "no delivery group in {} matches a wave's selector{}",
-            input.spec.ota.biz_region_id,
+            "no {what} in {} matches a wave's selector{}",
+            input.spec.region(),
             if input.conflicts.is_empty() {
                 String::new()
             } else {
                 format!(
-                    " (besides those older resources approve: {})",
+                    " (besides those older resources act on: {})",
                     input.conflicts.join(", ")
                 )
             }
@@ -445,12 +643,79 @@ pub fn plan(input: &RolloutInput<'_>, ctx: &PlanContext) -> Outcome<Approve, Upd
     }
     let Some(version) = plan.pinned.clone() else {
         status.phase = None;
-        return outcome(
-            status,
-            Verdict::ready(Reason::UpToDate, "no group of the waves offers a new version"),
-            None,
-        );
+        let msg = match input.cloud {
+            RolloutCloud::Ota { .. } => "no group of the waves offers a new version".to_string(),
+            RolloutCloud::Fota { .. } => format!("no image-update task in {}", input.spec.region()),
+        };
+        return outcome(status, Verdict::ready(Reason::UpToDate, msg), None);
     };
+    // FOTA: the task of the pinned version, held Pending while the rollout runs.
+    let mut hold = None;
+    if let RolloutCloud::Fota { tasks, .. } = input.cloud {
+        if targets > MAX_FOTA_TARGETS {
+            status.phase = None;
+            let msg = format!(
+                "spec.waves: the selectors take {targets} cloud computers, more than the {MAX_FOTA_TARGETS} \
+                 one rollout records; split it into several rollouts"
+            );
+            return outcome(status, Verdict::not_ready(Reason::InvalidSpec, msg), None);
+        }
+        if plan.phase != Phase::Completed {
+            let Some(task) = tasks.iter().find(|t| t.app_version == version) else {
+                let msg = format!(
+                    "no image-update task in {} offers version {version}{}",
+                    input.spec.region(),
+                    if input.previous.pinned_version.is_some() {
+                        " (status.pinnedVersion)"
+                    } else {
+                        " (spec.fota.appVersion)"
+                    }
+                );
+                return outcome(status, Verdict::not_ready(Reason::NotFound, msg), None);
+            };
+            status.fota_task_uid = Some(task.task_uid.clone());
+            if task.push_state() == Some("Running") {
+                let written_at: Option<DateTime<Utc>> = time(&input.previous.user_status_written_at);
+                let look_after_write =
+                    duration::latest_resync(ctx.resync).saturating_add(std::time::Duration::from_secs(1));
+                let recently = written_at
+                    .is_some_and(|at| ctx.now - at < chrono::Duration::from_std(look_after_write).unwrap_or_default());
+                if recently {
+                    // Set Pending and still pushed: the global switch pushes the update to
+                    // every computer, and the rollout cannot pace what it does not hold.
+                    let msg = format!(
+                        "the global auto-update switch of {} keeps task {} pushed to every computer, so the \
+                         rollout cannot pace it and approves nothing; turn the switch off in the console \
+                         (Operations > Image Updates)",
+                        input.spec.region(),
+                        task.task_uid
+                    );
+                    return outcome(status, Verdict::not_ready(Reason::GlobalAutoUpdateEnabled, msg), None);
+                }
+                if !ctx.manages() {
+                    let msg = format!(
+                        "task {} has UserStatus Running; the rollout would hold it Pending. ObserveOnly, nothing written",
+                        task.task_uid
+                    );
+                    return outcome(status, Verdict::not_ready(Reason::DriftDetected, msg), None);
+                }
+                hold = Some(task.task_uid.clone());
+            }
+        }
+    }
+    if let Some(task_uid) = hold {
+        // The task first: approvals wait for the look that shows it Pending.
+        status.user_status_written_at = Some(rfc3339(ctx.now));
+        let msg = format!("setting UserStatus Pending on task {task_uid}, which the rollout holds");
+        return Outcome {
+            actions: vec![RolloutAction::HoldTask { task_uid }],
+            intent: None,
+            status,
+            verdict: Verdict::not_ready(Reason::Progressing, msg),
+            requeue_after: Some(VERIFY_AFTER),
+        };
+    }
+    let fota = matches!(input.cloud, RolloutCloud::Fota { .. });
     let wave_name = status.current_wave.clone().unwrap_or_default();
     let (_, boundary) = window_at(&read, ctx.now);
     let current = plan.current.map(|i| &plan.waves[i]);
@@ -459,7 +724,7 @@ pub fn plan(input: &RolloutInput<'_>, ctx: &PlanContext) -> Outcome<Approve, Upd
             Verdict::ready(
                 Reason::Completed,
                 format!(
-                    "version {version}: every wave is done; {succeeded} of {targets} group(s) succeeded{}",
+                    "version {version}: every wave is done; {succeeded} of {targets} {noun} succeeded{}",
                     failed_note(&status.failures)
                 ),
             ),
@@ -517,18 +782,29 @@ pub fn plan(input: &RolloutInput<'_>, ctx: &PlanContext) -> Outcome<Approve, Upd
         ),
         Phase::Progressing => {
             let w = current.cloned().unwrap_or_default();
-            let msg = format!(
+            let mut msg = format!(
                 "version {version}: wave {wave_name}: {} updating, {} pending, {} succeeded, {} failed of {}",
                 w.updating, w.pending, w.succeeded, w.failed, w.targets
             );
-            let waiting_for_version = w.updating == 0 && plan.approve.is_empty();
-            let msg = if waiting_for_version {
-                format!("{msg}; the pending groups offer another version than {version} and wait")
-            } else {
-                msg
-            };
+            let waiting = w.updating == 0 && plan.approve.is_empty();
+            if fota && w.busy > 0 {
+                msg.push_str(&format!(
+                    "; {} wait for their users to leave (or to be Running): the cloud updates only a computer \
+                     nobody is connected to",
+                    w.busy
+                ));
+            } else if waiting && !fota {
+                msg.push_str(&format!(
+                    "; the pending groups offer another version than {version} and wait"
+                ));
+            }
             let requeue = if !plan.approve.is_empty() {
                 Some(VERIFY_AFTER)
+            } else if fota && (w.updating > 0 || w.busy > 0 || w.pending > 0) {
+                Some(match (&read.skip_busy, w.updating) {
+                    (Some(skip), 0) => skip.retry_every,
+                    _ => WATCH_DESKTOPS,
+                })
             } else if w.updating > 0 {
                 Some(WATCH_UPDATES)
             } else {
@@ -537,13 +813,13 @@ pub fn plan(input: &RolloutInput<'_>, ctx: &PlanContext) -> Outcome<Approve, Upd
             (Verdict::not_ready(Reason::Progressing, msg), requeue)
         }
     };
-    // Groups an older resource approves are left to it: say so whatever the phase.
+    // Targets an older resource acts on are left to it: say so whatever the phase.
     let verdict = if status.conflicts.is_empty() {
         verdict
     } else {
         Verdict {
             message: format!(
-                "{}; groups also approved by older resources are left to them: {}",
+                "{}; {noun} also acted on by older resources are left to them: {}",
                 verdict.message,
                 status.conflicts.join(", ")
             ),
@@ -558,31 +834,44 @@ pub fn plan(input: &RolloutInput<'_>, ctx: &PlanContext) -> Outcome<Approve, Upd
     if plan.approve.is_empty() {
         return outcome(status, verdict, requeue);
     }
+    let names: Vec<&str> = plan
+        .approve
+        .iter()
+        .filter_map(|a| match a {
+            RolloutAction::ApproveGroup(a) => Some(a.group_id.as_str()),
+            RolloutAction::ApproveDesktop(a) => Some(a.desktop_id.as_str()),
+            RolloutAction::HoldTask { .. } => None,
+        })
+        .collect();
     if !ctx.manages() {
         let msg = format!(
             "version {version}: would approve {}; ObserveOnly, nothing written",
-            plan.approve
-                .iter()
-                .map(|a| a.group_id.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            names.join(", ")
         );
         return outcome(status, Verdict::not_ready(Reason::DriftDetected, msg), None);
     }
-    // The groups approved now count as updating in the status written after the approvals.
+    // The targets approved now count as updating in the status written after the approvals.
     if let Some(w) = plan.current.and_then(|i| status.waves.get_mut(i)) {
         let n = i32::try_from(plan.approve.len()).unwrap_or(i32::MAX);
         w.pending = w.pending.saturating_sub(n).max(0);
         w.updating = w.updating.saturating_add(n);
     }
     for a in &plan.approve {
-        status.approvals.push(GroupApproval {
-            app_instance_group_id: a.group_id.clone(),
-            version: a.version.clone(),
-            task_id: a.task_id.clone(),
-            start_time: rfc3339(a.start_time),
-            confirmed: false,
-        });
+        match a {
+            RolloutAction::ApproveGroup(a) => status.approvals.push(GroupApproval {
+                app_instance_group_id: a.group_id.clone(),
+                version: a.version.clone(),
+                task_id: a.task_id.clone(),
+                start_time: rfc3339(a.start_time),
+                confirmed: false,
+            }),
+            RolloutAction::ApproveDesktop(a) => status.desktop_approvals.push(DesktopApproval {
+                desktop_id: a.desktop_id.clone(),
+                approved_at: rfc3339(ctx.now),
+                confirmed: false,
+            }),
+            RolloutAction::HoldTask { .. } => {}
+        }
     }
     Outcome {
         actions: plan.approve,
@@ -600,17 +889,13 @@ fn failed_note(failures: &[TargetFailure]) -> String {
     }
 }
 
-fn wave_of(waves: &[Wave], groups: &[AppInstanceGroup], id: &str) -> Option<String> {
-    let g = groups.iter().find(|g| g.app_instance_group_id == id)?;
-    waves.iter().find(|w| w.selects(g)).map(|w| w.name.clone())
-}
-
 fn wave_status(w: &super::rollout::WaveProgress, promoted_at: Option<String>) -> WaveStatus {
     let n = |v: usize| i32::try_from(v).unwrap_or(i32::MAX);
     WaveStatus {
         name: w.name.clone(),
         targets: n(w.targets),
         pending: n(w.pending),
+        busy: n(w.busy),
         updating: n(w.updating),
         succeeded: n(w.succeeded),
         failed: n(w.failed),
@@ -622,12 +907,29 @@ fn wave_status(w: &super::rollout::WaveProgress, promoted_at: Option<String>) ->
     }
 }
 
-/// Notes the cloud accepted the approval of `action`'s group.
-pub fn confirm(status: &mut UpdateRolloutStatus, action: &Approve) {
-    for a in status.approvals.iter_mut().rev() {
-        if a.app_instance_group_id == action.group_id && a.task_id == action.task_id {
-            a.confirmed = true;
-            break;
+/// Notes the cloud accepted `action`.
+pub fn confirm(status: &mut UpdateRolloutStatus, action: &RolloutAction) {
+    match action {
+        RolloutAction::ApproveGroup(action) => {
+            if let Some(a) = status
+                .approvals
+                .iter_mut()
+                .rev()
+                .find(|a| a.app_instance_group_id == action.group_id && a.task_id == action.task_id)
+            {
+                a.confirmed = true;
+            }
         }
+        RolloutAction::ApproveDesktop(action) => {
+            if let Some(a) = status
+                .desktop_approvals
+                .iter_mut()
+                .rev()
+                .find(|a| a.desktop_id == action.desktop_id)
+            {
+                a.confirmed = true;
+            }
+        }
+        RolloutAction::HoldTask { .. } => {}
     }
 }

@@ -236,7 +236,7 @@ async fn invalid_resources_are_rejected_naming_the_field() {
         (
             "UpdateRollout",
             json!({"ota": {"bizRegionId": "cn-hangzhou"}, "waves": [{"name": "canary", "selector": {"appInstanceGroupIds": ["aig-1"]}}], "failurePolicy": {"maxFailures": 2}}),
-            "failurePolicy.maxFailures is more than a wave's appInstanceGroupIds: that wave could never stop",
+            "failurePolicy.maxFailures is more than a wave's appInstanceGroupIds or desktopIds: that wave could never stop",
         ),
         (
             "UpdateRollout",
@@ -247,6 +247,36 @@ async fn invalid_resources_are_rejected_naming_the_field() {
             "UpdateRollout",
             json!({"ota": {"bizRegionId": "cn-hangzhou"}, "waves": [{"name": "a", "selector": {"tags": {"ring": "canary"}}}, {"name": "a", "selector": {"tags": {"ring": "broad"}}}]}),
             "waves: each wave needs a name of its own",
+        ),
+        (
+            "UpdateRollout",
+            json!({"ota": {"bizRegionId": "cn-hangzhou"}, "fota": {"regionId": "cn-hangzhou"}, "waves": [{"name": "a", "selector": {"tags": {"ring": "canary"}}}]}),
+            "give exactly one target: ota (App Streaming delivery groups) or fota",
+        ),
+        (
+            "UpdateRollout",
+            json!({"fota": {"regionId": "cn-hangzhou"}, "waves": [{"name": "a", "selector": {"appInstanceGroupIds": ["aig-1"]}}]}),
+            "a fota rollout selects cloud computers; appInstanceGroupIds is for ota",
+        ),
+        (
+            "UpdateRollout",
+            json!({"ota": {"bizRegionId": "cn-hangzhou"}, "waves": [{"name": "a", "selector": {"desktopIds": ["ecd-1"]}}]}),
+            "an ota rollout selects delivery groups, by appInstanceGroupIds or tags",
+        ),
+        (
+            "UpdateRollout",
+            json!({"fota": {"regionId": "cn-hangzhou"}, "waves": [{"name": "a", "selector": {"desktopIds": ["ecd-1"]}}], "failurePolicy": {"maxFailures": 2}}),
+            "failurePolicy.maxFailures is more than a wave's appInstanceGroupIds or desktopIds",
+        ),
+        (
+            "UpdateRollout",
+            json!({"fota": {"regionId": "cn-hangzhou", "drain": {"policy": "WaitThenForce", "forceAfter": "1h"}}, "waves": [{"name": "a", "selector": {"tags": {"ring": "canary"}}}]}),
+            "fota.drain.policy: a rollout disconnects nobody; give Wait or SkipBusy",
+        ),
+        (
+            "UpdateRollout",
+            json!({"fota": {"regionId": "cn-hangzhou", "drain": {"policy": "SkipBusy", "idleAfter": "30m"}}, "waves": [{"name": "a", "selector": {"tags": {"ring": "canary"}}}]}),
+            "fota.drain.idleAfter: the cloud updates only computers nobody is connected to",
         ),
     ];
     for (i, (kind, spec, want)) in cases.into_iter().enumerate() {

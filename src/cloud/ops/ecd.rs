@@ -11,6 +11,71 @@ use crate::cloud::request::RpcRequest;
 /// SetDesktopMaintenance and DescribeDesktops take at most this many ids per call.
 pub const MAX_DESKTOP_IDS_PER_CALL: usize = 100;
 
+/// ApproveFotaUpdate: allow one Running desktop to take the image update to `app_version`
+/// (a task's `AppVersion`). Whether the cloud updates at once or offers the update is not
+/// documented, so success is only ever read from the desktop's `CurrentAppVersion`.
+pub async fn approve_fota_update(
+    client: &CloudClient,
+    region: &str,
+    desktop_id: &str,
+    app_version: &str,
+) -> Result<(), CloudError> {
+    let req = RpcRequest::new(Product::Ecd, "ApproveFotaUpdate", region)
+        .write()
+        .query("RegionId", region)
+        .query("DesktopId", desktop_id)
+        .query("AppVersion", app_version)
+        // No ClientToken: a lost answer is settled from the desktop's state at the next
+        // look (the approval is recorded before it is sent), not by sending it again here.
+        .not_idempotent();
+    client.call(&req).await.map(drop)
+}
+
+/// One desktop as DescribeDesktopInfo answers: its state and image versions.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DesktopInfo {
+    pub desktop_id: String,
+    /// `Running`, `Stopped`, `Failed`, `Starting`, `Stopping`, `Expired`, `Deleted`, `Pending`.
+    pub desktop_status: String,
+    /// `Connected` or `Disconnected`.
+    pub connection_status: String,
+    /// An array here (a string in DescribeDesktops); `Updating` while an image update runs.
+    pub management_flag: Vec<String>,
+    pub current_app_version: String,
+    /// The newest version offered, empty when none.
+    pub new_app_version: String,
+}
+
+impl DesktopInfo {
+    pub fn updating(&self) -> bool {
+        self.management_flag.iter().any(|f| f == "Updating")
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct DescribeDesktopInfoResponse {
+    desktops: Vec<DesktopInfo>,
+}
+
+/// DescribeDesktopInfo for any number of ids, 100 a call.
+pub async fn describe_desktop_info(
+    client: &CloudClient,
+    region: &str,
+    desktop_ids: &[String],
+) -> Result<Vec<DesktopInfo>, CloudError> {
+    let mut out = Vec::new();
+    for chunk in desktop_ids.chunks(MAX_DESKTOP_IDS_PER_CALL) {
+        let req = RpcRequest::new(Product::Ecd, "DescribeDesktopInfo", region)
+            .query("RegionId", region)
+            .query_list("DesktopId", chunk);
+        let page: DescribeDesktopInfoResponse = client.call_typed(&req).await?;
+        out.extend(page.desktops);
+    }
+    Ok(out)
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct FotaTask {

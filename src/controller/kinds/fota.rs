@@ -7,7 +7,7 @@ use crate::api::fota::{FotaTaskPolicy, FotaTaskPolicyStatus};
 use crate::cloud::CloudError;
 use crate::cloud::ops::ecd;
 use crate::controller::events;
-use crate::controller::kind::{self, KindEnv, ManagedKind, Stage, can_act, created_at, peer_name};
+use crate::controller::kind::{self, Claim, KindEnv, ManagedKind, Stage, can_act, created_at, peer_name};
 use crate::reconcile::fota::{FotaInput, Peer, UpdateTask, plan};
 use crate::reconcile::{Outcome, PlanContext};
 
@@ -35,6 +35,23 @@ impl ManagedKind for FotaTaskPolicy {
     /// Policies of the same region in the same cloud account act on the same tasks,
     /// whichever Secrets hold the key.
     const PEERS_BY_ACCOUNT: bool = true;
+    /// A FOTA UpdateRollout holds its task `Pending`: a policy that pushes the task is its
+    /// rival, and the older acts.
+    const CLAIMS_TARGETS: bool = true;
+
+    fn claims_target(&self, claim: &Claim<'_>) -> bool {
+        match claim {
+            Claim::FotaTask(uid) => {
+                self.spec.auto_push
+                    && self
+                        .spec
+                        .task_uids
+                        .as_ref()
+                        .is_none_or(|u| u.iter().any(|t| t.0 == *uid))
+            }
+            Claim::OtaGroup(_) => false,
+        }
+    }
 
     async fn read_and_plan(
         &self,
@@ -81,6 +98,21 @@ impl ManagedKind for FotaTaskPolicy {
                     .as_ref()
                     .map(|u| u.iter().map(|t| t.0.clone()).collect()),
             })
+            .chain(
+                // Older rollouts that hold a task Pending stand as older peers that want it
+                // Pending, for that task alone.
+                tasks.iter().flat_map(|t| {
+                    env.older_rivals(&self.metadata, Self::KIND, &region, &Claim::FotaTask(&t.task_uid))
+                        .into_iter()
+                        .map(|shown_as| Peer {
+                            key: String::new(),
+                            shown_as,
+                            created: DateTime::<Utc>::MIN_UTC,
+                            auto_push: false,
+                            task_uids: Some(vec![t.task_uid.clone()]),
+                        })
+                }),
+            )
             .collect();
         let key = full_name(self);
         Ok(plan(

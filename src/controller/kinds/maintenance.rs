@@ -18,6 +18,33 @@ use crate::reconcile::{Outcome, PlanContext};
 
 const LIST: &str = "DescribeDesktops";
 
+/// The region's cloud computers: the list every reader of the account and region shares
+/// (`filters` the default one), or, when `fresh`, what `filters` read for this caller alone;
+/// with the time the list started.
+pub(crate) async fn region_desktops(
+    env: &KindEnv,
+    region: &str,
+    fresh: bool,
+    filters: Vec<DesktopFilter>,
+) -> Result<(Arc<Vec<Desktop>>, DateTime<Utc>), CloudError> {
+    env.snapshot_listed(LIST, region, fresh, |cloud| {
+        let region = region.to_string();
+        async move {
+            let mut all: Vec<Desktop> = Vec::new();
+            let mut seen = HashSet::new();
+            for filter in &filters {
+                for d in ecd::describe_desktops(&cloud, &region, filter).await? {
+                    if seen.insert(d.desktop_id.clone()) {
+                        all.push(d);
+                    }
+                }
+            }
+            Ok(all)
+        }
+    })
+    .await
+}
+
 /// Desktops that other live windows of the same region recorded and still hold: their
 /// window is open and they are not being deleted.
 fn held_by_others(
@@ -403,23 +430,7 @@ impl ManagedKind for DesktopMaintenanceWindow {
                 filters
             }
         };
-        let (all, listed_at) = env
-            .snapshot_listed(LIST, &region, fresh, |cloud| {
-                let region = region.clone();
-                async move {
-                    let mut all: Vec<Desktop> = Vec::new();
-                    let mut seen = HashSet::new();
-                    for filter in &filters {
-                        for d in ecd::describe_desktops(&cloud, &region, filter).await? {
-                            if seen.insert(d.desktop_id.clone()) {
-                                all.push(d);
-                            }
-                        }
-                    }
-                    Ok(all)
-                }
-            })
-            .await?;
+        let (all, listed_at) = region_desktops(env, &region, fresh, filters).await?;
         // Sets, not lists: a region may hold 10,000 desktops and a window 1,000 ids.
         let ids = crate::reconcile::maintenance::listed_ids(&self.spec);
         let listed: HashSet<&str> = ids.iter().map(String::as_str).collect();

@@ -5,7 +5,7 @@ use crate::api::ota::{OtaSchedule, OtaScheduleStatus};
 use crate::cloud::CloudError;
 use crate::cloud::ops::appstream::{self, ApproveOtaTask};
 use crate::controller::events;
-use crate::controller::kind::{KindEnv, ManagedKind, Stage, older_peers};
+use crate::controller::kind::{Claim, KindEnv, ManagedKind, Stage, older_peers};
 use crate::controller::metrics::ResourceGauge;
 use crate::reconcile::ota::{Approve, OtaInput, needs_tasks, plan};
 use crate::reconcile::{Outcome, PlanContext, Reason, Verdict};
@@ -28,10 +28,10 @@ impl ManagedKind for OtaSchedule {
     const PEERS_BY_ACCOUNT: bool = true;
     const FRESH_READ_BEFORE_WRITE: bool = true;
     /// An UpdateRollout that selects the same group is a rival: the older acts.
-    const CLAIMS_OTA_GROUPS: bool = true;
+    const CLAIMS_TARGETS: bool = true;
 
-    fn claims_ota_group(&self, group: &crate::cloud::ops::appstream::AppInstanceGroup) -> bool {
-        group.app_instance_group_id == self.spec.app_instance_group_id
+    fn claims_target(&self, claim: &Claim<'_>) -> bool {
+        matches!(claim, Claim::OtaGroup(g) if g.app_instance_group_id == self.spec.app_instance_group_id)
     }
 
     crate::kind_accessors!(OtaScheduleStatus, biz_region_id);
@@ -75,7 +75,7 @@ impl ManagedKind for OtaSchedule {
                 && env.same_account(&p.metadata)
         });
         if let Some(g) = group {
-            older.extend(env.older_rivals(&self.metadata, Self::KIND, &region, g));
+            older.extend(env.older_rivals(&self.metadata, Self::KIND, &region, &Claim::OtaGroup(g)));
         }
         Ok(plan(
             &OtaInput {
