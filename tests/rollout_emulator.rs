@@ -307,3 +307,307 @@ async fn a_group_offered_another_version_waits() {
         "the newer version is never approved"
     );
 }
+
+// --- FOTA: cloud computers' image update, computer by computer -------------------------
+
+/// Hangzhou's computers ecd-hz10011..15 (Running, nobody connected, on 2.0.0); the newest
+/// task is aot-hz0003 (2.3.0, Pending).
+const NEWEST: &str = "2.3.0-R-20261301.120000";
+
+fn fota_rings(extra: serde_json::Value) -> serde_json::Value {
+    let mut spec = json!({
+        "fota": {"regionId": "cn-hangzhou"},
+        "waves": [
+            {"name": "canary", "selector": {"desktopIds": ["ecd-hz10011"]}},
+            {"name": "rest", "selector": {"desktopIds": ["ecd-hz10012", "ecd-hz10013", "ecd-hz10014", "ecd-hz10015"]}, "maxUnavailable": 2},
+        ],
+    });
+    spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    spec
+}
+
+/// The computers approved, in order, as the emulator applied the calls.
+fn approved_desktops(h: &Harness) -> Vec<String> {
+    log_of(h, "ApproveFotaUpdate")
+        .into_iter()
+        .filter(|r| r.code == "success" || r.answer_lost)
+        .map(|r| r.params["DesktopId"].clone())
+        .collect()
+}
+
+fn edit_desktop(h: &Harness, id: &str, change: impl Fn(&mut alicloud_ops_operator::cloud::ops::ecd::Desktop)) {
+    h.emu.world().update_state(|s| {
+        let desktops = &mut s.ecd.get_mut("cn-hangzhou").unwrap().desktops;
+        change(desktops.iter_mut().find(|d| d.desktop_id == id).unwrap());
+    })
+}
+
+fn connect(h: &Harness, id: &str, user: &str) {
+    edit_desktop(h, id, |d| {
+        d.sessions.push(alicloud_ops_operator::cloud::ops::ecd::DesktopSession {
+            end_user_id: user.into(),
+            establishment_time: "2026-12-01T08:00Z".into(),
+            external_user_name: String::new(),
+        })
+    });
+}
+
+fn versions(h: &Harness, ids: &[&str]) -> Vec<String> {
+    let state = h.emu.world().state();
+    let r = &state.ecd["cn-hangzhou"];
+    ids.iter().map(|id| r.app_version(id).to_string()).collect()
+}
+
+fn task_status(h: &Harness, uid: &str) -> String {
+    let state = h.emu.world().state();
+    state.ecd["cn-hangzhou"]
+        .fota_tasks
+        .iter()
+        .find(|t| t.task_uid == uid)
+        .unwrap()
+        .status
+        .clone()
+}
+
+/// The canary first, then the rest two at a time; a computer someone works on is never
+/// approved while they are connected (the cloud would not update it), and goes once they
+/// leave; each computer is approved once, for the pinned version, and ends on it.
+#[tokio::test]
+async fn fota_waves_update_free_computers_and_wait_for_people() {
+    let h = Harness::new().await;
+    connect(&h, "ecd-hz10013", "alice");
+    let mut r = rollout("fota", fota_rings(json!({})));
+    let step = h.step(&mut r, now(&h), Stage::Apply).await;
+    assert_eq!(approved_desktops(&h), ["ecd-hz10011"], "{}", step.verdict.message);
+    assert_eq!(step.status.pinned_version.as_deref(), Some(NEWEST));
+    assert_eq!(step.status.fota_task_uid.as_deref(), Some("aot-hz0003"));
+    let first_write = h.sink.writes.lock().unwrap()[0].1.clone();
+    assert_eq!(
+        first_write["desktopApprovals"][0]["confirmed"], false,
+        "recorded before it was sent: {first_write}"
+    );
+    // The emulator finishes an update at the next request (fotaUpdateSeconds 0).
+    let rest = h.step(&mut r, now(&h), Stage::Apply).await;
+    assert_eq!(
+        approved_desktops(&h),
+        ["ecd-hz10011", "ecd-hz10012", "ecd-hz10014"],
+        "two at a time, past the computer alice works on: {}",
+        rest.verdict.message
+    );
+    assert_eq!(rest.status.waves[1].busy, 1, "{:?}", rest.status.waves[1]);
+    let more = h.step(&mut r, now(&h), Stage::Apply).await;
+    assert_eq!(approved_desktops(&h).len(), 4, "{}", more.verdict.message);
+    let waiting = h.step(&mut r, now(&h), Stage::Apply).await;
+    assert_eq!(waiting.verdict.reason, Reason::Progressing);
+    assert!(
+        waiting.verdict.message.contains("1 wait for their users"),
+        "{}",
+        waiting.verdict.message
+    );
+    assert_eq!(approved_desktops(&h).len(), 4, "alice is still connected");
+    edit_desktop(&h, "ecd-hz10013", |d| d.sessions.clear());
+    h.step(&mut r, now(&h), Stage::Apply).await;
+    assert_eq!(approved_desktops(&h).last().map(String::as_str), Some("ecd-hz10013"));
+    let done = h.step(&mut r, now(&h), Stage::Apply).await;
+    assert_eq!(done.verdict.reason, Reason::Completed, "{}", done.verdict.message);
+    assert_eq!(done.status.progress.as_deref(), Some("5/5"));
+    let ids = [
+        "ecd-hz10011",
+        "ecd-hz10012",
+        "ecd-hz10013",
+        "ecd-hz10014",
+        "ecd-hz10015",
+    ];
+    assert_eq!(versions(&h, &ids), vec![NEWEST; 5]);
+    let mut sent = approved_desktops(&h);
+    sent.sort();
+    assert_eq!(sent, ids, "each computer approved exactly once");
+    assert!(
+        log_of(&h, "ApproveFotaUpdate").iter().all(|r| r.code == "success"),
+        "no approval was refused (none went to a connected computer)"
+    );
+    assert!(
+        log_of(&h, "ApproveFotaUpdate")
+            .iter()
+            .all(|r| r.params["AppVersion"] == NEWEST)
+    );
+}
+
+/// A task pushed to users is held Pending before the first approval; a computer that the
+/// update leaves Failed stops the rollout, and it stays stopped until a person resumes it.
+#[tokio::test]
+async fn fota_holds_the_task_pending_and_stops_on_a_failed_computer() {
+    let h = Harness::new().await;
+    h.emu.world().update_state(|s| {
+        s.ecd.get_mut("cn-hangzhou").unwrap().fota_failures = vec!["ecd-hz10012".into()];
+    });
+    // 2.1.0 is task aot-hz0001, pushed (Running).
+    let mut r = rollout(
+        "fota-fail",
+        fota_rings(json!({"fota": {"regionId": "cn-hangzhou", "appVersion": "2.1.0-R-20261101.120000"}})),
+    );
+    let first = h.step(&mut r, now(&h), Stage::Apply).await;
+    assert_eq!(
+        first.applied,
+        ["UpdateFotaTask aot-hz0001 UserStatus=Pending"],
+        "{}",
+        first.verdict.message
+    );
+    assert!(approved_desktops(&h).is_empty(), "no approval before the task is held");
+    assert_eq!(task_status(&h, "aot-hz0001"), "Pending");
+    h.step(&mut r, now(&h), Stage::Apply).await;
+    assert_eq!(approved_desktops(&h), ["ecd-hz10011"]);
+    h.step(&mut r, now(&h), Stage::Apply).await;
+    let failed = h.step(&mut r, now(&h), Stage::Apply).await;
+    assert_eq!(
+        failed.verdict.reason,
+        Reason::PausedByFailures,
+        "{}",
+        failed.verdict.message
+    );
+    assert!(
+        failed.status.failures[0].detail.contains("DesktopStatus Failed"),
+        "{:?}",
+        failed.status.failures
+    );
+    let sent = approved_desktops(&h).len();
+    for _ in 0..3 {
+        let again = h.step(&mut r, now(&h), Stage::Apply).await;
+        assert_eq!(again.verdict.reason, Reason::PausedByFailures);
+    }
+    assert_eq!(approved_desktops(&h).len(), sent, "nothing more after the stop");
+    set_annotation(&mut r, RESUME, "once");
+    let resumed = h.step(&mut r, now(&h), Stage::Apply).await;
+    assert_ne!(
+        resumed.verdict.reason,
+        Reason::PausedByFailures,
+        "{}",
+        resumed.verdict.message
+    );
+    assert!(
+        approved_desktops(&h).len() > sent,
+        "the rollout goes on after the resume"
+    );
+}
+
+/// While the region's global auto-update switch is on, the task stays pushed whatever the
+/// rollout sets, and the rollout approves nothing, saying why.
+#[tokio::test]
+async fn fota_is_blocked_by_the_global_auto_update_switch() {
+    let h = Harness::new().await;
+    h.emu
+        .world()
+        .update_state(|s| s.ecd.get_mut("cn-hangzhou").unwrap().global_auto_update = true);
+    let mut r = rollout("fota-global", fota_rings(json!({})));
+    let first = h.step(&mut r, now(&h), Stage::Apply).await;
+    assert_eq!(first.applied, ["UpdateFotaTask aot-hz0003 UserStatus=Pending"]);
+    let blocked = h.step(&mut r, now(&h), Stage::Apply).await;
+    assert_eq!(
+        blocked.verdict.reason,
+        Reason::GlobalAutoUpdateEnabled,
+        "{}",
+        blocked.verdict.message
+    );
+    assert!(
+        blocked.verdict.message.contains("turn the switch off"),
+        "{}",
+        blocked.verdict.message
+    );
+    assert!(approved_desktops(&h).is_empty());
+}
+
+/// A status lost to a restore while computers update: the updating computers are adopted
+/// (not approved again) and fill the budget; nothing is approved twice.
+#[tokio::test]
+async fn fota_a_lost_status_never_approves_a_computer_twice() {
+    let h = Harness::new().await;
+    h.emu
+        .world()
+        .update_state(|s| s.ecd.get_mut("cn-hangzhou").unwrap().fota_update_seconds = 900);
+    let mut r = rollout(
+        "fota-restore",
+        json!({"fota": {"regionId": "cn-hangzhou"},
+               "waves": [{"name": "all", "selector": {"desktopIds": ["ecd-hz10011", "ecd-hz10012", "ecd-hz10013"]}, "maxUnavailable": 2}]}),
+    );
+    h.step(&mut r, now(&h), Stage::Apply).await;
+    assert_eq!(approved_desktops(&h), ["ecd-hz10011", "ecd-hz10012"]);
+    r.status = None;
+    let restored = h.step(&mut r, now(&h), Stage::Apply).await;
+    assert_eq!(approved_desktops(&h).len(), 2, "{}", restored.verdict.message);
+    assert_eq!(restored.status.desktop_approvals.len(), 2, "{:?}", restored.status);
+    assert_eq!(restored.status.waves[0].updating, 2);
+    h.emu.world().clock.advance(chrono::Duration::minutes(16)).unwrap();
+    h.step(&mut r, now(&h), Stage::Apply).await;
+    assert_eq!(
+        approved_desktops(&h),
+        ["ecd-hz10011", "ecd-hz10012", "ecd-hz10013"],
+        "the third once the first two are done"
+    );
+}
+
+fn created(meta: &mut kube::api::ObjectMeta, at: &str) {
+    let t: k8s_openapi::jiff::Timestamp = at.parse().unwrap();
+    meta.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t));
+}
+
+/// A FotaTaskPolicy that pushes the task a FOTA rollout holds is the rollout's rival, as two
+/// OtaSchedules of one group are: the older acts and the younger stands back, whichever kind
+/// it is.
+#[tokio::test]
+async fn fota_rollout_and_a_pushing_fota_task_policy_the_older_acts() {
+    use alicloud_ops_operator::api::fota::{FotaTaskPolicy, FotaTaskPolicySpec};
+    use alicloud_ops_operator::controller::kind::{ClaimsTargets, Rival};
+    use std::sync::Arc;
+
+    let mut policy = named(
+        FotaTaskPolicy::new(
+            "x",
+            serde_json::from_value::<FotaTaskPolicySpec>(json!({"regionId": "cn-hangzhou", "autoPush": true})).unwrap(),
+        ),
+        "push",
+    );
+    let mut r = rollout("fota-young", fota_rings(json!({})));
+    let rival = |obj: Arc<dyn ClaimsTargets>| Rival {
+        obj,
+        account: Some("test".into()),
+    };
+
+    // The policy is older: the rollout holds nothing and approves nothing.
+    created(&mut policy.metadata, "2026-01-01T00:00:00Z");
+    created(&mut r.metadata, "2026-06-01T00:00:00Z");
+    let mut h = Harness::new().await;
+    h.env.rivals = Arc::new(vec![rival(Arc::new(policy.clone()))]);
+    let young = h.step(&mut r, now(&h), Stage::Apply).await;
+    assert_eq!(young.verdict.reason, Reason::Conflict, "{}", young.verdict.message);
+    assert!(
+        young
+            .verdict
+            .message
+            .contains("is pushed to users by older resources: FotaTaskPolicy default/push"),
+        "{}",
+        young.verdict.message
+    );
+    assert!(young.applied.is_empty(), "{:?}", young.applied);
+    assert!(approved_desktops(&h).is_empty());
+
+    // The rollout is older and has started: the policy leaves the rollout's task Pending and
+    // pushes the rest.
+    created(&mut r.metadata, "2025-06-01T00:00:00Z");
+    r.status = None;
+    let mut h = Harness::new().await;
+    h.step(&mut r, now(&h), Stage::Apply).await;
+    h.env.rivals = Arc::new(vec![rival(Arc::new(r.clone()))]);
+    let p = h.step(&mut policy, now(&h), Stage::Apply).await;
+    assert_eq!(p.verdict.reason, Reason::Conflict, "{}", p.verdict.message);
+    assert!(
+        p.verdict.message.contains("UpdateRollout default/fota-young"),
+        "{}",
+        p.verdict.message
+    );
+    assert_eq!(
+        task_status(&h, "aot-hz0003"),
+        "Pending",
+        "the rollout's task is left alone"
+    );
+    assert_eq!(task_status(&h, "aot-hz0002"), "Running", "the others are pushed");
+}

@@ -47,10 +47,10 @@ pub struct Rival {
 pub enum Claim<'a> {
     /// Approving OTA updates of this delivery group (OtaSchedule, UpdateRollout).
     OtaGroup(&'a crate::cloud::ops::appstream::AppInstanceGroup),
-    /// Deciding the `UserStatus` of this image-update task against the others: a
-    /// FotaTaskPolicy that pushes it (`autoPush: true`), a FOTA UpdateRollout that holds it
-    /// `Pending`.
-    FotaTask(&'a str),
+    /// Deciding the `UserStatus` of this image-update task (its `TaskUid` and `AppVersion`)
+    /// against the others: a FotaTaskPolicy that pushes it (`autoPush: true`), a FOTA
+    /// UpdateRollout that holds it `Pending`.
+    FotaTask { task_uid: &'a str, app_version: &'a str },
 }
 
 /// What conflicts between kinds compare: a resource that claims cloud objects ([`Claim`]).

@@ -1058,4 +1058,182 @@ mod tests {
         assert_eq!(plan.overlapping, ["aig-1"]);
         assert_eq!((plan.waves[0].targets, plan.waves[1].targets), (1, 0), "its first wave");
     }
+
+    mod fota {
+        use super::*;
+        use crate::cloud::ops::ecd::Tag;
+
+        const PINNED: &str = "2.3.0";
+
+        fn desktop(id: &str, ring: &str) -> Desktop {
+            Desktop {
+                desktop_id: id.into(),
+                desktop_status: "Running".into(),
+                tags: vec![Tag {
+                    key: "ring".into(),
+                    value: ring.into(),
+                }],
+                ..Default::default()
+            }
+        }
+
+        fn info(id: &str) -> DesktopInfo {
+            DesktopInfo {
+                desktop_id: id.into(),
+                desktop_status: "Running".into(),
+                connection_status: "Disconnected".into(),
+                management_flag: vec!["NoFlag".into()],
+                current_app_version: "2.0.0".into(),
+                new_app_version: PINNED.into(),
+            }
+        }
+
+        /// Computers as DescribeDesktopInfo shows them, moved by hand as the cloud would.
+        struct Fleet {
+            desktops: Vec<Desktop>,
+            infos: BTreeMap<String, DesktopInfo>,
+            approved: Vec<Approved>,
+            records: Vec<WaveRecord>,
+            paused_by_failures: bool,
+        }
+
+        impl Fleet {
+            fn new(rings: &[(&str, &str)]) -> Self {
+                Fleet {
+                    desktops: rings.iter().map(|(id, ring)| desktop(id, ring)).collect(),
+                    infos: rings.iter().map(|(id, _)| (id.to_string(), info(id))).collect(),
+                    approved: Vec::new(),
+                    records: Vec::new(),
+                    paused_by_failures: false,
+                }
+            }
+
+            fn plan(&mut self, waves: &[Wave], policy: &FailurePolicy, now: DateTime<Utc>) -> FotaRolloutPlan {
+                let plan = plan_fota(&FotaRolloutInput {
+                    basis: RolloutBasis {
+                        waves,
+                        policy,
+                        approved: &self.approved,
+                        pinned: Some(PINNED),
+                        records: &self.records,
+                        paused_by_failures: self.paused_by_failures,
+                        paused: false,
+                        in_window: true,
+                        now,
+                    },
+                    desktops: &self.desktops,
+                    infos: &self.infos,
+                    version: None,
+                });
+                self.records = plan.waves.iter().map(|w| w.record.clone()).collect();
+                self.paused_by_failures = plan.paused_by_failures;
+                self.approved.extend(plan.adopted.iter().cloned());
+                for a in &plan.approve {
+                    assert_eq!(a.version, PINNED, "only the pinned version is approved");
+                    self.approved.push(Approved {
+                        target: a.desktop_id.clone(),
+                        version: a.version.clone(),
+                        start_time: now,
+                    });
+                    // The cloud starts the update.
+                    self.with(&a.desktop_id, |i| i.management_flag = vec!["Updating".into()]);
+                }
+                plan
+            }
+
+            fn with(&mut self, id: &str, f: impl FnOnce(&mut DesktopInfo)) {
+                f(self.infos.get_mut(id).unwrap());
+            }
+
+            fn finish(&mut self, id: &str) {
+                self.with(id, |i| {
+                    i.current_app_version = PINNED.into();
+                    i.management_flag = vec!["NoFlag".into()];
+                });
+            }
+        }
+
+        fn approved(plan: &FotaRolloutPlan) -> Vec<&str> {
+            plan.approve.iter().map(|a| a.desktop_id.as_str()).collect()
+        }
+
+        /// Free computers go within the budget; a computer someone works on waits (busy), is
+        /// never approved while connected, and goes once its user leaves.
+        #[test]
+        fn computers_people_work_on_wait_and_go_once_free() {
+            let mut f = Fleet::new(&[
+                ("ecd-1", "canary"),
+                ("ecd-2", "broad"),
+                ("ecd-3", "broad"),
+                ("ecd-4", "broad"),
+            ]);
+            f.with("ecd-3", |i| i.connection_status = "Connected".into());
+            let waves = [
+                wave("canary", "canary", Amount::Count(1), 0, Promotion::Auto),
+                wave("broad", "broad", Amount::Count(2), 0, Promotion::Auto),
+            ];
+            let p = policy(Amount::Count(0), OnFailure::Pause);
+            assert_eq!(approved(&f.plan(&waves, &p, at(0))), ["ecd-1"]);
+            assert!(f.plan(&waves, &p, at(1)).approve.is_empty(), "the canary updates");
+            f.finish("ecd-1");
+            let broad = f.plan(&waves, &p, at(15));
+            assert_eq!(approved(&broad), ["ecd-2", "ecd-4"], "ecd-3 has someone connected");
+            // Counted before the approvals of this plan: three pending, one of them busy.
+            assert_eq!((broad.waves[1].busy, broad.waves[1].pending), (1, 3));
+            f.finish("ecd-2");
+            f.finish("ecd-4");
+            let waiting = f.plan(&waves, &p, at(30));
+            assert!(waiting.approve.is_empty());
+            assert_eq!(waiting.phase, Phase::Progressing, "the wave waits for ecd-3's user");
+            f.with("ecd-3", |i| i.connection_status = "Disconnected".into());
+            assert_eq!(approved(&f.plan(&waves, &p, at(40))), ["ecd-3"]);
+            f.finish("ecd-3");
+            let done = f.plan(&waves, &p, at(55));
+            assert_eq!(done.phase, Phase::Completed);
+            assert_eq!(f.approved.len(), 4, "each computer once");
+        }
+
+        /// A computer left Failed fails its wave; one not on the version by the deadline fails;
+        /// a computer not Running is not approved (busy); a computer updating without a record
+        /// (a status lost) is adopted and counts against the budget.
+        #[test]
+        fn failures_deadlines_and_adoption() {
+            let mut f = Fleet::new(&[("ecd-1", "canary"), ("ecd-2", "canary"), ("ecd-3", "canary")]);
+            f.with("ecd-3", |i| i.desktop_status = "Stopped".into());
+            let waves = [wave("canary", "canary", Amount::Count(2), 0, Promotion::Auto)];
+            let p = policy(Amount::Count(1), OnFailure::Pause);
+            assert_eq!(approved(&f.plan(&waves, &p, at(0))), ["ecd-1", "ecd-2"]);
+            f.with("ecd-1", |i| {
+                i.desktop_status = "Failed".into();
+                i.management_flag.clear();
+            });
+            let one = f.plan(&waves, &p, at(20));
+            assert_eq!(one.waves[0].failed, 1);
+            assert!(
+                one.failures[0].detail.contains("DesktopStatus Failed"),
+                "{:?}",
+                one.failures
+            );
+            assert_eq!(one.waves[0].busy, 1, "ecd-3 is Stopped");
+            assert!(one.approve.is_empty(), "a Stopped computer is not approved");
+            // ecd-2 still on the old version 61 minutes after its approval.
+            f.with("ecd-2", |i| i.management_flag.clear());
+            let late = f.plan(&waves, &p, at(61));
+            assert_eq!(late.waves[0].failed, 2);
+            assert!(late.failures.iter().any(|x| x.detail.contains("progress deadline")));
+            assert!(matches!(late.phase, Phase::Paused(_)), "{:?}", late.phase);
+
+            // A status lost: the computer updating is adopted, and the budget of one is used.
+            let mut g = Fleet::new(&[("ecd-1", "canary"), ("ecd-2", "canary")]);
+            g.with("ecd-1", |i| i.management_flag = vec!["Updating".into()]);
+            let waves = [wave("canary", "canary", Amount::Count(1), 0, Promotion::Auto)];
+            let plan = g.plan(&waves, &p, at(0));
+            assert_eq!(
+                plan.adopted.iter().map(|a| a.target.as_str()).collect::<Vec<_>>(),
+                ["ecd-1"]
+            );
+            assert!(plan.approve.is_empty(), "the adopted update fills the budget");
+            assert_eq!(plan.waves[0].updating, 1);
+        }
+    }
 }

@@ -58,6 +58,9 @@ pub enum RolloutCloud<'a> {
         infos: &'a BTreeMap<String, DesktopInfo>,
         /// The region's image-update tasks.
         tasks: &'a [FotaTask],
+        /// Older resources that push the task this rollout would hold (named for people):
+        /// they act, and the rollout does nothing while they do.
+        task_rivals: &'a [String],
     },
 }
 
@@ -427,6 +430,20 @@ fn fota_version<'a>(spec: &'a UpdateRolloutSpec, tasks: &'a [FotaTask]) -> Optio
     })
 }
 
+/// The image-update task a FOTA rollout holds: the one of its pinned version (or of the
+/// version it would pin now).
+pub fn fota_task<'a>(
+    spec: &UpdateRolloutSpec,
+    previous: &UpdateRolloutStatus,
+    tasks: &'a [FotaTask],
+) -> Option<&'a FotaTask> {
+    let version = previous
+        .pinned_version
+        .clone()
+        .or_else(|| fota_version(spec, tasks).map(str::to_string))?;
+    tasks.iter().find(|t| t.app_version == version)
+}
+
 fn run(
     read: &Read,
     input: &RolloutInput<'_>,
@@ -477,7 +494,9 @@ fn run(
             lead: read.start_delay,
         })
         .map(RolloutAction::ApproveGroup),
-        RolloutCloud::Fota { desktops, infos, tasks } => plan_fota(&FotaRolloutInput {
+        RolloutCloud::Fota {
+            desktops, infos, tasks, ..
+        } => plan_fota(&FotaRolloutInput {
             basis,
             desktops,
             infos,
@@ -516,6 +535,22 @@ pub fn plan(input: &RolloutInput<'_>, ctx: &PlanContext) -> Outcome<RolloutActio
         return outcome(status, Verdict::ready(Reason::Completed, msg), None);
     }
     status.conflicts = input.conflicts.to_vec();
+    if let RolloutCloud::Fota { tasks, task_rivals, .. } = input.cloud
+        && !task_rivals.is_empty()
+    {
+        status.conflicts = task_rivals.to_vec();
+        let task = fota_task(input.spec, input.previous, tasks);
+        status.fota_task_uid = task.map(|t| t.task_uid.clone());
+        let task = task
+            .map(|t| format!("{} ({})", t.task_uid, t.app_version))
+            .unwrap_or_default();
+        let msg = format!(
+            "the image-update task {task} is pushed to users by older resources: {}; they act, and this rollout \
+             holds and approves nothing while they do",
+            task_rivals.join(", ")
+        );
+        return outcome(status, Verdict::not_ready(Reason::Conflict, msg), None);
+    }
     match input.cloud {
         RolloutCloud::Ota { groups, tasks } => {
             status.approvals = settle_approvals(&input.previous.approvals, groups, tasks);

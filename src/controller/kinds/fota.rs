@@ -41,13 +41,13 @@ impl ManagedKind for FotaTaskPolicy {
 
     fn claims_target(&self, claim: &Claim<'_>) -> bool {
         match claim {
-            Claim::FotaTask(uid) => {
+            Claim::FotaTask { task_uid, .. } => {
                 self.spec.auto_push
                     && self
                         .spec
                         .task_uids
                         .as_ref()
-                        .is_none_or(|u| u.iter().any(|t| t.0 == *uid))
+                        .is_none_or(|u| u.iter().any(|t| t.0 == *task_uid))
             }
             Claim::OtaGroup(_) => false,
         }
@@ -102,7 +102,11 @@ impl ManagedKind for FotaTaskPolicy {
                 // Older rollouts that hold a task Pending stand as older peers that want it
                 // Pending, for that task alone.
                 tasks.iter().flat_map(|t| {
-                    env.older_rivals(&self.metadata, Self::KIND, &region, &Claim::FotaTask(&t.task_uid))
+                    let claim = Claim::FotaTask {
+                        task_uid: &t.task_uid,
+                        app_version: &t.app_version,
+                    };
+                    env.older_rivals(&self.metadata, Self::KIND, &region, &claim)
                         .into_iter()
                         .map(|shown_as| Peer {
                             key: String::new(),

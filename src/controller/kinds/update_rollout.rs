@@ -9,8 +9,8 @@ use crate::controller::events;
 use crate::controller::kind::{Claim, KindEnv, ManagedKind, Stage, Transition, older_peers};
 use crate::controller::metrics::ResourceGauge;
 use crate::reconcile::update_rollout::{
-    PROMOTE, RESUME, RolloutAction, RolloutCloud, RolloutInput, completed, confirm, desktops_to_read, needs_tasks,
-    plan, selects, selects_desktop,
+    PROMOTE, RESUME, RolloutAction, RolloutCloud, RolloutInput, completed, confirm, desktops_to_read, fota_task,
+    needs_tasks, plan, selects, selects_desktop,
 };
 use crate::reconcile::{Outcome, PlanContext};
 
@@ -64,11 +64,19 @@ impl ManagedKind for UpdateRollout {
     fn claims_target(&self, claim: &Claim<'_>) -> bool {
         match claim {
             Claim::OtaGroup(g) => selects(&self.spec, g),
-            Claim::FotaTask(uid) => {
+            Claim::FotaTask { task_uid, app_version } => {
                 let status = self.status.as_ref();
+                let done = status.and_then(|s| s.phase) == Some(crate::api::rollout::RolloutPhase::Completed);
+                // Its task, as recorded, or the task of the version it pins or will pin.
+                let version = status.and_then(|s| s.pinned_version.as_deref()).or(self
+                    .spec
+                    .fota
+                    .as_ref()
+                    .and_then(|f| f.app_version.as_deref()));
                 self.spec.fota.is_some()
-                    && status.and_then(|s| s.fota_task_uid.as_deref()) == Some(*uid)
-                    && status.and_then(|s| s.phase) != Some(crate::api::rollout::RolloutPhase::Completed)
+                    && !done
+                    && (status.and_then(|s| s.fota_task_uid.as_deref()) == Some(*task_uid)
+                        || version == Some(*app_version))
             }
         }
     }
@@ -318,13 +326,20 @@ impl UpdateRollout {
             .await?;
         // The selection only: the computers' state is read by id below.
         let (all, _) = super::maintenance::region_desktops(env, &region, false, vec![DesktopFilter::default()]).await?;
-        let mut conflicts = BTreeSet::new();
         // An older FotaTaskPolicy that pushes the task this rollout holds: it acts, and the
         // rollout stands back whole.
-        if let Some(uid) = previous.fota_task_uid.as_deref() {
-            conflicts.extend(env.older_rivals(&self.metadata, Self::KIND, &region, &Claim::FotaTask(uid)));
-        }
-        let desktops: Vec<_> = if conflicts.is_empty() {
+        let task_rivals = match fota_task(&self.spec, &previous, &tasks) {
+            Some(task) => {
+                let claim = Claim::FotaTask {
+                    task_uid: &task.task_uid,
+                    app_version: &task.app_version,
+                };
+                env.older_rivals(&self.metadata, Self::KIND, &region, &claim)
+            }
+            None => Vec::new(),
+        };
+        let mut conflicts = BTreeSet::new();
+        let desktops: Vec<_> = if task_rivals.is_empty() {
             // Computers an older rollout of the same account takes are left to it.
             let older = older_rollouts(self, env, peers);
             all.iter()
@@ -357,6 +372,7 @@ impl UpdateRollout {
                     desktops: &desktops,
                     infos: &infos,
                     tasks: &tasks,
+                    task_rivals: &task_rivals,
                 },
                 previous: &previous,
                 promote: annotation(self, PROMOTE),
