@@ -286,6 +286,55 @@ async fn plan_predicts_a_rollouts_next_approvals_exactly() {
     assert_eq!(approved, predicted, "the operator does what plan said");
 }
 
+/// The same for a FOTA rollout: `plan` names the computers approved next (the free ones,
+/// within the budget), and the operator approves exactly those.
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_predicts_a_fota_rollouts_next_approvals_exactly() {
+    use alicloud_ops_operator::api::rollout::UpdateRollout;
+    use alicloud_ops_operator::controller::kind::Stage;
+    use support::memory::{Harness, log_of, named};
+    let h = Harness::new().await;
+    h.emu.world().update_state(|s| {
+        let r = s.ecd.get_mut("cn-hangzhou").unwrap();
+        r.fota_update_seconds = 900;
+        let d = r.desktops.iter_mut().find(|d| d.desktop_id == "ecd-hz10012").unwrap();
+        d.sessions.push(alicloud_ops_operator::cloud::ops::ecd::DesktopSession {
+            end_user_id: "alice".into(),
+            establishment_time: "2026-12-01T08:00Z".into(),
+            external_user_name: String::new(),
+        });
+    });
+    let manifest = serde_json::json!({
+        "apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "UpdateRollout",
+        "metadata": {"name": "f", "namespace": "default"},
+        "spec": {"fota": {"regionId": "cn-hangzhou"},
+                 "waves": [{"name": "all", "selector": {"desktopIds": ["ecd-hz10011", "ecd-hz10012", "ecd-hz10013", "ecd-hz10014"]}, "maxUnavailable": 2}]}});
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fota.yaml");
+    std::fs::write(&file, serde_yaml::to_string(&manifest).unwrap()).unwrap();
+    let out = binary(&h.emu.url(), &["-f", file.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    let predicted: Vec<String> = stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("+ ApproveFotaUpdate "))
+        .map(|rest| rest.split(' ').next().unwrap().to_string())
+        .collect();
+    assert_eq!(h.writes("ApproveFotaUpdate"), 0, "plan writes nothing");
+
+    let mut r: UpdateRollout = named(
+        UpdateRollout::new("f", serde_json::from_value(manifest["spec"].clone()).unwrap()),
+        "f",
+    );
+    h.step(&mut r, h.emu.world().clock.now(), Stage::Apply).await;
+    let approved: Vec<String> = log_of(&h, "ApproveFotaUpdate")
+        .into_iter()
+        .map(|a| a.params["DesktopId"].clone())
+        .collect();
+    assert_eq!(predicted, ["ecd-hz10011", "ecd-hz10013"], "{stdout}");
+    assert_eq!(approved, predicted, "the operator does what plan said");
+}
+
 /// An OtaSchedule and an UpdateRollout that approve one delivery group in one account
 /// conflict as two OtaSchedules do: the older acts (here, with no creation times, the kind
 /// and name decide, the same way every time), and the other leaves the group alone.

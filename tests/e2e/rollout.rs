@@ -156,3 +156,117 @@ async fn a_rollout_leaves_a_group_to_an_older_schedule() {
     );
     assert_eq!(approvals(&emu), ["aig-hz0001", "aig-hz0002"]);
 }
+
+/// A FOTA rollout, as a platform team runs one: the image-update task is held Pending, the
+/// free computers go in waves, the one alice works on waits until she leaves, and a
+/// FotaTaskPolicy created later to push every task leaves the rollout's task to it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fota_rollout_waits_for_people_and_keeps_its_task_from_a_younger_policy() {
+    let Scene { client, ns, emu } = Scene::new("rollout-fota").await;
+    let edit = |id: &'static str, f: fn(&mut alicloud_ops_operator::cloud::ops::ecd::Desktop)| {
+        emu.world().update_state(|s| {
+            let desktops = &mut s.ecd.get_mut("cn-hangzhou").unwrap().desktops;
+            f(desktops.iter_mut().find(|d| d.desktop_id == id).unwrap());
+        })
+    };
+    edit("ecd-hz10013", |d| {
+        d.sessions.push(alicloud_ops_operator::cloud::ops::ecd::DesktopSession {
+            end_user_id: "alice".into(),
+            establishment_time: "2026-12-01T08:00Z".into(),
+            external_user_name: String::new(),
+        })
+    });
+    let task_status = |uid: &str| {
+        let state = emu.world().state();
+        let t = state.ecd["cn-hangzhou"]
+            .fota_tasks
+            .iter()
+            .find(|t| t.task_uid == uid)
+            .cloned();
+        t.unwrap().status
+    };
+    let fota_approvals = || -> Vec<String> {
+        emu.world()
+            .request_log()
+            .into_iter()
+            .filter(|r| r.action == "ApproveFotaUpdate" && r.code == "success")
+            .map(|r| r.params["DesktopId"].clone())
+            .collect()
+    };
+    assert_eq!(task_status("aot-hz0001"), "Running", "the task starts pushed");
+    let _op = operator(&ns, &emu);
+    create::<UpdateRollout>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "UpdateRollout", "metadata": {"name": "images"},
+               "spec": {"fota": {"regionId": "cn-hangzhou", "appVersion": "2.1.0-R-20261101.120000",
+                                 "drain": {"policy": "SkipBusy", "retryEvery": "10s"}},
+                        "waves": [
+                            {"name": "canary", "selector": {"desktopIds": ["ecd-hz10011"]}},
+                            {"name": "rest", "selector": {"desktopIds": ["ecd-hz10012", "ecd-hz10013", "ecd-hz10014"]}, "maxUnavailable": 2}]}}),
+    )
+    .await;
+    let busy = eventually_all(
+        "the free computers approved, ecd-hz10013 waiting for alice",
+        WAIT,
+        || async {
+            let (_, reason, status) = ready::<UpdateRollout>(&client, &ns, "images")
+                .await
+                .ok_or("no status of the current generation")?;
+            let approved = fota_approvals();
+            if approved.len() < 3 || status["waves"][1]["busy"] != 1 || reason != "Progressing" {
+                return Err(format!("{reason}, approved {approved:?}, waves {}", status["waves"]));
+            }
+            Ok(status)
+        },
+    )
+    .await;
+    assert_eq!(fota_approvals(), ["ecd-hz10011", "ecd-hz10012", "ecd-hz10014"]);
+    assert_eq!(busy["fotaTaskUid"], "aot-hz0001", "{busy}");
+    assert_eq!(task_status("aot-hz0001"), "Pending", "held while the rollout runs");
+
+    create::<FotaTaskPolicy>(
+        &client,
+        &ns,
+        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "FotaTaskPolicy", "metadata": {"name": "push-all"},
+               "spec": {"regionId": "cn-hangzhou", "autoPush": true}}),
+    )
+    .await;
+    let policy = wait_reason::<FotaTaskPolicy>(&client, &ns, "push-all", "Conflict").await;
+    assert_eq!(
+        policy["conflicts"],
+        json!([format!("UpdateRollout {ns}/images (task aot-hz0001)")]),
+        "{policy}"
+    );
+    assert_eq!(
+        task_status("aot-hz0002"),
+        "Running",
+        "the policy pushes the other tasks"
+    );
+    assert_eq!(task_status("aot-hz0001"), "Pending", "and leaves the rollout's to it");
+
+    edit("ecd-hz10013", |d| d.sessions.clear());
+    let done = wait_reason::<UpdateRollout>(&client, &ns, "images", "Completed").await;
+    assert_eq!(done["progress"], "4/4", "{done}");
+    let mut sent = fota_approvals();
+    sent.sort();
+    assert_eq!(
+        sent,
+        ["ecd-hz10011", "ecd-hz10012", "ecd-hz10013", "ecd-hz10014"],
+        "each once"
+    );
+    let events = events_of(&client, &ns, "images").await;
+    for (reason, words) in [
+        ("AutoPushCleared", "UpdateFotaTask aot-hz0001 UserStatus=Pending"),
+        (
+            "Approved",
+            "ApproveFotaUpdate ecd-hz10011 AppVersion=2.1.0-R-20261101.120000",
+        ),
+        ("WaveStarted", "wave canary started (1 computer(s))"),
+    ] {
+        assert!(
+            events.iter().any(|(r, n)| r == reason && n.contains(words)),
+            "no {reason} Event saying {words:?}: {events:?}"
+        );
+    }
+}

@@ -258,13 +258,19 @@ impl ManagedKind for UpdateRollout {
 
     fn transitions(before: &UpdateRolloutStatus, after: &UpdateRolloutStatus) -> Vec<Transition> {
         let mut out = Vec::new();
+        // Only a FOTA rollout holds a task.
+        let noun = if after.fota_task_uid.is_some() {
+            "computer(s)"
+        } else {
+            "group(s)"
+        };
         for w in &after.waves {
             let was = before.waves.iter().find(|b| b.name == w.name);
             let newly = |f: fn(&WaveStatus) -> bool| f(w) && !was.is_some_and(f);
             if newly(|w| w.started_at.is_some()) {
                 out.push(Transition::normal(
                     events::WAVE_STARTED,
-                    format!("wave {} started ({} group(s))", w.name, w.targets),
+                    format!("wave {} started ({} {noun})", w.name, w.targets),
                 ));
             }
             if newly(|w| w.completed_at.is_some()) {
