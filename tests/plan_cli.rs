@@ -82,8 +82,8 @@ async fn examples_show_pending_changes_and_exit_2_without_writing() {
     assert_eq!(counters.count("DescribeFotaTasks"), 2, "{counters:?}");
     assert_eq!(
         counters.count("DescribeDesktops"),
-        3,
-        "300 desktops, one paged list: {counters:?}"
+        4,
+        "Hangzhou's 300 desktops in one paged list (3 pages) for the windows, and Shanghai's 20 for the FOTA rollout: {counters:?}"
     );
 }
 
@@ -234,7 +234,7 @@ async fn markdown_output_is_a_stable_table_for_pull_requests() {
         .lines()
         .filter(|l| l.starts_with("| ") && !l.starts_with("| resource"))
         .collect();
-    assert_eq!(rows.len(), 8, "one row per example resource:\n{text}");
+    assert_eq!(rows.len(), 9, "one row per example resource:\n{text}");
     for row in &rows {
         assert_eq!(row.matches(" | ").count(), 3, "four cells, no stray separators: {row}");
     }

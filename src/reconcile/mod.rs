@@ -212,7 +212,7 @@ impl Reason {
             Reason::Applying => (Progressing, "confirms the writes within 10s"),
             Reason::Progressing => (
                 Progressing,
-                "looks every 15s while groups update, and approves the wave's next groups within maxUnavailable",
+                "looks every 15s while groups update (60s while computers update or wait for their users), and approves the wave's next targets within maxUnavailable",
             ),
             Reason::Soaking => (Progressing, "looks again when the soak ends, then starts the next wave"),
             Reason::WaitingForPromotion => (
@@ -222,7 +222,7 @@ impl Reason {
             Reason::Paused => (Suspended, "approves nothing until spec.paused is false"),
             Reason::PausedByFailures => (
                 Degraded,
-                "approves nothing until a person resumes it (kubectl alicloud-ops resume); status.failures names the groups",
+                "approves nothing until a person resumes it (kubectl alicloud-ops resume); status.failures names the targets",
             ),
             Reason::DriftDetected => (Progressing, "reports again at the resync; writes nothing (ObserveOnly)"),
             Reason::Suspended => (Suspended, "nothing until spec.suspend is false"),
