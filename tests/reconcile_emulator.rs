@@ -1092,6 +1092,39 @@ async fn a_window_whose_status_is_lost_takes_its_desktops_back_from_their_tags()
     assert_eq!(tagged, 0, "the record tags are removed with the record");
 }
 
+/// A lost status whose first reconcile fails (the cloud unavailable): the failure writes
+/// conditions into the empty status, and that must not make the record look found. The
+/// window still takes its desktops back from their tags, here after it has closed, and
+/// exits them. (Chaos found it: a window Completed with its desktops left in maintenance.)
+#[tokio::test]
+async fn a_lost_status_stays_lost_through_a_failed_reconcile() {
+    let h = Harness::new().await;
+    let now = Utc::now();
+    let ids = ["ecd-hz20061", "ecd-hz20062"];
+    let end = now + chrono::Duration::minutes(10);
+    let mut w = window("lost-then-failed", &ids, now - chrono::Duration::minutes(5), end);
+    h.step(&mut w, now, Stage::Apply).await;
+    assert_eq!(in_maintenance(&h, &ids).len(), 2);
+    w.status = None;
+    fault(
+        &h,
+        serde_json::json!({"action": "DescribeDesktops", "code": "ServiceUnavailable"}),
+    );
+    let failed = h.step(&mut w, now + chrono::Duration::minutes(1), Stage::Apply).await;
+    assert!(failed.error.is_some(), "{}", failed.verdict.message);
+    assert!(
+        !failed.status.common.conditions.is_empty(),
+        "the failure is reported in status"
+    );
+    h.emu.world().clear_faults();
+    let r = h.step(&mut w, end + chrono::Duration::seconds(1), Stage::Apply).await;
+    assert!(
+        in_maintenance(&h, &ids).is_empty(),
+        "the desktops were exited at the end: {}",
+        r.verdict.message
+    );
+}
+
 /// Conflicts between OtaSchedules of one delivery group: a schedule that cannot act
 /// (suspended, ObserveOnly) never blocks one that can; they are decided within one cloud
 /// account; and the message never names another namespace's object.

@@ -315,12 +315,13 @@ fn never_maintained(
     all
 }
 
-/// Whether `status` is empty, as after a restore without status (Velero's default) or a
-/// `kubectl replace --subresource=status`, or for a window that never ran: only then is the
-/// record taken back from the desktops' tags (a tag that outlived its record otherwise
-/// never makes someone else's maintenance ours).
+/// Whether `status` holds no record, as after a restore without status (Velero's default)
+/// or a `kubectl replace --subresource=status`, or for a window that never ran: only then is
+/// the record taken back from the desktops' tags (a tag that outlived its record otherwise
+/// never makes someone else's maintenance ours). Every plan sets `phase`; the conditions are
+/// no sign, since a reconcile that failed before planning writes them into the empty status.
 pub fn status_lost(status: &DesktopMaintenanceWindowStatus) -> bool {
-    status.common.conditions.is_empty() && status.desktops_in_maintenance.is_empty() && status.phase.is_none()
+    status.desktops_in_maintenance.is_empty() && status.phase.is_none()
 }
 
 /// The window the status records as open, while it still is.

@@ -2,7 +2,7 @@
 
 use super::*;
 
-/// The storm: 102 resources of all five kinds against a cloud that fails 30 % of calls,
+/// The storm: 103 resources of all five kinds against a cloud that fails 30 % of calls,
 /// throttles in a burst and loses the answers of writes it applied, while the operator is
 /// SIGKILLed every 20 s (two replicas with leader election first, then one at a time), a
 /// maintenance window opens and closes, and ten windows lose their status while it is open. The emulator's own log and state then show that
@@ -23,6 +23,13 @@ async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
     // time, each upgrade taking 3 s; one broad failure is within maxFailures.
     let rollout_rings = ["rx-canary", "rx-canary", "rx-broad", "rx-broad", "rx-broad", "rx-broad"];
     const ROLLOUT_UPGRADE: chrono::Duration = chrono::Duration::seconds(3);
+    // A FOTA rollout over six computers of site 3 (the windows use site 2): two canaries one
+    // at a time, then four two at a time, each update taking 3 s, one ending Failed (within
+    // maxFailures); alice works on ecd-hz30004 until 50 s in. Its task is its own (the
+    // policies flip the others) and starts pushed.
+    let fota_desks: Vec<String> = (1..=6).map(|n| format!("ecd-hz3{n:04}")).collect();
+    const FOTA_VERSION: &str = "3.0.0-R-20261201.120000";
+    let alice_leaves = chrono::Utc::now() + chrono::Duration::seconds(50);
     // Windows whose key is rotated mid-window (a new Secret name, the old one pruned).
     let rotating = 10..20usize;
     emu.world().update_state(|s| {
@@ -49,6 +56,21 @@ async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
             g.group.ota_info.task_id = format!("ota-cx{i:04}-1");
             s.appstream.app_instance_groups.push(g);
         }
+        hz.fota_update_seconds = ROLLOUT_UPGRADE.num_seconds();
+        hz.fota_failures = vec![fota_desks[4].clone()];
+        let d = hz.desktops.iter_mut().find(|d| d.desktop_id == fota_desks[3]).unwrap();
+        d.sessions.push(alicloud_ops_operator::cloud::ops::ecd::DesktopSession {
+            end_user_id: "alice".into(),
+            establishment_time: "2026-12-01T08:00Z".into(),
+            external_user_name: String::new(),
+        });
+        hz.session_events
+            .push(alicloud_ops_operator::emulator::state::SessionEvent {
+                at: alice_leaves,
+                desktop_id: fota_desks[3].clone(),
+                end_user_id: "alice".into(),
+                action: alicloud_ops_operator::emulator::state::SessionAction::Disconnect,
+            });
         // The rollout's groups: a canary ring and a broad one; one broad upgrade fails.
         for (i, ring) in rollout_rings.iter().enumerate() {
             let mut g = template.clone();
@@ -67,6 +89,14 @@ async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
         .iter()
         .map(|t| (t.task_uid.clone(), t.status.clone()))
         .collect();
+    emu.world().update_state(|s| {
+        let hz = s.ecd.get_mut("cn-hangzhou").unwrap();
+        let mut t = hz.fota_tasks[0].clone();
+        t.task_uid = "aot-rx0001".into();
+        t.app_version = FOTA_VERSION.into();
+        t.status = "Running".into();
+        hz.fota_tasks.push(t);
+    });
     let now = chrono::Utc::now();
     let (open, close) = (now + chrono::Duration::seconds(25), now + chrono::Duration::seconds(70));
     let mut creations: Vec<(&str, Value)> = Vec::new();
@@ -92,6 +122,14 @@ async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
         "spec": {"ota": {"bizRegionId": "cn-hangzhou"}, "startDelay": "0s",
                  "waves": [{"name": "canary", "selector": {"tags": {"ring": "rx-canary"}}, "maxUnavailable": 1},
                            {"name": "broad", "selector": {"tags": {"ring": "rx-broad"}}, "maxUnavailable": 2}],
+                 "failurePolicy": {"maxFailures": 1}}}),
+    ));
+    creations.push((
+        "UpdateRollout",
+        json!({"metadata": {"name": "r2"},
+        "spec": {"fota": {"regionId": "cn-hangzhou", "appVersion": FOTA_VERSION},
+                 "waves": [{"name": "canary", "selector": {"desktopIds": &fota_desks[..2]}, "maxUnavailable": 1},
+                           {"name": "broad", "selector": {"desktopIds": &fota_desks[2..]}, "maxUnavailable": 2}],
                  "failurePolicy": {"maxFailures": 1}}}),
     ));
     let desk = |n: usize| format!("ecd-hz2{n:04}");
@@ -131,6 +169,7 @@ async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
             "ModifyImageShareStatus",
             "ApproveOtaTask",
             "UpdateFotaTask",
+            "ApproveFotaUpdate",
         ] {
             emu.world()
                 .add_fault(fault(
@@ -233,6 +272,14 @@ async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
             .collect();
         if !not_rolled.is_empty() {
             unmet.push(format!("the rollout has not approved {not_rolled:?}"));
+        }
+        let hz = &s.ecd["cn-hangzhou"];
+        let not_updated: Vec<&String> = fota_desks
+            .iter()
+            .filter(|id| *id != &fota_desks[4] && hz.app_version(id) != FOTA_VERSION)
+            .collect();
+        if !not_updated.is_empty() {
+            unmet.push(format!("the FOTA rollout has not updated {not_updated:?}"));
         }
         if chrono::Utc::now() <= close {
             unmet.push("the window has not closed yet".into());
@@ -355,6 +402,68 @@ async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
             );
         }
     }
+    // The FOTA rollout: each computer approved once, for the pinned version, never while
+    // alice was connected (the cloud would refuse), the broad wave only after both canaries
+    // were done, never more of a wave updating at once than its maxUnavailable, and its task
+    // held Pending.
+    let fota_at = |id: &String| -> Vec<chrono::DateTime<chrono::Utc>> {
+        log.iter()
+            .filter(|r| r.action == "ApproveFotaUpdate" && r.params.get("DesktopId") == Some(id))
+            .filter(|r| r.code == "success" || r.answer_lost)
+            .map(|r| r.at)
+            .collect()
+    };
+    for id in &fota_desks {
+        assert_eq!(fota_at(id).len(), 1, "{id} approved {:?}", fota_at(id));
+    }
+    let refused: Vec<&alicloud_ops_operator::emulator::RequestRecord> = log
+        .iter()
+        .filter(|r| r.action == "ApproveFotaUpdate" && r.code.starts_with("IncorrectDesktopStatus"))
+        .collect();
+    assert!(refused.is_empty(), "approvals the cloud refused: {refused:?}");
+    assert!(
+        fota_at(&fota_desks[3])[0] >= alice_leaves,
+        "ecd-hz30004 approved while alice was connected"
+    );
+    assert!(
+        log.iter()
+            .filter(|r| r.action == "ApproveFotaUpdate")
+            .all(|r| r.params["AppVersion"] == FOTA_VERSION)
+    );
+    let spans = |ids: &[String]| -> Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
+        ids.iter()
+            .map(|id| {
+                let at = fota_at(id)[0];
+                (at, at + ROLLOUT_UPGRADE)
+            })
+            .collect()
+    };
+    let (fota_canary, fota_broad) = (spans(&fota_desks[..2]), spans(&fota_desks[2..]));
+    let fota_canary_done = fota_canary.iter().map(|(_, end)| *end).max().unwrap();
+    for (approved, _) in &fota_broad {
+        assert!(
+            *approved >= fota_canary_done,
+            "a broad computer was approved at {approved}, before the canaries were done at {fota_canary_done}"
+        );
+    }
+    for (wave, list, budget) in [("canary", &fota_canary, 1), ("broad", &fota_broad, 2)] {
+        for (t, _) in list.iter() {
+            let at_once = list.iter().filter(|(a, b)| a <= t && t < b).count();
+            assert!(
+                at_once <= budget,
+                "{at_once} computers of wave {wave} updating at {t}: {list:?}"
+            );
+        }
+    }
+    let rx_task = s.ecd["cn-hangzhou"]
+        .fota_tasks
+        .iter()
+        .find(|t| t.task_uid == "aot-rx0001");
+    assert_eq!(
+        rx_task.map(|t| t.status.as_str()),
+        Some("Pending"),
+        "the rollout's task is held"
+    );
     // The rotated windows' desktops left maintenance with the new key, at the end: a drain
     // with the old key would have exited them early (or, with its Secret gone, not at all).
     let rotated_desks: Vec<String> = rotating
