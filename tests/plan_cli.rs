@@ -241,14 +241,46 @@ async fn markdown_output_is_a_stable_table_for_pull_requests() {
     assert!(text.contains("`ApproveOtaTask"), "{text}");
 }
 
+/// Plans the UpdateRollout `manifest` with the binary against `h`'s emulator, then reconciles
+/// it once in `h`: what plan announced for `action` (the target after it) and what the
+/// operator then sent (`param` of each `action` call the emulator answered).
+async fn predicted_and_sent(
+    h: &support::memory::Harness,
+    manifest: serde_json::Value,
+    action: &str,
+    param: &str,
+) -> (Vec<String>, Vec<String>, String) {
+    use alicloud_ops_operator::api::rollout::UpdateRollout;
+    use alicloud_ops_operator::controller::kind::Stage;
+    use support::memory::{log_of, named};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rollout.yaml");
+    std::fs::write(&file, serde_yaml::to_string(&manifest).unwrap()).unwrap();
+    let out = binary(&h.emu.url(), &["-f", file.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    let prefix = format!("+ {action} ");
+    let predicted: Vec<String> = stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix(prefix.as_str()))
+        .map(|rest| rest.split(' ').next().unwrap().to_string())
+        .collect();
+    assert_eq!(h.writes(action), 0, "plan writes nothing");
+    let name = manifest["metadata"]["name"].as_str().unwrap();
+    let mut r: UpdateRollout = named(
+        UpdateRollout::new(name, serde_json::from_value(manifest["spec"].clone()).unwrap()),
+        name,
+    );
+    h.step(&mut r, h.emu.world().clock.now(), Stage::Apply).await;
+    let sent = log_of(h, action).into_iter().map(|a| a.params[param].clone()).collect();
+    (predicted, sent, stdout)
+}
+
 /// `plan` names exactly the approvals an UpdateRollout makes next: the operator, run on the
 /// same manifest against the same cloud, approves the same groups and no other.
 #[tokio::test(flavor = "multi_thread")]
 async fn plan_predicts_a_rollouts_next_approvals_exactly() {
-    use alicloud_ops_operator::api::rollout::UpdateRollout;
-    use alicloud_ops_operator::controller::kind::Stage;
-    use support::memory::{Harness, log_of, named};
-    let h = Harness::new().await;
+    let h = support::memory::Harness::new().await;
     h.emu.world().update_state(|s| {
         for g in &mut s.appstream.app_instance_groups {
             g.upgrade_duration_seconds = 600;
@@ -260,28 +292,7 @@ async fn plan_predicts_a_rollouts_next_approvals_exactly() {
         "spec": {"ota": {"bizRegionId": "cn-hangzhou"}, "startDelay": "0s",
                  "waves": [{"name": "all", "selector": {"appInstanceGroupIds": ["aig-hz0001", "aig-hz0002", "aig-hz0003"]}, "maxUnavailable": 2},
                            {"name": "rest", "selector": {"tags": {"ring": "broad"}}}]}});
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("rollout.yaml");
-    std::fs::write(&file, serde_yaml::to_string(&manifest).unwrap()).unwrap();
-    let out = binary(&h.emu.url(), &["-f", file.to_str().unwrap()]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "{stdout}");
-    let predicted: Vec<String> = stdout
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("+ ApproveOtaTask "))
-        .map(|rest| rest.split(' ').next().unwrap().to_string())
-        .collect();
-    assert_eq!(h.writes("ApproveOtaTask"), 0, "plan writes nothing");
-
-    let mut r: UpdateRollout = named(
-        UpdateRollout::new("r", serde_json::from_value(manifest["spec"].clone()).unwrap()),
-        "r",
-    );
-    h.step(&mut r, h.emu.world().clock.now(), Stage::Apply).await;
-    let approved: Vec<String> = log_of(&h, "ApproveOtaTask")
-        .into_iter()
-        .map(|a| a.params["AppInstanceGroupId"].clone())
-        .collect();
+    let (predicted, approved, stdout) = predicted_and_sent(&h, manifest, "ApproveOtaTask", "AppInstanceGroupId").await;
     assert_eq!(predicted, ["aig-hz0001", "aig-hz0002"], "{stdout}");
     assert_eq!(approved, predicted, "the operator does what plan said");
 }
@@ -290,10 +301,7 @@ async fn plan_predicts_a_rollouts_next_approvals_exactly() {
 /// within the budget), and the operator approves exactly those.
 #[tokio::test(flavor = "multi_thread")]
 async fn plan_predicts_a_fota_rollouts_next_approvals_exactly() {
-    use alicloud_ops_operator::api::rollout::UpdateRollout;
-    use alicloud_ops_operator::controller::kind::Stage;
-    use support::memory::{Harness, log_of, named};
-    let h = Harness::new().await;
+    let h = support::memory::Harness::new().await;
     h.emu.world().update_state(|s| {
         let r = s.ecd.get_mut("cn-hangzhou").unwrap();
         r.fota_update_seconds = 900;
@@ -309,28 +317,7 @@ async fn plan_predicts_a_fota_rollouts_next_approvals_exactly() {
         "metadata": {"name": "f", "namespace": "default"},
         "spec": {"fota": {"regionId": "cn-hangzhou"},
                  "waves": [{"name": "all", "selector": {"desktopIds": ["ecd-hz10011", "ecd-hz10012", "ecd-hz10013", "ecd-hz10014"]}, "maxUnavailable": 2}]}});
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("fota.yaml");
-    std::fs::write(&file, serde_yaml::to_string(&manifest).unwrap()).unwrap();
-    let out = binary(&h.emu.url(), &["-f", file.to_str().unwrap()]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "{stdout}");
-    let predicted: Vec<String> = stdout
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("+ ApproveFotaUpdate "))
-        .map(|rest| rest.split(' ').next().unwrap().to_string())
-        .collect();
-    assert_eq!(h.writes("ApproveFotaUpdate"), 0, "plan writes nothing");
-
-    let mut r: UpdateRollout = named(
-        UpdateRollout::new("f", serde_json::from_value(manifest["spec"].clone()).unwrap()),
-        "f",
-    );
-    h.step(&mut r, h.emu.world().clock.now(), Stage::Apply).await;
-    let approved: Vec<String> = log_of(&h, "ApproveFotaUpdate")
-        .into_iter()
-        .map(|a| a.params["DesktopId"].clone())
-        .collect();
+    let (predicted, approved, stdout) = predicted_and_sent(&h, manifest, "ApproveFotaUpdate", "DesktopId").await;
     assert_eq!(predicted, ["ecd-hz10011", "ecd-hz10013"], "{stdout}");
     assert_eq!(approved, predicted, "the operator does what plan said");
 }

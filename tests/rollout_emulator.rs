@@ -34,13 +34,18 @@ fn rings(extra: serde_json::Value) -> serde_json::Value {
     spec
 }
 
-/// The groups approved, in order, as the emulator applied the calls (a lost answer included).
-fn approved_groups(h: &Harness) -> Vec<String> {
-    log_of(h, "ApproveOtaTask")
+/// The targets approved, in order, as the emulator applied the calls (a lost answer
+/// included): `param` of each `action` call.
+fn applied(h: &Harness, action: &str, param: &str) -> Vec<String> {
+    log_of(h, action)
         .into_iter()
         .filter(|r| r.code == "success" || r.answer_lost)
-        .map(|r| r.params["AppInstanceGroupId"].clone())
+        .map(|r| r.params[param].clone())
         .collect()
+}
+
+fn approved_groups(h: &Harness) -> Vec<String> {
+    applied(h, "ApproveOtaTask", "AppInstanceGroupId")
 }
 
 fn now(h: &Harness) -> DateTime<Utc> {
@@ -326,13 +331,8 @@ fn fota_rings(extra: serde_json::Value) -> serde_json::Value {
     spec
 }
 
-/// The computers approved, in order, as the emulator applied the calls.
 fn approved_desktops(h: &Harness) -> Vec<String> {
-    log_of(h, "ApproveFotaUpdate")
-        .into_iter()
-        .filter(|r| r.code == "success" || r.answer_lost)
-        .map(|r| r.params["DesktopId"].clone())
-        .collect()
+    applied(h, "ApproveFotaUpdate", "DesktopId")
 }
 
 fn edit_desktop(h: &Harness, id: &str, change: impl Fn(&mut alicloud_ops_operator::cloud::ops::ecd::Desktop)) {

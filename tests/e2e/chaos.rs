@@ -2,6 +2,30 @@
 
 use super::*;
 
+type Span = (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>);
+
+/// A rollout's two waves, each target's span from its approval to the end of its update: no
+/// broad target approved before every canary was done, and never more of a wave approved and
+/// not done at once than its maxUnavailable (1 and 2 here).
+fn in_order_within_budget(target: &str, canary: &[Span], broad: &[Span]) {
+    let canary_done = canary.iter().map(|(_, end)| *end).max().unwrap();
+    for (approved, _) in broad {
+        assert!(
+            *approved >= canary_done,
+            "a broad {target} was approved at {approved}, before the canary was done at {canary_done}"
+        );
+    }
+    for (wave, list, budget) in [("canary", canary, 1), ("broad", broad, 2)] {
+        for (t, _) in list {
+            let at_once = list.iter().filter(|(a, b)| a <= t && t < b).count();
+            assert!(
+                at_once <= budget,
+                "{at_once} {target}(s) of wave {wave} approved and not done at {t}: {list:?}"
+            );
+        }
+    }
+}
+
 /// The storm: 103 resources of all five kinds against a cloud that fails 30 % of calls,
 /// throttles in a burst and loses the answers of writes it applied, while the operator is
 /// SIGKILLed every 20 s (two replicas with leader election first, then one at a time), a
@@ -355,7 +379,7 @@ async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
     // A group counts from when the emulator applied its approval (its StartTime can be a
     // little earlier: whole seconds, with startDelay 0s) until its upgrade ended.
     let s = state();
-    let upgrades = |ring: &str| -> Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
+    let upgrades = |ring: &str| -> Vec<Span> {
         s.appstream
             .app_instance_groups
             .iter()
@@ -385,23 +409,7 @@ async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
             .count();
         assert_eq!(applied, 1, "{id} approved {applied} times");
     }
-    let (canary, broad) = (upgrades("rx-canary"), upgrades("rx-broad"));
-    let canary_done = canary.iter().map(|(_, end)| *end).max().unwrap();
-    for (approved, _) in &broad {
-        assert!(
-            *approved >= canary_done,
-            "a broad group was approved at {approved}, before the canary was done at {canary_done}"
-        );
-    }
-    for (wave, list, budget) in [("canary", &canary, 1), ("broad", &broad, 2)] {
-        for (t, _) in list.iter() {
-            let at_once = list.iter().filter(|(a, b)| a <= t && t < b).count();
-            assert!(
-                at_once <= budget,
-                "{at_once} of wave {wave} approved and not done at {t}: {list:?}"
-            );
-        }
-    }
+    in_order_within_budget("group", &upgrades("rx-canary"), &upgrades("rx-broad"));
     // The FOTA rollout: each computer approved once, for the pinned version, never while
     // alice was connected (the cloud would refuse), the broad wave only after both canaries
     // were done, never more of a wave updating at once than its maxUnavailable, and its task
@@ -430,7 +438,7 @@ async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
             .filter(|r| r.action == "ApproveFotaUpdate")
             .all(|r| r.params["AppVersion"] == FOTA_VERSION)
     );
-    let spans = |ids: &[String]| -> Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
+    let spans = |ids: &[String]| -> Vec<Span> {
         ids.iter()
             .map(|id| {
                 let at = fota_at(id)[0];
@@ -438,23 +446,7 @@ async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
             })
             .collect()
     };
-    let (fota_canary, fota_broad) = (spans(&fota_desks[..2]), spans(&fota_desks[2..]));
-    let fota_canary_done = fota_canary.iter().map(|(_, end)| *end).max().unwrap();
-    for (approved, _) in &fota_broad {
-        assert!(
-            *approved >= fota_canary_done,
-            "a broad computer was approved at {approved}, before the canaries were done at {fota_canary_done}"
-        );
-    }
-    for (wave, list, budget) in [("canary", &fota_canary, 1), ("broad", &fota_broad, 2)] {
-        for (t, _) in list.iter() {
-            let at_once = list.iter().filter(|(a, b)| a <= t && t < b).count();
-            assert!(
-                at_once <= budget,
-                "{at_once} computers of wave {wave} updating at {t}: {list:?}"
-            );
-        }
-    }
+    in_order_within_budget("computer", &spans(&fota_desks[..2]), &spans(&fota_desks[2..]));
     let rx_task = s.ecd["cn-hangzhou"]
         .fota_tasks
         .iter()
