@@ -968,3 +968,65 @@ pub fn confirm(status: &mut UpdateRolloutStatus, action: &RolloutAction) {
         RolloutAction::HoldTask { .. } => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ManagementPolicy;
+    use crate::cloud::ops::ecd::Tag;
+
+    /// A FOTA rollout whose selectors take more computers than its status can record is
+    /// refused, naming the field, before anything is held or approved.
+    #[test]
+    fn a_fota_rollout_over_too_many_computers_is_refused_naming_the_field() {
+        let spec: UpdateRolloutSpec = serde_json::from_value(serde_json::json!({
+            "fota": {"regionId": "cn-hangzhou"},
+            "waves": [{"name": "all", "selector": {"tags": {"ring": "all"}}}]
+        }))
+        .unwrap();
+        let desktops: Vec<Desktop> = (0..=MAX_FOTA_TARGETS)
+            .map(|i| Desktop {
+                desktop_id: format!("ecd-{i}"),
+                desktop_status: "Running".into(),
+                tags: vec![Tag {
+                    key: "ring".into(),
+                    value: "all".into(),
+                }],
+                ..Default::default()
+            })
+            .collect();
+        let tasks = [FotaTask {
+            task_uid: "aot-1".into(),
+            app_version: "2.3.0".into(),
+            status: "Running".into(),
+            publish_time: "2026-12-01T00:00:00Z".into(),
+            ..Default::default()
+        }];
+        let ctx = PlanContext {
+            now: "2026-12-07T00:00:00Z".parse().unwrap(),
+            generation: 1,
+            policy: ManagementPolicy::Manage,
+            resync: std::time::Duration::from_secs(600),
+            request: None,
+        };
+        let out = plan(
+            &RolloutInput {
+                spec: &spec,
+                cloud: RolloutCloud::Fota {
+                    desktops: &desktops,
+                    infos: &BTreeMap::new(),
+                    tasks: &tasks,
+                    task_rivals: &[],
+                },
+                previous: &UpdateRolloutStatus::default(),
+                promote: None,
+                resume: None,
+                conflicts: &[],
+            },
+            &ctx,
+        );
+        assert_eq!(out.verdict.reason, Reason::InvalidSpec, "{}", out.verdict.message);
+        assert!(out.verdict.message.contains("spec.waves"), "{}", out.verdict.message);
+        assert!(out.actions.is_empty(), "nothing held or approved: {:?}", out.actions);
+    }
+}
