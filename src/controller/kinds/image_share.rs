@@ -14,13 +14,42 @@ use crate::reconcile::{Outcome, PlanContext};
 const LIST: &str = "ListCustomImages";
 
 /// A region's images by id: every resource of the region looks its own up (10,000 resources
-/// over 10,000 images would otherwise cost 10^8 comparisons per round).
-/// A region's images by id. A B-tree grows node by node as pages come: a hash map of 10,000
-/// images doubles its table on the way, holding the old and the new (6 MiB at the peak).
-type Images = BTreeMap<String, swas::CustomImage>;
+/// over 10,000 images would otherwise cost 10^8 comparisons per round). A B-tree grows node by
+/// node as pages come: a hash map of 10,000 images doubles its table on the way, holding the
+/// old and the new (6 MiB at the peak).
+type Images = BTreeMap<Box<str>, Listed>;
 
-fn by_id(images: Vec<swas::CustomImage>) -> impl Iterator<Item = (String, swas::CustomImage)> {
-    images.into_iter().map(|i| (i.image_id.clone(), i))
+/// What the shared list keeps of an image: what a resource reads of it (its id is the key).
+/// The answer's other fields (description, region, sharing to accounts) would take as much
+/// again, for every image of the region.
+#[derive(Clone)]
+struct Listed {
+    name: Box<str>,
+    status: Box<str>,
+    in_share: bool,
+}
+
+impl Listed {
+    fn image(&self, id: &str) -> swas::CustomImage {
+        swas::CustomImage {
+            image_id: id.to_string(),
+            name: self.name.to_string(),
+            status: self.status.to_string(),
+            in_share: self.in_share,
+            ..Default::default()
+        }
+    }
+}
+
+fn by_id(images: Vec<swas::CustomImage>) -> impl Iterator<Item = (Box<str>, Listed)> {
+    images.into_iter().map(|i| {
+        let listed = Listed {
+            name: i.name.into(),
+            status: i.status.into(),
+            in_share: i.in_share,
+        };
+        (i.image_id.into(), listed)
+    })
 }
 
 impl ManagedKind for ImageShare {
@@ -72,7 +101,7 @@ impl ManagedKind for ImageShare {
                         Ok(pages.into_listed())
                     }
                 },
-                |images: &Images| images.get(id).cloned(),
+                |images: &Images| images.get(id.as_str()).map(|l| l.image(id)),
             )
             .await?
         };
@@ -107,7 +136,7 @@ impl ManagedKind for ImageShare {
                 let image_id = self.spec.image_id.clone();
                 let in_share = action.operation == swas::ShareOperation::Share;
                 env.write_through(LIST, &self.spec.region_id, move |images: &mut Images| {
-                    if let Some(i) = images.get_mut(&image_id) {
+                    if let Some(i) = images.get_mut(image_id.as_str()) {
                         i.in_share = in_share;
                     }
                 })
