@@ -18,7 +18,9 @@
 //! Environment: BENCH_N (10000), BENCH_CONCURRENCY (the operator's default),
 //! BENCH_RESYNC_SECONDS (30), BENCH_QUOTA_N (2000), BENCH_QUOTA_WRITES (100),
 //! BENCH_QUOTA_SECONDS (130), BENCH_CASES (`scale,quota,windows,drain,fota,ota,rollout`), BENCH_OUT
-//! (`target/bench-cluster`: CSV of Ready over time, for `scripts/plot-bench.py`).
+//! (`target/bench-cluster`: CSV of Ready over time, for `scripts/plot-bench.py`),
+//! BENCH_SAMPLE_MS (250: how often the scale case reads the reconciles in flight from
+//! `/metrics`; each scrape renders every resource's series on the same cores).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -327,6 +329,7 @@ struct Settings {
     concurrency: usize,
     resync: u64,
     out: std::path::PathBuf,
+    sample: Duration,
 }
 
 impl Settings {
@@ -427,10 +430,10 @@ async fn scale(client: &Client, emu: &Emulator, n: usize, s: &Settings) {
     // What the operator's workers do meanwhile: reconciles in flight, sampled from /metrics.
     let in_flight: Arc<Mutex<Vec<f64>>> = Arc::default();
     let sampler = {
-        let (url, in_flight) = (op.metrics.clone(), in_flight.clone());
+        let (url, in_flight, every) = (op.metrics.clone(), in_flight.clone(), s.sample);
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                tokio::time::sleep(every).await;
                 if let Ok(r) = https_client().get(&url).bearer_auth(admin_token()).send().await {
                     let text = r.text().await.unwrap_or_default();
                     let sample = metric_sum(&text, "alicloud_ops_reconciles_in_flight", "ImageShare");
@@ -974,6 +977,7 @@ fn main() {
         concurrency: env("BENCH_CONCURRENCY", DEFAULT_CONCURRENCY.into()),
         resync: env("BENCH_RESYNC_SECONDS", 30),
         out: std::path::PathBuf::from(env("BENCH_OUT", repo("target/bench-cluster").display().to_string())),
+        sample: Duration::from_millis(env("BENCH_SAMPLE_MS", 250)),
     };
     std::fs::create_dir_all(&settings.out).unwrap();
     let _ = std::fs::remove_file(settings.out.join("ready.csv"));
