@@ -160,10 +160,10 @@ pub enum TargetState {
     /// Not approved yet, and it may be now.
     Pending,
     /// Not approved yet, offering another version (or none): it waits.
-    VersionMismatch(String),
+    VersionMismatch,
     /// Not approved yet, and the cloud would not update it now (someone is connected, or it
     /// is not Running): it waits, and is looked at again.
-    Busy(String),
+    Busy,
     /// Not read this time (a FOTA computer of a wave not started): counted pending, never
     /// approved.
     NotRead,
@@ -269,8 +269,8 @@ pub fn plan_waves(input: &WavesInput<'_>) -> WavesPlan {
                     progress.pending += 1;
                     pending.push(id);
                 }
-                TargetState::VersionMismatch(_) | TargetState::NotRead => progress.pending += 1,
-                TargetState::Busy(_) => {
+                TargetState::VersionMismatch | TargetState::NotRead => progress.pending += 1,
+                TargetState::Busy => {
                     progress.pending += 1;
                     progress.busy += 1;
                 }
@@ -487,7 +487,7 @@ fn group_state(
     now: DateTime<Utc>,
 ) -> TargetState {
     let Some(pinned) = pinned else {
-        return TargetState::VersionMismatch(g.ota_info.new_ota_version.clone());
+        return TargetState::VersionMismatch;
     };
     let healthy_on_pinned =
         g.ota_info.ota_version == pinned && g.status == "PUBLISHED" && g.resource_status == "AVAILABLE";
@@ -497,7 +497,7 @@ fn group_state(
         } else if g.ota_info.new_ota_version == pinned {
             TargetState::Pending
         } else {
-            TargetState::VersionMismatch(g.ota_info.new_ota_version.clone())
+            TargetState::VersionMismatch
         };
     };
     let task = tasks
@@ -665,9 +665,8 @@ fn desktop_state(
             }
         }
         None if d.updating() => TargetState::Updating,
-        None if on_pinned => TargetState::Busy(format!("on {pinned}, {}", d.desktop_status)),
-        None if d.desktop_status != "Running" => TargetState::Busy(format!("DesktopStatus {}", d.desktop_status)),
-        None if d.connection_status == "Connected" => TargetState::Busy("someone is connected".into()),
+        // On the version but not Running, not Running, or someone is connected.
+        None if on_pinned || d.desktop_status != "Running" || d.connection_status == "Connected" => TargetState::Busy,
         None => TargetState::Pending,
     }
 }
@@ -685,7 +684,7 @@ pub fn plan_fota(input: &FotaRolloutInput<'_>) -> FotaRolloutPlan {
             .iter()
             .map(|ds| {
                 ds.iter()
-                    .map(|d| (d.desktop_id.clone(), TargetState::VersionMismatch(String::new())))
+                    .map(|d| (d.desktop_id.clone(), TargetState::VersionMismatch))
                     .collect()
             })
             .collect();
