@@ -122,6 +122,7 @@ pub async fn run_all(shared: Arc<Context>, halt: tokio::sync::watch::Receiver<bo
     let readiness_task = tokio::spawn(async move {
         for _ in 0..kinds {
             if ready_rx.recv().await.is_none() {
+                tracing::debug!("readiness: channel closed");
                 return;
             }
         }
@@ -193,6 +194,12 @@ async fn run<K: ManagedKind>(
         );
     }
     let seen: LastSeen = Arc::default();
+    // Ready once this kind's cache holds its first list (the CRD is installed and RBAC allows
+    // it; the watcher retries with its own backoff until then). Told from the stream's first
+    // InitDone, not by a second `Store::wait_until_ready`: its DelayedInit wakes only the last
+    // task that polled it, which is the controller's runner, so a second waiter never woke and
+    // the leader never turned ready.
+    let mut ready = Some(ready);
     let forget = {
         let (shared, store, seen) = (shared.clone(), store.clone(), seen.clone());
         move |event: &watcher::Event<K>| match event {
@@ -204,6 +211,11 @@ async fn run<K: ManagedKind>(
                 seen.lock().expect("seen lock").remove(&seen_key(obj));
             }
             watcher::Event::InitDone => {
+                if let Some(ready) = ready.take() {
+                    tracing::debug!(kind = K::KIND, "the cache holds its first list");
+                    // One message per kind, into a channel with room for every kind.
+                    let _ = ready.try_send(K::KIND);
+                }
                 let keys: HashSet<ObjectKey> = store.state().iter().map(|o| ObjectKey::of(o.as_ref())).collect();
                 shared.metrics.forget_objects_of(K::KIND, |key| keys.contains(key));
                 shared.forget_backoffs_of(K::KIND, |key| keys.contains(key));
@@ -251,13 +263,6 @@ async fn run<K: ManagedKind>(
     let kctx = Arc::new(KindContext {
         shared: shared.clone(),
         store: store.clone(),
-    });
-    // Ready once this kind's cache holds its first list (the CRD is installed and RBAC
-    // allows it); the watcher retries with its own backoff until then.
-    tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            let _ = ready.send(K::KIND).await;
-        }
     });
     controller
         .run(reconcile::<K>, error_policy::<K>, kctx)

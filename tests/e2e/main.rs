@@ -197,6 +197,32 @@ async fn not_ready_of(client: &Client, ns: &str, kind: &str) -> Vec<String> {
         .collect()
 }
 
+/// A ServiceAccount `name` in `ns` (created unless it exists) and a token for it, as a
+/// TokenRequest (what the kubelet mounts into a pod) returns it.
+async fn service_account_token(client: &Client, ns: &str, name: &str) -> String {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let sas = Api::<ServiceAccount>::namespaced(client.clone(), ns);
+    if sas.get_opt(name).await.unwrap().is_none() {
+        let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        sas.create(&PostParams::default(), &sa).await.unwrap();
+    }
+    let req = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    sas.create_token_request(name, &PostParams::default(), &req)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token
+        .unwrap()
+}
+
 fn fault(v: Value) -> Fault {
     serde_json::from_value(v).unwrap()
 }

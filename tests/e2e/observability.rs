@@ -4,8 +4,6 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_answer_only_tokens_allowed_to_read_them() {
-    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-    use k8s_openapi::api::core::v1::ServiceAccount;
     use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
     let Scene { client, ns, emu } = Scene::new("metrics").await;
     let op = Operator::start_with(
@@ -14,11 +12,6 @@ async fn metrics_answer_only_tokens_allowed_to_read_them() {
         &format!("lease-{ns}"),
         &["--metrics-auth", "kubernetes"],
     );
-    let sas = Api::<ServiceAccount>::namespaced(client.clone(), &ns);
-    for name in ["reader", "nobody"] {
-        let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-        sas.create(&PostParams::default(), &sa).await.unwrap();
-    }
     let binding: ClusterRoleBinding = serde_json::from_value(json!({
         "metadata": {"name": format!("metrics-reader-{ns}")},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "alicloud-ops-operator-metrics-reader"},
@@ -29,26 +22,10 @@ async fn metrics_answer_only_tokens_allowed_to_read_them() {
         .create(&PostParams::default(), &binding)
         .await
         .unwrap();
-    let token_of = |name: &'static str| {
-        let sas = sas.clone();
-        async move {
-            let req = TokenRequest {
-                spec: Some(TokenRequestSpec {
-                    expiration_seconds: Some(600),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
-            sas.create_token_request(name, &PostParams::default(), &req)
-                .await
-                .unwrap()
-                .status
-                .unwrap()
-                .token
-                .unwrap()
-        }
-    };
-    let (reader, nobody) = (token_of("reader").await, token_of("nobody").await);
+    let (reader, nobody) = (
+        service_account_token(&client, &ns, "reader").await,
+        service_account_token(&client, &ns, "nobody").await,
+    );
     let http = https_client();
     let status = |token: Option<String>| {
         let mut req = http.get(&op.metrics);
@@ -90,6 +67,42 @@ async fn metrics_answer_only_tokens_allowed_to_read_them() {
         200,
         "a known token still reads (cached)"
     );
+}
+
+/// The leader answers /readyz once every kind's cache holds its first list: the kubelet's
+/// readiness probe (the chart's) passes on the replica that works, not only on the standby.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_leader_is_ready_once_every_cache_holds_its_first_list() {
+    let Scene {
+        client: _client,
+        ns,
+        emu,
+    } = Scene::new("readyz").await;
+    let op = operator(&ns, &emu);
+    let url = format!("{}/readyz", op.health);
+    let answer = || async {
+        match reqwest::get(&url).await {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+            Err(e) => (0, e.to_string()),
+        }
+    };
+    eventually("the operator leads", WAIT, || async {
+        op.logs().contains("leading: starting controllers").then_some(())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    loop {
+        let (code, body) = answer().await;
+        if code == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the leader's /readyz answered {code} {body:?} for {WAIT:?}:\n{}",
+            op.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// Metric names a `/metrics` page defines: each family's samples (`_total` for counters;
