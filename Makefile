@@ -2,24 +2,35 @@
 SHELL := /bin/bash
 export KUBE_HARNESS_BIN := $(CURDIR)/target/kube-harness
 export EMULATOR_BIN := $(CURDIR)/target/debug/alicloud-cloud-emulator
+# The operator's image, built by scripts/build-image.sh into podman's local storage; the e2e
+# test tests/e2e/image.rs runs it.
+export OPERATOR_IMAGE ?= localhost/alicloud-ops-operator:dev
 # Unit, emulator and end-to-end tests (benches run with `make bench`, in release mode).
 CARGO_TEST_FLAGS ?= --lib --bins --tests
 
-.PHONY: test prereqs tools fmt clippy cargo-tests conformance alerts crds harness python go-tools bench bench-cluster dashboard-png demo
+.PHONY: test prereqs tools container-runtime image fmt clippy cargo-tests conformance alerts crds harness python go-tools bench bench-cluster dashboard-png demo
 
-test: prereqs tools fmt clippy cargo-tests conformance alerts
+test: prereqs tools fmt clippy image cargo-tests conformance alerts
 	@echo "make test: all checks passed"
 
 prereqs:
 	@./scripts/check-prereqs.sh
 
-tools: harness python go-tools
+tools: harness python go-tools container-runtime
 
 harness:
 	@./scripts/build-harness.sh
 
 python:
 	@./scripts/setup-python.sh
+
+# podman, buildah and runc, from Debian's packages when missing.
+container-runtime:
+	@./scripts/install-container-runtime.sh
+
+# The release binary in an image without a registry (buildah), the Dockerfile's layout.
+image: container-runtime
+	@./scripts/build-image.sh
 
 # helm and promtool, built from the Go modules pinned in tools/<name>/go.mod.
 go-tools:

@@ -151,24 +151,41 @@ pub async fn run(args: &RunArgs) -> Result<(), String> {
             .clone()
             .or_else(|| std::env::var("POD_NAMESPACE").ok())
             .unwrap_or_else(|| "default".into());
-        let manager = crate::controller::leadership::lease_manager(client.clone(), &ns, &args.lease_name, &identity)
-            .await
-            .map_err(|e| format!("leader election on Lease {ns}/{}: {e}", args.lease_name))?;
-        let (mut rx, task) = manager.watch().await;
         // A standby is healthy and ready; it only waits.
         readiness.ready.store(true, Ordering::Relaxed);
         tracing::info!(%identity, lease = %args.lease_name, namespace = %ns, "waiting for leadership");
-        let mut stop = stop_rx.clone();
-        let became_leader = tokio::select! {
-            r = rx.wait_for(|l| *l) => { r.map_err(|e| format!("leader election stopped: {e}"))?; true }
-            _ = stop.wait_for(|s| *s) => false,
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), &ns);
+        let (rx, task) = loop {
+            let manager =
+                crate::controller::leadership::lease_manager(client.clone(), &ns, &args.lease_name, &identity)
+                    .await
+                    .map_err(|e| format!("leader election on Lease {ns}/{}: {e}", args.lease_name))?;
+            let (mut rx, task) = manager.watch().await;
+            let mut stop = stop_rx.clone();
+            let released =
+                crate::controller::leadership::released_by_another(leases.clone(), &args.lease_name, &identity);
+            let next = tokio::select! {
+                r = rx.wait_for(|l| *l) => { r.map_err(|e| format!("leader election stopped: {e}"))?; Standby::Leads }
+                _ = stop.wait_for(|s| *s) => Standby::Stops,
+                _ = released => Standby::LeaseReleased,
+            };
+            match next {
+                Standby::Leads => break (rx, task),
+                Standby::Stops => {
+                    // Dropping the receiver makes the lease task release and end.
+                    drop(rx);
+                    let _ = task.await;
+                    return Ok(());
+                }
+                Standby::LeaseReleased => {
+                    // The manager sleeps until the old renewal expires; a new one claims the
+                    // free Lease at its first step.
+                    tracing::info!(%identity, lease = %args.lease_name, "the leader released the Lease: claiming it");
+                    drop(rx);
+                    task.abort();
+                }
+            }
         };
-        if !became_leader {
-            // Dropping the receiver makes the lease task release and end.
-            drop(rx);
-            let _ = task.await;
-            return Ok(());
-        }
         readiness.ready.store(false, Ordering::Relaxed);
         tracing::info!(%identity, "leading: starting controllers");
         gate.open();
@@ -255,4 +272,11 @@ pub async fn run(args: &RunArgs) -> Result<(), String> {
         return Err("lost the leader Lease".into());
     }
     Ok(())
+}
+
+/// How a standby's wait for the Lease ends.
+enum Standby {
+    Leads,
+    Stops,
+    LeaseReleased,
 }

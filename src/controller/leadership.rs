@@ -84,6 +84,40 @@ pub async fn watch(api: Api<Lease>, name: String, identity: String, gate: Arc<Wr
     }
 }
 
+/// Who holds `lease`, if anyone: an empty holder is none (a released Lease).
+fn holder_of(lease: Option<&Lease>) -> Option<&str> {
+    lease?
+        .spec
+        .as_ref()?
+        .holder_identity
+        .as_deref()
+        .filter(|h| !h.is_empty())
+}
+
+/// Resolves when a Lease that another replica held is released (a leader stopping cleanly
+/// clears its holder). The lease manager of a standby sleeps until the holder's last renewal
+/// expires, up to the Lease's whole duration, even after a release; the standby watches for
+/// the release itself so that it can claim the Lease at once. A Lease that was never held, or
+/// that this replica holds, does not count.
+pub async fn released_by_another(api: Api<Lease>, name: &str, identity: &str) {
+    use futures::StreamExt;
+    let changes = kube::runtime::watcher::watch_object(api, name);
+    futures::pin_mut!(changes);
+    let mut held_by_another = false;
+    while let Some(change) = changes.next().await {
+        match change {
+            Ok(lease) => match holder_of(lease.as_ref()) {
+                Some(holder) => held_by_another = holder != identity,
+                None if held_by_another => return,
+                None => {}
+            },
+            // The watcher retries by itself; the lease manager's own sleep still bounds the wait.
+            Err(e) => tracing::debug!(error = %e, "watching the Lease for a release"),
+        }
+    }
+    std::future::pending::<()>().await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

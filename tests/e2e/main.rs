@@ -198,8 +198,9 @@ async fn not_ready_of(client: &Client, ns: &str, kind: &str) -> Vec<String> {
 }
 
 /// A ServiceAccount `name` in `ns` (created unless it exists) and a token for it, as a
-/// TokenRequest (what the kubelet mounts into a pod) returns it.
-async fn service_account_token(client: &Client, ns: &str, name: &str) -> String {
+/// TokenRequest (what the kubelet mounts into a pod) returns it: for the apiserver, or for
+/// `audience`.
+async fn service_account_token(client: &Client, ns: &str, name: &str, audience: Option<&str>) -> String {
     use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
     use k8s_openapi::api::core::v1::ServiceAccount;
     let sas = Api::<ServiceAccount>::namespaced(client.clone(), ns);
@@ -210,6 +211,7 @@ async fn service_account_token(client: &Client, ns: &str, name: &str) -> String 
     let req = TokenRequest {
         spec: Some(TokenRequestSpec {
             expiration_seconds: Some(3600),
+            audiences: audience.map(|a| vec![a.to_string()]),
             ..Default::default()
         }),
         ..Default::default()
@@ -275,6 +277,7 @@ async fn warning_about(client: &Client, ns: &str, name: &str, words: &str) -> Ev
 mod chaos;
 mod credentials;
 mod fota;
+mod image;
 mod image_share;
 mod install;
 mod maintenance;

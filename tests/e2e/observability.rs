@@ -23,8 +23,8 @@ async fn metrics_answer_only_tokens_allowed_to_read_them() {
         .await
         .unwrap();
     let (reader, nobody) = (
-        service_account_token(&client, &ns, "reader").await,
-        service_account_token(&client, &ns, "nobody").await,
+        service_account_token(&client, &ns, "reader", None).await,
+        service_account_token(&client, &ns, "nobody", None).await,
     );
     let http = https_client();
     let status = |token: Option<String>| {
