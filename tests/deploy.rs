@@ -4,7 +4,11 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use alicloud_ops_operator::emulator::ram::Policy;
 use serde_json::Value;
+
+#[path = "support/mod.rs"]
+mod support;
 
 fn repo(path: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -25,14 +29,21 @@ fn actions_in_code() -> BTreeSet<String> {
 
 /// deploy/ram/README.md's table: API action → RAM action (`None` for "none").
 fn documented() -> Vec<(String, Option<String>)> {
+    documented_calls().into_iter().map(|(api, _, ram)| (api, ram)).collect()
+}
+
+/// deploy/ram/README.md's table: (API action, product code, RAM action).
+fn documented_calls() -> Vec<(String, String, Option<String>)> {
     let text = std::fs::read_to_string(repo("deploy/ram/README.md")).unwrap();
     text.lines()
         .filter(|l| l.starts_with("| ") && l.contains(" 20"))
         .map(|l| {
             let cells: Vec<&str> = l.split('|').map(str::trim).collect();
-            let api = cells[1].split_whitespace().next().unwrap().to_string();
+            let mut api = cells[1].split_whitespace();
+            let action = api.next().unwrap().to_string();
+            let product = api.next().unwrap().trim_start_matches('(').to_string();
             let ram = cells[2].split('`').nth(1).map(str::to_string);
-            (api, ram)
+            (action, product, ram)
         })
         .collect()
 }
@@ -351,4 +362,75 @@ fn health_and_explain_state_the_reason_table() {
         set(|r| r.needs_attention() && !r.is_terminal()),
         "{explain}"
     );
+}
+
+/// Each call the operator makes, signed with the default key and sent to the emulator while
+/// `policy` is attached to it: the error code and message, or `None` when RAM let it through
+/// (the emulator may still refuse its parameters).
+async fn call_under(policy: &Policy, api: &str, product: &str) -> Option<(String, String)> {
+    use alicloud_ops_operator::cloud::endpoint::Product;
+    use alicloud_ops_operator::cloud::request::RpcRequest;
+    let emu = support::emulator().await;
+    emu.world().attach_policy(
+        alicloud_ops_operator::emulator::DEFAULT_ACCESS_KEY_ID,
+        Some(policy.clone()),
+    );
+    let client = support::client(&emu, alicloud_ops_operator::cloud::SignatureVersion::V3);
+    let product: Product = product.parse().unwrap();
+    let action: &'static str = Box::leak(api.to_string().into_boxed_str());
+    let mut req = RpcRequest::new(product, action, "cn-hangzhou");
+    for (k, v) in [
+        ("RegionId", "cn-hangzhou"),
+        ("BizRegionId", "cn-hangzhou"),
+        ("ImageId", "m-hz0001"),
+    ] {
+        req.query.push((k.into(), v.into()));
+    }
+    match client.call(&req).await {
+        Ok(_) => None,
+        Err(e) if e.code() == "Forbidden.RAM" => Some(("Forbidden.RAM".into(), e.to_string())),
+        Err(_) => None,
+    }
+}
+
+/// The emulator enforces deploy/ram/operator.json as RAM does: every call the operator makes
+/// passes under it, and without any one of its actions the call that action allows is refused
+/// with `Forbidden.RAM`, and the error the operator reports names the missing action.
+#[tokio::test(flavor = "multi_thread")]
+async fn removing_any_action_from_operator_json_breaks_the_call_that_needs_it() {
+    let operator = Policy::parse(&std::fs::read_to_string(repo("deploy/ram/operator.json")).unwrap()).unwrap();
+    let mut removed = BTreeSet::new();
+    for (api, product, ram) in documented_calls() {
+        assert_eq!(
+            call_under(&operator, &api, &product).await,
+            None,
+            "{api} under operator.json"
+        );
+        let Some(ram) = ram else { continue };
+        let (code, message) = call_under(&operator.without_action(&ram), &api, &product)
+            .await
+            .unwrap_or_else(|| panic!("{api} went through without {ram}"));
+        assert_eq!(code, "Forbidden.RAM");
+        assert!(message.contains(&ram), "{api} without {ram}: {message}");
+        removed.insert(ram);
+    }
+    let named: BTreeSet<String> = operator.actions().into_iter().collect();
+    assert_eq!(removed, named, "every action of operator.json is needed by some call");
+}
+
+/// `plan` under deploy/ram/read-only.json: every read passes, every write is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn read_only_json_lets_every_read_through_and_no_write() {
+    let read_only = Policy::parse(&std::fs::read_to_string(repo("deploy/ram/read-only.json")).unwrap()).unwrap();
+    for (api, product, ram) in documented_calls() {
+        let refused = call_under(&read_only, &api, &product).await;
+        match (is_read(&api), &ram) {
+            (_, None) => assert_eq!(refused, None, "{api} needs no permission"),
+            (true, Some(_)) => assert_eq!(refused, None, "{api} is a read"),
+            (false, Some(ram)) => {
+                let (_, message) = refused.unwrap_or_else(|| panic!("{api}, a write, went through read-only.json"));
+                assert!(message.contains(ram.as_str()), "{message}");
+            }
+        }
+    }
 }

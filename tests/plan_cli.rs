@@ -30,19 +30,24 @@ fn args(emu_url: &str, files: &[&str]) -> PlanArgs {
     Wrapper::parse_from(argv).plan
 }
 
-fn binary(emu_url: &str, extra: &[&str]) -> std::process::Output {
-    with_emulator_key(&mut Command::new(env!("CARGO_BIN_EXE_alicloud-ops-operator")))
+/// `plan` with the emulator's default key under deploy/ram/read-only.json, the policy the
+/// README gives plan; the key is under operator.json again afterwards, for the operator.
+fn binary(emu: &alicloud_ops_operator::emulator::Emulator, extra: &[&str]) -> std::process::Output {
+    under_project_policy(emu, "read-only.json");
+    let out = with_emulator_key(&mut Command::new(env!("CARGO_BIN_EXE_alicloud-ops-operator")))
         .args(["plan", "--offline"])
-        .args(["--endpoint", emu_url])
+        .args(["--endpoint", &emu.url()])
         .args(extra)
         .output()
-        .unwrap()
+        .unwrap();
+    under_project_policy(emu, "operator.json");
+    out
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn examples_show_pending_changes_and_exit_2_without_writing() {
     let emu = emulator().await;
-    let out = binary(&emu.url(), &["-f", "examples/"]);
+    let out = binary(&emu, &["-f", "examples/"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -97,7 +102,7 @@ async fn in_sync_manifests_exit_0_and_json_output_parses() {
         "apiVersion: ops.alicloud.dev/v1alpha1\nkind: ImageShare\nmetadata: {name: s}\nspec: {regionId: cn-hangzhou, imageId: m-hz0001}\n",
     )
     .unwrap();
-    let out = binary(&emu.url(), &["-f", f.to_str().unwrap(), "-o", "json"]);
+    let out = binary(&emu, &["-f", f.to_str().unwrap(), "-o", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["resources"][0]["result"], "InSync");
@@ -107,7 +112,7 @@ async fn in_sync_manifests_exit_0_and_json_output_parses() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_manifests_name_every_field_and_exit_1() {
     let emu = emulator().await;
-    let out = binary(&emu.url(), &["-f", "tests/fixtures/plan/bad.yaml"]);
+    let out = binary(&emu, &["-f", "tests/fixtures/plan/bad.yaml"]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
     for expected in [
@@ -168,7 +173,7 @@ async fn a_spec_the_operator_would_call_invalid_is_an_error_in_the_plan() {
          spec:\n  regionId: cn-hangzhou\n  desktopIds: [ecd-hz10001]\n  recurring: {cron: \"0 22 * * 6\", duration: 4h, timeZone: Asia/Shangai}\n",
     )
     .unwrap();
-    let out = binary(&emu.url(), &["-f", path.to_str().unwrap()]);
+    let out = binary(&emu, &["-f", path.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
@@ -194,7 +199,7 @@ async fn two_policies_that_disagree_yield_one_winner_in_the_plan() {
     )
     .unwrap();
     for _ in 0..3 {
-        let out = binary(&emu.url(), &["-f", path.to_str().unwrap(), "-o", "json"]);
+        let out = binary(&emu, &["-f", path.to_str().unwrap(), "-o", "json"]);
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let reason = |name: &str| {
             let r = report["resources"]
@@ -220,7 +225,7 @@ async fn two_policies_that_disagree_yield_one_winner_in_the_plan() {
 #[tokio::test(flavor = "multi_thread")]
 async fn markdown_output_is_a_stable_table_for_pull_requests() {
     let emu = emulator().await;
-    let run_md = || binary(&emu.url(), &["-f", "examples/", "-o", "markdown"]);
+    let run_md = || binary(&emu, &["-f", "examples/", "-o", "markdown"]);
     let (first, second) = (run_md(), run_md());
     assert_eq!(first.status.code(), Some(2), "changes pending");
     let text = String::from_utf8_lossy(&first.stdout).into_owned();
@@ -256,7 +261,7 @@ async fn predicted_and_sent(
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("rollout.yaml");
     std::fs::write(&file, serde_yaml::to_string(&manifest).unwrap()).unwrap();
-    let out = binary(&h.emu.url(), &["-f", file.to_str().unwrap()]);
+    let out = binary(&h.emu, &["-f", file.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(2), "{stdout}");
     let prefix = format!("+ {action} ");
@@ -346,7 +351,7 @@ async fn a_schedule_and_a_rollout_of_one_group_conflict_across_kinds() {
         file.to_str().unwrap().to_string()
     };
     let approvals = |file: &str| -> Vec<String> {
-        let out = binary(&emu.url(), &["-f", file]);
+        let out = binary(&emu, &["-f", file]);
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter(|l| l.trim().starts_with("+ ApproveOtaTask"))
@@ -366,7 +371,7 @@ async fn a_schedule_and_a_rollout_of_one_group_conflict_across_kinds() {
         planned[1].contains("TaskId=ota-hz0001-1"),
         "the schedule approves its group: {planned:?}"
     );
-    let out = binary(&emu.url(), &["-f", &both, "-o", "json"]);
+    let out = binary(&emu, &["-f", &both, "-o", "json"]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let r = json["resources"]
         .as_array()

@@ -23,6 +23,11 @@ pub struct EmulatorArgs {
     /// `ModifyImageShareStatus`, `SetDesktopMaintenance`), over the dataset's `settleSeconds`.
     #[arg(long = "settle", value_name = "ACTION=SECONDS")]
     pub settle: Vec<String>,
+    /// Enforce a RAM policy document (deploy/ram/*.json) on a key, as PRINCIPAL=FILE, the
+    /// principal an AccessKeyId or `role/<RoleName>` for the keys STS issues for that role
+    /// (repeatable). A key without a policy may call everything, as an account's own key may.
+    #[arg(long = "ram-policy", value_name = "PRINCIPAL=FILE")]
+    pub ram_policies: Vec<String>,
 }
 
 pub fn load_state(path: &PathBuf) -> Result<CloudState, String> {
@@ -75,10 +80,22 @@ pub fn config(args: &EmulatorArgs) -> Result<EmulatorConfig, String> {
         state.settle_seconds.insert(action.to_string(), seconds);
     }
     state.validate().map_err(|e| format!("--settle: {e}"))?;
+    let mut policies = Vec::new();
+    for raw in &args.ram_policies {
+        let (principal, file) = raw
+            .split_once('=')
+            .filter(|(p, f)| !p.is_empty() && !f.is_empty())
+            .ok_or_else(|| format!("--ram-policy {raw:?}: expected PRINCIPAL=FILE"))?;
+        let text = std::fs::read_to_string(file).map_err(|e| format!("--ram-policy {principal}: {file}: {e}"))?;
+        let policy =
+            crate::emulator::ram::Policy::parse(&text).map_err(|e| format!("--ram-policy {principal}: {file}: {e}"))?;
+        policies.push((principal.to_string(), policy));
+    }
     Ok(EmulatorConfig {
         listen: args.listen,
         access_keys,
         accounts,
+        policies,
         state,
     })
 }
@@ -123,6 +140,7 @@ mod tests {
             state: None,
             access_keys: vec![],
             settle: settle.iter().map(|s| s.to_string()).collect(),
+            ram_policies: vec![],
         }
     }
 

@@ -233,9 +233,18 @@ fn api_error(action: &str, status: u16, json: Option<&Value>, text: &str, retry_
     let code = field(json, &["Code", "code"])
         .map(str::to_string)
         .unwrap_or_else(|| format!("HTTP{status}"));
-    let message = field(json, &["Message", "message"])
+    let mut message = field(json, &["Message", "message"])
         .map(str::to_string)
         .unwrap_or_else(|| truncate(text, 200));
+    // A refusal by RAM names the permission it missed; say it, so that the fix is plain.
+    let denied = json.and_then(|j| j.get("AccessDeniedDetail").or_else(|| j.get("accessDeniedDetail")));
+    if let Some(action) = denied.and_then(|d| d.get("AuthAction")).and_then(Value::as_str) {
+        let kind = denied
+            .and_then(|d| d.get("NoPermissionType"))
+            .and_then(Value::as_str)
+            .unwrap_or("denied");
+        message.push_str(&format!(" (RAM action {action}: {kind})"));
+    }
     CloudError::Api(Box::new(ApiError {
         action: action.to_string(),
         status,

@@ -7,6 +7,8 @@ pub struct ApiFailure {
     pub status: StatusCode,
     pub code: String,
     pub message: String,
+    /// `AccessDeniedDetail`, on a call RAM refused (see [`super::ram::denied`]).
+    pub access_denied: Option<serde_json::Value>,
 }
 
 impl ApiFailure {
@@ -15,7 +17,13 @@ impl ApiFailure {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
             code: code.to_string(),
             message: message.into(),
+            access_denied: None,
         }
+    }
+
+    pub fn with_detail(mut self, access_denied: serde_json::Value) -> Self {
+        self.access_denied = Some(access_denied);
+        self
     }
 
     pub fn missing(name: &str) -> Self {
@@ -39,7 +47,7 @@ impl ApiFailure {
     }
 
     pub fn body(&self, request_id: &str, host: &str, product: &str) -> serde_json::Value {
-        serde_json::json!({
+        let mut body = serde_json::json!({
             "RequestId": request_id,
             "HostId": host,
             "Code": self.code,
@@ -48,7 +56,11 @@ impl ApiFailure {
                 "https://api.aliyun.com/troubleshoot?q={}&product={}&requestId={}",
                 self.code, product, request_id
             ),
-        })
+        });
+        if let Some(detail) = &self.access_denied {
+            body["AccessDeniedDetail"] = detail.clone();
+        }
+        body
     }
 }
 

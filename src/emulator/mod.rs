@@ -12,6 +12,7 @@ pub mod error;
 pub mod faults;
 mod fota;
 pub mod params;
+pub mod ram;
 mod server;
 pub mod state;
 mod sts;
@@ -39,6 +40,10 @@ pub struct EmulatorConfig {
     /// (AccessKeyId, AccountId): the keys of another account than [`DEFAULT_ACCOUNT_ID`].
     /// Keys of one account share its quotas, and STS GetCallerIdentity names it.
     pub accounts: Vec<(String, String)>,
+    /// RAM policies: (principal, policy), the principal an AccessKeyId or `role/<RoleName>` for
+    /// the keys AssumeRoleWithOIDC hands out for that role. A key with no policy is the
+    /// account's own and may call everything.
+    pub policies: Vec<(String, ram::Policy)>,
     pub state: CloudState,
 }
 
@@ -48,6 +53,7 @@ impl Default for EmulatorConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             access_keys: vec![(DEFAULT_ACCESS_KEY_ID.into(), DEFAULT_ACCESS_KEY_SECRET.into())],
             accounts: Vec::new(),
+            policies: Vec::new(),
             state: CloudState::default_dataset(),
         }
     }
@@ -66,6 +72,9 @@ impl Emulator {
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let world = Arc::new(World::new(config.state, &config.access_keys, &config.accounts));
+        for (principal, policy) in config.policies {
+            world.attach_policy(&principal, Some(policy));
+        }
         let (tx, rx) = oneshot::channel();
         let app = server::router(world.clone());
         let task = tokio::spawn(async move {

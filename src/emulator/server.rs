@@ -20,7 +20,7 @@ use super::faults::{Fault, Faults};
 use super::params::Params;
 use super::state::CloudState;
 use super::swas::ShareBook;
-use super::{appstream, ecd, fota, new_request_id, sts, swas};
+use super::{appstream, ecd, fota, new_request_id, ram, sts, swas};
 use crate::cloud::canonical::parse_pairs;
 use crate::cloud::endpoint::Product;
 
@@ -89,6 +89,8 @@ pub struct World {
     pub clock: Clock,
     state: Mutex<CloudState>,
     keys: Mutex<KeyStore>,
+    /// principal (AccessKeyId, or `role/<RoleName>`) → its RAM policy.
+    policies: Mutex<std::collections::HashMap<String, ram::Policy>>,
     nonces: Mutex<NonceCache>,
     faults: Mutex<Faults>,
     shares: Mutex<ShareBook>,
@@ -102,11 +104,54 @@ impl World {
             clock: Clock::default(),
             state: Mutex::new(state),
             keys: Mutex::new(KeyStore::new(access_keys).with_accounts(accounts)),
+            policies: Mutex::default(),
             nonces: Mutex::new(NonceCache::default()),
             faults: Mutex::new(Faults::default()),
             shares: Mutex::new(ShareBook::default()),
             counters: Mutex::new(RequestCounters::default()),
             log: Mutex::new(std::collections::VecDeque::new()),
+        }
+    }
+
+    /// Attaches `policy` to `principal` (an AccessKeyId, or `role/<RoleName>`), or with `None`
+    /// detaches it: the key may then call everything, as the account's own key may.
+    pub fn attach_policy(&self, principal: &str, policy: Option<ram::Policy>) {
+        let mut policies = self.policies.lock().expect("policies lock");
+        match policy {
+            Some(p) => policies.insert(principal.to_string(), p),
+            None => policies.remove(principal),
+        };
+    }
+
+    /// RAM's check of one call: the policy of the key, or of the role it was issued for.
+    fn authorize(&self, product: Product, action: &str, caller: &Caller, params: &Params) -> ApiResult<()> {
+        let Caller::Key { access_key_id } = caller else {
+            return Ok(());
+        };
+        let Some(ram_action) = ram::ram_action(product, action) else {
+            return Ok(());
+        };
+        let Some(identity) = self.keys.lock().expect("keys lock").identity(access_key_id) else {
+            return Ok(());
+        };
+        let role = identity
+            .arn
+            .split(":assumed-role/")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .map(|r| format!("role/{r}"));
+        let policies = self.policies.lock().expect("policies lock");
+        let Some(policy) = role
+            .as_ref()
+            .and_then(|r| policies.get(r))
+            .or_else(|| policies.get(access_key_id))
+        else {
+            return Ok(());
+        };
+        let resource = ram::resource(product, action, &identity.account_id, params);
+        match policy.decide(&ram_action, &resource) {
+            ram::Decision::Allow => Ok(()),
+            denied => Err(ram::denied(&ram_action, &identity.arn, &identity.account_id, denied)),
         }
     }
 
@@ -385,6 +430,7 @@ async fn handle(
         verify(req, &keys, &mut nonces, now)?
     };
     info.access_key_id = caller.access_key_id().to_string();
+    world.authorize(product, action, &caller, req.params)?;
     let outcome = world.faults.lock().expect("faults lock").apply(action);
     if outcome.after_apply {
         let applied = world.dispatch(product, action, &caller, req.params, now, &mut info.effects)?;

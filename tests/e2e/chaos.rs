@@ -40,6 +40,9 @@ async fn chaos_every_promise_holds_under_faults_crashes_and_lost_answers() {
     // A second RAM user of the same account, for a key rotated mid-window.
     let rotated = ("LTAI5tChaosRotatedKey", "chaos-rotated-key-secret");
     let emu = emulator_with_keys(CloudState::default_dataset(), &[ExtraKey(rotated.0, rotated.1, None)]).await;
+    under_project_policy(&emu, "operator.json");
+    emu.world()
+        .attach_policy(rotated.0, Some(support::project_policy("operator.json")));
     secret(&client, &ns, "chaos-key-a", DEFAULT_ACCESS_KEY_SECRET).await;
     let started = std::time::Instant::now();
     let (fotas, groups, windows, images) = (25usize, 20usize, 50usize, 6usize);

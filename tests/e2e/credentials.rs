@@ -70,6 +70,7 @@ async fn changed_credentials_exit_with_the_old_ones_first_and_region_is_immutabl
         &[ExtraKey(second.0, second.1, Some("2000000000000001"))],
     )
     .await;
+    under_project_policy(&emu, "operator.json");
     secret(&client, &ns, "old", DEFAULT_ACCESS_KEY_SECRET).await;
     let s: Secret = serde_json::from_value(json!({"metadata": {"name": "new"},
         "stringData": {"accessKeyId": second.0, "accessKeySecret": second.1}}))
@@ -129,6 +130,7 @@ async fn a_key_rotated_within_the_account_or_a_typo_never_exits_a_desktop() {
     let ns = namespace(&client, "rotate").await;
     let second = ("LTAI5tSameAccountUser2", "same-account-second-user");
     let emu = emulator_with_keys(CloudState::default_dataset(), &[ExtraKey(second.0, second.1, None)]).await;
+    under_project_policy(&emu, "operator.json");
     secret(&client, &ns, "creds-7f9c2b", DEFAULT_ACCESS_KEY_SECRET).await;
     let _op = operator(&ns, &emu);
     let id = "ecd-hz10071";

@@ -549,6 +549,9 @@ async fn the_image_runs_as_the_charts_deployment_says() {
         .expect("the ServiceAccount names its RAM role")
         .clone();
     let account = alicloud_ops_operator::emulator::DEFAULT_ACCOUNT_ID;
+    // The role has deploy/ram/operator.json attached, as deploy/rrsa/README.md says.
+    emu.world()
+        .attach_policy(&format!("role/{role}"), Some(support::project_policy("operator.json")));
     let oidc = service_account_token(&client, &ns, &name, Some("sts.aliyuncs.com")).await;
     let oidc_volume = volume(&[("token", oidc.as_bytes())]);
     let rrsa_tokens = "/var/run/secrets/ack.alibabacloud.com/rrsa-tokens";

@@ -162,6 +162,7 @@ async fn quota_bound_writes_hold_no_worker_and_accounts_progress_independently()
         });
     }
     let emu = emulator_with_keys(state, &[ExtraKey(B_ID, B_SECRET, Some("2000000000000002"))]).await;
+    under_project_policy(&emu, "operator.json");
     secret(&client, &ns, "team-a", DEFAULT_ACCESS_KEY_SECRET).await;
     let b: Secret = serde_json::from_value(json!({
         "metadata": {"name": "team-b", "labels": {"ops.alicloud.dev/credentials": "true"}},

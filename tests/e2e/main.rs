@@ -19,7 +19,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use support::cluster::*;
-use support::{ExtraKey, emulator, emulator_with_keys, with_emulator_key};
+use support::{ExtraKey, emulator, emulator_with_keys, under_project_policy, with_emulator_key};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -57,11 +57,10 @@ impl Scene {
     async fn new(name: &str) -> Self {
         let client = admin().await;
         let ns = namespace(&client, name).await;
-        Scene {
-            client,
-            ns,
-            emu: emulator().await,
-        }
+        let emu = emulator().await;
+        // The operator's key may do what deploy/ram/operator.json allows, and no more.
+        under_project_policy(&emu, "operator.json");
+        Scene { client, ns, emu }
     }
 }
 

@@ -87,6 +87,7 @@ async fn plan_predicts_exactly_the_writes_and_reasons_of_the_operator() {
         &[ExtraKey(account.0, account.1, Some("2000000000000003"))],
     )
     .await;
+    under_project_policy(&emu, "operator.json");
     let now = chrono::Utc::now();
     let at = |d: chrono::Duration| (now + d).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     // A window of the plan's account, open from a minute ago for `hours`.

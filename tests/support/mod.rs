@@ -107,3 +107,19 @@ pub fn with_emulator_key(cmd: &mut std::process::Command) -> &mut std::process::
     )
     .env_remove("ALICLOUD_OPS_ENDPOINT")
 }
+
+/// deploy/ram/`file` (`operator.json` or `read-only.json`), as the emulator enforces it.
+pub fn project_policy(file: &str) -> alicloud_ops_operator::emulator::ram::Policy {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/ram")
+        .join(file);
+    alicloud_ops_operator::emulator::ram::Policy::parse(&std::fs::read_to_string(&path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// [`project_policy`] `file` on `emu`'s default key: what the key may call is what the policy
+/// allows, as RAM would.
+pub fn under_project_policy(emu: &Emulator, file: &str) {
+    emu.world()
+        .attach_policy(DEFAULT_ACCESS_KEY_ID, Some(project_policy(file)));
+}
