@@ -32,7 +32,7 @@ container-runtime:
 image: container-runtime
 	@./scripts/build-image.sh
 
-# helm and promtool, built from the Go modules pinned in tools/<name>/go.mod.
+# helm, promtool and krew, built from the Go modules pinned in tools/<name>/go.mod.
 go-tools:
 	@./scripts/build-go-tools.sh
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the Go tools the tests use that no package registry ships as a binary (helm,
+# Builds the Go tools the tests use that no package registry ships as a binary (helm, krew,
 # promtool) from the Go modules pinned in tools/<name>/go.mod, into target/tools/<name>.
 # Each is rebuilt only when its go.mod or go.sum changes (the stamp holds their hash).
 #   scripts/build-go-tools.sh [name...]   (default: every tool under tools/ with a `tool` line)

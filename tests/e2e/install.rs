@@ -1,5 +1,7 @@
 //! Installing: admission names the field, kubectl and Helm install what the operator needs and no more, the plugin runs.
 
+use std::collections::BTreeSet;
+
 use super::*;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -701,4 +703,98 @@ async fn the_helm_release_owns_the_rbac_the_operator_runs_with_and_templates_app
             "{applied}"
         );
     }
+}
+
+/// The krew manifest, installed by the real krew (tools/krew) from the archive
+/// scripts/krew-archive.sh makes of the release binary: kubectl finds the plugin under the
+/// name krew links, the binary then calls itself `kubectl alicloud-ops`, and the commands the
+/// manifest describes are the binary's own, every one of them that acts on a cluster.
+#[test]
+fn krew_installs_the_plugin_from_its_manifest() {
+    let run = |program: &str, args: &[&str], envs: &[(&str, &str)]| {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .envs(envs.iter().copied())
+            .current_dir(support::cluster::repo("."))
+            .output()
+            .unwrap_or_else(|e| panic!("{program}: {e}; run `make test`"));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{program} {args:?}: {text}");
+        text
+    };
+    let made = run("scripts/krew-archive.sh", &[], &[]);
+    let manifest_path = support::cluster::repo("target/krew/alicloud-ops.yaml");
+    let manifest: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    let archive = made.split_whitespace().next().unwrap().to_string();
+
+    // The names: krew links `kubectl-<name with _ for ->`, the name the binary knows itself by.
+    let plugin = alicloud_ops_operator::cli::kubectl::PLUGIN;
+    let name = manifest["metadata"]["name"].as_str().unwrap();
+    assert_eq!(format!("kubectl-{}", name.replace('-', "_")), plugin);
+    assert_eq!(
+        manifest["spec"]["version"].as_str(),
+        Some(format!("v{}", env!("CARGO_PKG_VERSION")).as_str())
+    );
+    let platform = &manifest["spec"]["platforms"][0];
+    assert_eq!(platform["bin"], "alicloud-ops-operator");
+    assert!(
+        platform["uri"]
+            .as_str()
+            .unwrap()
+            .ends_with(archive.rsplit('/').next().unwrap()),
+        "{platform:?}"
+    );
+
+    let krew_root = tempfile::tempdir().unwrap();
+    let root = krew_root.path().to_str().unwrap();
+    let krew =
+        std::env::var("KREW").unwrap_or_else(|_| support::cluster::repo("target/tools/krew").display().to_string());
+    run(
+        &krew,
+        &[
+            "install",
+            &format!("--manifest={}", manifest_path.display()),
+            &format!("--archive={archive}"),
+        ],
+        &[("KREW_ROOT", root)],
+    );
+    let path = format!("{root}/bin:{}", std::env::var("PATH").unwrap_or_default());
+    let listed = run(&kubectl(), &["plugin", "list"], &[("PATH", &path)]);
+    assert!(listed.contains(&format!("{root}/bin/{plugin}")), "{listed}");
+    let help = run(&kubectl(), &["alicloud-ops", "--help"], &[("PATH", &path)]);
+    assert!(help.contains("Usage: kubectl alicloud-ops "), "{help}");
+
+    // The binary's commands, from its help; the manifest's, from its description.
+    let commands: BTreeSet<String> = help
+        .split("Commands:")
+        .nth(1)
+        .unwrap()
+        .split("Options:")
+        .next()
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect();
+    let described: BTreeSet<String> = manifest["spec"]["description"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("kubectl alicloud-ops "))
+        .map(|rest| rest.split_whitespace().next().unwrap().to_string())
+        .collect();
+    assert!(
+        described.is_subset(&commands),
+        "described {described:?}, the binary has {commands:?}"
+    );
+    // What the plugin is not for: running the operator, printing CRDs, raw cloud calls, help.
+    let in_cluster_only: BTreeSet<String> = ["run", "crd", "call", "help"].iter().map(|c| c.to_string()).collect();
+    let for_users: BTreeSet<String> = commands.difference(&in_cluster_only).cloned().collect();
+    assert_eq!(
+        described, for_users,
+        "the manifest describes every command a kubectl user runs"
+    );
 }
