@@ -26,6 +26,9 @@ enum Command {
     Call(cli::call::CallArgs),
     /// Print the CustomResourceDefinitions (or write them with --out-dir).
     Crd(cli::crd::CrdArgs),
+    /// Check what the operator will need before the first resource: credentials, account,
+    /// cloud reads and RAM permissions, CRDs, RBAC, the Lease. Exit code 0: all well; 1 otherwise.
+    Doctor(cli::doctor::DoctorArgs),
     /// Show what the operator would do for these manifests, reading the cloud and writing nothing.
     /// Exit code 0: in sync; 2: changes pending; 1: errors.
     Plan(cli::plan::PlanArgs),
@@ -121,6 +124,11 @@ async fn run() {
                 1
             }
         },
+        Command::Doctor(args) => {
+            let checks = cli::doctor::run(args).await;
+            print!("{}", cli::doctor::render(&checks));
+            cli::doctor::exit_code(&checks)
+        }
         Command::Run(args) => match cli::run::run(args).await {
             Ok(()) => 0,
             Err(e) => {

@@ -3,6 +3,7 @@
 pub mod call;
 pub mod cloud_args;
 pub mod crd;
+pub mod doctor;
 pub mod emulator;
 pub mod kube_args;
 pub mod kubectl;

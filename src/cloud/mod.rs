@@ -10,6 +10,7 @@ pub mod error;
 pub mod gate;
 pub mod metrics;
 pub mod ops;
+pub mod ram;
 pub mod ratelimit;
 pub mod request;
 pub mod retry;

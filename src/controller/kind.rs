@@ -313,6 +313,11 @@ pub trait ManagedKind:
     /// The region the resource's cloud objects live in.
     fn region(&self) -> &str;
 
+    /// The product the resource's cloud objects belong to (`doctor` reads it there).
+    fn cloud_product(&self) -> Product {
+        Self::WRITE.0
+    }
+
     /// Whether deleting this resource has cloud work to do, so it needs a finalizer.
     fn needs_finalizer(&self) -> bool;
 

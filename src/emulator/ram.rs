@@ -12,9 +12,7 @@
 //! - a denied call is answered HTTP 403, `Forbidden.RAM`, with the message the API metadata
 //!   gives for that code, and an `AccessDeniedDetail` object naming the RAM action
 //!   (`AuthAction`), the principal and `NoPermissionType` (`ImplicitDeny` or `ExplicitDeny`);
-//! - the RAM action of a call is `<service>:<Action>`, with the services `ecd`, `swas-open` and
-//!   `appstreaming`, except for the two calls whose pages name another action (ListOtaTask and
-//!   ApproveOtaTask, see [`ram_action`]); STS calls need no permission;
+//! - the RAM action of a call is [`crate::cloud::ram::ram_action`]'s; STS calls need none;
 //! - the resource of ModifyImageShareStatus is
 //!   `acs:swas-open:{regionId}:{accountId}:customimage/{ImageId}` (its API page); every other
 //!   call authorises on "All Resources", so only a `Resource` of `*` allows it.
@@ -161,22 +159,7 @@ fn glob(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|c| *c == '*')
 }
 
-/// The RAM action that authorises a call, or `None` where no permission is needed (STS).
-pub fn ram_action(product: Product, action: &str) -> Option<String> {
-    let service = match product {
-        Product::Ecd => "ecd",
-        Product::SwasOpen => "swas-open",
-        Product::AppstreamCenter => "appstreaming",
-        Product::Sts => return None,
-    };
-    let action = match (product, action) {
-        // Both pages name these actions, not the API's own name.
-        (Product::AppstreamCenter, "ListOtaTask") => "ListAppInstanceGroup",
-        (Product::AppstreamCenter, "ApproveOtaTask") => "ModifyAppInstanceGroupAttribute",
-        (_, a) => a,
-    };
-    Some(format!("{service}:{action}"))
-}
+pub use crate::cloud::ram::ram_action;
 
 /// The resource a call authorises on: an ARN where the API page names one, else `*`.
 pub fn resource(product: Product, action: &str, account: &str, params: &Params) -> String {

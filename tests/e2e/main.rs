@@ -275,6 +275,7 @@ async fn warning_about(client: &Client, ns: &str, name: &str, words: &str) -> Ev
 
 mod chaos;
 mod credentials;
+mod doctor;
 mod fota;
 mod image;
 mod image_share;

@@ -93,6 +93,13 @@ impl ManagedKind for UpdateRollout {
     fn region(&self) -> &str {
         self.spec.region()
     }
+    /// A FOTA rollout's computers are EDS's; an OTA rollout's groups App Streaming's.
+    fn cloud_product(&self) -> Product {
+        match self.spec.fota {
+            Some(_) => Product::Ecd,
+            None => Product::AppstreamCenter,
+        }
+    }
 
     /// An approval cannot be withdrawn: deleting a rollout has nothing to undo in the cloud.
     fn needs_finalizer(&self) -> bool {
