@@ -9,14 +9,30 @@ use super::*;
 /// `doctor` as the identity `kubeconfig` names, with the emulator key `key`, for the resources
 /// of `ns` and the Lease the e2e operators of `ns` use: (exit code, report).
 fn doctor(kubeconfig: &Path, ns: &str, emu: &Emulator, key: (&str, &str)) -> (Option<i32>, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_alicloud-ops-operator"))
+    doctor_with(
+        kubeconfig,
+        ns,
+        emu,
+        &[
+            ("ALIBABA_CLOUD_ACCESS_KEY_ID", key.0),
+            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", key.1),
+        ],
+    )
+}
+
+/// [`doctor`] with the credentials `env` gives (and no others).
+fn doctor_with(kubeconfig: &Path, ns: &str, emu: &Emulator, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_alicloud-ops-operator"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ALIBABA_CLOUD_")) {
+        cmd.env_remove(k);
+    }
+    let out = cmd
         .args(["doctor", "--endpoint", &emu.url()])
         .env("KUBECONFIG", kubeconfig)
         .env("ALICLOUD_OPS_NAMESPACE", ns)
         .env("ALICLOUD_OPS_LEASE_NAMESPACE", OPERATOR_NS)
         .env("ALICLOUD_OPS_LEASE_NAME", format!("lease-{ns}"))
-        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", key.0)
-        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", key.1)
+        .envs(env.iter().copied())
         .env_remove("ALICLOUD_OPS_ENDPOINT")
         .output()
         .unwrap();
@@ -138,14 +154,17 @@ async fn doctor_names_every_missing_permission_and_writes_nothing() {
     .unwrap();
     let (code, report) = doctor(&nobody, &ns, &emu, key);
     assert_eq!(code, Some(1), "{report}");
-    let failed = failed(&report);
+    let nobody_failed = failed(&report);
     let rbac: Vec<&str> = report.lines().filter(|l| l.contains("  rbac ")).collect();
     assert!(
         !rbac.is_empty() && rbac.iter().all(|l| l.starts_with("FAIL")),
         "{report}"
     );
-    assert!(failed.contains(&format!("lease {OPERATOR_NS}/lease-{ns}")), "{report}");
-    assert!(failed.contains("resources"), "{report}");
+    assert!(
+        nobody_failed.contains(&format!("lease {OPERATOR_NS}/lease-{ns}")),
+        "{report}"
+    );
+    assert!(nobody_failed.contains("resources"), "{report}");
 
     // A key the cloud does not know: the account check says so.
     let (code, report) = doctor(
@@ -159,4 +178,33 @@ async fn doctor_names_every_missing_permission_and_writes_nothing() {
         report.contains("FAIL  account") && report.contains("InvalidAccessKeyId.NotFound"),
         "{report}"
     );
+
+    // RRSA, as the operator's pod has it: the role's policy is what counts.
+    let token = cluster().dir.join(format!("doctor-oidc-{ns}"));
+    std::fs::write(
+        &token,
+        service_account_token(&client, &ns, "nobody", Some("sts.aliyuncs.com")).await,
+    )
+    .unwrap();
+    let account = alicloud_ops_operator::emulator::DEFAULT_ACCOUNT_ID;
+    emu.world().attach_policy(
+        "role/alicloud-ops-operator",
+        Some(support::project_policy("read-only.json")),
+    );
+    let rrsa = [
+        (
+            "ALIBABA_CLOUD_ROLE_ARN",
+            format!("acs:ram::{account}:role/alicloud-ops-operator"),
+        ),
+        (
+            "ALIBABA_CLOUD_OIDC_PROVIDER_ARN",
+            format!("acs:ram::{account}:oidc-provider/ack-rrsa"),
+        ),
+        ("ALIBABA_CLOUD_OIDC_TOKEN_FILE", token.display().to_string()),
+    ];
+    let rrsa: Vec<(&str, &str)> = rrsa.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (code, report) = doctor_with(&cluster().operator_kubeconfig, &ns, &emu, &rrsa);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(report.contains("AssumedRoleUser acs:ram::"), "{report}");
+    assert_eq!(failed(&report), writes, "the role's policy, not the key's:\n{report}");
 }
