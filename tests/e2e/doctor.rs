@@ -81,13 +81,7 @@ async fn doctor_names_every_missing_permission_and_writes_nothing() {
     )
     .await;
     let start = chrono::Utc::now() + chrono::Duration::hours(1);
-    create::<OtaSchedule>(
-        &client,
-        &ns,
-        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "OtaSchedule", "metadata": {"name": "o"},
-               "spec": {"bizRegionId": "cn-hangzhou", "appInstanceGroupId": "aig-hz0001", "startTime": start.to_rfc3339()}}),
-    )
-    .await;
+    create::<OtaSchedule>(&client, &ns, ota_schedule("o", "aig-hz0001", start)).await;
 
     // The operator's identity and operator.json: all is well, and the cloud is as it was.
     let (code, report) = doctor(&cluster().kubeconfig, &ns, &emu, key);

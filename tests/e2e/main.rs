@@ -238,6 +238,12 @@ fn dmw(name: &str, ids: &[&str], end_in: chrono::Duration, credentials: Option<&
     json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "DesktopMaintenanceWindow", "metadata": {"name": name}, "spec": spec})
 }
 
+/// An OtaSchedule of delivery group `group` in cn-hangzhou, approving for `start`.
+fn ota_schedule(name: &str, group: &str, start: chrono::DateTime<chrono::Utc>) -> Value {
+    json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "OtaSchedule", "metadata": {"name": name},
+           "spec": {"bizRegionId": "cn-hangzhou", "appInstanceGroupId": group, "startTime": start.to_rfc3339()}})
+}
+
 fn in_maintenance(emu: &alicloud_ops_operator::emulator::Emulator, id: &str) -> bool {
     emu.world().state().ecd["cn-hangzhou"]
         .desktops

@@ -11,13 +11,7 @@ async fn ota_schedule_restart_mid_approval_never_approves_twice() {
         .unwrap();
     let mut op = operator(&ns, &emu);
     let start = chrono::Utc::now() + chrono::Duration::hours(1);
-    create::<OtaSchedule>(
-        &client,
-        &ns,
-        json!({"apiVersion": "ops.alicloud.dev/v1alpha1", "kind": "OtaSchedule", "metadata": {"name": "o"},
-               "spec": {"bizRegionId": "cn-hangzhou", "appInstanceGroupId": "aig-hz0001", "startTime": start.to_rfc3339()}}),
-    )
-    .await;
+    create::<OtaSchedule>(&client, &ns, ota_schedule("o", "aig-hz0001", start)).await;
     let api = Api::<OtaSchedule>::namespaced(client.clone(), &ns);
     eventually("the approval recorded as in flight", WAIT, || async {
         let o = api.get("o").await.ok()?;
