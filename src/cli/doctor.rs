@@ -49,6 +49,10 @@ pub struct DoctorArgs {
     pub cloud: CloudArgs,
 }
 
+/// What doctor's requests to the apiserver carry as their User-Agent: it runs as the
+/// operator's identity, and the audit log tells its probes from the operator's requests.
+pub const USER_AGENT: &str = "alicloud-ops-operator-doctor";
+
 /// One line of the report.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Check {
@@ -177,7 +181,7 @@ async fn credentials_checks(client: &CloudClient, checks: &mut Vec<Check>) -> bo
 /// The CRDs, the RBAC and the Lease; the (product, region) pairs of the resources in scope, or
 /// `None` when the cluster cannot be read.
 async fn cluster_checks(args: &DoctorArgs, checks: &mut Vec<Check>) -> Option<BTreeMap<(Product, String), usize>> {
-    let connected = match args.kube.connect().await {
+    let connected = match args.kube.connect_with_user_agent(Some(USER_AGENT)).await {
         Ok(Some(c)) => c,
         Ok(None) => {
             checks.push(Check::fail(

@@ -32,6 +32,12 @@ impl KubeArgs {
     /// The cluster as kubectl would find it; `Ok(None)` when there is no kubeconfig at all.
     /// A kubeconfig that is found but cannot be used is an error.
     pub async fn connect(&self) -> Result<Option<Connected>, String> {
+        self.connect_with_user_agent(None).await
+    }
+
+    /// As [`Self::connect`], with requests that carry `user_agent` (the apiserver's audit log
+    /// records it: `doctor` names itself, so its probes are not mistaken for the operator's).
+    pub async fn connect_with_user_agent(&self, user_agent: Option<&str>) -> Result<Option<Connected>, String> {
         let options = KubeConfigOptions {
             context: self.context.clone(),
             ..Default::default()
@@ -54,7 +60,12 @@ impl KubeArgs {
         } else {
             return Ok(None);
         };
-        let config = config.map_err(|e| format!("kubeconfig: {e}"))?;
+        let mut config = config.map_err(|e| format!("kubeconfig: {e}"))?;
+        if let Some(agent) = user_agent {
+            let value =
+                reqwest::header::HeaderValue::from_str(agent).map_err(|e| format!("user agent {agent:?}: {e}"))?;
+            config.headers.push((reqwest::header::USER_AGENT, value));
+        }
         let server = config.cluster_url.to_string();
         let namespace = self
             .namespace

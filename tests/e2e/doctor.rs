@@ -201,4 +201,14 @@ async fn doctor_names_every_missing_permission_and_writes_nothing() {
     assert_eq!(code, Some(1), "{report}");
     assert!(report.contains("AssumedRoleUser acs:ram::"), "{report}");
     assert_eq!(failed(&report), writes, "the role's policy, not the key's:\n{report}");
+
+    // No credentials at all: the chain ends at the ECS role, which is not here, and says so.
+    let (code, report) = doctor_with(&cluster().operator_kubeconfig, &ns, &emu, &[]);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("FAIL  credentials") && l.contains("ECS RAM role")),
+        "{report}"
+    );
 }
