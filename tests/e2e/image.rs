@@ -436,7 +436,7 @@ fn apply_examples(ns: &str) {
 }
 
 /// `Kind/name reason` of each object of every kind in `ns` that is not yet reconciled, or whose
-/// Ready reason says the operator failed; `None` once each kind has objects and all are fine.
+/// Ready reason says the operator failed; empty once each kind has objects and all are fine.
 async fn unreconciled(client: &Client, ns: &str) -> Vec<String> {
     let mut waiting = Vec::new();
     for kind in registry::names() {
