@@ -101,17 +101,21 @@ fn holder_of(lease: Option<&Lease>) -> Option<&str> {
 /// that this replica holds, does not count.
 pub async fn released_by_another(api: Api<Lease>, name: &str, identity: &str) {
     use futures::StreamExt;
-    let changes = kube::runtime::watcher::watch_object(api, name);
+    use kube::runtime::WatchStreamExt;
+    use kube::runtime::watcher;
+    // With the watcher's own backoff: an identity that may not watch Leases retries slowly,
+    // and the lease manager's sleep still bounds the wait.
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let changes = watcher(api, config).default_backoff().touched_objects();
     futures::pin_mut!(changes);
     let mut held_by_another = false;
     while let Some(change) = changes.next().await {
         match change {
-            Ok(lease) => match holder_of(lease.as_ref()) {
+            Ok(lease) => match holder_of(Some(&lease)) {
                 Some(holder) => held_by_another = holder != identity,
                 None if held_by_another => return,
                 None => {}
             },
-            // The watcher retries by itself; the lease manager's own sleep still bounds the wait.
             Err(e) => tracing::debug!(error = %e, "watching the Lease for a release"),
         }
     }
