@@ -24,7 +24,7 @@ use super::cloud_args::CloudArgs;
 use super::kube_args::KubeArgs;
 use crate::cloud::CloudClient;
 use crate::cloud::endpoint::Product;
-use crate::cloud::error::CloudError;
+use crate::cloud::error::{CloudError, ErrorClass, classify};
 use crate::cloud::ops::{appstream, ecd, sts, swas};
 use crate::cloud::ram::{is_permission_denied, ram_action};
 use crate::controller::kind::ManagedKind;
@@ -525,9 +525,9 @@ async fn run_probe(client: &CloudClient, product: Product, region: &str, action:
                 e.code
             ),
         ),
-        // An answer about the object means RAM let the call through.
+        // An answer about the object (not found, or its parameters) means RAM let it through.
         Err(CloudError::Api(e))
-            if e.status < 500 && !e.code.starts_with("InvalidAccessKeyId") && !e.code.starts_with("Throttling") =>
+            if matches!(classify(&e.code, e.status), ErrorClass::NotFound | ErrorClass::Invalid) =>
         {
             Check::ok(what, format!("{how} ({})", e.code))
         }
