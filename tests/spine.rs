@@ -7,6 +7,7 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,12 +16,16 @@ use alicloud_ops_operator::api::image_share::{ImageShare, ImageShareSpec};
 use alicloud_ops_operator::api::maintenance::{
     DesktopId, DesktopMaintenanceWindow, DesktopMaintenanceWindowSpec, FixedWindow,
 };
+use alicloud_ops_operator::cloud::ops::swas::CustomImage;
 use alicloud_ops_operator::cloud::snapshot::SnapshotCache;
 use alicloud_ops_operator::cloud::{CredentialSource, Credentials, SignatureVersion};
 use alicloud_ops_operator::controller::context::{CredentialsError, SKIP_CLEANUP};
-use alicloud_ops_operator::controller::kind::{KindEnv, ManagedKind, Stage, account_key, account_name};
+use alicloud_ops_operator::controller::kind::{
+    KindEnv, ManagedKind, ObjectKey, Recaller, Stage, account_key, account_name,
+};
 use alicloud_ops_operator::controller::next_step::{Requeue, STALE_RETRY, Settled, next_step};
 use alicloud_ops_operator::controller::runner::{CloudSides, Report, StatusSink, report_panic, run_stage};
+use alicloud_ops_operator::emulator::faults::Fault;
 use alicloud_ops_operator::emulator::{CloudState, Emulator};
 use kube::Resource;
 use support::*;
@@ -73,9 +78,19 @@ struct Secrets {
     emu: Emulator,
     snapshots: Arc<SnapshotCache>,
     keys: BTreeMap<String, Result<(String, String), u16>>,
+    /// Counts recalls, where a controller would reconcile the resource again (`None`: no
+    /// controller, as for `plan`).
+    recalls: Option<Arc<AtomicUsize>>,
 }
 
 impl CloudSides for Secrets {
+    fn recaller(&self, _key: &ObjectKey) -> Option<Recaller> {
+        let recalls = self.recalls.clone()?;
+        Some(Arc::new(move || {
+            recalls.fetch_add(1, Ordering::SeqCst);
+        }))
+    }
+
     async fn env_for(
         &self,
         namespace: &str,
@@ -143,6 +158,7 @@ async fn scene() -> Secrets {
         emu,
         snapshots: Arc::new(SnapshotCache::new(Duration::ZERO)),
         keys,
+        recalls: None,
     }
 }
 
@@ -398,5 +414,74 @@ async fn a_resync_interval_out_of_bounds_is_invalid_not_replaced() {
         next_step(Stage::Cleanup, &report.settled, RESYNC).release_finalizer,
         "{:?}",
         report.settled
+    );
+}
+
+/// A resource whose image is on a page the shared list has not read yet does not hold its
+/// worker: it writes nothing, ends `NotListedYet` (comes back at the resync at the latest), and
+/// the page that holds its image recalls it; back, it is InSync from the same list.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resource_whose_page_has_not_come_writes_nothing_and_is_recalled_by_it() {
+    let mut sides = scene().await;
+    // Lists live as long as a resync, as in the controller.
+    sides.snapshots = Arc::new(SnapshotCache::new(RESYNC));
+    let recalls = Arc::new(AtomicUsize::new(0));
+    sides.recalls = Some(recalls.clone());
+    sides.emu.world().update_state(|st| {
+        let images = &mut st.swas.get_mut("cn-hangzhou").unwrap().custom_images;
+        images.extend((0..150).map(|i| CustomImage {
+            image_id: format!("m-hzpaged{i:04}"),
+            name: format!("paged-{i}"),
+            status: "1".into(),
+            in_share: true,
+            region_id: "cn-hangzhou".into(),
+            ..Default::default()
+        }));
+    });
+    // Each page of 100 images takes 2 s to come.
+    let slow: Fault =
+        serde_json::from_value(serde_json::json!({"action": "ListCustomImages", "latencyMs": 2000})).unwrap();
+    sides.emu.world().add_fault(slow).unwrap();
+    let share = |name: &str, id: &str| {
+        let mut s = image("a");
+        s.meta_mut().name = Some(name.into());
+        s.spec.image_id = id.into();
+        s
+    };
+    // The first reader starts the list and waits for its first page, which holds its image.
+    let early = Memory::default();
+    let report = run(&sides, &early, &share("early", "m-hzpaged0000"), Stage::Apply).await;
+    assert_eq!(early.ready_reason(), "InSync", "{report:?}");
+
+    let late = share("late", "m-hzpaged0149");
+    let sink = Memory::default();
+    let report = run(&sides, &sink, &late, Stage::Apply).await;
+    assert_eq!(report.settled, Settled::NotListedYet, "{report:?}");
+    assert!(
+        sink.last.lock().unwrap().is_none(),
+        "nothing written while the page is owed"
+    );
+    assert_eq!(
+        next_step(Stage::Apply, &report.settled, RESYNC).requeue,
+        Requeue::Resync,
+        "the resync, in case the recall is lost"
+    );
+    assert_eq!(recalls.load(Ordering::SeqCst), 0, "recalled before its page came");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while recalls.load(Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second page did not recall the resource within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(recalls.load(Ordering::SeqCst), 1, "recalled once");
+    let report = run(&sides, &sink, &late, Stage::Apply).await;
+    assert_eq!(sink.ready_reason(), "InSync", "{report:?}");
+    assert_eq!(
+        sides.emu.world().counters().count("ListCustomImages"),
+        2,
+        "one list of two pages answered both resources"
     );
 }

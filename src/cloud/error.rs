@@ -119,6 +119,10 @@ pub enum CloudError {
     /// A failure of ours, not of the cloud (see [`ErrorClass::Internal`]).
     #[error("{0} (a bug of the operator, not an answer of the cloud)")]
     Internal(String),
+    /// Not read yet: the shared list in flight has not reached the item, and the resource is
+    /// recalled when it has ([`crate::cloud::snapshot::Lookup::Later`]). Nothing failed.
+    #[error("{0}: the shared list has not read this item yet")]
+    NotListedYet(&'static str),
 }
 
 impl CloudError {
@@ -144,6 +148,7 @@ impl CloudError {
             CloudError::Deferred(_) => ErrorClass::Throttled,
             CloudError::NotLeading(_) => ErrorClass::Transient,
             CloudError::Internal(_) => ErrorClass::Internal,
+            CloudError::NotListedYet(_) => ErrorClass::Throttled,
         }
     }
 
@@ -158,6 +163,7 @@ impl CloudError {
             CloudError::Deferred(_) => "Deferred",
             CloudError::NotLeading(_) => "NotLeading",
             CloudError::Internal(_) => "Internal",
+            CloudError::NotListedYet(_) => "NotListedYet",
         }
     }
 
@@ -187,7 +193,8 @@ impl CloudError {
             | CloudError::InvalidRequest(_)
             | CloudError::Deferred(_)
             | CloudError::NotLeading(_)
-            | CloudError::Internal(_) => self.to_string(),
+            | CloudError::Internal(_)
+            | CloudError::NotListedYet(_) => self.to_string(),
         }
     }
 
@@ -225,7 +232,8 @@ impl CloudError {
             CloudError::Credentials(_)
             | CloudError::InvalidRequest(_)
             | CloudError::Deferred(_)
-            | CloudError::NotLeading(_) => true,
+            | CloudError::NotLeading(_)
+            | CloudError::NotListedYet(_) => true,
             // Reads only: shared lists.
             CloudError::Internal(_) => true,
             CloudError::Decode { .. } => false,

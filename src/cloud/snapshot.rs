@@ -56,6 +56,55 @@ struct InFlight {
     partial: Option<Box<dyn Any + Send + Sync>>,
     /// Counts the pages published, so that lookups waiting for theirs look again.
     progress: tokio::sync::watch::Sender<u64>,
+    /// Readers that did not wait for their page ([`SnapshotCache::lookup_or_recall`]).
+    recalls: Recalls,
+}
+
+/// Brings a reader back: called once, when the list it looked in reads a page holding its
+/// item, or when that list ends (landed, failed, or replaced).
+pub type Recall = Box<dyn FnOnce() + Send>;
+
+/// Whether the pages read so far hold a reader's item.
+type Holds = Box<dyn Fn(&dyn Any) -> bool + Send>;
+
+/// A reader that did not wait for its page.
+struct Waiting {
+    holds: Holds,
+    recall: Recall,
+}
+
+/// The readers a list in flight owes a page. Whoever is still here when the list ends, however
+/// it ends, is recalled then: nobody is left waiting for a list that will not come.
+#[derive(Default)]
+struct Recalls(Vec<Waiting>);
+
+impl Recalls {
+    /// Recalls the readers whose items `so_far` now holds.
+    fn answered_by(&mut self, so_far: &dyn Any) {
+        let (found, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.0).into_iter().partition(|w| (w.holds)(so_far));
+        self.0 = still;
+        for w in found {
+            (w.recall)();
+        }
+    }
+}
+
+impl Drop for Recalls {
+    fn drop(&mut self) {
+        for w in self.0.drain(..) {
+            (w.recall)();
+        }
+    }
+}
+
+/// What [`SnapshotCache::lookup_or_recall`] found.
+pub enum Lookup<R> {
+    /// The item (`None`: the whole list shows no such item) and when the list that answered
+    /// started, as [`SnapshotCache::lookup`] answers.
+    Found(Option<R>, chrono::DateTime<chrono::Utc>),
+    /// The list in flight has not read the item's page yet. The reader is recalled when it
+    /// has, or when the list ends; nothing waited.
+    Later,
 }
 
 /// Hands the pages of a list in flight to its readers as they arrive: a reader that looks up
@@ -87,6 +136,7 @@ impl<T: Default + Send + Sync + 'static> Pages<T> {
                 update(so_far);
             }
         }
+        flight.recalls.answered_by(&**partial);
         flight.progress.send_modify(|n| *n += 1);
     }
 
@@ -310,6 +360,7 @@ impl SnapshotCache {
             listed_at,
             partial: None,
             progress: tokio::sync::watch::channel(0).0,
+            recalls: Recalls::default(),
         });
         landing
     }
@@ -385,6 +436,46 @@ impl SnapshotCache {
             let (v, at) = landing.await?;
             return Ok((look(&*typed::<T>(list, v)?), at));
         }
+    }
+
+    /// As [`SnapshotCache::lookup`], without waiting for a page: while the list in flight
+    /// pages and has not read the item yet, `recall` is kept and called when it has (or when
+    /// the list ends), and the answer is [`Lookup::Later`]. A worker is then free for
+    /// resources whose items came early. Before the list's first page (and when no list is in
+    /// flight) the reader waits as [`SnapshotCache::lookup`] does, and gets its failure: a
+    /// list that keeps failing is not started again by every reader it recalled.
+    pub async fn lookup_or_recall<T, R, F, Fut>(
+        &self,
+        key: SnapshotKey,
+        max_age: Duration,
+        fetch: F,
+        look: impl Fn(&T) -> Option<R> + Send + 'static,
+        recall: Recall,
+    ) -> Result<Lookup<R>, CloudError>
+    where
+        T: Default + Send + Sync + 'static,
+        F: FnOnce(Pages<T>) -> Fut,
+        Fut: Future<Output = Result<T, CloudError>> + Send + 'static,
+    {
+        {
+            let mut entries = self.entries.lock().expect("snapshot lock");
+            let entry = read_entry(&mut entries, &key);
+            if entry.young(max_age.min(self.cap)).is_none()
+                && let Some(flight) = entry.in_flight.as_mut()
+                && let Some(so_far) = flight.partial.as_ref().and_then(|p| p.downcast_ref::<T>())
+            {
+                if let Some(found) = look(so_far) {
+                    return Ok(Lookup::Found(Some(found), flight.listed_at));
+                }
+                flight.recalls.0.push(Waiting {
+                    holds: Box::new(move |so_far| so_far.downcast_ref::<T>().and_then(&look).is_some()),
+                    recall,
+                });
+                return Ok(Lookup::Later);
+            }
+        }
+        let (found, listed_at) = self.lookup(key, max_age, fetch, look).await?;
+        Ok(Lookup::Found(found, listed_at))
     }
 
     /// Runs one list as its own task and lands its result in the entry.
@@ -727,6 +818,130 @@ mod tests {
         assert_eq!(missing.await.unwrap().unwrap().0, None, "the whole list has no z");
         let (a, _) = cache.lookup(key("r"), LONG, never, look("a")).await.unwrap();
         assert_eq!(a, Some(10), "the write holds over the pages read before it");
+    }
+
+    type Map = HashMap<String, i32>;
+
+    /// A page-by-page list driven by the test: each message on `pages` is published as one
+    /// page; the list lands (with what its pages hold) or fails when the channel says so.
+    fn driven(
+        pages: tokio::sync::mpsc::UnboundedReceiver<Result<Vec<(&'static str, i32)>, ()>>,
+    ) -> impl FnOnce(Pages<Map>) -> BoxFuture<'static, Result<Map, CloudError>> {
+        move |p: Pages<Map>| {
+            async move {
+                let mut pages = pages;
+                while let Some(page) = pages.recv().await {
+                    match page {
+                        Ok(items) => {
+                            p.publish(|m: &mut Map| m.extend(items.into_iter().map(|(k, v)| (k.to_string(), v))))
+                        }
+                        Err(()) => return Err(CloudError::Internal("the list failed".into())),
+                    }
+                }
+                Ok(p.into_listed())
+            }
+            .boxed()
+        }
+    }
+
+    /// Counts its calls: a reader recalled.
+    fn recall(calls: &Arc<AtomicU32>) -> Recall {
+        let calls = calls.clone();
+        Box::new(move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+        })
+    }
+
+    /// A reader whose item is on a page not read yet does not wait: it is recalled when the
+    /// page that holds it comes, and then finds it; a reader whose item no page holds is
+    /// recalled when the list lands, and finds that it is not there.
+    #[tokio::test]
+    async fn a_reader_whose_page_has_not_come_is_recalled_when_it_comes() {
+        type Map = HashMap<String, i32>;
+        let cache = Arc::new(SnapshotCache::new(LONG));
+        let (pages, rx) = tokio::sync::mpsc::unbounded_channel();
+        let look = |name: &'static str| move |m: &Map| m.get(name).copied();
+        let unused = |_: Pages<Map>| async { Ok(Map::new()) };
+        pages.send(Ok(vec![("a", 1)])).unwrap();
+        // The first reader starts the list and waits for its first page, as `lookup` does.
+        let first = cache
+            .lookup_or_recall(key("r"), LONG, driven(rx), look("a"), Box::new(|| ()))
+            .await
+            .unwrap();
+        assert!(matches!(first, Lookup::Found(Some(1), _)), "the first page holds a");
+        let (b_calls, z_calls) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let b = cache
+            .lookup_or_recall(key("r"), LONG, unused, look("b"), recall(&b_calls))
+            .await
+            .unwrap();
+        let z = cache
+            .lookup_or_recall(key("r"), LONG, unused, look("z"), recall(&z_calls))
+            .await
+            .unwrap();
+        assert!(
+            matches!(b, Lookup::Later) && matches!(z, Lookup::Later),
+            "no page holds b or z yet"
+        );
+        pages.send(Ok(vec![("c", 3)])).unwrap();
+        tokio::task::yield_now().await;
+        assert_eq!(b_calls.load(Ordering::SeqCst), 0, "the page with c does not hold b");
+        pages.send(Ok(vec![("b", 2)])).unwrap();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(b_calls.load(Ordering::SeqCst), 1, "recalled by the page that holds b");
+        assert_eq!(z_calls.load(Ordering::SeqCst), 0, "z is still owed");
+        let b = cache
+            .lookup_or_recall(key("r"), LONG, unused, look("b"), Box::new(|| ()))
+            .await
+            .unwrap();
+        assert!(
+            matches!(b, Lookup::Found(Some(2), _)),
+            "back, b is found in the pages read"
+        );
+        drop(pages);
+        let (z, _) = cache.lookup(key("r"), LONG, unused, look("z")).await.unwrap();
+        assert_eq!(z, None, "the list landed without z");
+        assert_eq!(z_calls.load(Ordering::SeqCst), 1, "recalled once, when the list landed");
+        assert_eq!(b_calls.load(Ordering::SeqCst), 1, "b is not recalled twice");
+    }
+
+    /// A list that fails recalls the readers it owed a page, and they get the failure of the
+    /// list they start next by waiting for it: a failing list is not started again and again
+    /// by the readers it recalls.
+    #[tokio::test]
+    async fn a_failed_list_recalls_its_readers_and_the_next_list_answers_them() {
+        type Map = HashMap<String, i32>;
+        let cache = Arc::new(SnapshotCache::new(LONG));
+        let (pages, rx) = tokio::sync::mpsc::unbounded_channel();
+        let look = |name: &'static str| move |m: &Map| m.get(name).copied();
+        pages.send(Ok(vec![("a", 1)])).unwrap();
+        cache
+            .lookup_or_recall(key("r"), LONG, driven(rx), look("a"), Box::new(|| ()))
+            .await
+            .unwrap();
+        let calls = Arc::new(AtomicU32::new(0));
+        let unused = |_: Pages<Map>| async { Ok(Map::new()) };
+        let b = cache
+            .lookup_or_recall(key("r"), LONG, unused, look("b"), recall(&calls))
+            .await
+            .unwrap();
+        assert!(matches!(b, Lookup::Later));
+        pages.send(Err(())).unwrap();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "recalled when the list failed");
+        let (again, rx) = tokio::sync::mpsc::unbounded_channel();
+        again.send(Err(())).unwrap();
+        let back = cache
+            .lookup_or_recall(key("r"), LONG, driven(rx), look("b"), recall(&calls))
+            .await;
+        assert!(
+            back.is_err(),
+            "the reader waits for the list it starts, and gets its failure"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "and is not recalled again");
     }
 
     /// A list that files its pages in [`Pages`] and returns what they hold lands whole, with

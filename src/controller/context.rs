@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::runtime::events::Recorder;
 
-use super::kind::{ClaimsTargets, KindEnv, ObjectKey, account_key};
+use super::kind::{ClaimsTargets, KindEnv, ObjectKey, Recaller, account_key};
 use super::metrics::Metrics;
 use super::runner::CloudSides;
 use crate::api::common::CredentialsRef;
@@ -103,7 +103,12 @@ pub struct Context {
     /// Where the resources of each kind that approves OTA updates of delivery groups are
     /// read (their watch caches), for conflicts between kinds.
     claim_sources: Mutex<Vec<(&'static str, ClaimSource)>>,
+    /// Per kind: how its controller is asked to reconcile an object again.
+    requeuers: Mutex<HashMap<&'static str, Requeuer>>,
 }
+
+/// Asks the controller of one kind to reconcile an object again, soon.
+pub type Requeuer = Arc<dyn Fn(&ObjectKey) + Send + Sync>;
 
 /// The resources of one kind that approve OTA updates of delivery groups, as its watch
 /// cache holds them now.
@@ -174,6 +179,7 @@ impl Context {
             accounts: TtlCache::new(ACCOUNT_CACHE_TTL, CACHE_CAPACITY),
             secrets: TtlCache::new(SECRET_CACHE_TTL, CACHE_CAPACITY),
             claim_sources: Mutex::default(),
+            requeuers: Mutex::default(),
         }
     }
 
@@ -232,6 +238,11 @@ impl Context {
 
     /// Registers where the resources of `kind`, a kind that approves OTA updates of delivery
     /// groups, are read.
+    /// Registers how the controller of `kind` is asked to reconcile an object again.
+    pub fn add_requeuer(&self, kind: &'static str, requeuer: Requeuer) {
+        self.requeuers.lock().expect("requeuers lock").insert(kind, requeuer);
+    }
+
     pub fn add_claim_source(&self, kind: &'static str, source: ClaimSource) {
         self.claim_sources
             .lock()
@@ -250,6 +261,12 @@ impl Context {
 }
 
 impl CloudSides for Context {
+    fn recaller(&self, key: &ObjectKey) -> Option<Recaller> {
+        let requeue = self.requeuers.lock().expect("requeuers lock").get(key.kind).cloned()?;
+        let key = key.clone();
+        Some(Arc::new(move || requeue(&key)))
+    }
+
     fn claimants(&self, kind: &str) -> Vec<Arc<dyn ClaimsTargets>> {
         let sources: Vec<ClaimSource> = self
             .claim_sources

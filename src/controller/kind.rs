@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use super::metrics::ResourceGauge;
 use crate::api::ResourceStatus;
 use crate::api::common::{CommonSpec, CredentialsRef};
-use crate::cloud::snapshot::{Pages, SnapshotCache, SnapshotKey};
+use crate::cloud::snapshot::{Lookup, Pages, SnapshotCache, SnapshotKey};
 use crate::cloud::{CloudClient, CloudError, Product};
 use crate::reconcile::{Outcome, PlanContext, Verdict, duration};
 
@@ -32,7 +32,15 @@ pub struct KindEnv {
     /// Resources of other kinds that claim cloud objects ([`Claim`]), with their accounts;
     /// filled only for kinds that do (see [`ManagedKind::CLAIMS_TARGETS`]).
     pub rivals: Arc<Vec<Rival>>,
+    /// Brings this resource back to a worker of its controller. With it, a lookup in a shared
+    /// list still paging does not hold the worker for a page not read yet
+    /// ([`KindEnv::snapshot_lookup`]); without it (`plan`, tests) the lookup waits in place.
+    pub recall: Option<Recaller>,
 }
+
+/// Reconciles one resource again, soon: what a controller lends a reconcile
+/// ([`KindEnv::recall`]).
+pub type Recaller = Arc<dyn Fn() + Send + Sync>;
 
 /// A resource of another kind that claims cloud objects ([`Claim`]), and the account its
 /// credentials act in (`None`: not known).
@@ -93,6 +101,7 @@ impl KindEnv {
             peer_accounts: Arc::default(),
             max_age: Duration::MAX,
             rivals: Arc::default(),
+            recall: None,
         }
     }
 
@@ -182,14 +191,16 @@ impl KindEnv {
 
     /// One item of the shared list `list` of `region` (see [`SnapshotCache::lookup`]): answered
     /// by the first page that holds it while the list is in flight, so a resource whose item
-    /// comes early need not wait for the last page. `fetch` gets a client that lists on
-    /// behalf of every reader, and the [`Pages`] to publish each page to.
+    /// comes early need not wait for the last page. With a [`KindEnv::recall`], a resource
+    /// whose page has not come yet does not wait for it either: the answer is
+    /// [`CloudError::NotListedYet`], and the page brings the resource back. `fetch` gets a
+    /// client that lists on behalf of every reader, and the [`Pages`] to publish each page to.
     pub async fn snapshot_lookup<T, R, F, Fut>(
         &self,
         list: &'static str,
         region: &str,
         fetch: F,
-        look: impl Fn(&T) -> Option<R>,
+        look: impl Fn(&T) -> Option<R> + Send + 'static,
     ) -> Result<(Option<R>, chrono::DateTime<chrono::Utc>), CloudError>
     where
         T: Default + Send + Sync + 'static,
@@ -197,9 +208,19 @@ impl KindEnv {
         Fut: Future<Output = Result<T, CloudError>> + Send + 'static,
     {
         let cloud = self.cloud.shared();
-        self.snapshots
-            .lookup(self.key(list, region), self.max_age, |pages| fetch(cloud, pages), look)
-            .await
+        let key = self.key(list, region);
+        let fetch = |pages| fetch(cloud, pages);
+        let Some(recall) = self.recall.clone() else {
+            return self.snapshots.lookup(key, self.max_age, fetch, look).await;
+        };
+        match self
+            .snapshots
+            .lookup_or_recall(key, self.max_age, fetch, look, Box::new(move || recall()))
+            .await?
+        {
+            Lookup::Found(found, listed_at) => Ok((found, listed_at)),
+            Lookup::Later => Err(CloudError::NotListedYet(list)),
+        }
     }
 
     /// Forgets the shared list after a write whose effect is unknown (it failed).

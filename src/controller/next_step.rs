@@ -43,6 +43,9 @@ pub enum Settled {
     FinalizerAdded,
     /// Deleted, and the operator's finalizer is not on it: there is nothing to clean up.
     NoFinalizer,
+    /// The shared list still pages and has not read the resource's item: nothing was decided,
+    /// and the page that holds it (or the list's end) recalls the resource.
+    NotListedYet,
 }
 
 /// When to reconcile the object again.
@@ -94,6 +97,8 @@ pub fn next_step(stage: Stage, settled: &Settled, resync: Duration) -> Next {
         (_, Settled::Panicked) => next(Backoff, true, false, false),
         (_, Settled::FinalizerAdded) => next(OnChange, false, false, true),
         (_, Settled::NoFinalizer) => next(OnChange, false, false, true),
+        // Recalled by its page; the resync only in case the recall is lost.
+        (_, Settled::NotListedYet) => next(Resync, false, false, false),
         // Straight on to the new account (the drain may take more rounds).
         (_, Settled::Draining { .. }) => next(After(STALE_RETRY), false, false, true),
 
@@ -388,6 +393,12 @@ mod tests {
                 vec![Apply, Cleanup],
                 "the reconcile panicked (`ReconcilePanicked`)",
                 Settled::Panicked,
+            ),
+            (
+                "either",
+                vec![Apply, Cleanup],
+                "the shared list is still paging and has not read the cloud object yet (the page that holds it brings the resource back at once; nothing is written)",
+                Settled::NotListedYet,
             ),
         ];
         let readme = include_str!("../../README.md");

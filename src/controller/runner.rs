@@ -15,7 +15,9 @@ use futures::StreamExt;
 
 use super::context::{CredentialsError, RECONCILE_REQUESTED_AT, SKIP_CLEANUP};
 use super::events;
-use super::kind::{ClaimsTargets, KindEnv, ManagedKind, ObjectKey, Rival, Stage, account_name, full_name, resync_for};
+use super::kind::{
+    ClaimsTargets, KindEnv, ManagedKind, ObjectKey, Recaller, Rival, Stage, account_name, full_name, resync_for,
+};
 use super::metrics::ObjectState;
 use super::next_step::Settled;
 use crate::api::common::CredentialsRef;
@@ -89,6 +91,9 @@ pub struct Reconciled<K: ManagedKind> {
     pub drift: bool,
     /// What the settled status still records as done in the cloud (what deletion undoes).
     pub recorded: Vec<String>,
+    /// False when the shared list had not read this resource's item yet: nothing was decided
+    /// or written, and the list's page recalls the resource ([`CloudError::NotListedYet`]).
+    pub listed: bool,
 }
 
 /// Plans, records intent, acts, and writes the settled status (only when it changed).
@@ -114,6 +119,19 @@ pub async fn reconcile_once<K: ManagedKind, S: StatusSink<K>>(
         Ok(outcome) if !outcome.actions.is_empty() => admission(obj, env, &outcome.actions[0]).await.err(),
         _ => None,
     };
+    if let Err(e @ CloudError::NotListedYet(_)) = &planned {
+        return Ok(Reconciled {
+            recorded: obj.recorded(&previous),
+            status: previous,
+            verdict: Verdict::not_ready(Reason::Throttled, e.summary()),
+            requeue_after: None,
+            applied,
+            events,
+            error: None,
+            drift: false,
+            listed: false,
+        });
+    }
     let (status, verdict, requeue_after, error, drift) = match (planned, refused) {
         // A read for this resource alone that the rate limits could not send at once: it
         // comes back at its turn, and no worker waited for it.
@@ -204,6 +222,7 @@ pub async fn reconcile_once<K: ManagedKind, S: StatusSink<K>>(
         events,
         error,
         drift,
+        listed: true,
     })
 }
 
@@ -262,6 +281,13 @@ pub trait CloudSides: Send + Sync {
     fn claimants(&self, kind: &str) -> Vec<Arc<dyn ClaimsTargets>> {
         let _ = kind;
         Vec::new()
+    }
+
+    /// What brings `key` back to a worker of its controller ([`KindEnv::recall`]); `None`
+    /// where no controller runs (`plan`, tests): lookups then wait in place.
+    fn recaller(&self, key: &ObjectKey) -> Option<Recaller> {
+        let _ = key;
+        None
     }
 
     /// [`CloudSides::resolve_account`], possibly cached: for the peers of every reconcile.
@@ -620,6 +646,7 @@ pub async fn run_stage<K: ManagedKind, S: StatusSink<K>, C: CloudSides>(
     tracing::debug!(credentials = %origin, draining, "resolved credentials");
     env.max_age = plan_ctx.resync;
     env.cloud = env.cloud.for_holder(&key.to_string());
+    env.recall = sides.recaller(&key);
     // Each value of the annotation is honoured once: the status records it, so a restart
     // does not read the whole fleet fresh again.
     let requested = obj
@@ -644,6 +671,12 @@ pub async fn run_stage<K: ManagedKind, S: StatusSink<K>, C: CloudSides>(
         Ok(r) => r,
         Err(e) => return Report::kube("writing status", e),
     };
+    if !r.listed {
+        return Report {
+            resync: Some(resync),
+            ..Report::new(Settled::NotListedYet, "", "")
+        };
+    }
     let mut notes: Vec<Note> = r
         .events
         .iter()

@@ -256,8 +256,19 @@ async fn run<K: ManagedKind>(
             .collect();
         futures::stream::iter(refs)
     });
+    // A reconcile that found the shared list still paging, without its item yet, is brought
+    // back by the page that holds it (see `KindEnv::recall`): it held no worker meanwhile.
+    let (recalls, recalled) = futures::channel::mpsc::unbounded::<ObjectRef<K>>();
+    shared.add_requeuer(
+        K::KIND,
+        Arc::new(move |key: &ObjectKey| {
+            // Closed only when the controller has stopped: nothing is left to reconcile.
+            let _ = recalls.unbounded_send(ObjectRef::new(&key.name).within(&key.namespace));
+        }),
+    );
     let controller = controller
         .reconcile_on(affected)
+        .reconcile_on(recalled)
         .with_config(ControllerConfig::default().concurrency(shared.config.concurrency))
         .graceful_shutdown_on(shutdown);
     let kctx = Arc::new(KindContext {

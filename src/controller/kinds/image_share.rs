@@ -101,7 +101,10 @@ impl ManagedKind for ImageShare {
                         Ok(pages.into_listed())
                     }
                 },
-                |images: &Images| images.get(id.as_str()).map(|l| l.image(id)),
+                {
+                    let id = id.clone();
+                    move |images: &Images| images.get(id.as_str()).map(|l| l.image(&id))
+                },
             )
             .await?
         };
