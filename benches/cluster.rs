@@ -317,6 +317,27 @@ fn status_mib(pid: u32, field: &str) -> f64 {
         / 1024.0
 }
 
+/// CPU seconds (user and system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command in parentheses: state is field 3, utime 14 and stime 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(14) + ticks(15)) / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// The harness's process (etcd and kube-apiserver), found by its executable.
+fn harness_pid() -> Option<u32> {
+    let harness = std::fs::canonicalize(std::env::var("KUBE_HARNESS_BIN").ok()?).ok()?;
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        (std::fs::read_link(e.path().join("exe")).ok()? == harness).then_some(pid)
+    })
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -397,6 +418,8 @@ async fn scale(client: &Client, emu: &Emulator, n: usize, s: &Settings) {
     };
     let created = create_all::<ImageShare>(client, &raw_ns, bodies(&names), 32).await;
     create_all::<ImageShare>(client, &ns, bodies(&names), 32).await;
+    let harness = harness_pid();
+    let harness_cpu = || harness.map(cpu_seconds).unwrap_or(0.0);
     let concurrency = s.concurrency;
     // The bench watches the raw namespace as it watches the operator's: the same load on the
     // apiserver and on the two cores, apart from the operator itself.
@@ -405,6 +428,7 @@ async fn scale(client: &Client, emu: &Emulator, n: usize, s: &Settings) {
         json!({"type": type_, "status": "True", "reason": reason, "message": message,
                "lastTransitionTime": "2026-11-23T00:00:00Z", "observedGeneration": 1})
     };
+    let raw_cpu = harness_cpu();
     let raw = raw_status_rate::<ImageShare>(client, &raw_ns, &names, concurrency, |name| {
         json!({"observedGeneration": 1, "inShare": true, "imageName": name, "imageStatus": "1", "shareOperations": 0,
                "conditions": [condition("Ready", "Raw", &format!("image {name} is shared to ECS")),
@@ -414,6 +438,7 @@ async fn scale(client: &Client, emu: &Emulator, n: usize, s: &Settings) {
     raw_watch
         .until("the raw patches seen", Duration::from_secs(60), |st| st.ready == n)
         .await;
+    let raw_cpu = harness_cpu() - raw_cpu;
     drop(raw_watch);
     println!("ImageShare x {n}, {n} images in the region");
     println!("  create: {:.0}/s (32 in flight)", n as f64 / created);
@@ -425,6 +450,7 @@ async fn scale(client: &Client, emu: &Emulator, n: usize, s: &Settings) {
     emu.world().reset_counters();
     let requests_before = apiserver_requests(client).await;
     let started = Instant::now();
+    let cold_cpu = harness_cpu();
     let op = s.operator(&ns, emu);
     let pid = op.pid().unwrap();
     // What the operator's workers do meanwhile: reconciles in flight, sampled from /metrics.
@@ -447,6 +473,7 @@ async fn scale(client: &Client, emu: &Emulator, n: usize, s: &Settings) {
         .until("all Ready", Duration::from_secs(600), |st| st.ready == n)
         .await
         - offset;
+    let (cold_cpu, operator_cpu) = (harness_cpu() - cold_cpu, cpu_seconds(pid));
     sampler.abort();
     let first = tracker.first_ready() - offset;
     let pages = emu.world().counters().count("ListCustomImages");
@@ -461,6 +488,12 @@ async fn scale(client: &Client, emu: &Emulator, n: usize, s: &Settings) {
     println!(
         "  convergence: {rate:.0}/s from first to last Ready = {:.0} % of the raw rate",
         100.0 * rate / raw
+    );
+    println!(
+        "  CPU a status write: the apiserver and etcd {:.2} ms (raw: {:.2} ms), the operator {:.2} ms ({operator_cpu:.1} s in all)",
+        1000.0 * cold_cpu / n as f64,
+        1000.0 * raw_cpu / n as f64,
+        1000.0 * operator_cpu / n as f64
     );
     let samples = in_flight.lock().unwrap().clone();
     let metrics = op.scrape().await;
