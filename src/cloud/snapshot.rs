@@ -857,7 +857,6 @@ mod tests {
     /// recalled when the list lands, and finds that it is not there.
     #[tokio::test]
     async fn a_reader_whose_page_has_not_come_is_recalled_when_it_comes() {
-        type Map = HashMap<String, i32>;
         let cache = Arc::new(SnapshotCache::new(LONG));
         let (pages, rx) = tokio::sync::mpsc::unbounded_channel();
         let look = |name: &'static str| move |m: &Map| m.get(name).copied();
@@ -911,7 +910,6 @@ mod tests {
     /// by the readers it recalls.
     #[tokio::test]
     async fn a_failed_list_recalls_its_readers_and_the_next_list_answers_them() {
-        type Map = HashMap<String, i32>;
         let cache = Arc::new(SnapshotCache::new(LONG));
         let (pages, rx) = tokio::sync::mpsc::unbounded_channel();
         let look = |name: &'static str| move |m: &Map| m.get(name).copied();
