@@ -85,15 +85,14 @@ pub struct Reconciled<K: ManagedKind> {
     pub applied: Vec<String>,
     /// The Event (reason, note) of each write sent.
     pub events: Vec<(&'static str, String)>,
-    /// The cloud failure that stopped the reconcile, if any.
+    /// The cloud failure that stopped the reconcile, if any; [`CloudError::NotListedYet`]
+    /// when the shared list had not read the resource's item: nothing was decided or written,
+    /// and the list's page recalls the resource.
     pub error: Option<CloudError>,
     /// Whether the plan found drift.
     pub drift: bool,
     /// What the settled status still records as done in the cloud (what deletion undoes).
     pub recorded: Vec<String>,
-    /// False when the shared list had not read this resource's item yet: nothing was decided
-    /// or written, and the list's page recalls the resource ([`CloudError::NotListedYet`]).
-    pub listed: bool,
 }
 
 /// Plans, records intent, acts, and writes the settled status (only when it changed).
@@ -119,7 +118,7 @@ pub async fn reconcile_once<K: ManagedKind, S: StatusSink<K>>(
         Ok(outcome) if !outcome.actions.is_empty() => admission(obj, env, &outcome.actions[0]).await.err(),
         _ => None,
     };
-    if let Err(e @ CloudError::NotListedYet(_)) = &planned {
+    if let Err(e @ CloudError::NotListedYet(_)) = planned {
         return Ok(Reconciled {
             recorded: obj.recorded(&previous),
             status: previous,
@@ -127,9 +126,8 @@ pub async fn reconcile_once<K: ManagedKind, S: StatusSink<K>>(
             requeue_after: None,
             applied,
             events,
-            error: None,
+            error: Some(e),
             drift: false,
-            listed: false,
         });
     }
     let (status, verdict, requeue_after, error, drift) = match (planned, refused) {
@@ -222,7 +220,6 @@ pub async fn reconcile_once<K: ManagedKind, S: StatusSink<K>>(
         events,
         error,
         drift,
-        listed: true,
     })
 }
 
@@ -671,7 +668,7 @@ pub async fn run_stage<K: ManagedKind, S: StatusSink<K>, C: CloudSides>(
         Ok(r) => r,
         Err(e) => return Report::kube("writing status", e),
     };
-    if !r.listed {
+    if let Some(CloudError::NotListedYet(_)) = r.error {
         return Report {
             resync: Some(resync),
             ..Report::new(Settled::NotListedYet, "", "")
