@@ -135,7 +135,8 @@ struct Tracked {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ObjectState {
     pub ready: bool,
-    pub reason: String,
+    /// The Ready condition's reason (a `Reason`'s name: nothing to allocate per resource).
+    pub reason: &'static str,
     /// Since when Ready has been False (Unix seconds): the condition's lastTransitionTime.
     pub not_ready_since: Option<f64>,
     pub gauges: Vec<(ResourceGauge, f64)>,
@@ -295,64 +296,63 @@ impl Metrics {
 
     /// Renders the text exposition format, refreshing the per-object gauges first.
     pub fn render(&self) -> String {
-        // Queue depth: scheduled reconciles whose time has come (with a second of grace)
-        // but that have not started, i.e. that wait for a free reconcile slot.
         self.queue_depth.clear();
-        // Every kind with resources has a series, 0 when nothing waits: "no data" would hide
-        // the difference between an empty queue and a missing operator.
-        // A copy, so that reconciles recording their objects do not wait for the rendering
-        // (at 10,000 resources it takes milliseconds; the copy takes a fraction of that).
-        let objects: Vec<(ObjectKey, Tracked)> = self
-            .objects
-            .lock()
-            .expect("objects lock")
-            .iter()
-            .map(|(k, t)| (k.clone(), t.clone()))
-            .collect();
-        for (key, t) in objects.iter() {
-            if t.state.is_some() {
-                self.queue_depth.get_or_create(&Self::kind(key.kind)).set(0);
-            }
-        }
-        let late = std::time::Instant::now() - Duration::from_secs(1);
-        for (key, t) in objects.iter() {
-            if t.due.is_some_and(|at| at <= late) {
-                self.queue_depth.get_or_create(&Self::kind(key.kind)).inc();
-            }
-        }
         self.managed.clear();
         self.not_ready_since.clear();
         for (_, family) in &self.resource_gauges {
             family.clear();
         }
-        for (key, state) in objects.iter().filter_map(|(k, t)| Some((k, t.state.as_ref()?))) {
-            let kind = key.kind.to_string();
-            let (namespace, name) = (key.namespace.as_str(), key.name.as_str());
-            let labels = ObjectLabels {
-                kind: kind.clone(),
-                ready: if state.ready { "True" } else { "False" }.into(),
-                reason: state.reason.clone(),
-            };
-            self.managed.get_or_create(&labels).inc();
-            let resource = ResourceLabels {
-                kind: kind.clone(),
-                namespace: namespace.into(),
-                name: name.into(),
+        // One pass over the objects under their lock, counting in place: nothing is copied
+        // per object (at 10,000 resources a copy of the table was the scrape's biggest
+        // allocation), and only a resource with something to say gets series of its own.
+        // Counting takes well under a millisecond, so reconciles recording their objects
+        // hardly wait.
+        let late = std::time::Instant::now() - Duration::from_secs(1);
+        let mut queued: HashMap<&'static str, i64> = HashMap::new();
+        let mut managed: HashMap<(&'static str, bool, &'static str), i64> = HashMap::new();
+        let objects = self.objects.lock().expect("objects lock");
+        for (key, t) in objects.iter() {
+            // Every kind with resources has a queue series, 0 when nothing waits: "no data"
+            // would hide the difference between an empty queue and a missing operator.
+            // Queued: scheduled reconciles whose time has come (with a second of grace) but
+            // that have not started, i.e. that wait for a free reconcile slot.
+            let late = t.due.is_some_and(|at| at <= late);
+            if t.state.is_some() || late {
+                *queued.entry(key.kind).or_default() += i64::from(late);
+            }
+            let Some(state) = &t.state else { continue };
+            *managed.entry((key.kind, state.ready, state.reason)).or_default() += 1;
+            let resource = || ResourceLabels {
+                kind: key.kind.to_string(),
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
             };
             if let Some(since) = state.not_ready_since.filter(|_| !state.ready) {
                 let labels = NotReadyLabels {
-                    kind: kind.clone(),
-                    namespace: namespace.into(),
-                    name: name.into(),
-                    reason: state.reason.clone(),
+                    kind: key.kind.to_string(),
+                    namespace: key.namespace.clone(),
+                    name: key.name.clone(),
+                    reason: state.reason.to_string(),
                 };
                 self.not_ready_since.get_or_create(&labels).set(since);
             }
             for (gauge, value) in &state.gauges {
                 if let Some((_, family)) = self.resource_gauges.iter().find(|(g, _)| g == gauge) {
-                    family.get_or_create(&resource).set(*value);
+                    family.get_or_create(&resource()).set(*value);
                 }
             }
+        }
+        for ((kind, ready, reason), count) in managed {
+            let labels = ObjectLabels {
+                kind: kind.to_string(),
+                ready: if ready { "True" } else { "False" }.into(),
+                reason: reason.to_string(),
+            };
+            self.managed.get_or_create(&labels).set(count);
+        }
+        drop(objects);
+        for (kind, count) in queued {
+            self.queue_depth.get_or_create(&Self::kind(kind)).set(count);
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry.lock().expect("registry lock"))
@@ -375,13 +375,13 @@ mod tests {
 
     fn state(
         ready: bool,
-        reason: &str,
+        reason: &'static str,
         not_ready_since: Option<f64>,
         gauges: Vec<(ResourceGauge, f64)>,
     ) -> ObjectState {
         ObjectState {
             ready,
-            reason: reason.into(),
+            reason,
             not_ready_since,
             gauges,
         }

@@ -549,7 +549,7 @@ fn observed<K: ManagedKind>(status: Option<&K::Status>, verdict: &Verdict) -> Ob
     });
     ObjectState {
         ready: verdict.ready,
-        reason: verdict.reason.as_str().to_string(),
+        reason: verdict.reason.as_str(),
         not_ready_since,
         gauges: status.map(K::status_gauges).unwrap_or_default(),
     }

@@ -33,6 +33,18 @@ fn trim_for_cache<K: ManagedKind>(o: &mut K) {
     }
 }
 
+/// What the controller keeps of a change that brings a resource back: its name. The
+/// controller queues an `ObjectRef` made from the object, whose extra fields copy the uid and
+/// resourceVersion; the queue holds each key twice, and at a cold start it holds every resource
+/// at once (10,000 of them: four strings each that nothing reads). The reconcile reads the
+/// object from the cache, which keeps them.
+fn trigger_only<K: ManagedKind>(mut o: K) -> K {
+    let meta = o.meta_mut();
+    meta.uid = None;
+    meta.resource_version = None;
+    o
+}
+
 /// What a change must touch to bring a resource back before its requeue: the spec (the
 /// generation, which deletion also bumps), annotations (`reconcile-requested-at`,
 /// `skip-cleanup`) and finalizers. The operator's own status writes are not among them, so
@@ -216,11 +228,23 @@ async fn run<K: ManagedKind>(
                     // One message per kind, into a channel with room for every kind.
                     let _ = ready.try_send(K::KIND);
                 }
-                let keys: HashSet<ObjectKey> = store.state().iter().map(|o| ObjectKey::of(o.as_ref())).collect();
-                shared.metrics.forget_objects_of(K::KIND, |key| keys.contains(key));
-                shared.forget_backoffs_of(K::KIND, |key| keys.contains(key));
-                let listed: HashSet<u64> = store.state().iter().map(|o| seen_key(o.as_ref())).collect();
-                seen.lock().expect("seen lock").retain(|k, _| listed.contains(k));
+                // The names borrowed from the cache, not copied: at 10,000 resources a set of
+                // owned keys was megabytes at the moment the first list had just landed.
+                let listed = store.state();
+                let names: HashSet<(&str, &str)> = listed
+                    .iter()
+                    .map(|o| {
+                        (
+                            o.meta().namespace.as_deref().unwrap_or_default(),
+                            o.meta().name.as_deref().unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                let exists = |key: &ObjectKey| names.contains(&(key.namespace.as_str(), key.name.as_str()));
+                shared.metrics.forget_objects_of(K::KIND, exists);
+                shared.forget_backoffs_of(K::KIND, exists);
+                let seen_keys: HashSet<u64> = listed.iter().map(|o| seen_key(o.as_ref())).collect();
+                seen.lock().expect("seen lock").retain(|k, _| seen_keys.contains(k));
             }
             _ => {}
         }
@@ -231,7 +255,8 @@ async fn run<K: ManagedKind>(
         .reflect(writer)
         .inspect_ok(forget)
         .applied_objects()
-        .try_filter(move |obj| futures::future::ready(worth_a_reconcile(&seen, obj)));
+        .try_filter(move |obj| futures::future::ready(worth_a_reconcile(&seen, obj)))
+        .map_ok(trigger_only);
     let controller = Controller::for_stream(changes, store.clone());
     let mapper_store = store.clone();
     // Rotating a key re-reconciles every resource that names the Secret.
