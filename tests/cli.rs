@@ -19,6 +19,21 @@ fn emulator_bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_alicloud-cloud-emulator"))
 }
 
+/// The operator allocates with jemalloc, one arena, as `make bench-cluster` measured it:
+/// jemalloc's own statistics, printed at exit, say which options it runs with.
+#[test]
+fn the_operator_allocates_with_one_jemalloc_arena() {
+    let out = bin()
+        .arg("--version")
+        .env("_RJEM_MALLOC_CONF", "stats_print:true")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("jemalloc statistics"), "not jemalloc:\n{text}");
+    assert!(text.contains("opt.narenas: 1\n"), "{text}");
+}
+
 /// The operator's binary carries neither the emulator nor its default access key.
 #[test]
 fn the_operator_binary_holds_no_emulator() {
