@@ -562,7 +562,7 @@ async fn scale(client: &Client, emu: &Emulator, n: usize, s: &Settings) {
         percentile(&latencies, 0.99)
     );
     println!(
-        "  operator peak RSS: {:.0} MiB (now: {:.0} MiB heap and stacks, {:.0} MiB mapped from the binary and libraries)",
+        "  operator peak RSS: {:.1} MiB (now: {:.1} MiB heap and stacks, {:.1} MiB mapped from the binary and libraries)",
         peak_rss_mib(pid),
         status_mib(pid, "RssAnon:"),
         status_mib(pid, "RssFile:")
