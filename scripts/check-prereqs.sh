@@ -12,6 +12,7 @@ need "Rust toolchain (>= 1.89, with rustfmt and clippy)" cargo "Install it with 
 need "Go (>= 1.26, builds the test kube-apiserver)" go "Install Go 1.26 or newer from the Go downloads page or your package manager."
 need "Python 3 (>= 3.9, runs the official-SDK conformance test)" python3 "Install python3 and python3-venv."
 need "make" make "Install GNU make."
+need "a C compiler (ring and jemalloc are built from C)" cc "Install gcc (apt-get install build-essential)."
 if command -v go >/dev/null 2>&1; then
   gv=$(go env GOVERSION | sed 's/^go//')
   major=${gv%%.*}; rest=${gv#*.}; minor=${rest%%.*}
